@@ -1,0 +1,20 @@
+//! The manager ↔ orb IPC channel (PROTOCOL.md §3), in Node's convention.
+//!
+//! A Unix stream socket pair; the orb's end is inherited at the descriptor
+//! named by `NODE_CHANNEL_FD`. Each message is one JSON object on one line.
+//! An unchanged Node orb using `process.send` / `process.on('message')` can be
+//! supervised, and a Rust orb uses [`IpcCodec`] on the same socket.
+
+mod codec;
+mod fd;
+mod messages;
+
+pub use codec::{IpcCodec, IpcEvent, IpcLineError};
+pub use fd::{ChannelFdError, NODE_CHANNEL_FD, channel_from_env};
+pub use messages::{
+    IpcMessage, ManagerToOrb, OrbError, OrbToManager, OrbHeartbeat, OrbMetrics, OrbReady, OrbShutdown, ParticipantJoined,
+    ParticipantLeft, SessionSummary, ShutdownGraceful,
+};
+
+/// Default cap on one IPC line, in bytes (64 KiB).
+pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024;

@@ -1,0 +1,17 @@
+//! Wire formats and settings shared by `cpu-server` and `gpu-orb`.
+//!
+//! This crate owns what crosses a process boundary and nothing that runs:
+//! the room WebSocket protocol, the manager ↔ orb IPC channel and the
+//! layered settings helpers both binaries use. It holds no supervision logic.
+//!
+//! # Layout
+//! - [`room`]: the room protocol of `/ws-simple/{roomId}` — typed messages,
+//!   the size-capped envelope parser used by the relay, error codes.
+//! - [`ipc`]: Node's `NODE_CHANNEL_FD` convention — newline-delimited JSON over
+//!   a Unix stream socket, its size-capped codec and typed messages both ways.
+//! - [`settings`]: `.env` parsing compatible with Node's `dotenv`, and a
+//!   validator that collects every bad setting before start-up stops (exit 64).
+
+pub mod ipc;
+pub mod room;
+pub mod settings;

@@ -1,0 +1,32 @@
+//! The room protocol spoken on `/ws-simple/{roomId}` (PROTOCOL.md §1).
+//!
+//! Two views of the same frames:
+//! - [`RoomMessage`] is the typed, round-trippable model of every message
+//!   (used by the orb and by tests);
+//! - [`Inbound`] is what the relay uses: a size-capped parse of the envelope
+//!   (`type`, target) that keeps the sender's whole object so that relayed
+//!   messages carry every field, unknown ones too.
+
+mod error_code;
+mod inbound;
+mod messages;
+
+pub use error_code::ErrorCode;
+pub use inbound::{FrameError, Inbound, JoinRequest, MessageKind, parse_inbound};
+pub use messages::{
+    AiControl, AiResponse, AiStatus, ClientSignal, ErrorReply, Join, OrbHeartbeatFrame, OrbShutdownFrame,
+    Participant, PeerDiscovery, RoomMessage, Signal, UserJoined,
+};
+
+/// Default cap on one room message, in bytes (64 KiB).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// `participantType` of the AI participant.
+pub const PARTICIPANT_AI: &str = "ai";
+/// `participantType` of a human participant (the default).
+pub const PARTICIPANT_HUMAN: &str = "human";
+
+/// The `userId` an orb joins with for a session.
+pub fn orb_user_id(session_id: &str) -> String {
+    format!("ai-orb-{session_id}")
+}
