@@ -69,7 +69,12 @@ pub struct IpcCodec<In, Out> {
 impl<In, Out> IpcCodec<In, Out> {
     /// A codec whose lines may be at most `max_line` bytes (newline excluded).
     pub fn new(max_line: usize) -> Self {
-        Self { max_line, scanned: 0, discarding: false, _types: PhantomData }
+        Self {
+            max_line,
+            scanned: 0,
+            discarding: false,
+            _types: PhantomData,
+        }
     }
 }
 
@@ -90,7 +95,10 @@ impl<In: IpcMessage, Out> IpcCodec<In, Out> {
         }
         match serde_json::from_value(Value::Object(fields)) {
             Ok(message) => IpcEvent::Message(message),
-            Err(e) => IpcEvent::Invalid(IpcLineError::InvalidFields { type_name, reason: e.to_string() }),
+            Err(e) => IpcEvent::Invalid(IpcLineError::InvalidFields {
+                type_name,
+                reason: e.to_string(),
+            }),
         }
     }
 }
@@ -101,7 +109,10 @@ impl<In: IpcMessage, Out> Decoder for IpcCodec<In, Out> {
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
         loop {
-            let newline = buf[self.scanned..].iter().position(|b| *b == b'\n').map(|i| i + self.scanned);
+            let newline = buf[self.scanned..]
+                .iter()
+                .position(|b| *b == b'\n')
+                .map(|i| i + self.scanned);
             match newline {
                 Some(end) => {
                     let line = buf.split_to(end + 1);
@@ -145,7 +156,11 @@ impl<In: IpcMessage, Out> Decoder for IpcCodec<In, Out> {
         }
         let rest = buf.split();
         let line = trim_line(&rest);
-        if line.is_empty() { Ok(None) } else { Ok(Some(Self::parse_line(line))) }
+        if line.is_empty() {
+            Ok(None)
+        } else {
+            Ok(Some(Self::parse_line(line)))
+        }
     }
 }
 
@@ -157,7 +172,11 @@ impl<In, Out: Serialize> Encoder<Out> for IpcCodec<In, Out> {
         if json.len() > self.max_line {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
-                format!("IPC message of {} bytes exceeds the {}-byte line cap", json.len(), self.max_line),
+                format!(
+                    "IPC message of {} bytes exceeds the {}-byte line cap",
+                    json.len(),
+                    self.max_line
+                ),
             ));
         }
         dst.reserve(json.len() + 1);
@@ -206,7 +225,10 @@ mod tests {
     #[test]
     fn garbled_line_then_good_line() {
         let mut codec = ManagerSide::new(1024);
-        let events = collect(&mut codec, &[b"{garbage\n", b"{\"type\":\"orb_shutdown\",\"reason\":\"x\"}\n"]);
+        let events = collect(
+            &mut codec,
+            &[b"{garbage\n", b"{\"type\":\"orb_shutdown\",\"reason\":\"x\"}\n"],
+        );
         assert_eq!(events.len(), 2);
         assert!(matches!(events[0], IpcEvent::Invalid(IpcLineError::InvalidJson(_))));
         assert!(matches!(&events[1], IpcEvent::Message(OrbToManager::OrbShutdown(s)) if s.reason == "x"));
@@ -215,7 +237,10 @@ mod tests {
     #[test]
     fn line_split_across_reads_is_joined() {
         let mut codec = ManagerSide::new(1024);
-        let events = collect(&mut codec, &[b"{\"type\":\"orb_sh", b"utdown\",\"reason\":\"y\"}", b"\n"]);
+        let events = collect(
+            &mut codec,
+            &[b"{\"type\":\"orb_sh", b"utdown\",\"reason\":\"y\"}", b"\n"],
+        );
         assert!(matches!(&events[..], [IpcEvent::Message(OrbToManager::OrbShutdown(s))] if s.reason == "y"));
     }
 
@@ -223,7 +248,10 @@ mod tests {
     fn oversized_line_is_discarded_and_the_next_one_decodes() {
         let mut codec = ManagerSide::new(48);
         let long = vec![b'x'; 100];
-        let events = collect(&mut codec, &[&long, &long, b"\n", b"{\"type\":\"orb_shutdown\",\"reason\":\"z\"}\n"]);
+        let events = collect(
+            &mut codec,
+            &[&long, &long, b"\n", b"{\"type\":\"orb_shutdown\",\"reason\":\"z\"}\n"],
+        );
         assert_eq!(events.len(), 2, "{events:?}");
         assert_eq!(events[0], IpcEvent::Invalid(IpcLineError::TooLong { max: 48 }));
         assert!(matches!(&events[1], IpcEvent::Message(OrbToManager::OrbShutdown(_))));
@@ -252,8 +280,14 @@ mod tests {
     #[test]
     fn known_type_with_bad_fields_is_invalid() {
         let mut codec = OrbSide::new(1024);
-        let events = collect(&mut codec, &[b"{\"type\":\"shutdown_graceful\",\"timeout\":\"soon\"}\n"]);
-        assert!(matches!(&events[0], IpcEvent::Invalid(IpcLineError::InvalidFields { .. })));
+        let events = collect(
+            &mut codec,
+            &[b"{\"type\":\"shutdown_graceful\",\"timeout\":\"soon\"}\n"],
+        );
+        assert!(matches!(
+            &events[0],
+            IpcEvent::Invalid(IpcLineError::InvalidFields { .. })
+        ));
     }
 
     #[test]

@@ -42,7 +42,10 @@ pub fn channel_from_env() -> Option<Result<UnixStream, ChannelFdError>> {
 }
 
 fn adopt(raw: &str) -> Result<UnixStream, ChannelFdError> {
-    let fd: RawFd = raw.trim().parse().map_err(|_| ChannelFdError::NotANumber(raw.to_owned()))?;
+    let fd: RawFd = raw
+        .trim()
+        .parse()
+        .map_err(|_| ChannelFdError::NotANumber(raw.to_owned()))?;
     if fd < 0 {
         return Err(ChannelFdError::NotANumber(raw.to_owned()));
     }

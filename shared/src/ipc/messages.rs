@@ -26,8 +26,13 @@ pub enum OrbToManager {
 }
 
 impl IpcMessage for OrbToManager {
-    const TYPES: &'static [&'static str] =
-        &["orb_ready", "orb_heartbeat", "orb_error", "session_summary", "orb_shutdown"];
+    const TYPES: &'static [&'static str] = &[
+        "orb_ready",
+        "orb_heartbeat",
+        "orb_error",
+        "session_summary",
+        "orb_shutdown",
+    ];
 }
 
 /// Manager → orb.
@@ -183,10 +188,14 @@ mod tests {
     fn every_orb_message_round_trips() {
         round_trip::<OrbToManager>(json!({"type":"orb_ready","roomId":"r1","participants":["u1"]}));
         round_trip::<OrbToManager>(json!({"type":"orb_ready","roomId":"r1"}));
-        round_trip::<OrbToManager>(json!({"type":"orb_heartbeat","roomId":"r1","timestamp":1700000000000u64,
-            "metrics":{"cpu":1.5,"memory":6.25,"latency":0.5}}));
+        round_trip::<OrbToManager>(
+            json!({"type":"orb_heartbeat","roomId":"r1","timestamp":1700000000000u64,
+            "metrics":{"cpu":1.5,"memory":6.25,"latency":0.5}}),
+        );
         round_trip::<OrbToManager>(json!({"type":"orb_error","error":"boom","critical":true}));
-        round_trip::<OrbToManager>(json!({"type":"session_summary","roomId":"r1","sessionId":"s1","summary":{"turns":3}}));
+        round_trip::<OrbToManager>(
+            json!({"type":"session_summary","roomId":"r1","sessionId":"s1","summary":{"turns":3}}),
+        );
         round_trip::<OrbToManager>(json!({"type":"orb_shutdown","reason":"session_complete"}));
     }
 

@@ -74,7 +74,10 @@ impl MessageKind {
 
     /// Only the room's AI participant may send this kind.
     pub fn is_ai_only(self) -> bool {
-        matches!(self, Self::AiStatus | Self::AiResponse | Self::OrbHeartbeat | Self::AiOrbShutdown)
+        matches!(
+            self,
+            Self::AiStatus | Self::AiResponse | Self::OrbHeartbeat | Self::AiOrbShutdown
+        )
     }
 
     /// WebRTC signalling, relayed to a target when one is named.
@@ -169,13 +172,19 @@ pub const MAX_USER_ID_LEN: usize = 128;
 /// Parses one text frame; the size cap is checked before any parsing.
 pub fn parse_inbound(text: &str, max_bytes: usize) -> Result<Inbound, FrameError> {
     if text.len() > max_bytes {
-        return Err(FrameError::TooLarge { size: text.len(), max: max_bytes });
+        return Err(FrameError::TooLarge {
+            size: text.len(),
+            max: max_bytes,
+        });
     }
     let value: Value = serde_json::from_str(text).map_err(|e| FrameError::InvalidJson(e.to_string()))?;
     let Value::Object(fields) = value else {
         return Err(FrameError::NotObject);
     };
-    let kind_name = fields.get("type").and_then(Value::as_str).ok_or(FrameError::MissingType)?;
+    let kind_name = fields
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or(FrameError::MissingType)?;
     let kind = MessageKind::from_wire(kind_name).ok_or_else(|| FrameError::UnknownType(truncate(kind_name, 64)))?;
     Ok(Inbound { kind, fields })
 }
@@ -187,7 +196,12 @@ impl Inbound {
             match self.fields.get(field) {
                 None | Some(Value::Null) => continue,
                 Some(Value::String(id)) => return Ok(Some(id.as_str())),
-                Some(_) => return Err(FrameError::InvalidField { field, expected: "a string" }),
+                Some(_) => {
+                    return Err(FrameError::InvalidField {
+                        field,
+                        expected: "a string",
+                    });
+                }
             }
         }
         Ok(None)
@@ -210,19 +224,33 @@ impl Inbound {
             });
         }
         let user_role = self.string_field("userRole")?.unwrap_or_default();
-        let participant_type = self.string_field("participantType")?.unwrap_or_else(|| PARTICIPANT_HUMAN.to_owned());
+        let participant_type = self
+            .string_field("participantType")?
+            .unwrap_or_else(|| PARTICIPANT_HUMAN.to_owned());
         if participant_type != PARTICIPANT_HUMAN && participant_type != PARTICIPANT_AI {
-            return Err(FrameError::InvalidField { field: "participantType", expected: "\"human\" or \"ai\"" });
+            return Err(FrameError::InvalidField {
+                field: "participantType",
+                expected: "\"human\" or \"ai\"",
+            });
         }
         if user_role.chars().any(char::is_control) || user_role.len() > 32 {
-            return Err(FrameError::InvalidField { field: "userRole", expected: "a short role name" });
+            return Err(FrameError::InvalidField {
+                field: "userRole",
+                expected: "a short role name",
+            });
         }
-        Ok(JoinRequest { user_id, user_name, user_role, participant_type })
+        Ok(JoinRequest {
+            user_id,
+            user_name,
+            user_role,
+            participant_type,
+        })
     }
 
     /// The frame as relayed: every field the sender sent, `fromId` set by the server.
     pub fn into_relayed(mut self, from_id: &str) -> String {
-        self.fields.insert("fromId".to_owned(), Value::String(from_id.to_owned()));
+        self.fields
+            .insert("fromId".to_owned(), Value::String(from_id.to_owned()));
         Value::Object(self.fields).to_string()
     }
 
@@ -231,7 +259,10 @@ impl Inbound {
         match self.fields.get(field) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(FrameError::InvalidField { field, expected: "a string" }),
+            Some(_) => Err(FrameError::InvalidField {
+                field,
+                expected: "a string",
+            }),
         }
     }
 }
@@ -259,19 +290,43 @@ mod tests {
 
     #[test]
     fn each_bad_frame_has_its_own_error() {
-        assert_eq!(parse_inbound("{nope", 1024).map_err(|e| e.code()), Err(ErrorCode::InvalidJson));
-        assert_eq!(parse_inbound("[1,2]", 1024).map_err(|e| e.code()), Err(ErrorCode::NotObject));
-        assert_eq!(parse_inbound(r#"{"a":1}"#, 1024).map_err(|e| e.code()), Err(ErrorCode::MissingType));
-        assert_eq!(parse_inbound(r#"{"type":7}"#, 1024).map_err(|e| e.code()), Err(ErrorCode::MissingType));
-        assert_eq!(parse_inbound(r#"{"type":"dance"}"#, 1024).map_err(|e| e.code()), Err(ErrorCode::UnknownType));
+        assert_eq!(
+            parse_inbound("{nope", 1024).map_err(|e| e.code()),
+            Err(ErrorCode::InvalidJson)
+        );
+        assert_eq!(
+            parse_inbound("[1,2]", 1024).map_err(|e| e.code()),
+            Err(ErrorCode::NotObject)
+        );
+        assert_eq!(
+            parse_inbound(r#"{"a":1}"#, 1024).map_err(|e| e.code()),
+            Err(ErrorCode::MissingType)
+        );
+        assert_eq!(
+            parse_inbound(r#"{"type":7}"#, 1024).map_err(|e| e.code()),
+            Err(ErrorCode::MissingType)
+        );
+        assert_eq!(
+            parse_inbound(r#"{"type":"dance"}"#, 1024).map_err(|e| e.code()),
+            Err(ErrorCode::UnknownType)
+        );
     }
 
     #[test]
     fn oversized_frame_is_refused_before_parsing() {
         let big = format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(100));
-        assert_eq!(parse_inbound(&big, 64), Err(FrameError::TooLarge { size: big.len(), max: 64 }));
+        assert_eq!(
+            parse_inbound(&big, 64),
+            Err(FrameError::TooLarge {
+                size: big.len(),
+                max: 64
+            })
+        );
         // Not even JSON, but refused for its size first.
-        assert_eq!(parse_inbound(&"{".repeat(65), 64).map_err(|e| e.code()), Err(ErrorCode::TooLarge));
+        assert_eq!(
+            parse_inbound(&"{".repeat(65), 64).map_err(|e| e.code()),
+            Err(ErrorCode::TooLarge)
+        );
     }
 
     #[test]
@@ -283,20 +338,28 @@ mod tests {
         let none = parse_inbound(r#"{"type":"offer"}"#, 1024).expect("parse");
         assert_eq!(none.target(), Ok(None));
         let bad = parse_inbound(r#"{"type":"offer","toId":5}"#, 1024).expect("parse");
-        assert!(matches!(bad.target(), Err(FrameError::InvalidField { field: "toId", .. })));
+        assert!(matches!(
+            bad.target(),
+            Err(FrameError::InvalidField { field: "toId", .. })
+        ));
     }
 
     #[test]
     fn join_request_is_checked() {
-        let ok = parse_inbound(r#"{"type":"join","userId":"u1","userName":"Ann","userRole":"coach"}"#, 1024)
-            .expect("parse")
-            .join_request()
-            .expect("join");
+        let ok = parse_inbound(
+            r#"{"type":"join","userId":"u1","userName":"Ann","userRole":"coach"}"#,
+            1024,
+        )
+        .expect("parse")
+        .join_request()
+        .expect("join");
         assert_eq!(ok.participant_type, "human");
         assert!(!ok.is_ai());
         let missing = parse_inbound(r#"{"type":"join"}"#, 1024).expect("parse").join_request();
         assert_eq!(missing, Err(FrameError::MissingField("userId")));
-        let control = parse_inbound(r#"{"type":"join","userId":"a\nb"}"#, 1024).expect("parse").join_request();
+        let control = parse_inbound(r#"{"type":"join","userId":"a\nb"}"#, 1024)
+            .expect("parse")
+            .join_request();
         assert!(matches!(control, Err(FrameError::InvalidField { field: "userId", .. })));
         let ai = parse_inbound(r#"{"type":"join","userId":"x","userRole":"ai"}"#, 1024)
             .expect("parse")

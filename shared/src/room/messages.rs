@@ -264,7 +264,10 @@ pub struct ErrorReply {
 impl ErrorReply {
     /// An `error` frame with its code and message.
     pub fn frame(code: ErrorCode, message: impl Into<String>) -> RoomMessage {
-        RoomMessage::Error(ErrorReply { message: message.into(), code })
+        RoomMessage::Error(ErrorReply {
+            message: message.into(),
+            code,
+        })
     }
 }
 
@@ -281,7 +284,9 @@ mod tests {
 
     #[test]
     fn every_client_message_round_trips() {
-        round_trip(json!({"type":"join","userId":"u1","userName":"Ann","userRole":"coach","participantType":"human","roomId":"r"}));
+        round_trip(
+            json!({"type":"join","userId":"u1","userName":"Ann","userRole":"coach","participantType":"human","roomId":"r"}),
+        );
         round_trip(json!({"type":"offer","offer":{"sdp":"v=0","type":"offer"},"toId":"u2"}));
         round_trip(json!({"type":"answer","answer":{"sdp":"v=0"},"targetId":"u1","fromId":"u2"}));
         round_trip(json!({"type":"ice-candidate","candidate":{"candidate":"c","sdpMid":"0"},"toId":"u2"}));
@@ -300,8 +305,12 @@ mod tests {
     fn every_server_message_round_trips() {
         let peer = json!({"userId":"u1","userName":"Ann","userRole":"coach","participantType":"human"});
         round_trip(json!({"type":"peer-discovery","peers":[peer],"roomId":"r1"}));
-        round_trip(json!({"type":"user-joined","userId":"u2","userName":"Bo","userRole":"client","participantType":"human","shouldCreateOffer":true}));
-        round_trip(json!({"type":"user-left","userId":"u2","userName":"Bo","userRole":"client","participantType":"human"}));
+        round_trip(
+            json!({"type":"user-joined","userId":"u2","userName":"Bo","userRole":"client","participantType":"human","shouldCreateOffer":true}),
+        );
+        round_trip(
+            json!({"type":"user-left","userId":"u2","userName":"Bo","userRole":"client","participantType":"human"}),
+        );
         round_trip(json!({"type":"pong"}));
         round_trip(json!({"type":"error","message":"no such peer","code":"peer_not_found"}));
         round_trip(json!({"type":"ai_status","status":"queued","position":2}));
@@ -315,8 +324,7 @@ mod tests {
 
     #[test]
     fn join_defaults_participant_type_to_absent() {
-        let parsed: RoomMessage =
-            serde_json::from_value(json!({"type":"join","userId":"u"})).expect("parse");
+        let parsed: RoomMessage = serde_json::from_value(json!({"type":"join","userId":"u"})).expect("parse");
         match parsed {
             RoomMessage::Join(join) => {
                 assert_eq!(join.user_id, "u");

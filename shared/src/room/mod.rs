@@ -14,8 +14,8 @@ mod messages;
 pub use error_code::ErrorCode;
 pub use inbound::{FrameError, Inbound, JoinRequest, MessageKind, parse_inbound};
 pub use messages::{
-    AiControl, AiResponse, AiStatus, ClientSignal, ErrorReply, Join, OrbHeartbeatFrame, OrbShutdownFrame,
-    Participant, PeerDiscovery, RoomMessage, Signal, UserJoined,
+    AiControl, AiResponse, AiStatus, ClientSignal, ErrorReply, Join, OrbHeartbeatFrame, OrbShutdownFrame, Participant,
+    PeerDiscovery, RoomMessage, Signal, UserJoined,
 };
 
 /// Default cap on one room message, in bytes (64 KiB).

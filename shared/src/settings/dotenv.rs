@@ -24,7 +24,10 @@ impl DotEnv {
     pub fn load_from_dir(dir: &Path) -> std::io::Result<Self> {
         let path = dir.join(".env");
         match std::fs::read_to_string(&path) {
-            Ok(text) => Ok(Self { vars: parse_dotenv(&text).into_iter().collect(), path: Some(path) }),
+            Ok(text) => Ok(Self {
+                vars: parse_dotenv(&text).into_iter().collect(),
+                path: Some(path),
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
             Err(e) => Err(e),
         }
@@ -32,7 +35,10 @@ impl DotEnv {
 
     /// A set built from pairs (tests, or settings given as a map).
     pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
-        Self { vars: pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect(), path: None }
+        Self {
+            vars: pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+            path: None,
+        }
     }
 
     /// The value of `name`, if the file sets it.
@@ -97,7 +103,11 @@ fn parse_assignment(line: &str, rest: &str) -> Option<(String, String, usize)> {
     if let Some(q) = quote {
         if let Some(close) = value_text[1..].find(q) {
             let inner = &value_text[1..1 + close];
-            let value = if q == '"' { inner.replace("\\n", "\n").replace("\\r", "\r") } else { inner.to_owned() };
+            let value = if q == '"' {
+                inner.replace("\\n", "\n").replace("\\r", "\r")
+            } else {
+                inner.to_owned()
+            };
             let used = value_start + leading + close + 2;
             // Skip the remainder of the closing line (trailing comment).
             let line_rest = rest[used..].find('\n').map_or(rest.len(), |i| used + i + 1);
@@ -115,7 +125,11 @@ mod tests {
     use super::*;
 
     fn get(text: &str, name: &str) -> Option<String> {
-        parse_dotenv(text).into_iter().rev().find(|(n, _)| n == name).map(|(_, v)| v)
+        parse_dotenv(text)
+            .into_iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
     }
 
     #[test]

@@ -66,7 +66,10 @@ impl fmt::Display for SettingErrors {
         for error in &self.0 {
             writeln!(f, "  - {error}")?;
         }
-        write!(f, "Fix them in the command line, the environment or the .env file, then start again.")
+        write!(
+            f,
+            "Fix them in the command line, the environment or the .env file, then start again."
+        )
     }
 }
 
@@ -91,7 +94,10 @@ pub struct Validator<'a> {
 impl<'a> Validator<'a> {
     /// A validator falling back to `dotenv`.
     pub fn new(dotenv: &'a DotEnv) -> Self {
-        Self { dotenv, errors: Vec::new() }
+        Self {
+            dotenv,
+            errors: Vec::new(),
+        }
     }
 
     /// The raw value: flag or environment, else `.env`. Empty counts as unset.
@@ -103,7 +109,11 @@ impl<'a> Validator<'a> {
 
     /// Records an error found outside the typed helpers (e.g. a cross-field check).
     pub fn error(&mut self, key: Key, value: impl Into<String>, expected: impl Into<String>) {
-        self.errors.push(SettingError { key, value: value.into(), expected: expected.into() });
+        self.errors.push(SettingError {
+            key,
+            value: value.into(),
+            expected: expected.into(),
+        });
     }
 
     /// Any value, parsed by `parse`; `expected` describes the accepted form.
@@ -120,7 +130,11 @@ impl<'a> Validator<'a> {
             Some(raw) => match parse(raw.trim()) {
                 Ok(value) => value,
                 Err(reason) => {
-                    let expected = if reason.is_empty() { expected.to_owned() } else { format!("{expected} ({reason})") };
+                    let expected = if reason.is_empty() {
+                        expected.to_owned()
+                    } else {
+                        format!("{expected} ({reason})")
+                    };
                     self.error(key, raw, expected);
                     default
                 }
@@ -143,7 +157,11 @@ impl<'a> Validator<'a> {
         let expected = format!("a whole number of milliseconds, at least {min_ms}");
         let ms = self.parse(key, given, default_ms, &expected, |raw| {
             let ms: u64 = raw.parse().map_err(|_| String::new())?;
-            if ms < min_ms { Err(format!("{ms} is too small")) } else { Ok(ms) }
+            if ms < min_ms {
+                Err(format!("{ms} is too small"))
+            } else {
+                Ok(ms)
+            }
         });
         Duration::from_millis(ms)
     }
@@ -153,13 +171,19 @@ impl<'a> Validator<'a> {
         let expected = format!("a whole number from {min} to {max}");
         self.parse(key, given, default, &expected, |raw| {
             let n: u64 = raw.parse().map_err(|_| String::new())?;
-            if (min..=max).contains(&n) { Ok(n) } else { Err(format!("{n} is out of range")) }
+            if (min..=max).contains(&n) {
+                Ok(n)
+            } else {
+                Err(format!("{n} is out of range"))
+            }
         })
     }
 
     /// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`).
     pub fn boolean(&mut self, key: Key, given: Option<String>, default: bool) -> bool {
-        self.parse(key, given, default, "true or false", |raw| parse_bool(raw).ok_or_else(String::new))
+        self.parse(key, given, default, "true or false", |raw| {
+            parse_bool(raw).ok_or_else(String::new)
+        })
     }
 
     /// A `host:port` listen or connect address (names are resolved once).
@@ -177,7 +201,11 @@ impl<'a> Validator<'a> {
 
     /// Ends validation: every error found, or none.
     pub fn finish(self) -> Result<(), SettingErrors> {
-        if self.errors.is_empty() { Ok(()) } else { Err(SettingErrors(self.errors)) }
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(SettingErrors(self.errors))
+        }
     }
 }
 
@@ -220,7 +248,11 @@ mod tests {
         let errors = v.finish().expect_err("three errors");
         assert_eq!(errors.0.len(), 3);
         let text = errors.to_string();
-        for name in ["MAX_CONCURRENT_ORBS (--max-concurrent-orbs) = \"lots\"", "IDLE_TIMEOUT", "ORB_TEST_MODE"] {
+        for name in [
+            "MAX_CONCURRENT_ORBS (--max-concurrent-orbs) = \"lots\"",
+            "IDLE_TIMEOUT",
+            "ORB_TEST_MODE",
+        ] {
             assert!(text.contains(name), "{name} in {text}");
         }
     }
@@ -236,7 +268,13 @@ mod tests {
 
     #[test]
     fn booleans_accept_env_spellings() {
-        for (raw, want) in [("true", true), ("TRUE", true), ("1", true), ("no", false), ("off", false)] {
+        for (raw, want) in [
+            ("true", true),
+            ("TRUE", true),
+            ("1", true),
+            ("no", false),
+            ("off", false),
+        ] {
             assert_eq!(parse_bool(raw), Some(want), "{raw}");
         }
         assert_eq!(parse_bool("maybe"), None);
