@@ -1,3 +1,46 @@
+//! `gpu-orb` binary: parse settings, set up logging, run one orb.
+
+use clap::Parser;
+use clap::error::ErrorKind;
+use gpu_orb::cli::Cli;
+use gpu_orb::settings::Settings;
+use gpu_orb::{exit, logging};
+use shared::settings::DotEnv;
+
 fn main() {
-    println!("Hello, world!");
+    // A second install (none here) would only fail harmlessly.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => e.exit(),
+        Err(e) => {
+            let _ = e.print();
+            std::process::exit(exit::USAGE);
+        }
+    };
+    let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
+    let dotenv = DotEnv::load_from_dir(&cwd).unwrap_or_else(|e| {
+        eprintln!("cannot read {}/.env: {e}", cwd.display());
+        std::process::exit(exit::USAGE)
+    });
+    let settings = Settings::resolve(cli, &dotenv, &|name| std::env::var(name).ok()).unwrap_or_else(|e| e.exit());
+    let channel = match shared::ipc::channel_from_env() {
+        None => None,
+        Some(Ok(stream)) => Some(stream),
+        Some(Err(e)) => {
+            eprintln!("invalid settings: {e}");
+            std::process::exit(exit::USAGE);
+        }
+    };
+    let guard = logging::init(&settings.room, settings.log_dir.as_deref());
+    let code = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(gpu_orb::run(settings, channel)),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the runtime");
+            exit::INTERNAL
+        }
+    };
+    // Flush the log file before leaving.
+    drop(guard);
+    std::process::exit(code);
 }

@@ -1,0 +1,99 @@
+//! `gpu-orb`: the per-room AI worker that cpu-server spawns for each video room.
+//!
+//! One orb joins one room over WebSocket as the AI participant
+//! (`ai-orb-<session>`), answers `ai_control` messages through a [`brain::Brain`],
+//! reports health to its manager over the inherited `NODE_CHANNEL_FD` channel,
+//! and ends cleanly on a signal, a manager request, its lifetime, idleness or
+//! the end of the session. Run by hand (no `NODE_CHANNEL_FD`) it behaves the
+//! same minus IPC. See PROTOCOL.md §1–§4 for the wire formats.
+//!
+//! # Layout
+//! - [`cli`]: the clap command line (`--room=… --session=…`, each flag with its env name).
+//! - [`settings`]: flag > environment > `.env` > default, validated all at once.
+//! - [`logging`]: tracing to stderr and `ORB_LOG_DIR/orb-<room>.log`.
+//! - [`session`]: the orchestrator task owning all state; [`session::Stop`] ends it.
+//! - [`room_link`]: the WebSocket task (join, ping, latency, reconnect with backoff).
+//! - [`ipc_link`]: the manager channel task (typed lines both ways).
+//! - [`brain`]: the [`brain::Brain`] trait, [`brain::TestBrain`] and [`brain::OpenAiBrain`].
+//! - [`participants`], [`idle`], [`backoff`], [`metrics`]: small pure pieces.
+//! - [`signals`]: SIGTERM/SIGINT; [`exit`]: exit codes.
+//!
+//! # Exit codes
+//! | code | meaning |
+//! |---|---|
+//! | 0 | normal end: SIGTERM/SIGINT, `shutdown_graceful`, `--max-lifetime` (`timeout`), `--idle-timeout` (`idle_timeout`), `end_session` (`session_complete`), manager channel closed (`manager_gone`) |
+//! | 1 | internal failure before the session could start |
+//! | 2 | the room stayed unreachable longer than `ORB_RECONNECT_GRACE` |
+//! | 3 | the room server refused the orb (`error` `forbidden`/`unauthorized` to the join, or HTTP 401/403 on upgrade) |
+//! | 64 | bad settings (all reported at once, each naming its flag/variable), or an unusable `NODE_CHANNEL_FD` |
+//! | 130 | a second signal arrived during the graceful shutdown |
+//!
+//! # Environment
+//! Flags: `ROOM_ID`, `SESSION_ID`, `COACH_ID`, `CLIENT_ID`, `CPU_SERVER_HOST`, `CPU_WEBSOCKET_URL`,
+//! `CPU_SERVER_URL`, `MAX_ORB_LIFETIME`, `IDLE_TIMEOUT`, `ORB_TEST_MODE`. Environment only:
+//! `ORB_HEARTBEAT_INTERVAL` (30000 ms), `ORB_PING_INTERVAL` (30000 ms), `ORB_RECONNECT_GRACE`
+//! (60000 ms), `ORB_SHUTDOWN_TIMEOUT` (5000 ms), `ORB_LOG_DIR`, `ORB_AUTH_TOKEN` (never logged),
+//! `OPENAI_API_KEY`, `OPENAI_BASE_URL`, `OPENAI_MODEL`, `OPENAI_TIMEOUT` (30000 ms), `NODE_CHANNEL_FD`,
+//! `RUST_LOG`.
+
+pub mod backoff;
+pub mod brain;
+pub mod cli;
+pub mod exit;
+pub mod idle;
+pub mod ipc_link;
+pub mod logging;
+pub mod metrics;
+pub mod participants;
+pub mod room_link;
+pub mod session;
+pub mod settings;
+pub mod signals;
+
+use std::os::unix::net::UnixStream;
+
+use tracing::Instrument;
+
+use crate::brain::{Brain, OpenAiBrain, TestBrain};
+use crate::session::Session;
+use crate::settings::{BrainSettings, Settings};
+use crate::signals::Signals;
+
+/// Runs one orb until it ends; returns the process exit code.
+///
+/// Must run inside a tokio runtime with IO and time enabled; `channel` is
+/// the manager's socket from `shared::ipc::channel_from_env`, if any.
+pub async fn run(settings: Settings, channel: Option<UnixStream>) -> i32 {
+    let span = tracing::info_span!("orb", room = %settings.room, session = %settings.session);
+    async move {
+        let mut signals = match Signals::new() {
+            Ok(signals) => signals,
+            Err(error) => {
+                tracing::error!(%error, "cannot install signal handlers");
+                return exit::INTERNAL;
+            }
+        };
+        match settings.brain.clone() {
+            BrainSettings::Echo => serve(settings, TestBrain, channel, &mut signals).await,
+            BrainSettings::OpenAi(openai) => match OpenAiBrain::new(openai) {
+                Ok(brain) => serve(settings, brain, channel, &mut signals).await,
+                Err(error) => {
+                    tracing::error!(%error, "cannot build the OpenAI client");
+                    exit::INTERNAL
+                }
+            },
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn serve<B: Brain>(settings: Settings, brain: B, channel: Option<UnixStream>, signals: &mut Signals) -> i32 {
+    match Session::start(settings, brain, channel) {
+        Ok(session) => session.run(signals).await,
+        Err(error) => {
+            tracing::error!(%error, "cannot use the manager channel");
+            exit::USAGE
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! The session orchestrator: the one task that owns the orb's state.
+//!
+//! It starts the [`RoomLink`] and [`IpcLink`] tasks and then waits, in one
+//! `select!`, on their events, the brain's replies, the heartbeat tick, the
+//! lifetime and idle deadlines and the signals. Every decision to stop becomes
+//! a [`Stop`], carried out once by [`Session::finish`].
+
+mod room_events;
+mod stop;
+
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, json};
+use shared::ipc::{ManagerToOrb, OrbError, OrbHeartbeat, OrbMetrics, OrbToManager};
+use shared::room::{Join, OrbHeartbeatFrame, PARTICIPANT_AI, RoomMessage, orb_user_id};
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tracing::Instrument;
+
+pub use stop::Stop;
+
+use crate::brain::{Brain, BrainError};
+use crate::idle::IdleTimer;
+use crate::ipc_link::{IpcInbound, IpcLink};
+use crate::metrics::{CpuSampler, rss_mb};
+use crate::participants::Participants;
+use crate::room_link::{LinkConfig, RoomCommand, RoomEvent, RoomLink};
+use crate::settings::Settings;
+use crate::signals::Signals;
+
+/// A reply of the brain: who asked, and the answer.
+type Reply = (Option<String>, Result<String, BrainError>);
+
+/// One orb's session and everything it owns.
+pub struct Session<B: Brain> {
+    settings: Settings,
+    user_id: String,
+    brain: Arc<B>,
+    room: mpsc::Sender<RoomCommand>,
+    room_events: mpsc::Receiver<RoomEvent>,
+    room_task: JoinHandle<()>,
+    ipc: Option<mpsc::Sender<OrbToManager>>,
+    ipc_events: Option<mpsc::Receiver<IpcInbound>>,
+    ipc_task: Option<JoinHandle<()>>,
+    participants: Participants,
+    idle: IdleTimer,
+    lifetime_end: Instant,
+    heartbeat: Option<Interval>,
+    latency: Duration,
+    cpu: CpuSampler,
+    paused: bool,
+    replies: JoinSet<Reply>,
+}
+
+impl<B: Brain> Session<B> {
+    /// Starts the room link (and the IPC link when a channel was inherited).
+    pub fn start(settings: Settings, brain: B, channel: Option<StdUnixStream>) -> std::io::Result<Self> {
+        let user_id = orb_user_id(&settings.session);
+        let (link, room, room_events) = RoomLink::new(LinkConfig {
+            url: settings.room_url.clone(),
+            join: join_frame(&settings, &user_id),
+            token: settings.auth_token.clone(),
+            ping_interval: settings.ping_interval,
+            reconnect_grace: settings.reconnect_grace,
+        });
+        let (ipc, ipc_events, ipc_task) = match channel {
+            Some(stream) => {
+                let (link, tx, rx) = IpcLink::new(stream)?;
+                (Some(tx), Some(rx), Some(tokio::spawn(link.run().in_current_span())))
+            }
+            None => (None, None, None),
+        };
+        let room_task = tokio::spawn(link.run().in_current_span());
+        let now = Instant::now();
+        tracing::info!(url = %settings.room_url, ipc = ipc.is_some(), test_mode = settings.test_mode, "orb starting");
+        Ok(Self {
+            idle: IdleTimer::new(settings.idle_timeout, now),
+            lifetime_end: now + settings.max_lifetime,
+            settings,
+            user_id,
+            brain: Arc::new(brain),
+            room,
+            room_events,
+            room_task,
+            ipc,
+            ipc_events,
+            ipc_task,
+            participants: Participants::default(),
+            heartbeat: None,
+            latency: Duration::ZERO,
+            cpu: CpuSampler::new(),
+            paused: false,
+            replies: JoinSet::new(),
+        })
+    }
+
+    /// Serves until something asks it to stop; returns the exit code.
+    pub async fn run(mut self, signals: &mut Signals) -> i32 {
+        let stop = loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(self.lifetime_end) => break Stop::normal("timeout", &self.settings),
+                _ = tokio::time::sleep_until(self.idle.deadline()) => {
+                    tracing::info!(humans = self.participants.humans(), "no human activity within the idle timeout");
+                    break Stop::normal("idle_timeout", &self.settings);
+                }
+                name = signals.recv() => {
+                    tracing::info!(signal = name, "signal received: shutting down");
+                    break Stop::normal("signal", &self.settings);
+                }
+                event = self.room_events.recv() => match event {
+                    Some(event) => if let Some(stop) = self.on_room_event(event).await { break stop },
+                    None => break Stop::room_lost("room link ended"),
+                },
+                event = recv_if_open(self.ipc_events.as_mut()) => match event {
+                    Some(IpcInbound::Message(message)) => if let Some(stop) = self.on_ipc(message) { break stop },
+                    Some(IpcInbound::Closed) | None => {
+                        tracing::warn!("manager channel closed: shutting down");
+                        self.ipc_events = None;
+                        break Stop::normal("manager_gone", &self.settings);
+                    }
+                },
+                Some(done) = self.replies.join_next(), if !self.replies.is_empty() => {
+                    if let Ok(reply) = done {
+                        self.on_reply(reply).await;
+                    }
+                }
+                _ = tick_if_started(self.heartbeat.as_mut()) => self.send_heartbeat(),
+            }
+        };
+        self.finish(stop, signals).await
+    }
+
+    fn on_ipc(&mut self, message: ManagerToOrb) -> Option<Stop> {
+        match message {
+            ManagerToOrb::ShutdownGraceful(request) => {
+                tracing::info!(reason = %request.reason, timeout_ms = request.timeout, "shutdown requested by the manager");
+                let bound = Duration::from_millis(request.timeout).min(self.settings.shutdown_timeout);
+                Some(Stop::requested(request.reason, bound))
+            }
+            ManagerToOrb::ParticipantJoined(p) => {
+                tracing::info!(user_id = %p.user_id, user_role = %p.user_role, "manager: participant joined");
+                None
+            }
+            ManagerToOrb::ParticipantLeft(p) => {
+                tracing::info!(user_id = %p.user_id, "manager: participant left");
+                None
+            }
+        }
+    }
+
+    /// `orb_heartbeat` to the manager and to the room; dropped rather than queued when a link is busy.
+    fn send_heartbeat(&mut self) {
+        let metrics = OrbMetrics {
+            cpu: round2(self.cpu.sample()),
+            memory: round2(rss_mb()),
+            latency: round2(self.latency.as_secs_f64() * 1000.0),
+            extra: Map::new(),
+        };
+        tracing::debug!(
+            cpu = metrics.cpu,
+            memory_mb = metrics.memory,
+            latency_ms = metrics.latency,
+            "heartbeat"
+        );
+        let frame = RoomMessage::OrbHeartbeat(OrbHeartbeatFrame {
+            metrics: Some(json!({"cpu": metrics.cpu, "memory": metrics.memory, "latency": metrics.latency})),
+            extra: Map::new(),
+        });
+        if self.room.try_send(RoomCommand::Send(frame)).is_err() {
+            tracing::debug!("room link busy: heartbeat frame dropped");
+        }
+        self.ipc_send_now(OrbToManager::OrbHeartbeat(OrbHeartbeat {
+            room_id: self.settings.room.clone(),
+            timestamp: epoch_ms(),
+            metrics,
+            extra: Map::new(),
+        }));
+    }
+
+    /// Queues an IPC message without waiting (heartbeats, non-critical errors).
+    fn ipc_send_now(&self, message: OrbToManager) {
+        if let Some(ipc) = &self.ipc
+            && ipc.try_send(message).is_err()
+        {
+            tracing::debug!("IPC link busy: message dropped");
+        }
+    }
+
+    fn report_error(&self, error: String, critical: bool) {
+        self.ipc_send_now(OrbToManager::OrbError(OrbError {
+            error,
+            critical,
+            extra: Map::new(),
+        }));
+    }
+
+    fn start_heartbeats(&mut self) {
+        if self.heartbeat.is_none() {
+            let mut interval = tokio::time::interval(self.settings.heartbeat_interval);
+            interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            self.heartbeat = Some(interval);
+        }
+    }
+}
+
+/// The AI's `join` (with `token` when `ORB_AUTH_TOKEN` is set).
+fn join_frame(settings: &Settings, user_id: &str) -> String {
+    let mut extra = Map::new();
+    if let Some(token) = &settings.auth_token {
+        extra.insert("token".into(), json!(token.expose()));
+    }
+    RoomMessage::Join(Join {
+        user_id: user_id.to_owned(),
+        user_name: String::from("AI Assistant"),
+        user_role: String::from("ai"),
+        participant_type: Some(String::from(PARTICIPANT_AI)),
+        room_id: None,
+        extra,
+    })
+    .to_json()
+}
+
+/// The next tick, or never when heartbeats have not started.
+async fn tick_if_started(interval: Option<&mut Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The next message, or never when there is no channel.
+async fn recv_if_open<T>(rx: Option<&mut mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn epoch_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}

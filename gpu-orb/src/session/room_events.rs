@@ -1,0 +1,148 @@
+//! What the session does with each room event: joins, participants,
+//! `ai_control` and the brain's replies.
+
+use serde_json::{Map, Value, json};
+use shared::ipc::{OrbReady, OrbToManager};
+use shared::room::{AiControl, AiResponse, AiStatus, RoomMessage};
+use tokio::time::Instant;
+
+use super::{Reply, Session, Stop};
+use crate::brain::Brain;
+use crate::room_link::{RoomCommand, RoomEvent};
+
+impl<B: Brain> Session<B> {
+    pub(super) async fn on_room_event(&mut self, event: RoomEvent) -> Option<Stop> {
+        match event {
+            RoomEvent::Joined { peers, first } => {
+                self.participants.reset(peers);
+                if self.participants.humans() > 0 {
+                    self.idle.touch(Instant::now());
+                }
+                self.status(if self.paused { "paused" } else { "ready" }).await;
+                if first {
+                    let ids = self.participants.ids();
+                    if let Some(ipc) = &self.ipc {
+                        let ready = OrbToManager::OrbReady(OrbReady {
+                            room_id: self.settings.room.clone(),
+                            participants: Some(json!(ids)),
+                            extra: Map::new(),
+                        });
+                        let _ = ipc.send(ready).await;
+                    }
+                    self.start_heartbeats();
+                }
+                None
+            }
+            RoomEvent::Frame(value) => self.on_frame(value).await,
+            RoomEvent::Latency(rtt) => {
+                self.latency = rtt;
+                None
+            }
+            RoomEvent::Disconnected(why) => {
+                self.report_error(format!("room connection lost ({why}); reconnecting"), false);
+                None
+            }
+            RoomEvent::Refused(why) => Some(Stop::refused(&why)),
+            RoomEvent::GaveUp(why) => Some(Stop::room_lost(&why)),
+        }
+    }
+
+    async fn on_frame(&mut self, value: Value) -> Option<Stop> {
+        if let Some(from) = value.get("fromId").and_then(Value::as_str)
+            && from != self.user_id
+            && self.participants.is_human_sender(from)
+        {
+            self.idle.touch(Instant::now());
+        }
+        let message = match serde_json::from_value::<RoomMessage>(value) {
+            Ok(message) => message,
+            Err(e) => {
+                tracing::debug!(error = %e, "ignored a room frame the orb does not use");
+                return None;
+            }
+        };
+        match message {
+            RoomMessage::UserJoined(joined) => {
+                let p = joined.participant;
+                tracing::info!(user_id = %p.user_id, user_role = %p.user_role, "participant joined");
+                if p.user_id != self.user_id {
+                    self.participants.joined(p);
+                    if self.participants.humans() > 0 {
+                        self.idle.touch(Instant::now());
+                    }
+                }
+            }
+            RoomMessage::UserLeft(p) => {
+                tracing::info!(user_id = %p.user_id, "participant left");
+                self.participants.left(&p.user_id);
+            }
+            RoomMessage::PeerDiscovery(discovery) => self.participants.reset(discovery.peers),
+            RoomMessage::AiControl(control) => return self.on_control(control).await,
+            RoomMessage::Error(error) => {
+                tracing::warn!(code = %error.code, message = %error.message, "room server reported an error");
+            }
+            other => tracing::debug!(frame = ?other, "room frame"),
+        }
+        None
+    }
+
+    async fn on_control(&mut self, control: AiControl) -> Option<Stop> {
+        tracing::info!(action = %control.action, from = control.from_id.as_deref().unwrap_or(""), "ai_control");
+        match control.action.as_str() {
+            "say" => match control.text {
+                Some(text) => {
+                    self.status("thinking").await;
+                    let brain = self.brain.clone();
+                    let from = control.from_id;
+                    self.replies.spawn(async move { (from, brain.reply(text).await) });
+                }
+                None => tracing::warn!("ai_control say without text ignored"),
+            },
+            "pause" => {
+                self.paused = true;
+                self.status("paused").await;
+            }
+            "resume" => {
+                self.paused = false;
+                self.status("listening").await;
+            }
+            "end_session" => return Some(Stop::normal("session_complete", &self.settings)),
+            other => tracing::warn!(action = other, "unknown ai_control action ignored"),
+        }
+        None
+    }
+
+    pub(super) async fn on_reply(&mut self, (from, result): Reply) {
+        match result {
+            Ok(text) => {
+                let response = RoomMessage::AiResponse(AiResponse {
+                    text,
+                    in_reply_to: from,
+                    from_id: None,
+                    extra: Map::new(),
+                });
+                self.to_room(response).await;
+                self.status("speaking").await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the brain could not answer");
+                self.report_error(format!("AI reply failed: {error}"), false);
+            }
+        }
+        self.status(if self.paused { "paused" } else { "listening" }).await;
+    }
+
+    async fn status(&self, status: &str) {
+        let frame = RoomMessage::AiStatus(AiStatus {
+            status: status.to_owned(),
+            session_id: Some(self.settings.session.clone()),
+            from_id: None,
+            extra: Map::new(),
+        });
+        self.to_room(frame).await;
+    }
+
+    async fn to_room(&self, message: RoomMessage) {
+        let _ = self.room.send(RoomCommand::Send(message)).await;
+    }
+}

@@ -1,0 +1,376 @@
+//! Typed settings of one orb, resolved from the command line, the environment,
+//! `.env` and defaults, with every bad value reported at once (exit 64).
+//!
+//! Flags come through [`Cli`] (clap already applied flag > environment);
+//! settings that have no flag are read from the environment through a lookup
+//! function so that tests can give a map instead of the process environment.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use shared::settings::{DotEnv, Key, SettingErrors, Validator};
+
+use crate::cli::Cli;
+
+const ROOM: Key = Key::new("ROOM_ID", "room");
+const SESSION: Key = Key::new("SESSION_ID", "session");
+const COACH: Key = Key::new("COACH_ID", "coach");
+const CLIENT: Key = Key::new("CLIENT_ID", "client");
+const CPU_HOST: Key = Key::new("CPU_SERVER_HOST", "cpu-host");
+const WS_URL: Key = Key::new("CPU_WEBSOCKET_URL", "cpu-websocket-url");
+const SERVER_URL: Key = Key::new("CPU_SERVER_URL", "cpu-server-url");
+const MAX_LIFETIME: Key = Key::new("MAX_ORB_LIFETIME", "max-lifetime");
+const IDLE_TIMEOUT: Key = Key::new("IDLE_TIMEOUT", "idle-timeout");
+const TEST_MODE: Key = Key::new("ORB_TEST_MODE", "test-mode");
+const HEARTBEAT: Key = Key::env("ORB_HEARTBEAT_INTERVAL");
+const PING: Key = Key::env("ORB_PING_INTERVAL");
+const GRACE: Key = Key::env("ORB_RECONNECT_GRACE");
+const SHUTDOWN: Key = Key::env("ORB_SHUTDOWN_TIMEOUT");
+const LOG_DIR: Key = Key::env("ORB_LOG_DIR");
+const AUTH_TOKEN: Key = Key::env("ORB_AUTH_TOKEN");
+const OPENAI_KEY: Key = Key::env("OPENAI_API_KEY");
+const OPENAI_URL: Key = Key::env("OPENAI_BASE_URL");
+const OPENAI_MODEL: Key = Key::env("OPENAI_MODEL");
+const OPENAI_TIMEOUT: Key = Key::env("OPENAI_TIMEOUT");
+
+/// A value that must never reach a log line (`Debug` prints `<redacted>`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Where the AI's answers come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BrainSettings {
+    /// Test mode: deterministic `echo: <text>`, no external calls.
+    Echo,
+    /// An OpenAI-compatible chat completions endpoint.
+    OpenAi(OpenAiSettings),
+}
+
+/// `OPENAI_*` settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenAiSettings {
+    /// `OPENAI_BASE_URL` (default `https://api.openai.com/v1`).
+    pub base_url: String,
+    /// `OPENAI_API_KEY` (required outside test mode).
+    pub api_key: Secret,
+    /// `OPENAI_MODEL` (default `gpt-4o-mini`).
+    pub model: String,
+    /// `OPENAI_TIMEOUT` ms (default 30000): bound of one request.
+    pub timeout: Duration,
+}
+
+/// Everything one orb needs to know, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// The room id (safe for a file name).
+    pub room: String,
+    /// The session id; the AI's user id is `ai-orb-<session>`.
+    pub session: String,
+    /// The coach's user id, if given.
+    pub coach: Option<String>,
+    /// The client's user id, if given.
+    pub client: Option<String>,
+    /// Full WebSocket URL of the room.
+    pub room_url: String,
+    /// Hard lifetime.
+    pub max_lifetime: Duration,
+    /// Exit after this long without human activity.
+    pub idle_timeout: Duration,
+    /// Test mode (echo brain).
+    pub test_mode: bool,
+    /// Period of `orb_heartbeat` (IPC and WebSocket).
+    pub heartbeat_interval: Duration,
+    /// Period of `ping` on the room socket.
+    pub ping_interval: Duration,
+    /// How long the room may stay unreachable before the orb gives up.
+    pub reconnect_grace: Duration,
+    /// Bound of a graceful shutdown.
+    pub shutdown_timeout: Duration,
+    /// `ORB_LOG_DIR`: also log to `<dir>/orb-<room>.log`.
+    pub log_dir: Option<PathBuf>,
+    /// `ORB_AUTH_TOKEN`: sent in the join and as a bearer header.
+    pub auth_token: Option<Secret>,
+    /// Where answers come from.
+    pub brain: BrainSettings,
+}
+
+impl Settings {
+    /// Resolves and validates; `env` looks up variables that have no flag.
+    pub fn resolve(cli: Cli, dotenv: &DotEnv, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, SettingErrors> {
+        let mut v = Validator::new(dotenv);
+        let room = match v.optional(ROOM, cli.room) {
+            None => {
+                v.error(ROOM, "", "required: pass --room=ROOM (or set ROOM_ID)");
+                String::new()
+            }
+            Some(room) => {
+                if let Err(why) = check_room_id(&room) {
+                    v.error(ROOM, room.clone(), why);
+                }
+                room
+            }
+        };
+        let session = v
+            .optional(SESSION, cli.session)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let coach = v.optional(COACH, cli.coach);
+        let client = v.optional(CLIENT, cli.client);
+        let room_url = resolve_room_url(&mut v, &room, cli.cpu_websocket_url, cli.cpu_server_url, cli.cpu_host);
+        let max_lifetime = v.millis(MAX_LIFETIME, cli.max_lifetime, 7_200_000, 1);
+        let idle_timeout = v.millis(IDLE_TIMEOUT, cli.idle_timeout, 300_000, 1);
+        let test_mode = v.boolean(TEST_MODE, cli.test_mode, false);
+        let heartbeat_interval = v.millis(HEARTBEAT, env(HEARTBEAT.env), 30_000, 10);
+        let ping_interval = v.millis(PING, env(PING.env), 30_000, 10);
+        let reconnect_grace = v.millis(GRACE, env(GRACE.env), 60_000, 1);
+        let shutdown_timeout = v.millis(SHUTDOWN, env(SHUTDOWN.env), 5_000, 1);
+        let log_dir = v.optional(LOG_DIR, env(LOG_DIR.env)).map(PathBuf::from);
+        let auth_token = v.optional(AUTH_TOKEN, env(AUTH_TOKEN.env)).map(Secret);
+        let brain = if test_mode {
+            BrainSettings::Echo
+        } else {
+            resolve_openai(&mut v, env)
+        };
+        v.finish()?;
+        Ok(Self {
+            room,
+            session,
+            coach,
+            client,
+            room_url,
+            max_lifetime,
+            idle_timeout,
+            test_mode,
+            heartbeat_interval,
+            ping_interval,
+            reconnect_grace,
+            shutdown_timeout,
+            log_dir,
+            auth_token,
+            brain,
+        })
+    }
+}
+
+/// A room id must be usable in a log file name: 1–64 of `[A-Za-z0-9_.-]`, not `.` or `..`.
+pub fn check_room_id(room: &str) -> Result<(), &'static str> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+    if room.is_empty() || room.len() > 64 || !room.chars().all(allowed) || room == "." || room == ".." {
+        Err("1 to 64 characters of A-Z a-z 0-9 _ . - (and not . or ..)")
+    } else {
+        Ok(())
+    }
+}
+
+fn resolve_room_url(
+    v: &mut Validator<'_>,
+    room: &str,
+    ws_url: Option<String>,
+    server_url: Option<String>,
+    cpu_host: Option<String>,
+) -> String {
+    if let Some(base) = v.optional(WS_URL, ws_url) {
+        if base.starts_with("ws://") || base.starts_with("wss://") {
+            return format!("{}/{room}", base.trim_end_matches('/'));
+        }
+        v.error(WS_URL, base, "a ws:// or wss:// URL, e.g. wss://host/ws-simple");
+    } else if let Some(base) = v.optional(SERVER_URL, server_url) {
+        let mapped = [
+            ("http://", "ws://"),
+            ("https://", "wss://"),
+            ("ws://", "ws://"),
+            ("wss://", "wss://"),
+        ]
+        .iter()
+        .find_map(|(from, to)| base.strip_prefix(from).map(|rest| format!("{to}{rest}")));
+        match mapped {
+            Some(url) => return format!("{}/ws-simple/{room}", url.trim_end_matches('/')),
+            None => v.error(SERVER_URL, base, "an http(s):// or ws(s):// URL, e.g. https://host"),
+        }
+    }
+    let host = v.parse(
+        CPU_HOST,
+        cpu_host,
+        String::from("localhost:3000"),
+        "HOST:PORT, e.g. localhost:3000",
+        |raw| {
+            let port_ok = raw
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            let clean = !raw.contains(['/', '?', '#', '@']) && !raw.contains(char::is_whitespace);
+            if port_ok && clean {
+                Ok(raw.to_owned())
+            } else {
+                Err(String::new())
+            }
+        },
+    );
+    format!("ws://{host}/ws-simple/{room}")
+}
+
+fn resolve_openai(v: &mut Validator<'_>, env: &dyn Fn(&str) -> Option<String>) -> BrainSettings {
+    let api_key = v.optional(OPENAI_KEY, env(OPENAI_KEY.env));
+    let base_url = v.string(OPENAI_URL, env(OPENAI_URL.env), "https://api.openai.com/v1");
+    if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+        v.error(OPENAI_URL, base_url.clone(), "an http(s):// URL");
+    }
+    let model = v.string(OPENAI_MODEL, env(OPENAI_MODEL.env), "gpt-4o-mini");
+    let timeout = v.millis(OPENAI_TIMEOUT, env(OPENAI_TIMEOUT.env), 30_000, 1);
+    match api_key {
+        Some(key) => BrainSettings::OpenAi(OpenAiSettings {
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            api_key: Secret(key),
+            model,
+            timeout,
+        }),
+        None => {
+            v.error(OPENAI_KEY, "", "required outside test mode (or run with --test-mode)");
+            BrainSettings::Echo
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use clap::Parser;
+
+    use super::*;
+
+    fn resolve(args: &[&str], dotenv: &[(&str, &str)], env: &[(&str, &str)]) -> Result<Settings, SettingErrors> {
+        let cli = Cli::try_parse_from(std::iter::once("gpu-orb").chain(args.iter().copied())).expect("parse");
+        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Settings::resolve(cli, &DotEnv::from_pairs(dotenv.iter().copied()), &|k| {
+            env.get(k).cloned()
+        })
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let s = resolve(&["--room=r1", "--test-mode"], &[], &[]).expect("valid");
+        assert_eq!(s.room_url, "ws://localhost:3000/ws-simple/r1");
+        assert_eq!(s.max_lifetime, Duration::from_millis(7_200_000));
+        assert_eq!(s.idle_timeout, Duration::from_millis(300_000));
+        assert_eq!(s.heartbeat_interval, Duration::from_millis(30_000));
+        assert_eq!(s.reconnect_grace, Duration::from_millis(60_000));
+        assert!(s.test_mode);
+        assert_eq!(s.brain, BrainSettings::Echo);
+        assert!(
+            uuid::Uuid::parse_str(&s.session).is_ok(),
+            "generated session {}",
+            s.session
+        );
+    }
+
+    #[test]
+    fn flag_beats_dotenv_beats_default_and_last_flag_wins() {
+        let dotenv = [
+            ("MAX_ORB_LIFETIME", "5000"),
+            ("IDLE_TIMEOUT", "700"),
+            ("ORB_HEARTBEAT_INTERVAL", "250"),
+        ];
+        let s = resolve(
+            &["--room", "r1", "--max-lifetime=1", "--max-lifetime=9000", "--test-mode"],
+            &dotenv,
+            &[("ORB_HEARTBEAT_INTERVAL", "300")],
+        )
+        .expect("valid");
+        assert_eq!(s.max_lifetime, Duration::from_millis(9000), "last flag wins over .env");
+        assert_eq!(s.idle_timeout, Duration::from_millis(700), ".env beats default");
+        assert_eq!(
+            s.heartbeat_interval,
+            Duration::from_millis(300),
+            "environment beats .env"
+        );
+    }
+
+    #[test]
+    fn all_bad_values_are_reported_together() {
+        let errors = resolve(
+            &["--max-lifetime=abc", "--idle-timeout=-1", "--test-mode=maybe"],
+            &[],
+            &[],
+        )
+        .expect_err("invalid");
+        let text = errors.to_string();
+        for name in [
+            "--room",
+            "--max-lifetime",
+            "--idle-timeout",
+            "--test-mode",
+            "OPENAI_API_KEY",
+        ] {
+            assert!(text.contains(name), "{name} in {text}");
+        }
+        assert_eq!(errors.0.len(), 5, "{text}");
+    }
+
+    #[test]
+    fn room_ids_are_checked() {
+        for good in ["r1", "a.b-c_D", &"x".repeat(64)] {
+            assert!(check_room_id(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".", "..", "a/b", "a b", &"x".repeat(65), "é"] {
+            assert!(check_room_id(bad).is_err(), "{bad}");
+        }
+        assert!(resolve(&["--room=../etc", "--test-mode"], &[], &[]).is_err());
+    }
+
+    #[test]
+    fn room_url_sources() {
+        let s = resolve(&["--room=r1", "--test-mode", "--cpu-host=127.0.0.1:9"], &[], &[]).expect("valid");
+        assert_eq!(s.room_url, "ws://127.0.0.1:9/ws-simple/r1");
+        let s = resolve(
+            &["--room=r1", "--test-mode", "--cpu-websocket-url=wss://h/ws-simple/"],
+            &[],
+            &[],
+        )
+        .expect("ok");
+        assert_eq!(s.room_url, "wss://h/ws-simple/r1");
+        let s = resolve(
+            &["--room=r1", "--test-mode", "--cpu-server-url=https://h:8443"],
+            &[],
+            &[],
+        )
+        .expect("ok");
+        assert_eq!(s.room_url, "wss://h:8443/ws-simple/r1");
+        assert!(resolve(&["--room=r1", "--test-mode", "--cpu-host=nohost"], &[], &[]).is_err());
+    }
+
+    #[test]
+    fn openai_key_is_required_outside_test_mode_and_never_printed() {
+        let errors = resolve(&["--room=r1"], &[], &[]).expect_err("no key");
+        assert!(errors.to_string().contains("OPENAI_API_KEY"));
+        let s = resolve(
+            &["--room=r1"],
+            &[],
+            &[("OPENAI_API_KEY", "sk-secret"), ("ORB_AUTH_TOKEN", "tok")],
+        )
+        .expect("valid");
+        let BrainSettings::OpenAi(openai) = &s.brain else {
+            panic!("openai brain")
+        };
+        assert_eq!(openai.api_key.expose(), "sk-secret");
+        assert_eq!(openai.model, "gpt-4o-mini");
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("sk-secret") && !shown.contains("tok\""), "{shown}");
+    }
+}
