@@ -22,8 +22,6 @@ pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local addr").port()
 }
-pub mod room_harness;
-pub mod manager_kit;
 pub mod orb_fake_server;
 pub mod orb_ipc;
 pub mod orb_chat_stub;
