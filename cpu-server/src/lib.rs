@@ -1,10 +1,133 @@
 //! cpu-server: the client-facing room server and the OrbManager.
 //!
+//! [`run`] serves a bound listener until its shutdown future resolves, then
+//! drains; the binary (`main.rs`) only reads settings, sets up logging, binds
+//! and hands over, so tests and benches can run the same server in-process.
+//!
 //! # Layout
 //! - [`settings`]: flags, environment, `.env` and defaults, validated at once.
-//! - [`rooms`]: the room registry and relay; [`rooms::events`] is the seam to the OrbManager.
+//! - [`http`]: routes (`/health`, `/healthz`, `/ws-simple/{room_id}`), plain or TLS serving.
+//! - [`rooms`]: the room registry actor and the per-socket relay; [`rooms::events`] is the seam to the OrbManager.
 //! - [`orbs`]: the OrbManager, one supervised gpu-orb process per room.
+//! - [`shutdown`]: signals and the bounded drain.
+//! - [`logging`]: tracing to stderr.
+//!
+//! # Tasks and channels
+//! - one registry task owns every room (`rooms::registry`); connection tasks send it
+//!   commands on a bounded channel (joins get a `oneshot` reply) and it emits
+//!   `RoomEvent`s to the OrbManager on a bounded channel (`send().await`);
+//! - each socket has a reader (its connection task) and a writer pump fed by a bounded
+//!   outbox the registry fills with `try_send`; a full outbox drops that socket (1008);
+//! - the OrbManager talks back only through `RoomNotifier` (`try_send` into the registry).
 
+pub mod http;
+pub mod logging;
 pub mod orbs;
 pub mod rooms;
 pub mod settings;
+pub mod shutdown;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::http::{AppState, ClientAddr};
+use crate::rooms::events::room_event_channel;
+use crate::rooms::limits::IpLimiter;
+use crate::rooms::registry::spawn_registry;
+use crate::rooms::stats::RelayStats;
+use crate::settings::Settings;
+use crate::shutdown::Lifecycle;
+
+/// How long the HTTP server gets to finish after every socket was closed.
+const SERVER_STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Serves `listener` until `shutdown` resolves, then drains (orbs first, then
+/// client sockets, bounded) and returns.
+pub async fn run(
+    listener: TcpListener,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let local = listener.local_addr()?;
+    let tls = settings.tls.as_ref().map(http::tls::load_config).transpose()?;
+    let stats = Arc::new(RelayStats::default());
+    let (events_tx, events_rx) = room_event_channel();
+    let registry = spawn_registry(settings.rooms.clone(), events_tx, Arc::clone(&stats));
+    let orbs = orbs::spawn_manager(
+        settings.orbs.clone(),
+        events_rx,
+        Arc::new(registry.clone()),
+        loopback_host(local),
+    );
+    let lifecycle = Lifecycle::default();
+    let state = AppState {
+        registry,
+        orbs: orbs.clone(),
+        ip_limiter: IpLimiter::new(settings.rooms.max_connections_per_ip),
+        settings: Arc::new(settings.rooms),
+        stats,
+        next_conn: Arc::new(AtomicU64::new(1)),
+        draining: lifecycle.draining.clone(),
+        closing: lifecycle.closing.clone(),
+        connections: lifecycle.connections.clone(),
+    };
+    let app = http::router(state).into_make_service_with_connect_info::<ClientAddr>();
+    let stop = lifecycle.draining.clone().cancelled_owned();
+    info!(%local, tls = tls.is_some(), "listening");
+    let mut server = match tls {
+        None => {
+            tokio::spawn(axum::serve(http::PlainListener(listener), app).with_graceful_shutdown(stop).into_future())
+        }
+        Some(config) => {
+            let listener = http::tls::TlsListener::new(listener, config)?;
+            tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(stop).into_future())
+        }
+    };
+    tokio::select! {
+        () = shutdown => {}
+        result = &mut server => {
+            result??;
+            anyhow::bail!("the HTTP server stopped by itself");
+        }
+    }
+    info!("shutdown requested: draining");
+    lifecycle.draining.cancel();
+    lifecycle.drain(&orbs).await;
+    if tokio::time::timeout(SERVER_STOP_TIMEOUT, &mut server).await.is_err() {
+        warn!("HTTP server did not stop in time");
+        server.abort();
+    }
+    info!("stopped");
+    Ok(())
+}
+
+/// The address orbs use to reach this server: the listen address, with
+/// loopback instead of an unspecified (`0.0.0.0`/`::`) host.
+pub fn loopback_host(local: SocketAddr) -> String {
+    let mut addr = local;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    addr.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orbs_reach_the_server_on_loopback() {
+        assert_eq!(loopback_host("0.0.0.0:3000".parse().expect("addr")), "127.0.0.1:3000");
+        assert_eq!(loopback_host("[::]:3000".parse().expect("addr")), "[::1]:3000");
+        assert_eq!(loopback_host("127.0.0.1:41".parse().expect("addr")), "127.0.0.1:41");
+        assert_eq!(loopback_host("10.1.2.3:80".parse().expect("addr")), "10.1.2.3:80");
+    }
+}

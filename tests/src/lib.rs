@@ -25,3 +25,4 @@ pub fn free_port() -> u16 {
 pub mod orb_fake_server;
 pub mod orb_ipc;
 pub mod orb_chat_stub;
+pub mod room_harness;

@@ -2,5 +2,19 @@
 //!
 //! # Layout
 //! - [`events`]: the seam to the OrbManager (room events out, notifications in).
+//! - [`registry`]: the actor task owning every room; connections talk to it by channel.
+//! - [`connection`]: one socket, split into reader and writer pumps.
+//! - [`outbox`]: a connection's bounded outgoing queue and its close codes.
+//! - [`offer_rule`]: who creates the WebRTC offer (pure).
+//! - [`room_id`]: which room ids are accepted (pure).
+//! - [`limits`]: message-rate token bucket and per-IP socket counts.
+//! - [`stats`]: relay counters.
 
+pub mod connection;
 pub mod events;
+pub mod limits;
+pub mod offer_rule;
+pub mod outbox;
+pub mod registry;
+pub mod room_id;
+pub mod stats;

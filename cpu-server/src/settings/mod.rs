@@ -7,6 +7,7 @@ pub mod orbs;
 pub mod rooms;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::Args;
 use shared::settings::{DotEnv, Key, SettingErrors, Validator};
@@ -23,6 +24,13 @@ pub struct ServerArgs {
     /// production or development [default: development].
     #[arg(long, env = "NODE_ENV")]
     pub node_env: Option<String>,
+    /// PEM certificate chain; with TLS_KEY the server speaks HTTPS/WSS itself
+    /// [default: plain HTTP, TLS terminated by the reverse proxy].
+    #[arg(long, env = "TLS_CERT")]
+    pub tls_cert: Option<String>,
+    /// PEM private key matching TLS_CERT.
+    #[arg(long, env = "TLS_KEY")]
+    pub tls_key: Option<String>,
     /// Room and relay settings.
     #[command(flatten)]
     pub rooms: RoomArgs,
@@ -38,6 +46,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// `NODE_ENV=production`.
     pub production: bool,
+    /// Native TLS, when both `TLS_CERT` and `TLS_KEY` are set.
+    pub tls: Option<TlsPaths>,
     /// Room and relay settings.
     pub rooms: RoomSettings,
     /// OrbManager settings.
@@ -61,14 +71,57 @@ impl ServerArgs {
                 _ => Err(String::new()),
             },
         );
+        let tls = tls_paths(&mut v, self.tls_cert, self.tls_key);
         let rooms = self.rooms.validate(&mut v);
         let orbs = self.orbs.validate(&mut v, production, has_ai_key);
         v.finish()?;
         Ok(Settings {
             listen,
             production,
+            tls,
             rooms,
             orbs,
         })
+    }
+}
+
+/// Where the certificate and key of native TLS are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsPaths {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// Both TLS files or neither; each must be a readable file.
+fn tls_paths(v: &mut Validator<'_>, cert: Option<String>, key: Option<String>) -> Option<TlsPaths> {
+    let cert_key = Key::new("TLS_CERT", "tls-cert");
+    let key_key = Key::new("TLS_KEY", "tls-key");
+    let cert = v.optional(cert_key, cert);
+    let key = v.optional(key_key, key);
+    let mut file = |k: Key, path: String| {
+        if std::path::Path::new(&path).is_file() {
+            Some(PathBuf::from(path))
+        } else {
+            v.error(k, path, "a readable PEM file");
+            None
+        }
+    };
+    match (cert, key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => {
+            let cert = file(cert_key, cert);
+            let key = file(key_key, key);
+            Some(TlsPaths { cert: cert?, key: key? })
+        }
+        (Some(_), None) => {
+            v.error(key_key, "", "set together with TLS_CERT");
+            None
+        }
+        (None, Some(_)) => {
+            v.error(cert_key, "", "set together with TLS_KEY");
+            None
+        }
     }
 }

@@ -1,14 +1,34 @@
 //! Settings of the room server and relay (limits, liveness).
 
+use std::time::Duration;
+
 use clap::Args;
 use shared::settings::{Key, Validator};
 
-/// Raw room flags.
+/// Raw room flags; every one also readable from its environment variable.
 #[derive(Debug, Clone, Default, Args)]
 pub struct RoomArgs {
     /// Largest room message, bytes [default: 65536].
     #[arg(long, env = "MAX_MESSAGE_BYTES")]
     pub max_message_bytes: Option<String>,
+    /// Most participants in one room [default: 16].
+    #[arg(long, env = "MAX_ROOM_PARTICIPANTS")]
+    pub max_room_participants: Option<String>,
+    /// Most rooms on this server [default: 1000].
+    #[arg(long, env = "MAX_ROOMS")]
+    pub max_rooms: Option<String>,
+    /// Most open room sockets from one IP address [default: 64].
+    #[arg(long, env = "MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<String>,
+    /// Messages per second one socket may send (token bucket, burst of one second) [default: 200].
+    #[arg(long, env = "MAX_MESSAGES_PER_SECOND")]
+    pub max_messages_per_second: Option<String>,
+    /// Outgoing messages queued per socket before it is dropped as a slow consumer [default: 256].
+    #[arg(long, env = "WS_SEND_QUEUE")]
+    pub ws_send_queue: Option<String>,
+    /// WebSocket ping period, ms; a peer silent for two periods is dropped [default: 30000].
+    #[arg(long, env = "WS_PING_INTERVAL")]
+    pub ws_ping_interval: Option<String>,
 }
 
 /// Typed room settings.
@@ -16,6 +36,26 @@ pub struct RoomArgs {
 pub struct RoomSettings {
     /// Largest room message, bytes.
     pub max_message_bytes: usize,
+    /// Most participants in one room.
+    pub max_room_participants: usize,
+    /// Most rooms on this server.
+    pub max_rooms: usize,
+    /// Most open room sockets from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Messages per second per socket (also the burst).
+    pub max_messages_per_second: u32,
+    /// Outgoing queue of one socket, messages.
+    pub ws_send_queue: usize,
+    /// WebSocket ping period.
+    pub ws_ping_interval: Duration,
+}
+
+impl Default for RoomSettings {
+    fn default() -> Self {
+        let dotenv = shared::settings::DotEnv::default();
+        let mut v = Validator::new(&dotenv);
+        RoomArgs::default().validate(&mut v)
+    }
 }
 
 impl RoomArgs {
@@ -28,6 +68,78 @@ impl RoomArgs {
             256,
             16 * 1024 * 1024,
         ) as usize;
-        RoomSettings { max_message_bytes }
+        let max_room_participants = v.number(
+            Key::new("MAX_ROOM_PARTICIPANTS", "max-room-participants"),
+            self.max_room_participants,
+            16,
+            1,
+            1000,
+        ) as usize;
+        let max_rooms = v.number(Key::new("MAX_ROOMS", "max-rooms"), self.max_rooms, 1000, 1, 1_000_000) as usize;
+        let max_connections_per_ip = v.number(
+            Key::new("MAX_CONNECTIONS_PER_IP", "max-connections-per-ip"),
+            self.max_connections_per_ip,
+            64,
+            1,
+            1_000_000,
+        ) as usize;
+        let max_messages_per_second = v.number(
+            Key::new("MAX_MESSAGES_PER_SECOND", "max-messages-per-second"),
+            self.max_messages_per_second,
+            200,
+            1,
+            1_000_000,
+        ) as u32;
+        let ws_send_queue = v.number(
+            Key::new("WS_SEND_QUEUE", "ws-send-queue"),
+            self.ws_send_queue,
+            256,
+            1,
+            1_000_000,
+        ) as usize;
+        let ws_ping_interval = v.millis(
+            Key::new("WS_PING_INTERVAL", "ws-ping-interval"),
+            self.ws_ping_interval,
+            30_000,
+            10,
+        );
+        RoomSettings {
+            max_message_bytes,
+            max_room_participants,
+            max_rooms,
+            max_connections_per_ip,
+            max_messages_per_second,
+            ws_send_queue,
+            ws_ping_interval,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::settings::DotEnv;
+
+    #[test]
+    fn defaults_are_sane_and_bad_values_are_all_reported() {
+        let s = RoomSettings::default();
+        assert_eq!(s.max_message_bytes, 64 * 1024);
+        assert_eq!(s.ws_send_queue, 256);
+        assert_eq!(s.ws_ping_interval, Duration::from_secs(30));
+        let dotenv = DotEnv::default();
+        let mut v = Validator::new(&dotenv);
+        RoomArgs {
+            max_room_participants: Some("abc".into()),
+            max_messages_per_second: Some("0".into()),
+            ws_ping_interval: Some("-1".into()),
+            ..RoomArgs::default()
+        }
+        .validate(&mut v);
+        let errors = v.finish().expect_err("three bad values");
+        assert_eq!(errors.0.len(), 3, "{errors}");
+        let text = errors.to_string();
+        assert!(text.contains("MAX_ROOM_PARTICIPANTS"), "{text}");
+        assert!(text.contains("MAX_MESSAGES_PER_SECOND"), "{text}");
+        assert!(text.contains("WS_PING_INTERVAL"), "{text}");
     }
 }

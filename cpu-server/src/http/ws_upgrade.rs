@@ -1,0 +1,74 @@
+//! `GET /ws-simple/{room_id}`: refuses bad room ids (400), too many sockets
+//! from one address (429) and upgrades while draining (503) before upgrading;
+//! then hands the socket to a tracked [`Connection`] task.
+
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use shared::room::ErrorCode;
+use tracing::warn;
+
+use super::{AppState, ClientAddr};
+use crate::rooms::connection::Connection;
+use crate::rooms::room_id::validate_room_id;
+
+/// Headroom over `MAX_MESSAGE_BYTES` given to the WebSocket codec, so frames a
+/// little over the cap are still read and answered with `too_large`, while huge
+/// ones are refused from their header without being buffered.
+const FRAME_SLACK: usize = 4096;
+
+/// A JSON refusal: `{"type":"error","code":…,"message":…}` with an HTTP status.
+fn refuse(status: StatusCode, code: ErrorCode, message: String) -> Response {
+    (status, Json(json!({"type": "error", "code": code, "message": message}))).into_response()
+}
+
+/// The room socket upgrade.
+pub async fn ws_simple(
+    State(state): State<AppState>,
+    Path(room_id): Path<String>,
+    ConnectInfo(ClientAddr(addr)): ConnectInfo<ClientAddr>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if state.draining.is_cancelled() {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Draining,
+            "the server is shutting down".to_owned(),
+        );
+    }
+    if let Err(e) = validate_room_id(&room_id) {
+        return refuse(StatusCode::BAD_REQUEST, ErrorCode::InvalidField, e.to_string());
+    }
+    let Some(slot) = state.ip_limiter.acquire(addr.ip()) else {
+        warn!(ip = %addr.ip(), "too many sockets from one address");
+        return refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited,
+            format!(
+                "at most {} room sockets per address",
+                state.settings.max_connections_per_ip
+            ),
+        );
+    };
+    let cap = state.settings.max_message_bytes + FRAME_SLACK;
+    let connection = Connection {
+        id: state.next_conn.fetch_add(1, Ordering::Relaxed),
+        room: room_id,
+        ip: addr.ip(),
+        registry: state.registry.clone(),
+        settings: state.settings.clone(),
+        stats: state.stats.clone(),
+        closing: state.closing.clone(),
+        slot,
+    };
+    let tracker = state.connections.clone();
+    upgrade
+        .max_message_size(cap)
+        .max_frame_size(cap)
+        .on_upgrade(move |socket| tracker.track_future(connection.run(socket)))
+}

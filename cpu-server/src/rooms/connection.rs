@@ -1,0 +1,309 @@
+//! One room socket: split into a reader and a writer pump; whichever ends
+//! first ends the other, and the registry is told to remove the participant
+//! exactly here, once, whatever the cause (leave, close, error, timeout).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use shared::room::{ErrorCode, ErrorReply, FrameError, MessageKind, RoomMessage, parse_inbound};
+use tokio::time::{Duration, Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::limits::{IpSlot, TokenBucket};
+use super::outbox::{
+    CLOSE_NORMAL, CLOSE_PING_TIMEOUT, CLOSE_SHUTDOWN, CLOSE_SLOW_CONSUMER, CLOSE_TOO_LARGE, ConnId, Kick, Outbound,
+    Outbox, OutboxReceiver, outbox,
+};
+use super::registry::RegistryHandle;
+use super::stats::RelayStats;
+use crate::settings::RoomSettings;
+
+/// How long a closing socket gets to flush its close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Everything one connection needs, gathered by the upgrade handler.
+#[derive(Debug)]
+pub struct Connection {
+    /// This socket's id.
+    pub id: ConnId,
+    /// The room of the path (already validated).
+    pub room: String,
+    /// The peer's address.
+    pub ip: IpAddr,
+    /// The registry.
+    pub registry: RegistryHandle,
+    /// Limits and liveness.
+    pub settings: Arc<RoomSettings>,
+    /// Relay counters.
+    pub stats: Arc<RelayStats>,
+    /// Cancelled when the server closes every socket.
+    pub closing: CancellationToken,
+    /// This socket's place in the per-IP limit, released when the connection ends.
+    pub slot: IpSlot,
+}
+
+/// How the reader stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReaderEnd {
+    /// The peer closed or the socket failed.
+    PeerGone,
+    /// The reader queued a close frame (too large, ping timeout) or kicked itself.
+    Closing,
+}
+
+/// The participant this socket joined as.
+#[derive(Debug, Clone)]
+struct Joined {
+    is_ai: bool,
+}
+
+impl Connection {
+    /// Serves the socket until it ends, then removes its participant.
+    pub async fn run(self, socket: WebSocket) {
+        let span = info_span!("conn", conn = self.id, room = %self.room, ip = %self.ip, user = tracing::field::Empty);
+        self.serve(socket).instrument(span).await;
+    }
+
+    async fn serve(self, socket: WebSocket) {
+        RelayStats::bump(&self.stats.connections);
+        debug!("connected");
+        let (sink, stream) = socket.split();
+        let (outbox, receiver) = outbox(self.settings.ws_send_queue);
+        let mut writer = tokio::spawn(write_pump(sink, receiver).in_current_span());
+        let reader = Reader {
+            conn: &self,
+            outbox: outbox.clone(),
+            joined: None,
+            bucket: TokenBucket::new(self.settings.max_messages_per_second, Instant::now()),
+            last_seen: Instant::now(),
+        };
+        let mut writer_done = false;
+        let end = tokio::select! {
+            end = reader.run(stream) => Some(end),
+            _ = &mut writer => {
+                writer_done = true;
+                None
+            }
+            () = self.closing.cancelled() => {
+                outbox.kick(CLOSE_SHUTDOWN);
+                None
+            }
+        };
+        // The one place membership is cleaned up.
+        self.registry.leave(self.id).await;
+        if end == Some(ReaderEnd::PeerGone) {
+            outbox.kick(CLOSE_NORMAL);
+        }
+        drop(outbox);
+        if !writer_done && tokio::time::timeout(CLOSE_GRACE, &mut writer).await.is_err() {
+            writer.abort();
+        }
+        debug!(?end, "disconnected");
+        drop(self.slot);
+    }
+}
+
+/// The reading half: parses, checks and routes each frame.
+struct Reader<'a> {
+    conn: &'a Connection,
+    outbox: Outbox,
+    joined: Option<Joined>,
+    bucket: TokenBucket,
+    last_seen: Instant,
+}
+
+impl Reader<'_> {
+    async fn run(mut self, mut stream: SplitStream<WebSocket>) -> ReaderEnd {
+        let interval = self.conn.settings.ws_ping_interval;
+        let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                frame = stream.next() => {
+                    let frame = match frame {
+                        None => return ReaderEnd::PeerGone,
+                        Some(Err(e)) => return self.on_read_error(&e),
+                        Some(Ok(frame)) => frame,
+                    };
+                    self.last_seen = Instant::now();
+                    let flow = match frame {
+                        Message::Text(text) => self.on_text(&text).await,
+                        Message::Binary(_) => {
+                            self.error(ErrorCode::InvalidJson, "binary frames are not supported; send JSON text".to_owned())
+                        }
+                        Message::Close(_) => return ReaderEnd::PeerGone,
+                        Message::Ping(_) | Message::Pong(_) => Ok(()),
+                    };
+                    if let Err(end) = flow {
+                        return end;
+                    }
+                }
+                _ = ticker.tick() => {
+                    if self.last_seen.elapsed() > interval * 3 / 2 {
+                        info!("no pong for two ping intervals: closing");
+                        return self.close(CLOSE_PING_TIMEOUT);
+                    }
+                    if let Err(end) = self.push(Outbound::Ping) {
+                        return end;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A read error: an over-long frame gets `too_large` and 1009; anything else ends the socket.
+    fn on_read_error(&mut self, error: &axum::Error) -> ReaderEnd {
+        // tungstenite reports frames over max_frame_size/max_message_size as
+        // "Space limit exceeded" before reading their payload; axum does not
+        // re-export its error type, so its text is all there is to match.
+        let text = error.to_string();
+        if text.contains("Space limit exceeded") {
+            warn!(%text, "frame over the size cap");
+            let message = format!(
+                "message exceeds the limit of {} bytes",
+                self.conn.settings.max_message_bytes
+            );
+            if self.error(ErrorCode::TooLarge, message).is_err() {
+                return ReaderEnd::Closing;
+            }
+            return self.close(CLOSE_TOO_LARGE);
+        }
+        debug!(%text, "read error");
+        ReaderEnd::PeerGone
+    }
+
+    async fn on_text(&mut self, text: &str) -> Result<(), ReaderEnd> {
+        if !self.bucket.try_take(Instant::now()) {
+            let message = format!(
+                "more than {} messages per second: message dropped",
+                self.conn.settings.max_messages_per_second
+            );
+            return self.error(ErrorCode::RateLimited, message);
+        }
+        let inbound = match parse_inbound(text, self.conn.settings.max_message_bytes) {
+            Ok(inbound) => inbound,
+            Err(e @ FrameError::TooLarge { .. }) => {
+                self.error(e.code(), e.to_string())?;
+                return Err(self.close(CLOSE_TOO_LARGE));
+            }
+            Err(e) => return self.error(e.code(), e.to_string()),
+        };
+        let id = self.conn.id;
+        match (inbound.kind, self.joined.clone()) {
+            (MessageKind::Ping, joined) => {
+                self.push(Outbound::Text(RoomMessage::Pong(Default::default()).to_json().into()))?;
+                if joined.is_some_and(|j| j.is_ai) {
+                    self.conn.registry.ai_activity(id).await;
+                }
+                Ok(())
+            }
+            (MessageKind::Join, Some(_)) => self.error(
+                ErrorCode::AlreadyJoined,
+                "this socket already joined; open a new socket to join again".to_owned(),
+            ),
+            (MessageKind::Join, None) => {
+                let request = match inbound.join_request() {
+                    Ok(request) => request,
+                    Err(e) => return self.error(e.code(), e.to_string()),
+                };
+                let user = request.user_id.clone();
+                let is_ai = request.is_ai();
+                match self
+                    .conn
+                    .registry
+                    .join(id, &self.conn.room, request, self.outbox.clone())
+                    .await
+                {
+                    Ok(()) => {
+                        tracing::Span::current().record("user", user.as_str());
+                        self.joined = Some(Joined { is_ai });
+                        Ok(())
+                    }
+                    Err(reply) => self.error(reply.code, reply.message),
+                }
+            }
+            (kind, None) => self.error(
+                ErrorCode::NotJoined,
+                format!("send \"join\" before \"{}\"", kind.as_str()),
+            ),
+            (MessageKind::Leave, Some(_)) => {
+                self.joined = None;
+                self.conn.registry.leave(id).await;
+                Ok(())
+            }
+            (kind, Some(joined)) if kind.is_ai_only() && !joined.is_ai => self.error(
+                ErrorCode::Forbidden,
+                format!("only the AI participant may send \"{}\"", kind.as_str()),
+            ),
+            (kind, Some(_)) => {
+                if kind == MessageKind::AiOrbShutdown {
+                    self.joined = None;
+                }
+                self.conn.registry.relay(id, inbound).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Queues an `error` reply; the connection carries on.
+    fn error(&mut self, code: ErrorCode, message: String) -> Result<(), ReaderEnd> {
+        RelayStats::bump(&self.conn.stats.errors);
+        debug!(%code, %message, "error reply");
+        self.push(Outbound::Text(ErrorReply::frame(code, message).to_json().into()))
+    }
+
+    /// Queues `item`; a full queue drops this socket as a slow consumer.
+    fn push(&mut self, item: Outbound) -> Result<(), ReaderEnd> {
+        match self.outbox.try_push(item) {
+            Ok(()) => Ok(()),
+            Err(_) => {
+                RelayStats::bump(&self.conn.stats.slow_consumers);
+                self.outbox.kick(CLOSE_SLOW_CONSUMER);
+                Err(ReaderEnd::Closing)
+            }
+        }
+    }
+
+    /// Queues a close frame after everything already queued.
+    fn close(&mut self, (code, reason): (u16, &'static str)) -> ReaderEnd {
+        let _ = self.push(Outbound::Close(code, reason));
+        ReaderEnd::Closing
+    }
+}
+
+/// The writing half: sends queued frames in order; a kick overtakes the queue.
+async fn write_pump(mut sink: SplitSink<WebSocket, Message>, mut rx: OutboxReceiver) {
+    loop {
+        let message = tokio::select! {
+            biased;
+            Some(kick) = rx.kicks.recv() => return send_close(&mut sink, kick).await,
+            item = rx.frames.recv() => match item {
+                None => return,
+                Some(Outbound::Text(text)) => Message::Text(text),
+                Some(Outbound::Ping) => Message::Ping(Default::default()),
+                Some(Outbound::Close(code, reason)) => return send_close(&mut sink, Kick { code, reason }).await,
+            },
+        };
+        tokio::select! {
+            biased;
+            Some(kick) = rx.kicks.recv() => return send_close(&mut sink, kick).await,
+            sent = sink.send(message) => if sent.is_err() {
+                return;
+            },
+        }
+    }
+}
+
+/// Sends a close frame, bounded: a stuck peer does not hold the task.
+async fn send_close(sink: &mut SplitSink<WebSocket, Message>, kick: Kick) {
+    debug!(code = kick.code, reason = kick.reason, "closing");
+    let frame = CloseFrame {
+        code: kick.code,
+        reason: Utf8Bytes::from_static(kick.reason),
+    };
+    let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(Message::Close(Some(frame)))).await;
+}

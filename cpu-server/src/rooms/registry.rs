@@ -1,0 +1,441 @@
+//! The room registry: ONE actor task owns every room and its members.
+//!
+//! Connection tasks talk to it through a bounded command channel (joins get a
+//! `oneshot` reply); it delivers to members with `try_send` on their bounded
+//! outboxes, so a slow reader never stalls a room: its socket is kicked with
+//! 1008 and it leaves. Membership changes happen only here, keyed by the
+//! per-connection id, so a stale socket's late close can never remove the
+//! participant that replaced it. Room events go out on the OrbManager seam with
+//! `send().await` (the registry may wait on the OrbManager, never the reverse).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::ws::Utf8Bytes;
+use shared::room::{
+    ErrorCode, ErrorReply, Inbound, JoinRequest, MessageKind, PARTICIPANT_AI, Participant, PeerDiscovery, RoomMessage,
+    UserJoined,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, info, warn};
+
+use super::events::{RoomEvent, RoomEventSender, RoomNotifier};
+use super::offer_rule::{Side, should_create_offer};
+use super::outbox::{CLOSE_REPLACED, CLOSE_SLOW_CONSUMER, ConnId, Outbox, QueueError};
+use super::stats::RelayStats;
+use crate::settings::RoomSettings;
+
+/// Capacity of the command channel into the registry.
+const COMMAND_CAPACITY: usize = 1024;
+
+/// A request to the registry.
+#[derive(Debug)]
+enum Command {
+    Join {
+        conn: ConnId,
+        room: String,
+        request: JoinRequest,
+        outbox: Outbox,
+        reply: oneshot::Sender<Result<(), ErrorReply>>,
+    },
+    Relay {
+        conn: ConnId,
+        inbound: Inbound,
+    },
+    AiActivity {
+        conn: ConnId,
+    },
+    Leave {
+        conn: ConnId,
+    },
+    Notify {
+        room: String,
+        message: RoomMessage,
+    },
+}
+
+/// Cloneable handle to the registry actor.
+#[derive(Debug, Clone)]
+pub struct RegistryHandle {
+    commands: mpsc::Sender<Command>,
+    rooms: watch::Receiver<usize>,
+}
+
+impl RegistryHandle {
+    /// Joins `conn` to `room`; `outbox` receives everything for it from now on
+    /// (its `peer-discovery` first). An error is the reply to send back.
+    pub async fn join(&self, conn: ConnId, room: &str, request: JoinRequest, outbox: Outbox) -> Result<(), ErrorReply> {
+        let (reply, rx) = oneshot::channel();
+        let command = Command::Join {
+            conn,
+            room: room.to_owned(),
+            request,
+            outbox,
+            reply,
+        };
+        let gone = || ErrorReply {
+            message: "the server is shutting down".to_owned(),
+            code: ErrorCode::Draining,
+        };
+        self.commands.send(command).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// Relays a frame of the joined `conn` (or handles `orb_heartbeat` / `ai-orb-shutdown`).
+    pub async fn relay(&self, conn: ConnId, inbound: Inbound) {
+        let _ = self.commands.send(Command::Relay { conn, inbound }).await;
+    }
+
+    /// A frame the registry does not otherwise see (e.g. `ping`) came from `conn`.
+    pub async fn ai_activity(&self, conn: ConnId) {
+        let _ = self.commands.send(Command::AiActivity { conn }).await;
+    }
+
+    /// `conn` leaves its room (leave, close, error or timeout: idempotent).
+    pub async fn leave(&self, conn: ConnId) {
+        let _ = self.commands.send(Command::Leave { conn }).await;
+    }
+
+    /// Rooms alive now.
+    pub fn rooms(&self) -> usize {
+        *self.rooms.borrow()
+    }
+}
+
+impl RoomNotifier for RegistryHandle {
+    fn notify_room(&self, room: &str, message: RoomMessage) {
+        let command = Command::Notify {
+            room: room.to_owned(),
+            message,
+        };
+        if self.commands.try_send(command).is_err() {
+            warn!(room, "registry busy or gone: room notification dropped");
+        }
+    }
+}
+
+/// Starts the registry actor.
+pub fn spawn_registry(settings: RoomSettings, events: RoomEventSender, stats: Arc<RelayStats>) -> RegistryHandle {
+    let (commands, rx) = mpsc::channel(COMMAND_CAPACITY);
+    let (rooms_tx, rooms) = watch::channel(0);
+    let registry = Registry {
+        settings,
+        rooms: HashMap::new(),
+        by_conn: HashMap::new(),
+        events,
+        stats,
+        rooms_count: rooms_tx,
+        dropped: Vec::new(),
+    };
+    tokio::spawn(registry.run(rx));
+    RegistryHandle { commands, rooms }
+}
+
+/// One participant of a room.
+#[derive(Debug)]
+struct Member {
+    conn: ConnId,
+    participant: Participant,
+    is_ai: bool,
+    outbox: Outbox,
+}
+
+impl Member {
+    fn side(&self) -> Side<'_> {
+        Side {
+            user_id: &self.participant.user_id,
+            user_role: &self.participant.user_role,
+            is_ai: self.is_ai,
+        }
+    }
+}
+
+/// The members of one room, in join order.
+#[derive(Debug, Default)]
+struct Room {
+    members: Vec<Member>,
+}
+
+impl Room {
+    fn humans(&self) -> usize {
+        self.members.iter().filter(|m| !m.is_ai).count()
+    }
+}
+
+/// The actor's state; only [`Registry::run`] touches it.
+struct Registry {
+    settings: RoomSettings,
+    rooms: HashMap<String, Room>,
+    /// Which room and user each joined connection is.
+    by_conn: HashMap<ConnId, (String, String)>,
+    events: RoomEventSender,
+    stats: Arc<RelayStats>,
+    rooms_count: watch::Sender<usize>,
+    /// Members whose outbox overflowed or closed, to remove after the command.
+    dropped: Vec<ConnId>,
+}
+
+/// Queues `text` for `member`; a full queue kicks it as a slow consumer.
+fn deliver(member: &Member, text: &Utf8Bytes, stats: &RelayStats, dropped: &mut Vec<ConnId>) {
+    match member.outbox.try_text(text.clone()) {
+        Ok(()) => RelayStats::bump(&stats.relayed),
+        Err(QueueError::Full) => {
+            warn!(conn = member.conn, user = %member.participant.user_id, "outgoing queue full: dropping slow consumer");
+            RelayStats::bump(&stats.slow_consumers);
+            member.outbox.kick(CLOSE_SLOW_CONSUMER);
+            dropped.push(member.conn);
+        }
+        Err(QueueError::Closed) => dropped.push(member.conn),
+    }
+}
+
+/// Queues an `error` reply for `member`.
+fn reply_error(member: &Member, code: ErrorCode, message: String, stats: &RelayStats, dropped: &mut Vec<ConnId>) {
+    RelayStats::bump(&stats.errors);
+    let text = Utf8Bytes::from(ErrorReply::frame(code, message).to_json());
+    deliver(member, &text, stats, dropped);
+}
+
+impl Registry {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        while let Some(command) = commands.recv().await {
+            match command {
+                Command::Join {
+                    conn,
+                    room,
+                    request,
+                    outbox,
+                    reply,
+                } => {
+                    let result = self.join(conn, room, request, outbox).await;
+                    let _ = reply.send(result);
+                }
+                Command::Relay { conn, inbound } => self.relay(conn, inbound).await,
+                Command::AiActivity { conn } => {
+                    if let Some((room, true)) = self.member(conn).map(|(r, m)| (r.to_owned(), m.is_ai)) {
+                        self.emit(RoomEvent::AiActivity { room }).await;
+                    }
+                }
+                Command::Leave { conn } => self.remove(conn).await,
+                Command::Notify { room, message } => self.notify(&room, &message),
+            }
+            while let Some(conn) = self.dropped.pop() {
+                self.remove(conn).await;
+            }
+        }
+        debug!("room registry stopped");
+    }
+
+    fn member(&self, conn: ConnId) -> Option<(&str, &Member)> {
+        let (room_id, _) = self.by_conn.get(&conn)?;
+        let member = self.rooms.get(room_id)?.members.iter().find(|m| m.conn == conn)?;
+        Some((room_id.as_str(), member))
+    }
+
+    async fn emit(&self, event: RoomEvent) {
+        if self.events.send(event).await.is_err() {
+            debug!("OrbManager gone: room event dropped");
+        }
+    }
+
+    fn publish_count(&self) {
+        self.rooms_count.send_replace(self.rooms.len());
+    }
+
+    async fn join(&mut self, conn: ConnId, room_id: String, request: JoinRequest, outbox: Outbox) -> Result<(), ErrorReply> {
+        let refuse = |code: ErrorCode, message: String| Err(ErrorReply { message, code });
+        if self.by_conn.contains_key(&conn) {
+            return refuse(ErrorCode::AlreadyJoined, "this socket already joined a room".to_owned());
+        }
+        let is_new_room = !self.rooms.contains_key(&room_id);
+        if is_new_room && self.rooms.len() >= self.settings.max_rooms {
+            return refuse(
+                ErrorCode::TooManyRooms,
+                format!("the server already has its maximum of {} rooms", self.settings.max_rooms),
+            );
+        }
+        let room = self.rooms.entry(room_id.clone()).or_default();
+        let existing = room.members.iter().position(|m| m.participant.user_id == request.user_id);
+        if existing.is_none() && room.members.len() >= self.settings.max_room_participants {
+            return refuse(
+                ErrorCode::RoomFull,
+                format!("room is full ({} participants)", self.settings.max_room_participants),
+            );
+        }
+        let replaced = existing.map(|pos| room.members.remove(pos));
+        if let Some(old) = &replaced {
+            info!(room = %room_id, user = %request.user_id, old_conn = old.conn, conn, "rejoin replaces the old socket");
+            self.by_conn.remove(&old.conn);
+            old.outbox.kick(CLOSE_REPLACED);
+        }
+        let is_ai = request.is_ai();
+        let participant = Participant {
+            user_id: request.user_id,
+            user_name: request.user_name,
+            user_role: request.user_role,
+            participant_type: if is_ai {
+                PARTICIPANT_AI.to_owned()
+            } else {
+                request.participant_type
+            },
+        };
+        let joiner = Member {
+            conn,
+            participant,
+            is_ai,
+            outbox,
+        };
+        let discovery = RoomMessage::PeerDiscovery(PeerDiscovery {
+            peers: room.members.iter().map(|m| m.participant.clone()).collect(),
+            room_id: room_id.clone(),
+        });
+        deliver(&joiner, &discovery.to_json().into(), &self.stats, &mut self.dropped);
+        for member in &room.members {
+            let joined = RoomMessage::UserJoined(UserJoined {
+                participant: joiner.participant.clone(),
+                should_create_offer: should_create_offer(member.side(), joiner.side()),
+            });
+            deliver(member, &joined.to_json().into(), &self.stats, &mut self.dropped);
+        }
+        let user_id = joiner.participant.user_id.clone();
+        let role = joiner.participant.user_role.clone();
+        room.members.push(joiner);
+        let humans = room.humans();
+        self.by_conn.insert(conn, (room_id.clone(), user_id.clone()));
+        self.publish_count();
+        info!(room = %room_id, user = %user_id, conn, is_ai, humans, "joined");
+        if let Some(old) = replaced {
+            if old.is_ai {
+                self.emit(RoomEvent::AiLeft {
+                    room: room_id.clone(),
+                    user_id: old.participant.user_id,
+                })
+                .await;
+            } else if is_ai {
+                self.emit(RoomEvent::HumanLeft {
+                    room: room_id.clone(),
+                    user_id: old.participant.user_id,
+                    humans,
+                })
+                .await;
+            }
+        }
+        let event = if is_ai {
+            RoomEvent::AiJoined { room: room_id, user_id }
+        } else {
+            RoomEvent::HumanJoined {
+                room: room_id,
+                user_id,
+                user_role: role,
+                humans,
+            }
+        };
+        self.emit(event).await;
+        Ok(())
+    }
+
+    async fn relay(&mut self, conn: ConnId, inbound: Inbound) {
+        let Some((room_id, user_id)) = self.by_conn.get(&conn).cloned() else {
+            return; // Left or was replaced while this frame was in flight.
+        };
+        let Some(room) = self.rooms.get(&room_id) else {
+            return;
+        };
+        let Some(sender) = room.members.iter().find(|m| m.conn == conn) else {
+            return;
+        };
+        let is_ai = sender.is_ai;
+        if is_ai {
+            self.emit(RoomEvent::AiActivity { room: room_id.clone() }).await;
+        }
+        let Some(room) = self.rooms.get(&room_id) else {
+            return;
+        };
+        let Some(sender) = room.members.iter().find(|m| m.conn == conn) else {
+            return;
+        };
+        if inbound.kind.is_ai_only() && !is_ai {
+            let message = format!("only the AI participant may send {}", inbound.kind.as_str());
+            reply_error(sender, ErrorCode::Forbidden, message, &self.stats, &mut self.dropped);
+            return;
+        }
+        match inbound.kind {
+            MessageKind::OrbHeartbeat => {}
+            MessageKind::AiOrbShutdown => {
+                let reason = inbound.string_field("reason").ok().flatten();
+                info!(room = %room_id, user = %user_id, ?reason, "AI announced its shutdown");
+                self.emit(RoomEvent::AiShutdown {
+                    room: room_id,
+                    reason,
+                })
+                .await;
+                self.remove(conn).await;
+            }
+            MessageKind::Join | MessageKind::Leave | MessageKind::Ping => {}
+            _ => match inbound.target() {
+                Err(e) => reply_error(sender, e.code(), e.to_string(), &self.stats, &mut self.dropped),
+                Ok(Some(target)) => match room.members.iter().find(|m| m.participant.user_id == target) {
+                    Some(recipient) => {
+                        let text = Utf8Bytes::from(inbound.into_relayed(&user_id));
+                        deliver(recipient, &text, &self.stats, &mut self.dropped);
+                    }
+                    None => {
+                        let message = format!("no participant {target:?} in this room");
+                        reply_error(sender, ErrorCode::PeerNotFound, message, &self.stats, &mut self.dropped);
+                    }
+                },
+                Ok(None) => {
+                    let text = Utf8Bytes::from(inbound.into_relayed(&user_id));
+                    for recipient in room.members.iter().filter(|m| m.conn != conn) {
+                        deliver(recipient, &text, &self.stats, &mut self.dropped);
+                    }
+                }
+            },
+        }
+    }
+
+    /// Removes `conn` from its room, once: later calls find nothing.
+    async fn remove(&mut self, conn: ConnId) {
+        let Some((room_id, user_id)) = self.by_conn.remove(&conn) else {
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(&room_id) else {
+            return;
+        };
+        let Some(pos) = room.members.iter().position(|m| m.conn == conn) else {
+            return;
+        };
+        let member = room.members.remove(pos);
+        let left = Utf8Bytes::from(RoomMessage::UserLeft(member.participant.clone()).to_json());
+        for other in &room.members {
+            deliver(other, &left, &self.stats, &mut self.dropped);
+        }
+        let humans = room.humans();
+        if room.members.is_empty() {
+            self.rooms.remove(&room_id);
+            self.publish_count();
+            info!(room = %room_id, "room closed");
+        }
+        info!(room = %room_id, user = %user_id, conn, humans, "left");
+        let event = if member.is_ai {
+            RoomEvent::AiLeft { room: room_id, user_id }
+        } else {
+            RoomEvent::HumanLeft {
+                room: room_id,
+                user_id,
+                humans,
+            }
+        };
+        self.emit(event).await;
+    }
+
+    fn notify(&mut self, room_id: &str, message: &RoomMessage) {
+        let Some(room) = self.rooms.get(room_id) else {
+            return;
+        };
+        let text = Utf8Bytes::from(message.to_json());
+        for member in &room.members {
+            deliver(member, &text, &self.stats, &mut self.dropped);
+        }
+    }
+}

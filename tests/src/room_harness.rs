@@ -1,0 +1,151 @@
+//! A cpu-server started for one room test: the real binary on a free loopback
+//! port, in its own temp directory, with orbs spawned only by hand.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::process::{Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+use crate::process::Proc;
+use crate::ws::{Client, Read};
+
+/// A running cpu-server and where to reach it.
+pub struct RoomServer {
+    /// The process (killed with its group on drop).
+    pub proc: Proc,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RoomServer {
+    /// Starts cpu-server with `env` on top of the test defaults and waits (bounded) for `/healthz`.
+    pub fn start(env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = crate::free_port();
+        let mut command = Self::command(dir.path());
+        command.env("CPU_HOST", format!("127.0.0.1:{port}"));
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let proc = Proc::spawn("cpu-server", command, dir.path());
+        let server = Self { proc, port, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while http_get(port, "/healthz").map(|(status, _)| status) != Some(200) {
+            assert!(
+                Instant::now() < deadline,
+                "cpu-server did not answer /healthz within 15 s:\n{}",
+                server.proc.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    /// The bare command: a clean environment, orbs by hand only, info logs.
+    pub fn command(dir: &std::path::Path) -> Command {
+        let mut command = Command::new(crate::binaries::cpu_server());
+        command
+            .current_dir(dir)
+            .env_clear()
+            .env("ORB_SPAWN_ON", "manual")
+            .env("ORB_LOG_DIR", dir.join("logs"))
+            .env("RUST_LOG", "info");
+        command
+    }
+
+    /// `ws://127.0.0.1:PORT/ws-simple/ROOM`.
+    pub fn url(&self, room: &str) -> String {
+        format!("ws://127.0.0.1:{}/ws-simple/{room}", self.port)
+    }
+
+    /// Waits up to `timeout` for the exit.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        self.proc.wait_exit_async(timeout).await
+    }
+}
+
+/// A GET with a 5 s bound: status and body, `None` when the server does not answer.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    raw_request(port, &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"))
+}
+
+/// A WebSocket upgrade request for `path`: status and body of the answer.
+pub fn upgrade_request(port: u16, path: &str) -> Option<(u16, String)> {
+    raw_request(
+        port,
+        &format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        ),
+    )
+}
+
+fn raw_request(port: u16, request: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                raw.extend_from_slice(&buf[..n]);
+                if response_complete(&raw) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Some((status, body))
+}
+
+/// A 101 ends with its head (the socket stays open); others when their
+/// `content-length` bytes of body arrived (the server may keep the connection).
+fn response_complete(raw: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(raw);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return false;
+    };
+    if head.starts_with("HTTP/1.1 101") {
+        return true;
+    }
+    head.lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())?
+        })
+        .is_some_and(|len| body.len() >= len)
+}
+
+/// Every JSON frame that arrives within `window`, stopping early on close.
+pub async fn drain(client: &mut Client, window: Duration) -> Vec<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + window;
+    let mut frames = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match client.read(left).await {
+            Read::Json(v) => frames.push(v),
+            _ => return frames,
+        }
+    }
+}
+
+/// Reads until the socket closes (skipping frames); the close, or `None` on timeout.
+pub async fn read_until_closed(client: &mut Client, timeout: Duration) -> Option<Option<(u16, String)>> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match client.read(left).await {
+            Read::Json(_) => continue,
+            Read::Closed(close) => return Some(close),
+            Read::Timeout => return None,
+        }
+    }
+}
