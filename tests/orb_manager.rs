@@ -1,1 +1,507 @@
-//! Placeholder until this area's tests land.
+//! OrbManager end to end: the real cpu-server spawning real or fake orbs.
+//!
+//! Fake orbs are `sh` scripts (see `manager_kit`) so that each test controls
+//! the misbehaviour it checks; process hygiene is checked from `/proc`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::json;
+use system_tests::manager_kit::{HEALTHY, fake_orb, orb_groups_with_prefix, orb_pids, orb_pids_with_prefix, starts};
+use system_tests::procfs;
+use system_tests::room_harness::RoomServer;
+use system_tests::wait::{until, until_true};
+use system_tests::ws::Client;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+fn path_env() -> String {
+    std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_owned())
+}
+
+/// A server whose orbs are the fake `body`, with short timings.
+fn server_with_fake(dir: &Path, body: &str, extra: &[(&str, &str)]) -> RoomServer {
+    let program = fake_orb(dir, "fake-orb", body);
+    let dir_s = dir.display().to_string();
+    let program_s = program.display().to_string();
+    let path = path_env();
+    let mut env: Vec<(&str, &str)> = vec![
+        ("PATH", &path),
+        ("ORB_SPAWN_ON", "coach"),
+        ("GPU_SERVER_PATH", &dir_s),
+        ("ORB_COMMAND", &program_s),
+        ("ORB_TEST_DIR", &dir_s),
+        ("ORB_HEALTH_CHECK_INTERVAL", "200"),
+        ("ORB_UNRESPONSIVE_TIMEOUT", "1500"),
+        ("ORB_READY_TIMEOUT", "5000"),
+        ("ROOM_EMPTY_GRACE", "0"),
+        ("ORB_STOP_GRACE", "500"),
+        ("ORB_KILL_GRACE", "500"),
+    ];
+    env.extend_from_slice(extra);
+    RoomServer::start(&env)
+}
+
+/// A server whose orbs are the real gpu-orb (test mode: no AI key).
+fn server_with_real_orbs(extra: &[(&str, &str)]) -> RoomServer {
+    let target = system_tests::binaries::target_dir().display().to_string();
+    let path = path_env();
+    let mut env: Vec<(&str, &str)> = vec![
+        ("PATH", &path),
+        ("ORB_SPAWN_ON", "coach"),
+        ("GPU_SERVER_PATH", &target),
+        ("ORB_HEALTH_CHECK_INTERVAL", "500"),
+        ("ROOM_EMPTY_GRACE", "0"),
+        ("ORB_STOP_GRACE", "2000"),
+        ("ORB_KILL_GRACE", "1000"),
+    ];
+    env.extend_from_slice(extra);
+    RoomServer::start(&env)
+}
+
+async fn single_orb(room: &str, timeout: Duration) -> i32 {
+    until(timeout, || match orb_pids(room).as_slice() {
+        [pid] => Some(*pid),
+        _ => None,
+    })
+    .await
+    .unwrap_or_else(|| panic!("no single orb for {room} within {timeout:?}: {:?}", orb_pids(room)))
+}
+
+#[tokio::test]
+async fn coach_join_starts_a_real_orb_that_answers_through_the_server() {
+    let server = server_with_real_orbs(&[]);
+    let (mut coach, _) = Client::join(&server.url("r-real"), "coach-1", "coach").await;
+    let joined = coach.recv_type("user-joined", 15 * SECOND).await;
+    assert_eq!(joined["participantType"], "ai", "{joined}");
+    assert_eq!(joined["userRole"], "ai");
+    let pid = single_orb("r-real", 5 * SECOND).await;
+    let argv = procfs::cmdline(pid);
+    assert!(argv[0].ends_with("gpu-orb"), "{argv:?}");
+    assert!(
+        argv.iter().any(|a| a == "--session=" || a.starts_with("--session=")),
+        "{argv:?}"
+    );
+    assert!(argv.iter().any(|a| a == "--coach=coach-1"), "{argv:?}");
+    assert!(argv.iter().any(|a| a == "--test-mode"), "{argv:?}");
+    coach
+        .send(json!({"type":"ai_control","action":"say","text":"hello"}))
+        .await;
+    let reply = coach.recv_type("ai_response", 10 * SECOND).await;
+    assert_eq!(reply["text"], "echo: hello");
+    assert_eq!(reply["fromId"], joined["userId"]);
+    // The coach leaves: after the (zero) grace the orb is stopped and gone.
+    coach.close().await;
+    assert!(
+        until_true(10 * SECOND, || orb_pids("r-real").is_empty()).await,
+        "orb outlived its room"
+    );
+}
+
+#[tokio::test]
+async fn a_client_alone_starts_no_orb_and_a_coach_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = server_with_fake(dir.path(), HEALTHY, &[]);
+    let (_client, _) = Client::join(&server.url("r-client"), "client-1", "client").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(orb_pids("r-client").is_empty(), "a client alone must not start an orb");
+    let (_coach, _) = Client::join(&server.url("r-client"), "coach-1", "coach").await;
+    single_orb("r-client", 5 * SECOND).await;
+}
+
+#[tokio::test]
+async fn sigkilled_orb_is_restarted_within_the_first_backoff() {
+    let server = server_with_real_orbs(&[]);
+    let (_coach, _) = Client::join(&server.url("r-kill"), "coach-1", "coach").await;
+    let first = single_orb("r-kill", 10 * SECOND).await;
+    kill(Pid::from_raw(first), Signal::SIGKILL).expect("kill orb");
+    let started = Instant::now();
+    let second = until(10 * SECOND, || orb_pids("r-kill").into_iter().find(|p| *p != first))
+        .await
+        .expect("a new orb after SIGKILL");
+    assert_ne!(first, second);
+    // First backoff is 0.5–0.75 s; allow for spawn time on a loaded machine.
+    assert!(started.elapsed() < 5 * SECOND, "restart took {:?}", started.elapsed());
+    assert!(
+        procfs::zombie_children(server.proc.pid() as i32).is_empty(),
+        "zombie left behind"
+    );
+}
+
+#[tokio::test]
+async fn sigstopped_orb_is_found_unresponsive_killed_and_restarted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = server_with_fake(dir.path(), HEALTHY, &[]);
+    let (_coach, _) = Client::join(&server.url("r-stop"), "coach-1", "coach").await;
+    let first = single_orb("r-stop", 5 * SECOND).await;
+    kill(Pid::from_raw(first), Signal::SIGSTOP).expect("stop orb");
+    let second = until(10 * SECOND, || orb_pids("r-stop").into_iter().find(|p| *p != first))
+        .await
+        .expect("the stopped orb was not replaced");
+    assert_ne!(first, second);
+    assert!(
+        until_true(3 * SECOND, || procfs::stat(first).is_none()).await,
+        "stopped orb still exists"
+    );
+    assert!(
+        server.proc.stderr().contains("unresponsive"),
+        "no unresponsive log line"
+    );
+}
+
+#[tokio::test]
+async fn an_orb_that_exits_at_once_is_parked_after_max_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = server_with_fake(dir.path(), "exit 3\n", &[("ORB_MAX_RESTARTS", "3")]);
+    let (mut coach, _) = Client::join(&server.url("r-loop"), "coach-1", "coach").await;
+    let parked = coach.recv_type("ai_status", 30 * SECOND).await;
+    assert_eq!(parked["status"], "error", "{parked}");
+    assert_eq!(parked["code"], "orb_parked");
+    // One first start and exactly ORB_MAX_RESTARTS restarts, then nothing more.
+    assert_eq!(starts(dir.path(), "r-loop").len(), 4);
+    tokio::time::sleep(2 * SECOND).await;
+    assert_eq!(starts(dir.path(), "r-loop").len(), 4, "parked orb was started again");
+}
+
+#[tokio::test]
+async fn max_concurrent_orbs_is_never_exceeded_and_the_queue_is_served_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = server_with_fake(dir.path(), HEALTHY, &[("MAX_CONCURRENT_ORBS", "2")]);
+    let mut coaches = Vec::new();
+    for i in 0..5 {
+        let url = server.url(&format!("q{i}"));
+        coaches.push(tokio::spawn(async move {
+            Client::join(&url, &format!("coach-{i}"), "coach").await.0
+        }));
+    }
+    let mut clients = Vec::new();
+    for handle in coaches {
+        clients.push(handle.await.expect("join"));
+    }
+    let mut peak = 0;
+    let deadline = Instant::now() + 2 * SECOND;
+    while Instant::now() < deadline {
+        peak = peak.max(orb_groups_with_prefix("q"));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(peak, 2, "expected exactly 2 orbs alive at the peak");
+    let running: Vec<usize> = (0..5).filter(|i| !orb_pids(&format!("q{i}")).is_empty()).collect();
+    let mut queued: Vec<(u64, usize)> = Vec::new();
+    for (i, client) in clients.iter_mut().enumerate() {
+        if running.contains(&i) {
+            continue;
+        }
+        let status = client.recv_type("ai_status", 5 * SECOND).await;
+        assert_eq!(status["status"], "queued", "{status}");
+        queued.push((status["position"].as_u64().expect("position"), i));
+    }
+    assert_eq!(queued.len(), 3);
+    queued.sort();
+    // Free slots one at a time: the coach of a running room leaves.
+    let mut order = Vec::new();
+    let mut to_free = running.clone();
+    while order.len() < 3 {
+        let room = to_free.pop().expect("a running room to free");
+        let client = std::mem::replace(
+            &mut clients[room],
+            Client::connect(&server.url("idle")).await.expect("c"),
+        );
+        client.close().await;
+        let next = until(10 * SECOND, || {
+            queued
+                .iter()
+                .map(|(_, i)| *i)
+                .find(|i| !order.contains(i) && !orb_pids(&format!("q{i}")).is_empty())
+        })
+        .await
+        .unwrap_or_else(|| {
+            let alive: Vec<_> = (0..5).map(|i| orb_pids(&format!("q{i}"))).collect();
+            panic!(
+                "no queued room got its orb after freeing q{room}; served {order:?}, queued {queued:?}, alive {alive:?}"
+            )
+        });
+        order.push(next);
+        if order.len() < 3 {
+            to_free.push(next);
+        }
+        assert!(orb_groups_with_prefix("q") <= 2, "over the limit");
+    }
+    let expected: Vec<usize> = queued.iter().map(|(_, i)| *i).collect();
+    assert_eq!(order, expected, "queued rooms must be served first in, first out");
+}
+
+#[tokio::test]
+async fn grandchildren_die_with_their_orb() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let body = r#"sleep 1000 &
+echo $! > "$ORB_TEST_DIR/grandchild"
+ready
+while beat; do sleep 0.1; done
+"#;
+    let server = server_with_fake(dir.path(), body, &[]);
+    let (coach, _) = Client::join(&server.url("r-gc"), "coach-1", "coach").await;
+    let orb = single_orb("r-gc", 5 * SECOND).await;
+    let grandchild: i32 = until(5 * SECOND, || {
+        std::fs::read_to_string(dir.path().join("grandchild"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    })
+    .await
+    .expect("grandchild pid");
+    assert_eq!(
+        procfs::stat(grandchild).map(|s| s.pgrp),
+        Some(orb),
+        "grandchild is in the orb's group"
+    );
+    coach.close().await;
+    assert!(
+        until_true(10 * SECOND, || procfs::live_group_members(orb).is_empty()).await,
+        "orb group survived: {:?}",
+        procfs::live_group_members(orb)
+    );
+    assert!(
+        procfs::stat(grandchild).is_none_or(|s| s.state == 'Z'),
+        "grandchild survived"
+    );
+    let server_pid = server.proc.pid() as i32;
+    assert!(
+        until_true(5 * SECOND, || procfs::zombie_children(server_pid).is_empty()).await,
+        "zombies left"
+    );
+}
+
+#[tokio::test]
+async fn an_orb_that_ignores_sigterm_is_sigkilled_after_the_grace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let body = r#"trap '' TERM
+ready
+while beat; do sleep 0.1; done
+"#;
+    let server = server_with_fake(dir.path(), body, &[]);
+    let (coach, _) = Client::join(&server.url("r-term"), "coach-1", "coach").await;
+    let orb = single_orb("r-term", 5 * SECOND).await;
+    let started = Instant::now();
+    coach.close().await;
+    assert!(
+        until_true(10 * SECOND, || procfs::stat(orb).is_none()).await,
+        "orb survived the kill path"
+    );
+    // Stop grace 0.5 s + kill grace 0.5 s: SIGKILL came after SIGTERM was ignored.
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "killed too early: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        server.proc.stderr().contains("ignored SIGTERM"),
+        "{}",
+        server.proc.stderr()
+    );
+}
+
+#[tokio::test]
+async fn orbs_die_when_the_server_is_sigkilled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = server_with_fake(dir.path(), HEALTHY, &[]);
+    let (_a, _) = Client::join(&server.url("r-dead-a"), "coach-a", "coach").await;
+    let (_b, _) = Client::join(&server.url("r-dead-b"), "coach-b", "coach").await;
+    single_orb("r-dead-a", 5 * SECOND).await;
+    single_orb("r-dead-b", 5 * SECOND).await;
+    server.proc.signal(Signal::SIGKILL);
+    assert!(
+        until_true(5 * SECOND, || orb_pids_with_prefix("r-dead-").is_empty()).await,
+        "orbs outlived a SIGKILLed server: {:?}",
+        orb_pids_with_prefix("r-dead-")
+    );
+}
+
+#[tokio::test]
+async fn sigterm_stops_every_orb_gracefully_and_exits_zero() {
+    let mut server = server_with_real_orbs(&[]);
+    let (mut a, _) = Client::join(&server.url("r-term-a"), "coach-a", "coach").await;
+    let (mut b, _) = Client::join(&server.url("r-term-b"), "coach-b", "coach").await;
+    a.recv_type("user-joined", 15 * SECOND).await;
+    b.recv_type("user-joined", 15 * SECOND).await;
+    let orbs = [
+        single_orb("r-term-a", 5 * SECOND).await,
+        single_orb("r-term-b", 5 * SECOND).await,
+    ];
+    server.proc.signal(Signal::SIGTERM);
+    let status = server.wait_exit(20 * SECOND).await.expect("server exited");
+    assert_eq!(status.code(), Some(0), "{}", server.proc.stderr());
+    for orb in orbs {
+        assert!(procfs::stat(orb).is_none(), "orb {orb} outlived the server");
+    }
+    // Graceful: each orb announced its shutdown to its room before the server went.
+    let left = a.try_recv_type("user-left", 2 * SECOND).await;
+    assert!(
+        left.is_some_and(|l| l["participantType"] == "ai"),
+        "orb did not leave the room first"
+    );
+}
+
+#[tokio::test]
+async fn two_hundred_spawn_kill_cycles_leak_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // No stop grace: the fake orb does not read its channel, SIGTERM ends it at once.
+    let server = server_with_fake(dir.path(), HEALTHY, &[("ORB_STOP_GRACE", "0")]);
+    let server_pid = server.proc.pid() as i32;
+    let (warm, _) = Client::join(&server.url("warmup"), "coach-w", "coach").await;
+    single_orb("warmup", 5 * SECOND).await;
+    warm.close().await;
+    assert!(until_true(5 * SECOND, || orb_pids("warmup").is_empty()).await);
+    let baseline = procfs::fds(server_pid).len();
+    let server_fds: Vec<_> = procfs::fds(server_pid).into_iter().map(|(_, target)| target).collect();
+    for cycle in 0..200 {
+        let room = format!("churn{cycle}");
+        let (coach, _) = Client::join(&server.url(&room), "coach-1", "coach").await;
+        let orb = single_orb(&room, 5 * SECOND).await;
+        if cycle == 0 {
+            let fds = procfs::fds(orb);
+            // The shell opens its own script after exec (not inherited): leave it out.
+            let fds: Vec<_> = fds
+                .into_iter()
+                .filter(|(_, target)| !target.ends_with("fake-orb"))
+                .collect();
+            let numbers: Vec<i32> = fds.iter().map(|(n, _)| *n).collect();
+            assert_eq!(numbers, [0, 1, 2, 3], "orb holds extra descriptors: {fds:?}");
+            assert!(fds[0].1.ends_with("null"), "stdin is not /dev/null: {:?}", fds[0]);
+            assert!(
+                fds[3].1.to_string_lossy().starts_with("socket:"),
+                "fd 3 is not the IPC socket"
+            );
+            for (_, target) in &fds[1..] {
+                let shared_with_server = server_fds.contains(target) && !target.starts_with("/dev/");
+                assert!(!shared_with_server, "orb holds a server descriptor: {target:?}");
+            }
+        }
+        coach.close().await;
+        assert!(
+            until_true(5 * SECOND, || procfs::stat(orb).is_none_or(|s| s.state == 'Z')).await,
+            "cycle {cycle}"
+        );
+    }
+    assert!(
+        until_true(5 * SECOND, || procfs::zombie_children(server_pid).is_empty()).await,
+        "zombies left"
+    );
+    let after = until(5 * SECOND, || {
+        let now = procfs::fds(server_pid).len();
+        (now <= baseline + 2).then_some(now)
+    })
+    .await;
+    assert!(
+        after.is_some(),
+        "server fds grew from {baseline} to {}",
+        procfs::fds(server_pid).len()
+    );
+}
+
+#[tokio::test]
+async fn orbs_get_only_allowlisted_environment_and_no_token_in_argv() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = server_with_fake(
+        dir.path(),
+        HEALTHY,
+        &[
+            ("CANARY_SECRET", "canary-7f3a"),
+            ("OPENAI_API_KEY", "sk-test"),
+            ("ORB_ENV_PASSTHROUGH", "EXTRA_*"),
+        ],
+    );
+    let _ = &server;
+    let (_coach, _) = Client::join(&server.url("r-env"), "coach-1", "coach").await;
+    let orb = single_orb("r-env", 5 * SECOND).await;
+    let environ = procfs::environ(orb);
+    assert!(
+        !environ.iter().any(|v| v.contains("canary-7f3a")),
+        "canary secret leaked: {environ:?}"
+    );
+    let names: Vec<&str> = environ.iter().filter_map(|v| v.split('=').next()).collect();
+    for required in [
+        "ROOM_ID",
+        "SESSION_ID",
+        "CPU_SERVER_HOST",
+        "ORB_LOG_DIR",
+        "ORB_HEARTBEAT_INTERVAL",
+        "NODE_CHANNEL_FD",
+    ] {
+        assert!(names.contains(&required), "{required} missing: {names:?}");
+    }
+    assert!(names.contains(&"OPENAI_API_KEY"), "allowlisted OPENAI_* not passed");
+    let token = environ
+        .iter()
+        .find_map(|v| v.strip_prefix("ORB_AUTH_TOKEN="))
+        .expect("token");
+    assert!(token.len() >= 32, "token too short: {token}");
+    assert!(!procfs::cmdline(orb).iter().any(|a| a.contains(token)), "token in argv");
+    assert!(environ.contains(&"ROOM_ID=r-env".to_owned()));
+}
+
+#[tokio::test]
+async fn a_node_orb_is_supervised_over_node_ipc() {
+    if std::process::Command::new("node").arg("--version").output().is_err() {
+        panic!("node is required (tests/run.sh installs it)");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("aiorb.js");
+    std::fs::write(
+        &script,
+        r#"const fs = require('fs');
+const room = (process.argv.find(a => a.startsWith('--room=')) || '').slice(7);
+const log = (line) => fs.appendFileSync(process.env.ORB_TEST_DIR + '/node-' + room, line + '\n');
+process.send({ type: 'orb_ready', roomId: room });
+const beat = setInterval(() => process.send({ type: 'orb_heartbeat', roomId: room, timestamp: Date.now(),
+  metrics: { cpu: 0, memory: process.memoryUsage().rss / 1048576, latency: 0 } }), 100);
+process.on('message', (m) => {
+  log(JSON.stringify(m));
+  if (m.type === 'shutdown_graceful') {
+    process.send({ type: 'orb_shutdown', reason: m.reason });
+    clearInterval(beat);
+    setTimeout(() => process.exit(0), 50);
+  }
+});
+"#,
+    )
+    .expect("write node orb");
+    let dir_s = dir.path().display().to_string();
+    let path = path_env();
+    let server = RoomServer::start(&[
+        ("PATH", &path),
+        ("ORB_SPAWN_ON", "coach"),
+        ("GPU_SERVER_PATH", &dir_s),
+        ("ORB_COMMAND", "node aiorb.js"),
+        ("ORB_TEST_DIR", &dir_s),
+        ("ORB_HEALTH_CHECK_INTERVAL", "200"),
+        ("ORB_UNRESPONSIVE_TIMEOUT", "2000"),
+        ("ROOM_EMPTY_GRACE", "0"),
+        ("ORB_STOP_GRACE", "3000"),
+    ]);
+    let (coach, _) = Client::join(&server.url("r-node"), "coach-1", "coach").await;
+    let orb = single_orb("r-node", 10 * SECOND).await;
+    assert!(procfs::cmdline(orb).iter().any(|a| a.ends_with("aiorb.js")));
+    // Alive past the unresponsive timeout: its IPC heartbeats are being heard.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(orb_pids("r-node"), [orb], "node orb was restarted: heartbeats not seen");
+    let (client, _) = Client::join(&server.url("r-node"), "client-1", "client").await;
+    let log_path = dir.path().join("node-r-node");
+    assert!(
+        until_true(5 * SECOND, || std::fs::read_to_string(&log_path)
+            .is_ok_and(|t| t.contains("participant_joined")))
+        .await,
+        "node orb did not receive participant_joined"
+    );
+    coach.close().await;
+    client.close().await;
+    assert!(
+        until_true(10 * SECOND, || procfs::stat(orb).is_none()).await,
+        "node orb not stopped"
+    );
+    let log = std::fs::read_to_string(&log_path).expect("node log");
+    assert!(log.contains("\"type\":\"shutdown_graceful\""), "{log}");
+    assert!(log.contains("room_empty_timeout"), "{log}");
+}

@@ -1,28 +1,110 @@
-//! The OrbManager: one gpu-orb process per room, supervised.
+//! The OrbManager: one supervised gpu-orb process per room.
 //!
-//! Placeholder interface: the manager lands with its own issue. Until then
-//! [`spawn_manager`] only drains room events and reports zero orbs.
+//! # Layout
+//! - [`manager`]: the actor owning every orb record, the slots and the queue.
+//! - [`supervisor`]: one task per orb process (child, IPC channel, timers, stop path).
+//! - [`restart_policy`]: backoff with jitter and the crash-loop limit (pure).
+//! - [`record`]: the orb states and the public record operators see.
+//! - [`launcher`]: the seam that starts an orb ([`launcher::LocalLauncher`] today).
+//! - [`process_spawn`]: fork/exec hygiene (process group, parent-death signal, fds).
+//! - [`orb_command`]: which program, in which directory, with which arguments.
+//! - [`orb_env`]: the environment allowlist.
+//! - [`output_log`]: orb stdout/stderr into `ORB_LOG_DIR/orb-<room>.log`.
+//! - [`process_table`]: live orb pids for the sampler, the reaper and emergency kills.
+//! - [`sampler`]: CPU and RSS of each orb's process tree.
+//! - [`reaper`]: child subreaper; kills and reaps orphaned orb descendants.
+
+pub mod launcher;
+pub(crate) mod manager;
+pub mod orb_command;
+pub mod orb_env;
+pub mod output_log;
+pub mod process_spawn;
+pub mod process_table;
+pub mod reaper;
+pub mod record;
+pub mod restart_policy;
+pub mod sampler;
+pub mod supervisor;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
 
 use crate::rooms::events::{RoomEventReceiver, RoomNotifier};
 use crate::settings::OrbSettings;
+use launcher::{Launcher, LocalLauncher};
+use manager::{Inputs, Manager};
+use process_table::ProcessTable;
+pub use record::{ExitRecord, OrbRecord, OrbState};
 
-/// Orb counts for `/health`.
+/// Orb counts for `/health` and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OrbCounts {
     /// Orb processes alive (slots taken).
     pub active: usize,
     /// `MAX_CONCURRENT_ORBS`.
     pub max: usize,
+    /// Rooms waiting for a slot.
+    pub queued: usize,
+}
+
+/// An operator's request to start a room's orb.
+#[derive(Debug, Clone, Default)]
+pub struct SpawnRequest {
+    /// The room.
+    pub room: String,
+    /// Session id to use (generated when absent).
+    pub session: Option<String>,
+}
+
+/// What a spawn request did.
+#[derive(Debug, Clone)]
+pub enum SpawnOutcome {
+    /// A new orb is starting.
+    Created(OrbRecord),
+    /// The room already had one.
+    Existing(OrbRecord),
+    /// Waiting for a slot.
+    Queued(OrbRecord),
+}
+
+/// Requests to the manager actor.
+pub(crate) enum Command {
+    List(oneshot::Sender<Vec<OrbRecord>>),
+    Get(String, oneshot::Sender<Option<OrbRecord>>),
+    Spawn(SpawnRequest, oneshot::Sender<Result<SpawnOutcome, String>>),
+    Stop {
+        room: String,
+        reason: String,
+        reply: oneshot::Sender<Option<ExitRecord>>,
+    },
+    StopAll {
+        reason: String,
+        reply: oneshot::Sender<Vec<(String, ExitRecord)>>,
+    },
+    Reset(String, oneshot::Sender<Result<OrbRecord, String>>),
+    Shutdown(oneshot::Sender<()>),
 }
 
 /// Cloneable handle to the OrbManager.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct OrbsHandle {
+    commands: mpsc::Sender<Command>,
     counts: watch::Receiver<OrbCounts>,
+    table: ProcessTable,
+    stop_bound: Duration,
+    background: CancellationToken,
+}
+
+impl std::fmt::Debug for OrbsHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrbsHandle")
+            .field("counts", &*self.counts.borrow())
+            .finish()
+    }
 }
 
 impl OrbsHandle {
@@ -31,24 +113,111 @@ impl OrbsHandle {
         *self.counts.borrow()
     }
 
-    /// Stops every orb (bounded) and waits for them to exit.
-    pub async fn shutdown(&self) {}
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Every orb record.
+    pub async fn list(&self) -> Vec<OrbRecord> {
+        self.ask(Command::List).await.unwrap_or_default()
+    }
+
+    /// One room's record.
+    pub async fn get(&self, room: &str) -> Option<OrbRecord> {
+        self.ask(|tx| Command::Get(room.to_owned(), tx)).await.flatten()
+    }
+
+    /// Starts a room's orb (or returns the existing one).
+    pub async fn spawn(&self, request: SpawnRequest) -> Result<SpawnOutcome, String> {
+        self.ask(|tx| Command::Spawn(request, tx))
+            .await
+            .unwrap_or_else(|| Err("orb manager stopped".to_owned()))
+    }
+
+    /// Stops one room's orb by the graceful path; answers after it exited.
+    /// `None` when the room had no orb.
+    pub async fn stop(&self, room: &str, reason: &str) -> Option<ExitRecord> {
+        let (room, reason) = (room.to_owned(), reason.to_owned());
+        self.ask(|reply| Command::Stop { room, reason, reply }).await.flatten()
+    }
+
+    /// Stops every orb at once; answers after the last one exited.
+    pub async fn stop_all(&self, reason: &str) -> Vec<(String, ExitRecord)> {
+        let reason = reason.to_owned();
+        self.ask(|reply| Command::StopAll { reason, reply })
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Clears a parked orb's crash-loop state.
+    pub async fn reset(&self, room: &str) -> Result<OrbRecord, String> {
+        self.ask(|tx| Command::Reset(room.to_owned(), tx))
+            .await
+            .unwrap_or_else(|| Err("orb manager stopped".into()))
+    }
+
+    /// Server shutdown: no new orbs, every orb stopped by the kill path, bounded.
+    /// Whatever is still alive after the bound is SIGKILLed with its group.
+    pub async fn shutdown(&self) {
+        let done = self.ask(Command::Shutdown);
+        if tokio::time::timeout(self.stop_bound, done).await.is_err() {
+            let killed = self.table.kill_all_groups();
+            tracing::warn!(killed, "orbs still alive after the stop grace; SIGKILLed their groups");
+        }
+        self.background.cancel();
+    }
+
+    /// Second shutdown signal: SIGKILL every orb's process group now.
+    pub fn kill_all_now(&self) -> usize {
+        self.table.kill_all_groups()
+    }
 }
 
-/// Starts the OrbManager task.
+/// Starts the OrbManager with a [`LocalLauncher`]; orbs connect back to `cpu_host`.
 pub fn spawn_manager(
     settings: OrbSettings,
-    mut events: RoomEventReceiver,
-    _notifier: Arc<dyn RoomNotifier>,
-    _cpu_host: String,
+    events: RoomEventReceiver,
+    notifier: Arc<dyn RoomNotifier>,
+    cpu_host: String,
 ) -> OrbsHandle {
-    let (tx, rx) = watch::channel(OrbCounts {
-        active: 0,
+    let launcher: Arc<dyn Launcher> = Arc::new(LocalLauncher::new(settings.clone(), cpu_host));
+    spawn_manager_with(settings, events, notifier, launcher)
+}
+
+/// Starts the OrbManager with any [`Launcher`].
+pub fn spawn_manager_with(
+    settings: OrbSettings,
+    events: RoomEventReceiver,
+    notifier: Arc<dyn RoomNotifier>,
+    launcher: Arc<dyn Launcher>,
+) -> OrbsHandle {
+    reaper::become_subreaper();
+    let table = ProcessTable::default();
+    let background = CancellationToken::new();
+    let (counts_tx, counts_rx) = watch::channel(OrbCounts {
         max: settings.max_concurrent,
+        ..OrbCounts::default()
     });
-    tokio::spawn(async move {
-        let _keep = tx;
-        while events.recv().await.is_some() {}
-    });
-    OrbsHandle { counts: rx }
+    let (commands_tx, commands_rx) = mpsc::channel(256);
+    let (samples_tx, samples_rx) = mpsc::channel(4);
+    let sample_period = settings.health_check_interval.max(Duration::from_millis(500));
+    sampler::spawn_sampler(table.clone(), sample_period, samples_tx, background.clone());
+    reaper::spawn_reaper(table.clone(), Duration::from_secs(2), background.clone());
+    let stop_bound = settings.stop_grace + settings.kill_grace + Duration::from_secs(5);
+    let (manager, reports) = Manager::new(settings, launcher, notifier, table.clone(), counts_tx);
+    let inputs = Inputs {
+        commands: commands_rx,
+        events,
+        samples: samples_rx,
+    };
+    tokio::spawn(manager.run(inputs, reports));
+    OrbsHandle {
+        commands: commands_tx,
+        counts: counts_rx,
+        table,
+        stop_bound,
+        background,
+    }
 }

@@ -1,0 +1,73 @@
+//! The environment an orb gets: an explicit allowlist, never the server's whole
+//! environment (PROTOCOL.md §6.10: orbs used to inherit every secret).
+
+/// Names passed through by default; `PREFIX_*` entries match by prefix.
+pub const DEFAULT_ALLOWLIST: &[&str] = &[
+    "PATH",
+    "HOME",
+    "LANG",
+    "TZ",
+    "RUST_LOG",
+    "ORB_*",
+    "CPU_*",
+    "OPENAI_*",
+    "ELEVENLABS_*",
+    "NODE_ENV",
+];
+
+/// Server-side names that match the default prefixes but must never reach an orb.
+const NEVER_PASSED: &[&str] = &["ORB_AUTH_TOKEN", "ORB_COMMAND", "ORB_ENV_PASSTHROUGH", "ADMIN_TOKEN"];
+
+/// Whether `name` matches one allowlist entry (`NAME` exactly, or `PREFIX_*`).
+fn matches(entry: &str, name: &str) -> bool {
+    match entry.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => entry == name,
+    }
+}
+
+/// Filters `vars` (e.g. `std::env::vars()`) down to what an orb may see.
+pub fn filter_env(vars: impl IntoIterator<Item = (String, String)>, extra_allow: &[String]) -> Vec<(String, String)> {
+    vars.into_iter()
+        .filter(|(name, _)| !NEVER_PASSED.contains(&name.as_str()))
+        .filter(|(name, _)| {
+            DEFAULT_ALLOWLIST.iter().any(|entry| matches(entry, name))
+                || extra_allow.iter().any(|entry| matches(entry, name))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(vars: Vec<(String, String)>) -> Vec<String> {
+        let mut names: Vec<String> = vars.into_iter().map(|(n, _)| n).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn only_allowlisted_names_pass() {
+        let vars = [
+            ("PATH", "/bin"),
+            ("DATABASE_PASSWORD", "secret"),
+            ("OPENAI_API_KEY", "k"),
+            ("ORB_TEST_MODE", "true"),
+            ("AWS_SECRET_ACCESS_KEY", "x"),
+            ("ORB_AUTH_TOKEN", "server's own"),
+            ("MY_FLAG", "1"),
+            ("TEAM_A", "a"),
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()));
+        assert_eq!(
+            names(filter_env(vars.clone(), &[])),
+            ["OPENAI_API_KEY", "ORB_TEST_MODE", "PATH"]
+        );
+        let extra = vec!["MY_FLAG".to_owned(), "TEAM_*".to_owned()];
+        assert_eq!(
+            names(filter_env(vars, &extra)),
+            ["MY_FLAG", "OPENAI_API_KEY", "ORB_TEST_MODE", "PATH", "TEAM_A"]
+        );
+    }
+}

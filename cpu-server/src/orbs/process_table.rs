@@ -1,0 +1,40 @@
+//! The pids of live orb processes, for the helpers that look at processes
+//! from outside the manager: the resource sampler, the reaper of orphans and
+//! the emergency kill on a second shutdown signal.
+//!
+//! Only the manager writes it (on spawn and on reap); the others read.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Live orb processes: pid (= process group) → room.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessTable {
+    inner: Arc<Mutex<HashMap<u32, String>>>,
+}
+
+impl ProcessTable {
+    /// Locks the table. Held across a spawn so the reaper never sees a new
+    /// orb before it is recorded.
+    pub fn lock(&self) -> MutexGuard<'_, HashMap<u32, String>> {
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A copy of the table.
+    pub fn snapshot(&self) -> Vec<(u32, String)> {
+        self.lock().iter().map(|(pid, room)| (*pid, room.clone())).collect()
+    }
+
+    /// SIGKILLs every orb process group now. For the second shutdown signal,
+    /// when there is no time for the graceful path.
+    pub fn kill_all_groups(&self) -> usize {
+        let pids: Vec<u32> = self.lock().keys().copied().collect();
+        for pid in &pids {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(*pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        pids.len()
+    }
+}

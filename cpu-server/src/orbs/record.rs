@@ -1,0 +1,69 @@
+//! The public record of one room's orb, and the states it moves through.
+
+use serde::Serialize;
+
+/// Where a room's orb is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrbState {
+    /// Waiting for a free slot (`MAX_CONCURRENT_ORBS`).
+    Queued,
+    /// Process started, `orb_ready` not yet received.
+    Spawning,
+    /// Running and heard from recently.
+    Ready,
+    /// Silent too long; being killed.
+    Unresponsive,
+    /// A stop was requested; waiting for the process to exit.
+    Stopping,
+    /// Exited unexpectedly; restart scheduled after a backoff.
+    Restarting,
+    /// Crash loop: no restart until the window passes or an operator resets it.
+    Parked,
+}
+
+/// How a process ended, as far as the manager saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExitRecord {
+    /// Exit code, when it exited.
+    pub code: Option<i32>,
+    /// Signal number, when killed by one.
+    pub signal: Option<i32>,
+    /// Why it ended: the stop reason asked for, the orb's own reason, or `crash`.
+    pub reason: String,
+    /// Whether the manager counts it as a normal end (no restart).
+    pub normal: bool,
+}
+
+/// What operators see of one room's orb.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OrbRecord {
+    /// The room.
+    pub room: String,
+    /// The orb's session id (`ai-orb-<session>` in the room).
+    pub session: String,
+    /// Process id, while a process exists.
+    pub pid: Option<u32>,
+    /// Current state.
+    pub state: OrbState,
+    /// When the current process started, ms since the Unix epoch.
+    pub started_at_ms: Option<u64>,
+    /// Uptime of the current process.
+    pub uptime_ms: u64,
+    /// Restarts so far.
+    pub restarts: u32,
+    /// How the previous process ended.
+    pub last_exit: Option<ExitRecord>,
+    /// Age of the last heartbeat (IPC or WebSocket).
+    pub last_heartbeat_ms: Option<u64>,
+    /// Delay of the last IPC heartbeat (its timestamp to its arrival), ms.
+    pub ipc_rtt_ms: Option<f64>,
+    /// CPU of the orb's process tree, percent of one core (sampled).
+    pub cpu_percent: Option<f64>,
+    /// Resident memory of the orb's process tree, bytes (sampled).
+    pub rss_bytes: Option<u64>,
+    /// Humans in the room.
+    pub participants: usize,
+    /// Position in the spawn queue, when queued (1 = next).
+    pub queue_position: Option<usize>,
+}

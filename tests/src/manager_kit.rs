@@ -1,0 +1,70 @@
+//! Fixtures for the OrbManager tests: fake orb programs and process counting.
+//!
+//! A fake orb is a small `sh` script speaking Node's IPC convention on fd 3,
+//! so each test can give the manager exactly the misbehaviour it checks.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// The start of every fake orb: parses `--room=`, records its start, and
+/// defines `ready` and `beat` (one heartbeat) over the IPC descriptor.
+const PRELUDE: &str = r#"#!/bin/sh
+room=""
+for a in "$@"; do case "$a" in --room=*) room="${a#--room=}";; esac; done
+echo "$$" >> "$ORB_TEST_DIR/starts-$room"
+ready() { printf '{"type":"orb_ready","roomId":"%s"}\n' "$room" >&3; }
+beat() { printf '{"type":"orb_heartbeat","roomId":"%s","timestamp":0,"metrics":{"cpu":0,"memory":1,"latency":0}}\n' "$room" >&3; }
+"#;
+
+/// A fake orb that becomes ready and heartbeats every 100 ms until its channel closes.
+pub const HEALTHY: &str = r#"ready
+while beat; do sleep 0.1; done
+"#;
+
+/// Writes an executable fake orb `dir/name` with the prelude and `body`.
+pub fn fake_orb(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{PRELUDE}{body}")).expect("write fake orb");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod fake orb");
+    path
+}
+
+/// Pids recorded by fake orbs of `room` (one line per start).
+pub fn starts(dir: &Path, room: &str) -> Vec<i32> {
+    std::fs::read_to_string(dir.join(format!("starts-{room}")))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Orb leaders alive whose argv holds `--room=<room>` (a process leading its
+/// own group: not a shell orb's forked child that has not exec'd yet).
+pub fn orb_pids(room: &str) -> Vec<i32> {
+    crate::procfs::with_arg(&format!("--room={room}"))
+        .into_iter()
+        .filter(|pid| crate::procfs::stat(*pid).is_some_and(|s| s.pgrp == *pid))
+        .collect()
+}
+
+/// Orbs (process groups) alive whose argv holds a `--room=<prefix>…` argument.
+/// Counted by group: a shell orb's forked-but-not-yet-exec'd child has the same argv.
+pub fn orb_groups_with_prefix(prefix: &str) -> usize {
+    let mut groups: Vec<i32> = orb_pids_with_prefix(prefix)
+        .into_iter()
+        .filter_map(|pid| crate::procfs::stat(pid).map(|s| s.pgrp))
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    groups.len()
+}
+
+/// Live processes whose argv holds any `--room=<prefix>…` argument.
+pub fn orb_pids_with_prefix(prefix: &str) -> Vec<i32> {
+    let needle = format!("--room={prefix}");
+    crate::procfs::all()
+        .into_iter()
+        .filter(|p| p.state != 'Z' && crate::procfs::cmdline(p.pid).iter().any(|a| a.starts_with(&needle)))
+        .map(|p| p.pid)
+        .collect()
+}
