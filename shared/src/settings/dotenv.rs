@@ -88,13 +88,7 @@ fn parse_assignment(line: &str, rest: &str) -> Option<(String, String, usize)> {
     let name = &body[..name_len];
     let after_name = &body[name_len..];
     let after_ws = after_name.trim_start_matches([' ', '\t']);
-    let value_part = if let Some(v) = after_ws.strip_prefix('=') {
-        v
-    } else if let Some(v) = after_ws.strip_prefix(':') {
-        v
-    } else {
-        return None;
-    };
+    let value_part = after_ws.strip_prefix('=').or_else(|| after_ws.strip_prefix(':'))?;
     let value_start = body_offset + name_len + (after_name.len() - value_part.len());
     let value_text = &rest[value_start..];
     let leading = value_text.len() - value_text.trim_start_matches([' ', '\t']).len();
