@@ -34,8 +34,8 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct LinkConfig {
     /// Full room URL (`ws://…/ws-simple/ROOM` or `wss://…`).
     pub url: String,
-    /// The `join` frame, sent on every (re)connection.
-    pub join: String,
+    /// The `join` frame, sent on every (re)connection (it may carry the token).
+    pub join: Secret,
     /// Bearer token for the upgrade request.
     pub token: Option<Secret>,
     /// Period of `ping`.
@@ -287,7 +287,7 @@ async fn handshake(config: &LinkConfig) -> Result<(Socket, Vec<Participant>), At
         Err(e) => return Err(Attempt::Failed(e.to_string())),
     };
     socket
-        .send(Message::text(config.join.clone()))
+        .send(Message::text(config.join.expose()))
         .await
         .map_err(|e| Attempt::Failed(e.to_string()))?;
     loop {

@@ -30,7 +30,9 @@ impl ChatStub {
         let seen = requests.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut socket, _)) = listener.accept().await else { continue };
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    continue;
+                };
                 let reply = reply.clone();
                 let seen = seen.clone();
                 tokio::spawn(async move {
@@ -41,7 +43,11 @@ impl ChatStub {
                 });
             }
         });
-        Self { base_url, requests, task }
+        Self {
+            base_url,
+            requests,
+            task,
+        }
     }
 
     /// `http://127.0.0.1:PORT/v1`, for `OPENAI_BASE_URL`.
@@ -64,8 +70,7 @@ impl Drop for ChatStub {
 async fn read_request(socket: &mut tokio::net::TcpStream) -> String {
     let mut data = Vec::new();
     let mut buf = [0u8; 4096];
-    loop {
-        let Ok(n) = socket.read(&mut buf).await else { break };
+    while let Ok(n) = socket.read(&mut buf).await {
         if n == 0 {
             break;
         }

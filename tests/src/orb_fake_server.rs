@@ -52,6 +52,7 @@ struct State {
     conns: Vec<Conn>,
     peers: Vec<Value>,
     join_reply: Option<Value>,
+    stall_on_close: bool,
 }
 
 /// The fake room server. Dropping it stops it.
@@ -84,6 +85,12 @@ impl FakeRoom {
     /// Replaces the `peer-discovery` reply to a join (e.g. with an `error`).
     pub fn set_join_reply(&self, reply: Value) {
         self.lock().join_reply = Some(reply);
+    }
+
+    /// When set, a client's close frame is never answered: the connection
+    /// just stays open (a server hanging during the orb's shutdown).
+    pub fn set_stall_on_close(&self, stall: bool) {
+        self.lock().stall_on_close = stall;
     }
 
     /// Every frame received so far, in order.
@@ -160,12 +167,16 @@ impl Drop for FakeRoom {
 
 async fn accept_loop(listener: TcpListener, state: Arc<Mutex<State>>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let state = state.clone();
         tokio::spawn(async move { serve(stream, state).await });
     }
 }
 
+// The callback's signature (and its large error type) is tungstenite's.
+#[allow(clippy::result_large_err)]
 async fn serve(stream: TcpStream, state: Arc<Mutex<State>>) {
     let seen = Arc::new(Mutex::new(Upgrade::default()));
     let record = seen.clone();
@@ -179,8 +190,11 @@ async fn serve(stream: TcpStream, state: Arc<Mutex<State>>) {
             .collect();
         Ok(response)
     };
-    let Ok(Ok(socket)) =
-        tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::accept_hdr_async(stream, callback)).await
+    let Ok(Ok(socket)) = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_tungstenite::accept_hdr_async(stream, callback),
+    )
+    .await
     else {
         return;
     };
@@ -225,6 +239,12 @@ async fn serve(stream: TcpStream, state: Arc<Mutex<State>>) {
                         }
                     }
                     Some(Ok(Message::Close(_))) => {
+                        let stall = task_state.lock().unwrap_or_else(|e| e.into_inner()).stall_on_close;
+                        if stall {
+                            // Stop reading (so no close reply goes out) until told to drop.
+                            while let Some(Out::Text(_)) = out_rx.recv().await {}
+                            return;
+                        }
                         let _ = sink.send(Message::Close(None)).await;
                         return;
                     }

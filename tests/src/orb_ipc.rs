@@ -69,7 +69,10 @@ impl ManagerEnd {
     pub async fn recv_type(&mut self, kind: &str, timeout: Duration) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let line = tokio::time::timeout_at(deadline, self.lines.next_line()).await.ok()?.ok()??;
+            let line = tokio::time::timeout_at(deadline, self.lines.next_line())
+                .await
+                .ok()?
+                .ok()??;
             let value: Value = serde_json::from_str(&line).unwrap_or(Value::String(line));
             self.seen.push(value.clone());
             if value["type"] == kind {

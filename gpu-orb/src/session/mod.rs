@@ -28,7 +28,7 @@ use crate::ipc_link::{IpcInbound, IpcLink};
 use crate::metrics::{CpuSampler, rss_mb};
 use crate::participants::Participants;
 use crate::room_link::{LinkConfig, RoomCommand, RoomEvent, RoomLink};
-use crate::settings::Settings;
+use crate::settings::{Secret, Settings};
 use crate::signals::Signals;
 
 /// A reply of the brain: who asked, and the answer.
@@ -61,7 +61,7 @@ impl<B: Brain> Session<B> {
         let user_id = orb_user_id(&settings.session);
         let (link, room, room_events) = RoomLink::new(LinkConfig {
             url: settings.room_url.clone(),
-            join: join_frame(&settings, &user_id),
+            join: Secret::new(join_frame(&settings, &user_id)),
             token: settings.auth_token.clone(),
             ping_interval: settings.ping_interval,
             reconnect_grace: settings.reconnect_grace,
