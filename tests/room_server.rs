@@ -70,7 +70,10 @@ async fn three_participants_discover_signal_and_leave() {
     assert_eq!(joined["userId"], "client-1");
     assert_eq!(joined["userRole"], "client");
     assert_eq!(joined["participantType"], "human");
-    assert_eq!(joined["shouldCreateOffer"], true, "existing coach offers to a joining client");
+    assert_eq!(
+        joined["shouldCreateOffer"], true,
+        "existing coach offers to a joining client"
+    );
 
     let (mut ai, d3) = join_ai(&server, "r1", "ai-orb-s1").await;
     assert_eq!(peer_ids(&d3), ["client-1", "coach-1"]);
@@ -101,18 +104,24 @@ async fn three_participants_discover_signal_and_leave() {
     assert_eq!(candidate["fromId"], "coach-1");
     assert_eq!(candidate["candidate"]["candidate"], "c1");
     // Nobody else saw them.
-    assert!(drain(&mut ai, QUIET).await.is_empty(), "the AI saw someone else's signalling");
+    assert!(
+        drain(&mut ai, QUIET).await.is_empty(),
+        "the AI saw someone else's signalling"
+    );
     assert!(drain(&mut client, QUIET).await.is_empty());
     assert!(drain(&mut coach, QUIET).await.is_empty());
 
     // Broadcasts (no target) reach all others but not the sender.
-    client.send(json!({"type":"client_signal","action":"hand_raised","value":true})).await;
+    client
+        .send(json!({"type":"client_signal","action":"hand_raised","value":true}))
+        .await;
     for other in [&mut coach, &mut ai] {
         let signal = other.recv_type("client_signal", T).await;
         assert_eq!(signal["fromId"], "client-1");
         assert_eq!(signal["value"], true);
     }
-    ai.send(json!({"type":"ai_status","status":"listening","sessionId":"s1"})).await;
+    ai.send(json!({"type":"ai_status","status":"listening","sessionId":"s1"}))
+        .await;
     for other in [&mut coach, &mut client] {
         let status = other.recv_type("ai_status", T).await;
         assert_eq!(status["fromId"], "ai-orb-s1");
@@ -120,7 +129,10 @@ async fn three_participants_discover_signal_and_leave() {
     }
     // orb_heartbeat is for the server only.
     ai.send(json!({"type":"orb_heartbeat","metrics":{"cpu":1.0}})).await;
-    assert!(drain(&mut client, QUIET).await.is_empty(), "heartbeat relayed to a human");
+    assert!(
+        drain(&mut client, QUIET).await.is_empty(),
+        "heartbeat relayed to a human"
+    );
     assert!(drain(&mut coach, Duration::ZERO).await.is_empty());
     assert!(drain(&mut client, Duration::ZERO).await.is_empty());
 
@@ -193,7 +205,9 @@ async fn rejoin_replaces_the_old_socket_without_a_spurious_leave() {
     // The new socket works both ways.
     new.send(json!({"type":"offer","toId":"coach-1","offer":{"n":1}})).await;
     assert_eq!(coach.recv_type("offer", T).await["fromId"], "client-1");
-    coach.send(json!({"type":"answer","toId":"client-1","answer":{"n":2}})).await;
+    coach
+        .send(json!({"type":"answer","toId":"client-1","answer":{"n":2}}))
+        .await;
     assert_eq!(new.recv_type("answer", T).await["answer"]["n"], 2);
     // And its own leave is announced once.
     drop(new);
@@ -211,7 +225,10 @@ async fn each_bad_input_gets_its_error_code_and_the_connection_carries_on() {
         (r#"{"a":1}"#, "missing_type"),
         (r#"{"type":"dance"}"#, "unknown_type"),
         (r#"{"type":"join"}"#, "missing_field"),
-        (r#"{"type":"join","userId":"u","participantType":"robot"}"#, "invalid_field"),
+        (
+            r#"{"type":"join","userId":"u","participantType":"robot"}"#,
+            "invalid_field",
+        ),
         (r#"{"type":"offer","toId":"x"}"#, "not_joined"),
         (r#"{"type":"leave"}"#, "not_joined"),
     ] {
@@ -255,7 +272,11 @@ async fn messages_over_the_rate_are_refused_and_the_connection_stays() {
     let limited = frames.iter().filter(|f| f["code"] == "rate_limited").count();
     assert!(limited >= 5, "expected refusals, got {frames:?}");
     let relayed = drain(&mut b, Duration::from_millis(300)).await;
-    assert_eq!(relayed.len() + limited, 12, "every message either relayed or refused: {relayed:?}");
+    assert_eq!(
+        relayed.len() + limited,
+        12,
+        "every message either relayed or refused: {relayed:?}"
+    );
     assert!(relayed.len() <= 7, "at most the burst passed: {relayed:?}");
     // Once the bucket refilled, the same connection works.
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -291,7 +312,10 @@ async fn oversized_frames_close_only_their_connection() {
     c.send(json!({"type":"client_signal","action":"pad","pad":pad})).await;
     let reply = c.recv(T).await;
     assert_eq!(reply["code"], "too_large", "{reply}");
-    assert_eq!(read_until_closed(&mut c, T).await.map(|c| c.map(|(code, _)| code)), Some(Some(1009)));
+    assert_eq!(
+        read_until_closed(&mut c, T).await.map(|c| c.map(|(code, _)| code)),
+        Some(Some(1009))
+    );
 
     // 1 MiB: that connection is closed (error then 1009 when the peer can still read it).
     let (mut d, _) = join_as(&server, "big", "d", "client").await;
@@ -302,7 +326,10 @@ async fn oversized_frames_close_only_their_connection() {
 
     // The others were not touched and still relay; the big ones left.
     let frames = drain(&mut b, Duration::from_millis(500)).await;
-    assert!(frames.iter().all(|f| f["type"] != "client_signal"), "oversized frame relayed: {frames:?}");
+    assert!(
+        frames.iter().all(|f| f["type"] != "client_signal"),
+        "oversized frame relayed: {frames:?}"
+    );
     let mut left: Vec<_> = frames
         .iter()
         .filter(|f| f["type"] == "user-left")
@@ -330,7 +357,10 @@ async fn bad_room_ids_are_refused_before_the_upgrade() {
         assert_eq!(status, 400, "{path}: {body}");
         let body: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("JSON body for {path}: {body}"));
         assert_eq!(body["type"], "error", "{body}");
-        assert!(body["message"].as_str().is_some_and(|m| m.contains("room id")), "{body}");
+        assert!(
+            body["message"].as_str().is_some_and(|m| m.contains("room id")),
+            "{body}"
+        );
     }
     let ok = "a".repeat(64);
     let (status, _) = upgrade_request(server.port, &format!("/ws-simple/{ok}")).expect("answer");
@@ -373,7 +403,9 @@ async fn a_client_that_stops_reading_is_dropped_and_the_room_carries_on() {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match observer.read(left).await {
                 Read::Json(f) if f["type"] == "ice-candidate" => received += 1,
-                Read::Json(f) if f["type"] == "user-left" && f["userId"] == "sleepy" => return (observer, received, true),
+                Read::Json(f) if f["type"] == "user-left" && f["userId"] == "sleepy" => {
+                    return (observer, received, true);
+                }
                 Read::Json(_) => {}
                 _ => return (observer, received, false),
             }
@@ -398,18 +430,29 @@ async fn a_client_that_stops_reading_is_dropped_and_the_room_carries_on() {
         .await
         .expect("watcher ends")
         .expect("watcher task");
-    assert!(saw_left, "slow consumer never dropped (observer got {received} of {sent_to_observer})");
+    assert!(
+        saw_left,
+        "slow consumer never dropped (observer got {received} of {sent_to_observer})"
+    );
     assert!(
         received >= 100,
         "the reading participant kept up while the other was dropped: got {received}"
     );
     // The room still works for the others, promptly.
     let t0 = Instant::now();
-    observer.send(json!({"type":"offer","toId":"flooder","offer":{"rt":1}})).await;
+    observer
+        .send(json!({"type":"offer","toId":"flooder","offer":{"rt":1}}))
+        .await;
     assert_eq!(flooder.recv_type("offer", T).await["offer"]["rt"], 1);
-    flooder.send(json!({"type":"answer","toId":"observer","answer":{"rt":2}})).await;
+    flooder
+        .send(json!({"type":"answer","toId":"observer","answer":{"rt":2}}))
+        .await;
     assert_eq!(observer.recv_type("answer", T).await["answer"]["rt"], 2);
-    assert!(t0.elapsed() < Duration::from_secs(2), "round trip took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "round trip took {:?}",
+        t0.elapsed()
+    );
     // The slow socket was closed (1008 if the close frame got through, else a bare close).
     let close = read_until_closed(&mut slow, Duration::from_secs(30)).await;
     assert!(close.is_some(), "the slow socket was never closed");
@@ -440,7 +483,8 @@ async fn signalling_arrives_in_the_order_sent() {
     let (mut b, _) = join_as(&server, "order", "b", "client").await;
     a.recv_type("user-joined", T).await;
     for seq in 0..500 {
-        a.send(json!({"type":"ice-candidate","toId":"b","candidate":{"seq":seq}})).await;
+        a.send(json!({"type":"ice-candidate","toId":"b","candidate":{"seq":seq}}))
+            .await;
     }
     for seq in 0..500 {
         let candidate = b.recv_type("ice-candidate", T).await;
@@ -455,12 +499,19 @@ async fn the_ai_leaves_when_it_announces_its_shutdown() {
     let (mut coach, _) = join_as(&server, "ai", "coach-1", "coach").await;
     let (mut ai, _) = join_ai(&server, "ai", "ai-orb-s9").await;
     coach.recv_type("user-joined", T).await;
-    ai.send(json!({"type":"ai_response","text":"echo: hi","inReplyTo":"coach-1"})).await;
+    ai.send(json!({"type":"ai_response","text":"echo: hi","inReplyTo":"coach-1"}))
+        .await;
     let response = coach.recv_type("ai_response", T).await;
-    assert_eq!((response["text"].clone(), response["fromId"].clone()), (json!("echo: hi"), json!("ai-orb-s9")));
-    coach.send(json!({"type":"ai_control","action":"say","text":"hi"})).await;
+    assert_eq!(
+        (response["text"].clone(), response["fromId"].clone()),
+        (json!("echo: hi"), json!("ai-orb-s9"))
+    );
+    coach
+        .send(json!({"type":"ai_control","action":"say","text":"hi"}))
+        .await;
     assert_eq!(ai.recv_type("ai_control", T).await["fromId"], "coach-1");
-    ai.send(json!({"type":"ai-orb-shutdown","sessionId":"s9","reason":"session_complete"})).await;
+    ai.send(json!({"type":"ai-orb-shutdown","sessionId":"s9","reason":"session_complete"}))
+        .await;
     let frames = drain(&mut coach, Duration::from_millis(500)).await;
     assert_eq!(count_type(&frames, "user-left"), 1, "{frames:?}");
     assert_eq!(count_type(&frames, "ai-orb-shutdown"), 0, "not relayed: {frames:?}");
@@ -498,7 +549,10 @@ async fn health_endpoints_have_their_shapes() {
     assert_eq!(health["rooms"], 2, "{health}");
     let (status, body) = http_get(server.port, "/healthz").expect("healthz");
     assert_eq!(status, 200);
-    assert_eq!(serde_json::from_str::<Value>(&body).expect("json"), json!({"status":"ok"}));
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("json"),
+        json!({"status":"ok"})
+    );
 }
 
 #[tokio::test]
@@ -512,7 +566,10 @@ async fn sigterm_closes_clients_and_exits_zero() {
         Some(Some((1001, "server shutting down".to_owned())))
     );
     assert!(matches!(idle.read(Duration::from_secs(15)).await, Read::Closed(_)));
-    let status = server.wait_exit(Duration::from_secs(15)).await.expect("exited within 15 s");
+    let status = server
+        .wait_exit(Duration::from_secs(15))
+        .await
+        .expect("exited within 15 s");
     assert_eq!(status.code(), Some(0), "{}", server.proc.stderr());
 }
 
@@ -531,4 +588,62 @@ async fn bad_settings_are_all_reported_with_exit_64() {
     for name in ["CPU_HOST", "MAX_ROOM_PARTICIPANTS", "WS_SEND_QUEUE"] {
         assert!(stderr.contains(name), "{name} not named in:\n{stderr}");
     }
+}
+
+#[tokio::test]
+async fn native_tls_serves_health_over_https() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ])
+        .args(["-days", "1", "-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output();
+    let Ok(made) = made else {
+        eprintln!("openssl is not installed: TLS test skipped");
+        return;
+    };
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let (cert, key) = (cert.to_string_lossy().into_owned(), key.to_string_lossy().into_owned());
+    let server = RoomServer::start_with_probe(&[("TLS_CERT", &cert), ("TLS_KEY", &key)], |port| {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    assert_eq!(http_get(server.port, "/healthz").map(|(s, _)| s), None);
+    let script = format!(
+        "printf 'GET /healthz HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n' | \
+         timeout 10 openssl s_client -connect 127.0.0.1:{} -servername localhost -quiet 2>/dev/null",
+        server.port
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .expect("openssl s_client");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains(r#"{"status":"ok"}"#), "{text}");
+}
+
+#[tokio::test]
+async fn tls_files_that_do_not_exist_are_refused_with_exit_64() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut command = RoomServer::command(dir.path());
+    command
+        .env("CPU_HOST", format!("127.0.0.1:{}", system_tests::free_port()))
+        .env("TLS_CERT", dir.path().join("missing.pem"));
+    let mut proc = system_tests::process::Proc::spawn("cpu-server-tls", command, dir.path());
+    let status = proc.wait_exit_async(Duration::from_secs(10)).await.expect("exits");
+    assert_eq!(status.code(), Some(64));
+    let stderr = proc.stderr();
+    assert!(stderr.contains("TLS_CERT") && stderr.contains("TLS_KEY"), "{stderr}");
 }

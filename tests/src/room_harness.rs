@@ -21,6 +21,13 @@ pub struct RoomServer {
 impl RoomServer {
     /// Starts cpu-server with `env` on top of the test defaults and waits (bounded) for `/healthz`.
     pub fn start(env: &[(&str, &str)]) -> Self {
+        Self::start_with_probe(env, |port| {
+            http_get(port, "/healthz").map(|(status, _)| status) == Some(200)
+        })
+    }
+
+    /// Like [`RoomServer::start`], waiting (bounded) until `ready(port)` holds.
+    pub fn start_with_probe(env: &[(&str, &str)], ready: impl Fn(u16) -> bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = crate::free_port();
         let mut command = Self::command(dir.path());
@@ -31,10 +38,10 @@ impl RoomServer {
         let proc = Proc::spawn("cpu-server", command, dir.path());
         let server = Self { proc, port, _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(15);
-        while http_get(port, "/healthz").map(|(status, _)| status) != Some(200) {
+        while !ready(port) {
             assert!(
                 Instant::now() < deadline,
-                "cpu-server did not answer /healthz within 15 s:\n{}",
+                "cpu-server was not ready within 15 s:\n{}",
                 server.proc.stderr()
             );
             std::thread::sleep(Duration::from_millis(20));
@@ -67,7 +74,10 @@ impl RoomServer {
 
 /// A GET with a 5 s bound: status and body, `None` when the server does not answer.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    raw_request(port, &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"))
+    raw_request(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"),
+    )
 }
 
 /// A WebSocket upgrade request for `path`: status and body of the answer.
@@ -101,7 +111,10 @@ fn raw_request(port: u16, request: &str) -> Option<(u16, String)> {
     }
     let text = String::from_utf8_lossy(&raw).into_owned();
     let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Some((status, body))
 }
 
