@@ -80,9 +80,11 @@ pub async fn run(
     let stop = lifecycle.draining.clone().cancelled_owned();
     info!(%local, tls = tls.is_some(), "listening");
     let mut server = match tls {
-        None => {
-            tokio::spawn(axum::serve(http::PlainListener(listener), app).with_graceful_shutdown(stop).into_future())
-        }
+        None => tokio::spawn(
+            axum::serve(http::PlainListener(listener), app)
+                .with_graceful_shutdown(stop)
+                .into_future(),
+        ),
         Some(config) => {
             let listener = http::tls::TlsListener::new(listener, config)?;
             tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(stop).into_future())

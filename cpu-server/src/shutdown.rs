@@ -61,8 +61,14 @@ impl Lifecycle {
         info!(open = self.connections.len(), "closing client sockets");
         self.closing.cancel();
         self.connections.close();
-        if tokio::time::timeout(DRAIN_TIMEOUT, self.connections.wait()).await.is_err() {
-            warn!(open = self.connections.len(), "drain timed out; abandoning the remaining sockets");
+        if tokio::time::timeout(DRAIN_TIMEOUT, self.connections.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                open = self.connections.len(),
+                "drain timed out; abandoning the remaining sockets"
+            );
         }
     }
 }

@@ -113,8 +113,14 @@ mod tests {
             assert!(bucket.try_take(start), "token {i}");
         }
         assert!(!bucket.try_take(start), "sixth in the same instant");
-        assert!(!bucket.try_take(start + Duration::from_millis(100)), "half a token only");
-        assert!(bucket.try_take(start + Duration::from_millis(200)), "one token after 200 ms");
+        assert!(
+            !bucket.try_take(start + Duration::from_millis(100)),
+            "half a token only"
+        );
+        assert!(
+            bucket.try_take(start + Duration::from_millis(200)),
+            "one token after 200 ms"
+        );
         assert!(!bucket.try_take(start + Duration::from_millis(200)));
     }
 

@@ -78,12 +78,20 @@ mod tests {
         assert!(!should_create_offer(human("b", "coach"), human("a", "coach")));
         assert!(should_create_offer(human("a", "client"), human("b", "client")));
         assert!(!should_create_offer(human("b", ""), human("a", "observer")));
-        assert!(!should_create_offer(human("a", "x"), human("a", "x")), "equal ids: nobody");
+        assert!(
+            !should_create_offer(human("a", "x"), human("a", "x")),
+            "equal ids: nobody"
+        );
     }
 
     #[test]
     fn exactly_one_side_offers_between_two_distinct_humans() {
-        let people = [human("a", "coach"), human("b", "client"), human("c", "coach"), human("d", "")];
+        let people = [
+            human("a", "coach"),
+            human("b", "client"),
+            human("c", "coach"),
+            human("d", ""),
+        ];
         for x in people {
             for y in people {
                 if x.user_id != y.user_id {

@@ -242,7 +242,13 @@ impl Registry {
         self.rooms_count.send_replace(self.rooms.len());
     }
 
-    async fn join(&mut self, conn: ConnId, room_id: String, request: JoinRequest, outbox: Outbox) -> Result<(), ErrorReply> {
+    async fn join(
+        &mut self,
+        conn: ConnId,
+        room_id: String,
+        request: JoinRequest,
+        outbox: Outbox,
+    ) -> Result<(), ErrorReply> {
         let refuse = |code: ErrorCode, message: String| Err(ErrorReply { message, code });
         if self.by_conn.contains_key(&conn) {
             return refuse(ErrorCode::AlreadyJoined, "this socket already joined a room".to_owned());
@@ -251,11 +257,17 @@ impl Registry {
         if is_new_room && self.rooms.len() >= self.settings.max_rooms {
             return refuse(
                 ErrorCode::TooManyRooms,
-                format!("the server already has its maximum of {} rooms", self.settings.max_rooms),
+                format!(
+                    "the server already has its maximum of {} rooms",
+                    self.settings.max_rooms
+                ),
             );
         }
         let room = self.rooms.entry(room_id.clone()).or_default();
-        let existing = room.members.iter().position(|m| m.participant.user_id == request.user_id);
+        let existing = room
+            .members
+            .iter()
+            .position(|m| m.participant.user_id == request.user_id);
         if existing.is_none() && room.members.len() >= self.settings.max_room_participants {
             return refuse(
                 ErrorCode::RoomFull,
@@ -364,11 +376,7 @@ impl Registry {
             MessageKind::AiOrbShutdown => {
                 let reason = inbound.string_field("reason").ok().flatten();
                 info!(room = %room_id, user = %user_id, ?reason, "AI announced its shutdown");
-                self.emit(RoomEvent::AiShutdown {
-                    room: room_id,
-                    reason,
-                })
-                .await;
+                self.emit(RoomEvent::AiShutdown { room: room_id, reason }).await;
                 self.remove(conn).await;
             }
             MessageKind::Join | MessageKind::Leave | MessageKind::Ping => {}
