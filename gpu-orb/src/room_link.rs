@@ -91,14 +91,18 @@ enum Ended {
 /// The task owning the room socket.
 pub struct RoomLink {
     config: LinkConfig,
-    commands: mpsc::Receiver<RoomCommand>,
+    commands: mpsc::UnboundedReceiver<RoomCommand>,
     events: mpsc::Sender<RoomEvent>,
 }
 
 impl RoomLink {
     /// A link and the ends the session keeps.
-    pub fn new(config: LinkConfig) -> (Self, mpsc::Sender<RoomCommand>, mpsc::Receiver<RoomEvent>) {
-        let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    ///
+    /// Commands are unbounded so that the session never waits on the link
+    /// (which may itself be waiting for the session to take an event); events
+    /// are bounded, which pushes back on reading the socket instead.
+    pub fn new(config: LinkConfig) -> (Self, mpsc::UnboundedSender<RoomCommand>, mpsc::Receiver<RoomEvent>) {
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::channel(64);
         let link = Self {
             config,

@@ -39,7 +39,7 @@ pub struct Session<B: Brain> {
     settings: Settings,
     user_id: String,
     brain: Arc<B>,
-    room: mpsc::Sender<RoomCommand>,
+    room: mpsc::UnboundedSender<RoomCommand>,
     room_events: mpsc::Receiver<RoomEvent>,
     room_task: JoinHandle<()>,
     ipc: Option<mpsc::Sender<OrbToManager>>,
@@ -151,7 +151,7 @@ impl<B: Brain> Session<B> {
         }
     }
 
-    /// `orb_heartbeat` to the manager and to the room; dropped rather than queued when a link is busy.
+    /// `orb_heartbeat` to the manager (dropped rather than queued when the channel is full) and to the room.
     fn send_heartbeat(&mut self) {
         let metrics = OrbMetrics {
             cpu: round2(self.cpu.sample()),
@@ -169,9 +169,7 @@ impl<B: Brain> Session<B> {
             metrics: Some(json!({"cpu": metrics.cpu, "memory": metrics.memory, "latency": metrics.latency})),
             extra: Map::new(),
         });
-        if self.room.try_send(RoomCommand::Send(frame)).is_err() {
-            tracing::debug!("room link busy: heartbeat frame dropped");
-        }
+        let _ = self.room.send(RoomCommand::Send(frame));
         self.ipc_send_now(OrbToManager::OrbHeartbeat(OrbHeartbeat {
             room_id: self.settings.room.clone(),
             timestamp: epoch_ms(),
@@ -249,4 +247,40 @@ fn epoch_ms() -> u64 {
 
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use serde_json::Value;
+    use shared::settings::DotEnv;
+
+    use super::*;
+    use crate::cli::Cli;
+
+    fn settings(token: Option<&str>) -> Settings {
+        let cli = Cli::try_parse_from(["gpu-orb", "--room=r1", "--session=s1", "--test-mode"]).expect("parse");
+        let token = token.map(str::to_owned);
+        Settings::resolve(cli, &DotEnv::default(), &|name| {
+            (name == "ORB_AUTH_TOKEN").then(|| token.clone()).flatten()
+        })
+        .expect("valid")
+    }
+
+    #[test]
+    fn join_frame_is_the_ai_join_with_the_token_only_when_set() {
+        let plain: Value = serde_json::from_str(&join_frame(&settings(None), "ai-orb-s1")).expect("json");
+        assert_eq!(
+            plain,
+            json!({"type":"join","userId":"ai-orb-s1","userName":"AI Assistant","userRole":"ai","participantType":"ai"})
+        );
+        let with_token: Value = serde_json::from_str(&join_frame(&settings(Some("t0k")), "ai-orb-s1")).expect("json");
+        assert_eq!(with_token["token"], "t0k");
+    }
+
+    #[test]
+    fn metrics_are_rounded() {
+        assert_eq!(round2(1.23456), 1.23);
+        assert!(epoch_ms() > 1_600_000_000_000);
+    }
 }

@@ -18,7 +18,7 @@ impl<B: Brain> Session<B> {
                 if self.participants.humans() > 0 {
                     self.idle.touch(Instant::now());
                 }
-                self.status(if self.paused { "paused" } else { "ready" }).await;
+                self.status(if self.paused { "paused" } else { "ready" });
                 if first {
                     let ids = self.participants.ids();
                     if let Some(ipc) = &self.ipc {
@@ -91,7 +91,7 @@ impl<B: Brain> Session<B> {
         match control.action.as_str() {
             "say" => match control.text {
                 Some(text) => {
-                    self.status("thinking").await;
+                    self.status("thinking");
                     let brain = self.brain.clone();
                     let from = control.from_id;
                     self.replies.spawn(async move { (from, brain.reply(text).await) });
@@ -100,11 +100,11 @@ impl<B: Brain> Session<B> {
             },
             "pause" => {
                 self.paused = true;
-                self.status("paused").await;
+                self.status("paused");
             }
             "resume" => {
                 self.paused = false;
-                self.status("listening").await;
+                self.status("listening");
             }
             "end_session" => return Some(Stop::normal("session_complete", &self.settings)),
             other => tracing::warn!(action = other, "unknown ai_control action ignored"),
@@ -121,28 +121,28 @@ impl<B: Brain> Session<B> {
                     from_id: None,
                     extra: Map::new(),
                 });
-                self.to_room(response).await;
-                self.status("speaking").await;
+                self.to_room(response);
+                self.status("speaking");
             }
             Err(error) => {
                 tracing::warn!(%error, "the brain could not answer");
                 self.report_error(format!("AI reply failed: {error}"), false);
             }
         }
-        self.status(if self.paused { "paused" } else { "listening" }).await;
+        self.status(if self.paused { "paused" } else { "listening" });
     }
 
-    async fn status(&self, status: &str) {
+    fn status(&self, status: &str) {
         let frame = RoomMessage::AiStatus(AiStatus {
             status: status.to_owned(),
             session_id: Some(self.settings.session.clone()),
             from_id: None,
             extra: Map::new(),
         });
-        self.to_room(frame).await;
+        self.to_room(frame);
     }
 
-    async fn to_room(&self, message: RoomMessage) {
-        let _ = self.room.send(RoomCommand::Send(message)).await;
+    fn to_room(&self, message: RoomMessage) {
+        let _ = self.room.send(RoomCommand::Send(message));
     }
 }
