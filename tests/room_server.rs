@@ -384,8 +384,11 @@ async fn sockets_per_address_are_limited() {
     assert!(ok, "the place was not given back");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_dropped_and_the_room_carries_on() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     let server = RoomServer::start(&[("WS_SEND_QUEUE", "64"), ("MAX_MESSAGES_PER_SECOND", "100000")]);
     let (mut flooder, _) = join_as(&server, "slow", "flooder", "coach").await;
     let (mut observer, _) = join_as(&server, "slow", "observer", "client").await;
@@ -396,22 +399,26 @@ async fn a_client_that_stops_reading_is_dropped_and_the_room_carries_on() {
 
     // The observer keeps reading (counting what it gets) until `sleepy` leaves;
     // `sleepy` reads nothing from here on.
+    let counted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&counted);
     let watcher = tokio::spawn(async move {
-        let mut received = 0usize;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match observer.read(left).await {
-                Read::Json(f) if f["type"] == "ice-candidate" => received += 1,
+                Read::Json(f) if f["type"] == "ice-candidate" => {
+                    count.fetch_add(1, Ordering::SeqCst);
+                }
                 Read::Json(f) if f["type"] == "user-left" && f["userId"] == "sleepy" => {
-                    return (observer, received, true);
+                    return (observer, count.load(Ordering::SeqCst), true);
                 }
                 Read::Json(_) => {}
-                _ => return (observer, received, false),
+                _ => return (observer, count.load(Ordering::SeqCst), false),
             }
         }
     });
-    // Flood both with targeted 32 KiB messages, alternately.
+    // Flood both with targeted 32 KiB messages, alternately, never letting the
+    // observer fall more than 8 messages behind: only `sleepy` can fill its queue.
     let pad = "z".repeat(32 * 1024);
     let started = Instant::now();
     let mut sent_to_observer = 0usize;
@@ -424,12 +431,17 @@ async fn a_client_that_stops_reading_is_dropped_and_the_room_carries_on() {
             .send(json!({"type":"ice-candidate","toId":target,"candidate":{"i":i,"pad":pad}}))
             .await;
         sent_to_observer += i % 2;
+        while sent_to_observer > counted.load(Ordering::SeqCst) + 8 && !watcher.is_finished() {
+            assert!(started.elapsed() < Duration::from_secs(60), "observer stalled");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         assert!(started.elapsed() < Duration::from_secs(60), "flood took too long");
     }
     let (mut observer, received, saw_left) = tokio::time::timeout(Duration::from_secs(60), watcher)
         .await
         .expect("watcher ends")
         .expect("watcher task");
+    eprintln!("slow consumer dropped; the reading observer got {received} of {sent_to_observer} sent to it");
     assert!(
         saw_left,
         "slow consumer never dropped (observer got {received} of {sent_to_observer})"
@@ -478,7 +490,9 @@ async fn unknown_fields_are_relayed_intact_with_the_server_from_id() {
 
 #[tokio::test]
 async fn signalling_arrives_in_the_order_sent() {
-    let server = RoomServer::start(&[("MAX_MESSAGES_PER_SECOND", "100000")]);
+    // The 500 are sent before any is read: the queue is sized for the burst,
+    // so that a writer slowed by a busy test machine is not taken for a slow consumer.
+    let server = RoomServer::start(&[("MAX_MESSAGES_PER_SECOND", "100000"), ("WS_SEND_QUEUE", "1024")]);
     let (mut a, _) = join_as(&server, "order", "a", "coach").await;
     let (mut b, _) = join_as(&server, "order", "b", "client").await;
     a.recv_type("user-joined", T).await;

@@ -275,27 +275,57 @@ impl Reader<'_> {
     }
 }
 
+/// Most frames written before one flush.
+const WRITE_BATCH: usize = 64;
+
 /// The writing half: sends queued frames in order; a kick overtakes the queue.
+/// Frames already queued are written together and flushed once (no waiting
+/// for more: a lone frame is flushed at once).
 async fn write_pump(mut sink: SplitSink<WebSocket, Message>, mut rx: OutboxReceiver) {
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
     loop {
-        let message = tokio::select! {
+        tokio::select! {
             biased;
             Some(kick) = rx.kicks.recv() => return send_close(&mut sink, kick).await,
             item = rx.frames.recv() => match item {
                 None => return,
-                Some(Outbound::Text(text)) => Message::Text(text),
-                Some(Outbound::Ping) => Message::Ping(Default::default()),
-                Some(Outbound::Close(code, reason)) => return send_close(&mut sink, Kick { code, reason }).await,
-            },
-        };
-        tokio::select! {
-            biased;
-            Some(kick) = rx.kicks.recv() => return send_close(&mut sink, kick).await,
-            sent = sink.send(message) => if sent.is_err() {
-                return;
+                Some(item) => batch.push(item),
             },
         }
+        while batch.len() < WRITE_BATCH {
+            match rx.frames.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        let outcome = tokio::select! {
+            biased;
+            Some(kick) = rx.kicks.recv() => Err(Some(kick)),
+            written = write_batch(&mut sink, &mut batch) => written,
+        };
+        match outcome {
+            Ok(()) => {}
+            Err(Some(close)) => return send_close(&mut sink, close).await,
+            Err(None) => return,
+        }
     }
+}
+
+/// Writes `batch` (emptying it) and flushes. `Err(Some)` when a queued close
+/// ends the batch, `Err(None)` when the socket failed.
+async fn write_batch(sink: &mut SplitSink<WebSocket, Message>, batch: &mut Vec<Outbound>) -> Result<(), Option<Kick>> {
+    for item in batch.drain(..) {
+        let message = match item {
+            Outbound::Text(text) => Message::Text(text),
+            Outbound::Ping => Message::Ping(Default::default()),
+            Outbound::Close(code, reason) => {
+                sink.flush().await.map_err(|_| None)?;
+                return Err(Some(Kick { code, reason }));
+            }
+        };
+        sink.feed(message).await.map_err(|_| None)?;
+    }
+    sink.flush().await.map_err(|_| None)
 }
 
 /// Sends a close frame, bounded: a stuck peer does not hold the task.

@@ -380,25 +380,42 @@ impl Registry {
                 self.remove(conn).await;
             }
             MessageKind::Join | MessageKind::Leave | MessageKind::Ping => {}
-            _ => match inbound.target() {
-                Err(e) => reply_error(sender, e.code(), e.to_string(), &self.stats, &mut self.dropped),
-                Ok(Some(target)) => match room.members.iter().find(|m| m.participant.user_id == target) {
-                    Some(recipient) => {
-                        let text = Utf8Bytes::from(inbound.into_relayed(&user_id));
-                        deliver(recipient, &text, &self.stats, &mut self.dropped);
-                    }
-                    None => {
-                        let message = format!("no participant {target:?} in this room");
-                        reply_error(sender, ErrorCode::PeerNotFound, message, &self.stats, &mut self.dropped);
-                    }
-                },
-                Ok(None) => {
-                    let text = Utf8Bytes::from(inbound.into_relayed(&user_id));
-                    for recipient in room.members.iter().filter(|m| m.conn != conn) {
-                        deliver(recipient, &text, &self.stats, &mut self.dropped);
-                    }
+            _ => self.forward(&room_id, conn, &user_id, inbound),
+        }
+    }
+
+    /// Relays a frame to its target (WebRTC signalling naming `toId`/`targetId`)
+    /// or to all others; an unknown target is an error, never a silent drop.
+    fn forward(&mut self, room_id: &str, conn: ConnId, from: &str, inbound: Inbound) {
+        let Some(room) = self.rooms.get(room_id) else {
+            return;
+        };
+        let Some(sender) = room.members.iter().find(|m| m.conn == conn) else {
+            return;
+        };
+        let target = if inbound.kind.is_signalling() {
+            inbound.target()
+        } else {
+            Ok(None)
+        };
+        match target {
+            Err(e) => reply_error(sender, e.code(), e.to_string(), &self.stats, &mut self.dropped),
+            Ok(Some(target)) => match room.members.iter().find(|m| m.participant.user_id == target) {
+                Some(recipient) => {
+                    let text = Utf8Bytes::from(inbound.into_relayed(from));
+                    deliver(recipient, &text, &self.stats, &mut self.dropped);
+                }
+                None => {
+                    let message = format!("no participant {target:?} in this room");
+                    reply_error(sender, ErrorCode::PeerNotFound, message, &self.stats, &mut self.dropped);
                 }
             },
+            Ok(None) => {
+                let text = Utf8Bytes::from(inbound.into_relayed(from));
+                for recipient in room.members.iter().filter(|m| m.conn != conn) {
+                    deliver(recipient, &text, &self.stats, &mut self.dropped);
+                }
+            }
         }
     }
 
