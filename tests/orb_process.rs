@@ -249,6 +249,45 @@ async fn ipc_ready_heartbeats_and_shutdown_graceful() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_the_room_and_reports_the_latency() {
+    let room = FakeRoom::start().await;
+    let (mut orb, mut manager) = spawn_with_channel(
+        "orb-ping",
+        &strs(&test_args(&room, &[])),
+        &[("ORB_PING_INTERVAL", "100"), ("ORB_HEARTBEAT_INTERVAL", "100")],
+    );
+    assert!(
+        manager.recv_type("orb_ready", WAIT).await.is_some(),
+        "stderr:\n{}",
+        orb.proc.stderr()
+    );
+    assert!(
+        room.wait_for_nth("ping", 3, WAIT).await.is_some(),
+        "JSON pings at the interval"
+    );
+    let mut measured = None;
+    for _ in 0..30 {
+        let beat = manager
+            .recv_type("orb_heartbeat", Duration::from_secs(2))
+            .await
+            .expect("heartbeat");
+        let latency = beat["metrics"]["latency"].as_f64().expect("latency");
+        if latency > 0.0 {
+            measured = Some(latency);
+            break;
+        }
+    }
+    let latency = measured.expect("a heartbeat with a measured latency");
+    assert!(latency < 1000.0, "loopback round trip of {latency} ms");
+    let frame = room
+        .wait_for("orb_heartbeat", WAIT, |f| f["metrics"]["latency"].as_f64() > Some(0.0))
+        .await;
+    assert!(frame.is_some(), "the room's heartbeats carry the latency too");
+    orb.proc.signal(Signal::SIGTERM);
+    assert_eq!(exit_code(&mut orb, WAIT).await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_the_manager_end_stops_the_orb() {
     let room = FakeRoom::start().await;
     let (mut orb, mut manager) = spawn_with_channel("orb-orphan", &strs(&test_args(&room, &[])), &[]);

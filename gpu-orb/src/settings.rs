@@ -27,6 +27,7 @@ const PING: Key = Key::env("ORB_PING_INTERVAL");
 const GRACE: Key = Key::env("ORB_RECONNECT_GRACE");
 const SHUTDOWN: Key = Key::env("ORB_SHUTDOWN_TIMEOUT");
 const LOG_DIR: Key = Key::env("ORB_LOG_DIR");
+/// Read from the process environment only (no flag, no `.env`).
 const AUTH_TOKEN: Key = Key::env("ORB_AUTH_TOKEN");
 const OPENAI_KEY: Key = Key::env("OPENAI_API_KEY");
 const OPENAI_URL: Key = Key::env("OPENAI_BASE_URL");
@@ -106,7 +107,7 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// `ORB_LOG_DIR`: also log to `<dir>/orb-<room>.log`.
     pub log_dir: Option<PathBuf>,
-    /// `ORB_AUTH_TOKEN`: sent in the join and as a bearer header.
+    /// `ORB_AUTH_TOKEN` (environment only): sent in the join and as a bearer header.
     pub auth_token: Option<Secret>,
     /// Where answers come from.
     pub brain: BrainSettings,
@@ -142,7 +143,8 @@ impl Settings {
         let reconnect_grace = v.millis(GRACE, env(GRACE.env), 60_000, 1);
         let shutdown_timeout = v.millis(SHUTDOWN, env(SHUTDOWN.env), 5_000, 1);
         let log_dir = v.optional(LOG_DIR, env(LOG_DIR.env)).map(PathBuf::from);
-        let auth_token = v.optional(AUTH_TOKEN, env(AUTH_TOKEN.env)).map(Secret);
+        // The token comes from the process environment only: never argv, never `.env`.
+        let auth_token = env(AUTH_TOKEN.env).filter(|t| !t.is_empty()).map(Secret);
         let brain = if test_mode {
             BrainSettings::Echo
         } else {
@@ -371,6 +373,9 @@ mod tests {
         assert_eq!(openai.api_key.expose(), "sk-secret");
         assert_eq!(openai.model, "gpt-4o-mini");
         let shown = format!("{s:?}");
+        assert_eq!(s.auth_token.as_ref().map(Secret::expose), Some("tok"));
+        let from_file = resolve(&["--room=r1", "--test-mode"], &[("ORB_AUTH_TOKEN", "stale")], &[]).expect("valid");
+        assert_eq!(from_file.auth_token, None, "the token is never read from .env");
         assert!(!shown.contains("sk-secret") && !shown.contains("tok\""), "{shown}");
     }
 }

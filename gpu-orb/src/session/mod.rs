@@ -112,7 +112,7 @@ impl<B: Brain> Session<B> {
                 }
                 event = self.room_events.recv() => match event {
                     Some(event) => if let Some(stop) = self.on_room_event(event).await { break stop },
-                    None => break Stop::room_lost("room link ended"),
+                    None => break Stop::room_lost("room link ended unexpectedly"),
                 },
                 event = recv_if_open(self.ipc_events.as_mut()) => match event {
                     Some(IpcInbound::Message(message)) => if let Some(stop) = self.on_ipc(message) { break stop },

@@ -52,7 +52,7 @@ impl Stop {
             code: exit::ROOM_UNREACHABLE,
             bound: Duration::from_secs(2),
             tell_room: false,
-            error: Some(format!("room unreachable: {why}")),
+            error: Some(why.to_owned()),
         }
     }
 
