@@ -60,6 +60,8 @@ struct OrbEntry {
     /// Position last told to the room while queued.
     told_position: Option<usize>,
     auth_token: String,
+    /// Spawn → `orb_ready` of the current (or last) process, ms.
+    spawn_to_ready_ms: Option<f64>,
 }
 
 /// The humans of one room, as the registry reported them.
@@ -396,6 +398,11 @@ impl Manager {
                 if entry.state == OrbState::Spawning {
                     entry.state = OrbState::Ready;
                 }
+                if let Some(running) = &entry.process {
+                    let ready_after = running.started.elapsed();
+                    entry.spawn_to_ready_ms = Some(ready_after.as_secs_f64() * 1000.0);
+                    info!(%room, pid, ready_ms = ready_after.as_secs_f64() * 1000.0, "orb ready");
+                }
             }
             ReportKind::Heartbeat { metrics, delay_ms } => {
                 entry.last_heartbeat = Some(Instant::now());
@@ -546,6 +553,7 @@ impl Manager {
             epoch: 0,
             told_position: None,
             auth_token: random_token(),
+            spawn_to_ready_ms: None,
         };
         self.orbs.insert(room.to_owned(), entry);
         if self.humans(room) == 0 {
@@ -744,6 +752,7 @@ impl Manager {
             last_exit: entry.last_exit.clone(),
             last_heartbeat_ms: entry.last_heartbeat.map(|t| t.elapsed().as_millis() as u64),
             ipc_rtt_ms: entry.ipc_delay_ms,
+            spawn_to_ready_ms: entry.spawn_to_ready_ms,
             cpu_percent: entry.sample.map(|s| s.0),
             rss_bytes: entry.sample.map(|s| s.1),
             participants: self.humans(room),

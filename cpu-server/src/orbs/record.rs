@@ -58,6 +58,8 @@ pub struct OrbRecord {
     pub last_heartbeat_ms: Option<u64>,
     /// Delay of the last IPC heartbeat (its timestamp to its arrival), ms.
     pub ipc_rtt_ms: Option<f64>,
+    /// Spawn → `orb_ready` of the current process, ms.
+    pub spawn_to_ready_ms: Option<f64>,
     /// CPU of the orb's process tree, percent of one core (sampled).
     pub cpu_percent: Option<f64>,
     /// Resident memory of the orb's process tree, bytes (sampled).

@@ -192,7 +192,6 @@ impl OrbTask {
                             OrbToManager::OrbReady(_) => {
                                 if !ready {
                                     ready = true;
-                                    info!("orb ready");
                                     this.report(ReportKind::Ready).await;
                                 }
                             }
