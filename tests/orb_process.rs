@@ -356,12 +356,13 @@ async fn human_activity_keeps_the_orb_alive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnects_after_a_drop_and_gives_up_after_the_grace() {
     let room = FakeRoom::start().await;
-    let mut orb = spawn(
+    let (mut orb, mut manager) = spawn_with_channel(
         "orb-reconnect",
         &strs(&test_args(&room, &[])),
         &[("ORB_RECONNECT_GRACE", "1500")],
     );
     wait_ready(&room, &orb).await;
+    assert!(manager.recv_type("orb_ready", WAIT).await.is_some());
     room.drop_connections();
     let second = room.wait_for_nth("join", 2, WAIT).await;
     assert!(second.is_some(), "no second join; stderr:\n{}", orb.proc.stderr());
@@ -396,6 +397,20 @@ async fn refused_join_exits_non_zero() {
     let code = exit_code(&mut orb, WAIT).await;
     assert_eq!(code, Some(3), "stderr:\n{}", orb.proc.stderr());
     assert!(orb.proc.stderr().contains("refused"), "{}", orb.proc.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_refused_with_401_exits_non_zero() {
+    let room = FakeRoom::start().await;
+    room.set_reject_upgrade(401);
+    let (mut orb, mut manager) = spawn_with_channel("orb-401", &strs(&test_args(&room, &[])), &[]);
+    let code = exit_code(&mut orb, WAIT).await;
+    assert_eq!(code, Some(3), "stderr:\n{}", orb.proc.stderr());
+    let error = manager.recv_type("orb_error", WAIT).await.expect("orb_error");
+    assert_eq!(error["critical"], true);
+    assert!(error["error"].as_str().is_some_and(|e| e.contains("401")), "{error}");
+    let shutdown = manager.recv_type("orb_shutdown", WAIT).await.expect("orb_shutdown");
+    assert_eq!(shutdown["reason"], "refused");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

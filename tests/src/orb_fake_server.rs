@@ -15,7 +15,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
 
 /// One frame received from a client.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +54,7 @@ struct State {
     peers: Vec<Value>,
     join_reply: Option<Value>,
     stall_on_close: bool,
+    reject_upgrade: Option<u16>,
 }
 
 /// The fake room server. Dropping it stops it.
@@ -85,6 +87,11 @@ impl FakeRoom {
     /// Replaces the `peer-discovery` reply to a join (e.g. with an `error`).
     pub fn set_join_reply(&self, reply: Value) {
         self.lock().join_reply = Some(reply);
+    }
+
+    /// Refuses every later upgrade with this HTTP status (e.g. 401).
+    pub fn set_reject_upgrade(&self, status: u16) {
+        self.lock().reject_upgrade = Some(status);
     }
 
     /// When set, a client's close frame is never answered: the connection
@@ -180,6 +187,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<Mutex<State>>) {
 async fn serve(stream: TcpStream, state: Arc<Mutex<State>>) {
     let seen = Arc::new(Mutex::new(Upgrade::default()));
     let record = seen.clone();
+    let reject = state.lock().unwrap_or_else(|e| e.into_inner()).reject_upgrade;
     let callback = move |request: &Request, response: Response| {
         let mut upgrade = record.lock().unwrap_or_else(|e| e.into_inner());
         upgrade.path = request.uri().path().to_owned();
@@ -188,7 +196,14 @@ async fn serve(stream: TcpStream, state: Arc<Mutex<State>>) {
             .iter()
             .map(|(k, v)| (k.as_str().to_ascii_lowercase(), v.to_str().unwrap_or("").to_owned()))
             .collect();
-        Ok(response)
+        match reject.and_then(|status| StatusCode::from_u16(status).ok()) {
+            Some(status) => {
+                let mut refusal = ErrorResponse::new(Some(String::from("refused by the fake room")));
+                *refusal.status_mut() = status;
+                Err(refusal)
+            }
+            None => Ok(response),
+        }
     };
     let Ok(Ok(socket)) = tokio::time::timeout(
         Duration::from_secs(5),
