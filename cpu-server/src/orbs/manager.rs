@@ -102,6 +102,8 @@ pub struct Manager {
     timers: DelayQueue<Timer>,
     reports_tx: mpsc::Sender<Report>,
     counts: watch::Sender<OrbCounts>,
+    /// One-time tokens for hand-started orbs, per room, with their expiry.
+    operator_tokens: HashMap<String, Vec<(String, Instant)>>,
 }
 
 /// The channels the manager listens on.
@@ -138,6 +140,7 @@ impl Manager {
             timers: DelayQueue::new(),
             reports_tx,
             counts,
+            operator_tokens: HashMap::new(),
         };
         (manager, reports_rx)
     }
@@ -190,7 +193,36 @@ impl Manager {
                 let _ = reply.send(self.reset(&room));
             }
             Command::Shutdown(reply) => self.begin_shutdown(Some(reply)),
+            Command::VerifyToken { room, token, reply } => {
+                let _ = reply.send(self.verify_token(&room, &token));
+            }
+            Command::IssueOperatorToken { room, ttl, reply } => {
+                let token = random_token();
+                let now = Instant::now();
+                let tokens = self.operator_tokens.entry(room).or_default();
+                tokens.retain(|(_, expires)| *expires > now);
+                tokens.push((token.clone(), now + ttl));
+                let _ = reply.send(token);
+            }
         }
+    }
+
+    fn verify_token(&mut self, room: &str, token: &str) -> bool {
+        let current = self.orbs.get(room).filter(|e| e.process.is_some()).map(|e| e.auth_token.as_str());
+        if current.is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes())) {
+            return true;
+        }
+        let now = Instant::now();
+        let Some(tokens) = self.operator_tokens.get_mut(room) else { return false };
+        tokens.retain(|(_, expires)| *expires > now);
+        let found = tokens.iter().position(|(t, _)| constant_time_eq(t.as_bytes(), token.as_bytes()));
+        if let Some(index) = found {
+            tokens.swap_remove(index);
+        }
+        if tokens.is_empty() {
+            self.operator_tokens.remove(room);
+        }
+        found.is_some()
     }
 
     fn spawn_request(&mut self, request: SpawnRequest) -> Result<SpawnOutcome, String> {
@@ -612,6 +644,8 @@ impl Manager {
             |role: &str| people.and_then(|p| p.humans.iter().find(|(_, r)| *r == role).map(|(id, _)| id.clone()));
         let (coach, client) = (find("coach"), find("client"));
         let Some(entry) = self.orbs.get_mut(room) else { return };
+        // Each process gets its own token: a killed orb's token stops working.
+        entry.auth_token = random_token();
         let launch = OrbLaunch {
             room: room.to_owned(),
             session: entry.session.clone(),
@@ -784,9 +818,38 @@ fn random_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Compares two secrets without leaking where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_compares_whole_values() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"", b"a"));
+    }
+
+    #[test]
+    fn tokens_are_128_bit_hex_and_differ() {
+        let (a, b) = (random_token(), random_token());
+        assert_eq!(a.len(), 32);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
 }

@@ -87,6 +87,8 @@ pub(crate) enum Command {
     },
     Reset(String, oneshot::Sender<Result<OrbRecord, String>>),
     Shutdown(oneshot::Sender<()>),
+    VerifyToken { room: String, token: String, reply: oneshot::Sender<bool> },
+    IssueOperatorToken { room: String, ttl: Duration, reply: oneshot::Sender<String> },
 }
 
 /// Cloneable handle to the OrbManager.
@@ -156,6 +158,20 @@ impl OrbsHandle {
         self.ask(|tx| Command::Reset(room.to_owned(), tx))
             .await
             .unwrap_or_else(|| Err("orb manager stopped".into()))
+    }
+
+    /// Whether `token` lets a socket join `room` as its AI: the token of the
+    /// room's current orb process, or an unexpired one-time operator token
+    /// (consumed by this check). Compared in constant time.
+    pub async fn verify_orb_token(&self, room: &str, token: &str) -> bool {
+        let (room, token) = (room.to_owned(), token.to_owned());
+        self.ask(|reply| Command::VerifyToken { room, token, reply }).await.unwrap_or(false)
+    }
+
+    /// A one-time token for an operator starting `gpu-orb --room=ROOM` by hand.
+    pub async fn issue_operator_token(&self, room: &str, ttl: Duration) -> Option<String> {
+        let room = room.to_owned();
+        self.ask(|reply| Command::IssueOperatorToken { room, ttl, reply }).await
     }
 
     /// Server shutdown: no new orbs, every orb stopped by the kill path, bounded.
