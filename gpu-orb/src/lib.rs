@@ -18,6 +18,16 @@
 //! - [`participants`], [`idle`], [`backoff`], [`metrics`]: small pure pieces.
 //! - [`signals`]: SIGTERM/SIGINT; [`exit`]: exit codes.
 //!
+//! # Tasks and channels
+//! One current-thread runtime, three tasks. The session task owns all mutable
+//! state (participants, idle and lifetime deadlines, heartbeat timer, pause
+//! flag, pending brain replies). The room link owns the WebSocket and the
+//! ping/latency bookkeeping; the IPC link owns the framed manager socket.
+//! Session → links: unbounded room commands, bounded IPC queue (heartbeats are
+//! dropped, never queued without bound, when the manager stops reading).
+//! Links → session: bounded event channels. Brain replies run in a `JoinSet`
+//! owned by the session so a slow endpoint never blocks the loop.
+//!
 //! # Exit codes
 //! | code | meaning |
 //! |---|---|

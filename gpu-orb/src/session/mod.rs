@@ -3,7 +3,7 @@
 //! It starts the [`RoomLink`] and [`IpcLink`] tasks and then waits, in one
 //! `select!`, on their events, the brain's replies, the heartbeat tick, the
 //! lifetime and idle deadlines and the signals. Every decision to stop becomes
-//! a [`Stop`], carried out once by [`Session::finish`].
+//! a [`Stop`], carried out once by `Session::finish` (in `stop.rs`).
 
 mod room_events;
 mod stop;
