@@ -464,3 +464,6 @@ impl Registry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
