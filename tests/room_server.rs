@@ -661,3 +661,17 @@ async fn tls_files_that_do_not_exist_are_refused_with_exit_64() {
     let stderr = proc.stderr();
     assert!(stderr.contains("TLS_CERT") && stderr.contains("TLS_KEY"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_busy_port_is_reported_with_cpu_host_and_exit_1() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let mut command = RoomServer::command(dir.path());
+    command.env("CPU_HOST", format!("127.0.0.1:{port}"));
+    let mut proc = system_tests::process::Proc::spawn("cpu-server-busy", command, dir.path());
+    let status = proc.wait_exit_async(Duration::from_secs(10)).await.expect("exits");
+    assert_eq!(status.code(), Some(1));
+    let stderr = proc.stderr();
+    assert!(stderr.contains(&format!("CPU_HOST=127.0.0.1:{port}")), "{stderr}");
+}

@@ -70,7 +70,7 @@ pub async fn run(
         orbs: orbs.clone(),
         ip_limiter: IpLimiter::new(settings.rooms.max_connections_per_ip),
         settings: Arc::new(settings.rooms),
-        stats,
+        stats: Arc::clone(&stats),
         next_conn: Arc::new(AtomicU64::new(1)),
         draining: lifecycle.draining.clone(),
         closing: lifecycle.closing.clone(),
@@ -104,7 +104,13 @@ pub async fn run(
         warn!("HTTP server did not stop in time");
         server.abort();
     }
-    info!("stopped");
+    info!(
+        connections = RelayStats::get(&stats.connections),
+        relayed = RelayStats::get(&stats.relayed),
+        errors = RelayStats::get(&stats.errors),
+        slow_consumers = RelayStats::get(&stats.slow_consumers),
+        "stopped"
+    );
     Ok(())
 }
 
