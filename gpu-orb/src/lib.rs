@@ -23,8 +23,8 @@
 //! state (participants, idle and lifetime deadlines, heartbeat timer, pause
 //! flag, pending brain replies). The room link owns the WebSocket and the
 //! ping/latency bookkeeping; the IPC link owns the framed manager socket.
-//! Session → links: unbounded room commands, bounded IPC queue (heartbeats are
-//! dropped, never queued without bound, when the manager stops reading).
+//! Session → links: bounded queues filled with `try_send` (a frame or heartbeat
+//! is dropped and logged, never queued without bound, when a link stops reading).
 //! Links → session: bounded event channels. Brain replies run in a `JoinSet`
 //! owned by the session so a slow endpoint never blocks the loop.
 //!
@@ -42,7 +42,7 @@
 //! Flags: `ROOM_ID`, `SESSION_ID`, `COACH_ID`, `CLIENT_ID`, `CPU_SERVER_HOST`, `CPU_WEBSOCKET_URL`,
 //! `CPU_SERVER_URL`, `MAX_ORB_LIFETIME`, `IDLE_TIMEOUT`, `ORB_TEST_MODE`. Environment only:
 //! `ORB_HEARTBEAT_INTERVAL` (30000 ms), `ORB_PING_INTERVAL` (30000 ms), `ORB_RECONNECT_GRACE`
-//! (60000 ms), `ORB_SHUTDOWN_TIMEOUT` (5000 ms), `ORB_LOG_DIR`, `ORB_AUTH_TOKEN` (never logged),
+//! (60000 ms), `ORB_SHUTDOWN_TIMEOUT` (5000 ms), `ORB_LOG_DIR` (not written when `ORB_SUPERVISED` is set: the manager files stderr there), `ORB_AUTH_TOKEN` (never logged),
 //! `OPENAI_API_KEY`, `OPENAI_BASE_URL`, `OPENAI_MODEL`, `OPENAI_TIMEOUT` (30000 ms), `NODE_CHANNEL_FD`,
 //! `RUST_LOG`.
 

@@ -32,7 +32,11 @@ fn main() {
             std::process::exit(exit::USAGE);
         }
     };
-    let guard = logging::init(&settings.room, settings.log_dir.as_deref());
+    // Under cpu-server, stderr already goes into ORB_LOG_DIR/orb-<room>.log:
+    // writing the file here too would log every line twice.
+    let supervised = std::env::var_os("ORB_SUPERVISED").is_some();
+    let file_dir = if supervised { None } else { settings.log_dir.as_deref() };
+    let guard = logging::init(&settings.room, file_dir);
     let code = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime.block_on(gpu_orb::run(settings, channel)),
         Err(e) => {

@@ -88,21 +88,26 @@ enum Ended {
     Lost(String),
 }
 
+/// Frames the session may have waiting for the socket before new ones are dropped.
+pub const COMMAND_QUEUE: usize = 256;
+
 /// The task owning the room socket.
 pub struct RoomLink {
     config: LinkConfig,
-    commands: mpsc::UnboundedReceiver<RoomCommand>,
+    commands: mpsc::Receiver<RoomCommand>,
     events: mpsc::Sender<RoomEvent>,
 }
 
 impl RoomLink {
     /// A link and the ends the session keeps.
     ///
-    /// Commands are unbounded so that the session never waits on the link
-    /// (which may itself be waiting for the session to take an event); events
-    /// are bounded, which pushes back on reading the socket instead.
-    pub fn new(config: LinkConfig) -> (Self, mpsc::UnboundedSender<RoomCommand>, mpsc::Receiver<RoomEvent>) {
-        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    /// The session never waits on the link (which may itself be waiting for
+    /// the session to take an event): it uses `try_send` on a bounded command
+    /// queue, and a frame that finds the queue full is dropped and logged
+    /// rather than growing memory. Events are bounded too, which pushes back on
+    /// reading the socket instead.
+    pub fn new(config: LinkConfig) -> (Self, mpsc::Sender<RoomCommand>, mpsc::Receiver<RoomEvent>) {
+        let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
         let (ev_tx, ev_rx) = mpsc::channel(64);
         let link = Self {
             config,

@@ -39,7 +39,7 @@ pub struct Session<B: Brain> {
     settings: Settings,
     user_id: String,
     brain: Arc<B>,
-    room: mpsc::UnboundedSender<RoomCommand>,
+    room: mpsc::Sender<RoomCommand>,
     room_events: mpsc::Receiver<RoomEvent>,
     room_task: JoinHandle<()>,
     ipc: Option<mpsc::Sender<OrbToManager>>,
@@ -169,13 +169,21 @@ impl<B: Brain> Session<B> {
             metrics: Some(json!({"cpu": metrics.cpu, "memory": metrics.memory, "latency": metrics.latency})),
             extra: Map::new(),
         });
-        let _ = self.room.send(RoomCommand::Send(frame));
+        self.send_room(RoomCommand::Send(frame));
         self.ipc_send_now(OrbToManager::OrbHeartbeat(OrbHeartbeat {
             room_id: self.settings.room.clone(),
             timestamp: epoch_ms(),
             metrics,
             extra: Map::new(),
         }));
+    }
+
+    /// Queues a frame for the room socket without waiting; dropped and logged
+    /// when the link is that far behind.
+    fn send_room(&self, command: RoomCommand) {
+        if self.room.try_send(command).is_err() {
+            tracing::warn!("room link busy: frame dropped");
+        }
     }
 
     /// Queues an IPC message without waiting (heartbeats, non-critical errors).

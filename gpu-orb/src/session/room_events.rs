@@ -143,6 +143,6 @@ impl<B: Brain> Session<B> {
     }
 
     fn to_room(&self, message: RoomMessage) {
-        let _ = self.room.send(RoomCommand::Send(message));
+        self.send_room(RoomCommand::Send(message));
     }
 }

@@ -85,9 +85,9 @@ impl<B: Brain> Session<B> {
                     reason: Some(stop.reason.clone()),
                     extra: Map::new(),
                 });
-                let _ = self.room.send(RoomCommand::Send(frame));
+                self.send_room(RoomCommand::Send(frame));
             }
-            let _ = self.room.send(RoomCommand::Close);
+            self.send_room(RoomCommand::Close);
             if let Some(ipc) = self.ipc.take() {
                 if let Some(error) = &stop.error {
                     let _ = ipc
