@@ -10,10 +10,19 @@
 //! - [`procfs`]: reading `/proc` to prove process hygiene (zombies, groups, fds).
 //! - [`ws`]: a small WebSocket test client speaking JSON frames.
 //! - [`wait`]: bounded polling.
+//! - [`room_harness`]: a cpu-server on a free loopback port, raw HTTP requests.
+//! - [`manager_kit`]: fake orb scripts and orb process counting for OrbManager tests.
+//! - [`orb_fake_server`], [`orb_ipc`], [`orb_chat_stub`]: a fake room server, the
+//!   manager's end of an orb's IPC channel and an OpenAI-compatible stub for orb tests.
 
 pub mod binaries;
+pub mod manager_kit;
+pub mod orb_chat_stub;
+pub mod orb_fake_server;
+pub mod orb_ipc;
 pub mod process;
 pub mod procfs;
+pub mod room_harness;
 pub mod wait;
 pub mod ws;
 
@@ -22,7 +31,3 @@ pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local addr").port()
 }
-pub mod orb_fake_server;
-pub mod orb_ipc;
-pub mod orb_chat_stub;
-pub mod room_harness;
