@@ -208,14 +208,22 @@ impl Manager {
     }
 
     fn verify_token(&mut self, room: &str, token: &str) -> bool {
-        let current = self.orbs.get(room).filter(|e| e.process.is_some()).map(|e| e.auth_token.as_str());
+        let current = self
+            .orbs
+            .get(room)
+            .filter(|e| e.process.is_some())
+            .map(|e| e.auth_token.as_str());
         if current.is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes())) {
             return true;
         }
         let now = Instant::now();
-        let Some(tokens) = self.operator_tokens.get_mut(room) else { return false };
+        let Some(tokens) = self.operator_tokens.get_mut(room) else {
+            return false;
+        };
         tokens.retain(|(_, expires)| *expires > now);
-        let found = tokens.iter().position(|(t, _)| constant_time_eq(t.as_bytes(), token.as_bytes()));
+        let found = tokens
+            .iter()
+            .position(|(t, _)| constant_time_eq(t.as_bytes(), token.as_bytes()));
         if let Some(index) = found {
             tokens.swap_remove(index);
         }

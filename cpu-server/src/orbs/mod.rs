@@ -87,8 +87,16 @@ pub(crate) enum Command {
     },
     Reset(String, oneshot::Sender<Result<OrbRecord, String>>),
     Shutdown(oneshot::Sender<()>),
-    VerifyToken { room: String, token: String, reply: oneshot::Sender<bool> },
-    IssueOperatorToken { room: String, ttl: Duration, reply: oneshot::Sender<String> },
+    VerifyToken {
+        room: String,
+        token: String,
+        reply: oneshot::Sender<bool>,
+    },
+    IssueOperatorToken {
+        room: String,
+        ttl: Duration,
+        reply: oneshot::Sender<String>,
+    },
 }
 
 /// Cloneable handle to the OrbManager.
@@ -165,7 +173,9 @@ impl OrbsHandle {
     /// (consumed by this check). Compared in constant time.
     pub async fn verify_orb_token(&self, room: &str, token: &str) -> bool {
         let (room, token) = (room.to_owned(), token.to_owned());
-        self.ask(|reply| Command::VerifyToken { room, token, reply }).await.unwrap_or(false)
+        self.ask(|reply| Command::VerifyToken { room, token, reply })
+            .await
+            .unwrap_or(false)
     }
 
     /// A one-time token for an operator starting `gpu-orb --room=ROOM` by hand.
