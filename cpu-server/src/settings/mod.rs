@@ -3,8 +3,12 @@
 //! Each area owns its own flag group and typed settings (`rooms`, `orbs`);
 //! [`ServerArgs::validate`] builds all of them and reports every error at once.
 
+pub mod admin;
+pub mod logs;
 pub mod orbs;
 pub mod rooms;
+pub mod security;
+pub mod turn;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,8 +16,12 @@ use std::path::PathBuf;
 use clap::Args;
 use shared::settings::{DotEnv, Key, SettingErrors, Validator};
 
+pub use admin::{AdminArgs, AdminSettings};
+pub use logs::{LogsArgs, LogsSettings};
 pub use orbs::{OrbArgs, OrbSettings, SpawnOn};
 pub use rooms::{RoomArgs, RoomSettings};
+pub use security::{SecurityArgs, SecuritySettings};
+pub use turn::{TurnArgs, TurnSettings};
 
 /// Raw server flags.
 #[derive(Debug, Clone, Default, Args)]
@@ -37,6 +45,18 @@ pub struct ServerArgs {
     /// OrbManager settings.
     #[command(flatten)]
     pub orbs: OrbArgs,
+    /// Admin API settings.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Log settings.
+    #[command(flatten)]
+    pub logs: LogsArgs,
+    /// Authentication and orb isolation settings.
+    #[command(flatten)]
+    pub security: SecurityArgs,
+    /// STUN/TURN settings.
+    #[command(flatten)]
+    pub turn: TurnArgs,
 }
 
 /// Typed, validated server settings.
@@ -52,6 +72,14 @@ pub struct Settings {
     pub rooms: RoomSettings,
     /// OrbManager settings.
     pub orbs: OrbSettings,
+    /// Admin API settings.
+    pub admin: AdminSettings,
+    /// Log settings.
+    pub logs: LogsSettings,
+    /// Authentication and orb isolation settings.
+    pub security: SecuritySettings,
+    /// STUN/TURN settings.
+    pub turn: TurnSettings,
 }
 
 impl ServerArgs {
@@ -74,6 +102,10 @@ impl ServerArgs {
         let tls = tls_paths(&mut v, self.tls_cert, self.tls_key);
         let rooms = self.rooms.validate(&mut v);
         let orbs = self.orbs.validate(&mut v, production, has_ai_key);
+        let admin = self.admin.validate(&mut v, production);
+        let logs = self.logs.validate(&mut v, production);
+        let security = self.security.validate(&mut v, production);
+        let turn = self.turn.validate(&mut v, production);
         v.finish()?;
         Ok(Settings {
             listen,
@@ -81,6 +113,10 @@ impl ServerArgs {
             tls,
             rooms,
             orbs,
+            admin,
+            logs,
+            security,
+            turn,
         })
     }
 }
