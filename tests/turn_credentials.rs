@@ -1,0 +1,1 @@
+//! Placeholder until this area's tests land.
