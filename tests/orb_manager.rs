@@ -505,3 +505,48 @@ process.on('message', (m) => {
     assert!(log.contains("\"type\":\"shutdown_graceful\""), "{log}");
     assert!(log.contains("room_empty_timeout"), "{log}");
 }
+
+#[tokio::test]
+async fn a_second_signal_kills_every_orb_group_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let body = r#"trap '' TERM
+sleep 1000 &
+echo $! > "$ORB_TEST_DIR/grandchild"
+ready
+while beat; do sleep 0.1; done
+"#;
+    // Long graces: only the second signal can end this orb quickly.
+    let mut server = server_with_fake(
+        dir.path(),
+        body,
+        &[("ORB_STOP_GRACE", "30000"), ("ORB_KILL_GRACE", "30000")],
+    );
+    let (_coach, _) = Client::join(&server.url("r-force"), "coach-1", "coach").await;
+    let orb = single_orb("r-force", 5 * SECOND).await;
+    let grandchild: i32 = until(5 * SECOND, || {
+        std::fs::read_to_string(dir.path().join("grandchild"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    })
+    .await
+    .expect("grandchild pid");
+    server.proc.signal(Signal::SIGTERM);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(procfs::stat(orb).is_some(), "the graceful stop should still be waiting");
+    server.proc.signal(Signal::SIGTERM);
+    let status = server
+        .wait_exit(5 * SECOND)
+        .await
+        .expect("server exited after the second signal");
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        until_true(3 * SECOND, || procfs::live_group_members(orb).is_empty()).await,
+        "orb group survived"
+    );
+    assert!(
+        procfs::stat(grandchild).is_none_or(|s| s.state == 'Z'),
+        "grandchild survived"
+    );
+}

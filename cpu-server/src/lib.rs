@@ -53,6 +53,17 @@ pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    run_until(listener, settings, shutdown, std::future::pending()).await
+}
+
+/// Like [`run`]; if `force` resolves during the drain (a second signal), every
+/// orb's process group is SIGKILLed at once and an error is returned.
+pub async fn run_until(
+    listener: TcpListener,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    force: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let tls = settings.tls.as_ref().map(http::tls::load_config).transpose()?;
     let stats = Arc::new(RelayStats::default());
@@ -99,7 +110,14 @@ pub async fn run(
     }
     info!("shutdown requested: draining");
     lifecycle.draining.cancel();
-    lifecycle.drain(&orbs).await;
+    tokio::select! {
+        () = lifecycle.drain(&orbs) => {}
+        () = force => {
+            let killed = orbs.kill_all_now();
+            warn!(killed, "second signal: SIGKILLed every orb process group");
+            anyhow::bail!("forced exit by a second signal");
+        }
+    }
     if tokio::time::timeout(SERVER_STOP_TIMEOUT, &mut server).await.is_err() {
         warn!("HTTP server did not stop in time");
         server.abort();

@@ -8,6 +8,7 @@ use clap::Parser;
 use cpu_server::settings::ServerArgs;
 use cpu_server::shutdown::Signals;
 use shared::settings::{DotEnv, EXIT_USAGE};
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 /// Client-facing room server and OrbManager.
@@ -57,16 +58,18 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let shutdown = async move {
+        // First signal: graceful stop. Second: every orb group SIGKILLed, exit 1.
+        let (graceful, force) = (CancellationToken::new(), CancellationToken::new());
+        let (graceful_tx, force_tx) = (graceful.clone(), force.clone());
+        tokio::spawn(async move {
             let first = signals.recv().await;
             info!(signal = first, "shutting down (send it again to exit at once)");
-            tokio::spawn(async move {
-                let second = signals.recv().await;
-                eprintln!("{second} during shutdown: exiting now");
-                std::process::exit(1);
-            });
-        };
-        match cpu_server::run(listener, settings, shutdown).await {
+            graceful_tx.cancel();
+            let second = signals.recv().await;
+            eprintln!("{second} during shutdown: killing every orb and exiting now");
+            force_tx.cancel();
+        });
+        match cpu_server::run_until(listener, settings, graceful.cancelled_owned(), force.cancelled_owned()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 error!(error = format!("{e:#}"), "server failed");
