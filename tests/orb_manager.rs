@@ -550,3 +550,21 @@ while beat; do sleep 0.1; done
         "grandchild survived"
     );
 }
+
+/// The README's first command: no settings at all, orbs found next to the server, test mode.
+#[tokio::test]
+async fn built_in_defaults_run_test_mode_orbs_found_next_to_the_server() {
+    let path = path_env();
+    // RoomServer sets only CPU_HOST, ORB_LOG_DIR and RUST_LOG; ORB_SPAWN_ON back to its default.
+    let server = RoomServer::start(&[("PATH", &path), ("ORB_SPAWN_ON", "coach")]);
+    let (mut coach, _) = Client::join(&server.url("r-defaults"), "coach-1", "coach").await;
+    let joined = coach.recv_type("user-joined", 15 * SECOND).await;
+    assert_eq!(joined["participantType"], "ai", "{joined}");
+    let orb = single_orb("r-defaults", 5 * SECOND).await;
+    let argv = procfs::cmdline(orb);
+    let expected = system_tests::binaries::target_dir().join("gpu-orb");
+    assert_eq!(argv[0], expected.display().to_string(), "orb program next to the server");
+    assert!(argv.iter().any(|a| a == "--test-mode"), "no API key: test mode expected: {argv:?}");
+    coach.send(json!({"type":"ai_control","action":"say","text":"defaults"})).await;
+    assert_eq!(coach.recv_type("ai_response", 10 * SECOND).await["text"], "echo: defaults");
+}
