@@ -235,7 +235,7 @@ async fn max_concurrent_orbs_is_never_exceeded_and_the_queue_is_served_in_order(
 #[tokio::test]
 async fn grandchildren_die_with_their_orb() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let body = r#"sleep 1000 &
+    let body = r#"sleep 30 &
 echo $! > "$ORB_TEST_DIR/grandchild"
 ready
 while beat; do sleep 0.1; done
@@ -510,7 +510,7 @@ process.on('message', (m) => {
 async fn a_second_signal_kills_every_orb_group_at_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let body = r#"trap '' TERM
-sleep 1000 &
+sleep 30 &
 echo $! > "$ORB_TEST_DIR/grandchild"
 ready
 while beat; do sleep 0.1; done
@@ -563,8 +563,44 @@ async fn built_in_defaults_run_test_mode_orbs_found_next_to_the_server() {
     let orb = single_orb("r-defaults", 5 * SECOND).await;
     let argv = procfs::cmdline(orb);
     let expected = system_tests::binaries::target_dir().join("gpu-orb");
-    assert_eq!(argv[0], expected.display().to_string(), "orb program next to the server");
-    assert!(argv.iter().any(|a| a == "--test-mode"), "no API key: test mode expected: {argv:?}");
-    coach.send(json!({"type":"ai_control","action":"say","text":"defaults"})).await;
-    assert_eq!(coach.recv_type("ai_response", 10 * SECOND).await["text"], "echo: defaults");
+    assert_eq!(
+        argv[0],
+        expected.display().to_string(),
+        "orb program next to the server"
+    );
+    assert!(
+        argv.iter().any(|a| a == "--test-mode"),
+        "no API key: test mode expected: {argv:?}"
+    );
+    coach
+        .send(json!({"type":"ai_control","action":"say","text":"defaults"}))
+        .await;
+    assert_eq!(
+        coach.recv_type("ai_response", 10 * SECOND).await["text"],
+        "echo: defaults"
+    );
+}
+
+#[tokio::test]
+async fn an_orb_over_its_memory_limit_is_killed_and_restarted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // About 64 MB held in a child of the orb: the limit applies to the whole tree.
+    let body = r#"ready
+( big=$(head -c 67108864 /dev/zero | tr '\0' a); while :; do sleep 1; done ) &
+while beat; do sleep 0.1; done
+"#;
+    let server = server_with_fake(dir.path(), body, &[("ORB_MEMORY_LIMIT_MB", "32")]);
+    let (_coach, _) = Client::join(&server.url("r-mem"), "coach-1", "coach").await;
+    let first = single_orb("r-mem", 5 * SECOND).await;
+    let replaced = until(20 * SECOND, || orb_pids("r-mem").into_iter().find(|p| *p != first)).await;
+    assert!(replaced.is_some(), "orb over its memory limit was not replaced");
+    assert!(
+        server.proc.stderr().contains("ORB_MEMORY_LIMIT_MB"),
+        "no memory-limit log line:\n{}",
+        server.proc.stderr()
+    );
+    assert!(
+        procfs::live_group_members(first).is_empty(),
+        "the killed orb's group survived"
+    );
 }

@@ -109,3 +109,23 @@ fn measure(system: &mut System, roots: &[(u32, String)]) -> Vec<Sample> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn measures_a_process_tree() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 5 & sleep 5"])
+            .spawn()
+            .expect("spawn sh");
+        std::thread::sleep(Duration::from_millis(200));
+        let mut system = System::new().expect("sysinfo");
+        let samples = measure(&mut system, &[(child.id(), "r".to_owned())]);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(samples.len(), 1, "{samples:?}");
+        assert!(samples[0].rss_bytes > 100_000, "{samples:?}");
+    }
+}

@@ -60,7 +60,7 @@ pub struct OrbArgs {
     /// Window of the crash-loop limit, ms [default: 300000].
     #[arg(long, env = "ORB_RESTART_WINDOW")]
     pub orb_restart_window: Option<String>,
-    /// Kill an orb whose process group uses more resident memory than this, MB [default: no limit].
+    /// Kill an orb whose process tree uses more resident memory than this, MB [default: no limit].
     #[arg(long, env = "ORB_MEMORY_LIMIT_MB")]
     pub orb_memory_limit_mb: Option<String>,
     /// Stop a room's orb this long after the last human left, ms [default: 60000].
