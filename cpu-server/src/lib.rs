@@ -20,12 +20,15 @@
 //!   outbox the registry fills with `try_send`; a full outbox drops that socket (1008);
 //! - the OrbManager talks back only through `RoomNotifier` (`try_send` into the registry).
 
+pub mod cli;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod orbs;
 pub mod rooms;
 pub mod settings;
 pub mod shutdown;
+pub mod state_file;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -66,6 +69,8 @@ pub async fn run_until(
 ) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let tls = settings.tls.as_ref().map(http::tls::load_config).transpose()?;
+    let admin_token: Arc<str> = state_file::admin_token(&settings.admin)?.into();
+    let admin_host = settings.admin.host;
     let stats = Arc::new(RelayStats::default());
     let (events_tx, events_rx) = room_event_channel();
     let registry = spawn_registry(settings.rooms.clone(), events_tx, Arc::clone(&stats));
@@ -76,6 +81,13 @@ pub async fn run_until(
         loopback_host(local),
     );
     let lifecycle = Lifecycle::default();
+    let admin = http::admin::AdminState {
+        orbs: orbs.clone(),
+        registry: registry.clone(),
+        stats: Arc::clone(&stats),
+        connections: lifecycle.connections.clone(),
+        token: admin_token,
+    };
     let state = AppState {
         registry,
         orbs: orbs.clone(),
@@ -87,7 +99,19 @@ pub async fn run_until(
         closing: lifecycle.closing.clone(),
         connections: lifecycle.connections.clone(),
     };
-    let app = http::router(state).into_make_service_with_connect_info::<ClientAddr>();
+    let (public, admin_server) = match admin_host {
+        None => (http::router(state).merge(http::admin::router(admin)), None),
+        Some(addr) => {
+            let admin_listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on ADMIN_HOST={addr}: {e}"))?;
+            info!(admin = %addr, "admin API and /metrics only on ADMIN_HOST");
+            let stop = lifecycle.draining.clone().cancelled_owned();
+            let serve = axum::serve(admin_listener, http::admin::router(admin)).with_graceful_shutdown(stop);
+            (http::router(state), Some(tokio::spawn(serve.into_future())))
+        }
+    };
+    let app = public.into_make_service_with_connect_info::<ClientAddr>();
     let stop = lifecycle.draining.clone().cancelled_owned();
     info!(%local, tls = tls.is_some(), "listening");
     let mut server = match tls {
@@ -117,6 +141,9 @@ pub async fn run_until(
             warn!(killed, "second signal: SIGKILLed every orb process group");
             anyhow::bail!("forced exit by a second signal");
         }
+    }
+    if let Some(admin_server) = admin_server {
+        admin_server.abort();
     }
     if tokio::time::timeout(SERVER_STOP_TIMEOUT, &mut server).await.is_err() {
         warn!("HTTP server did not stop in time");

@@ -1,6 +1,7 @@
 //! cpu-server binary: reads settings (flags, environment, `.env`), sets up
 //! logging, binds `CPU_HOST` and runs the server until SIGTERM/SIGINT.
-//! A second signal exits at once.
+//! A second signal exits at once; SIGHUP reopens every log file.
+//! With a subcommand (`orbs …`, `check`) it is the operator CLI instead.
 
 use std::process::ExitCode;
 
@@ -17,6 +18,8 @@ use tracing::{error, info};
 struct Cli {
     #[command(flatten)]
     server: ServerArgs,
+    #[command(subcommand)]
+    command: Option<cpu_server::cli::Command>,
 }
 
 fn main() -> ExitCode {
@@ -30,11 +33,25 @@ fn main() -> ExitCode {
     };
     let has_ai_key = std::env::var("OPENAI_API_KEY").is_ok_and(|v| !v.is_empty())
         || dotenv.get("OPENAI_API_KEY").is_some_and(|v| !v.is_empty());
-    let settings = cli
-        .server
-        .validate(&dotenv, has_ai_key)
-        .unwrap_or_else(|errors| errors.exit());
-    cpu_server::logging::init();
+    let settings = match cli.server.validate(&dotenv, has_ai_key) {
+        Ok(settings) => settings,
+        Err(errors) if matches!(cli.command, Some(cpu_server::cli::Command::Check)) => {
+            println!("PROBLEM  {errors}");
+            return ExitCode::FAILURE;
+        }
+        Err(errors) => errors.exit(),
+    };
+    if let Some(command) = cli.command {
+        return cpu_server::cli::run(command, &settings);
+    }
+    let log_file = match cpu_server::logging::init(&settings.logs) {
+        Ok(file) => file,
+        Err(e) => {
+            let path = settings.logs.file.as_deref().unwrap_or(std::path::Path::new("-"));
+            eprintln!("cannot open CPU_LOG_FILE={}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -58,6 +75,10 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        if let Err(e) = reopen_logs_on_sighup(log_file) {
+            eprintln!("cannot install the SIGHUP handler: {e}");
+            return ExitCode::FAILURE;
+        }
         // First signal: graceful stop. Second: every orb group SIGKILLed, exit 1.
         let (graceful, force) = (CancellationToken::new(), CancellationToken::new());
         let (graceful_tx, force_tx) = (graceful.clone(), force.clone());
@@ -79,4 +100,21 @@ fn main() -> ExitCode {
     });
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     code
+}
+
+/// SIGHUP (logrotate's postrotate) reopens the cpu log and every orb log.
+fn reopen_logs_on_sighup(log_file: Option<cpu_server::logging::LogFile>) -> std::io::Result<()> {
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            if let Some(file) = &log_file
+                && let Err(e) = file.reopen()
+            {
+                error!(path = %file.path().display(), error = %e, "SIGHUP: cannot reopen the log file; still writing the old one");
+            }
+            cpu_server::orbs::output_log::request_reopen();
+            info!("SIGHUP: log files reopened");
+        }
+    });
+    Ok(())
 }

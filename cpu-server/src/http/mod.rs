@@ -1,11 +1,15 @@
 //! The HTTP face of the server: routes, shared state, and serving (plain or TLS).
 //!
 //! # Layout
+//! - [`admin`]: the admin API (`/api/orbs*`, `/api/rooms`) behind a bearer token.
 //! - [`health`]: `GET /health` and `GET /healthz`.
+//! - [`metrics`]: `GET /metrics` (Prometheus text, same token).
 //! - [`ws_upgrade`]: `GET /ws-simple/{room_id}`, checks before the upgrade.
 //! - [`tls`]: a TLS-accepting listener for native HTTPS/WSS.
 
+pub mod admin;
 pub mod health;
+pub mod metrics;
 pub mod tls;
 pub mod ws_upgrade;
 

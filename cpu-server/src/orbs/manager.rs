@@ -256,6 +256,7 @@ impl Manager {
         };
         match &entry.process {
             Some(running) => {
+                crate::metrics::global().kill(reason);
                 entry.stop_reason.get_or_insert_with(|| reason.to_owned());
                 entry.state = OrbState::Stopping;
                 entry.waiters.push(reply);
@@ -441,10 +442,17 @@ impl Manager {
                 if let Some(running) = &entry.process {
                     let ready_after = running.started.elapsed();
                     entry.spawn_to_ready_ms = Some(ready_after.as_secs_f64() * 1000.0);
+                    crate::metrics::global()
+                        .spawn_to_ready
+                        .observe(ready_after.as_secs_f64());
                     info!(%room, pid, ready_ms = ready_after.as_secs_f64() * 1000.0, "orb ready");
                 }
             }
             ReportKind::Heartbeat { metrics, delay_ms } => {
+                crate::metrics::global().heartbeats.inc();
+                if let Some(delay) = delay_ms {
+                    crate::metrics::global().ipc_delay.observe(delay.max(0.0) / 1000.0);
+                }
                 entry.last_heartbeat = Some(Instant::now());
                 entry.ipc_delay_ms = delay_ms;
                 if entry.state == OrbState::Unresponsive {
@@ -460,7 +468,10 @@ impl Manager {
             ReportKind::Summary(summary) => {
                 info!(%room, session = %entry.session, summary = %summary, "session summary");
             }
-            ReportKind::Unresponsive => entry.state = OrbState::Unresponsive,
+            ReportKind::Unresponsive => {
+                crate::metrics::global().kill("unresponsive");
+                entry.state = OrbState::Unresponsive;
+            }
             ReportKind::Exited { .. } => {}
         }
     }
@@ -469,6 +480,7 @@ impl Manager {
         // The slot belongs to the process: freed now that it is reaped, whatever else happens.
         self.slots_used = self.slots_used.saturating_sub(1);
         self.table.lock().remove(&pid);
+        crate::metrics::global().exit(&exit.reason);
         let humans = self.humans(room);
         let draining = self.draining;
         if let Some(entry) = self.orbs.get_mut(room)
@@ -533,6 +545,7 @@ impl Manager {
                 && entry.state != OrbState::Stopping
             {
                 warn!(room = %sample.room, rss = sample.rss_bytes, limit, "orb over ORB_MEMORY_LIMIT_MB; killing it");
+                crate::metrics::global().kill("memory_limit");
                 entry.state = OrbState::Stopping;
                 let _ = running.control.try_send(Control::Kill {
                     reason: "memory_limit".to_owned(),
@@ -684,6 +697,7 @@ impl Manager {
                     normal: false,
                 };
                 // No process, no slot: count it as a failed start straight away.
+                crate::metrics::global().exit("spawn_failed");
                 entry.last_exit = Some(exit);
                 entry.state = OrbState::Restarting;
                 match entry.policy.on_failure(Instant::now(), Duration::ZERO, fastrand::f64()) {
@@ -711,8 +725,10 @@ impl Manager {
             }
         };
         self.slots_used += 1;
+        crate::metrics::global().spawns.inc();
         if entry.last_exit.is_some() {
             entry.policy.note_restart();
+            crate::metrics::global().restarts.inc();
         }
         info!(%room, pid = process.pid, generation, session = %entry.session, "orb started");
         if let (Some(stdout), Some(stderr)) = (process.child.stdout.take(), process.child.stderr.take()) {

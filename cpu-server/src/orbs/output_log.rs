@@ -5,19 +5,39 @@
 //! When the writer falls behind, lines are dropped and counted instead of
 //! stalling the orb on a full pipe or growing memory; the count is written to
 //! the file when the writer catches up. Orb output never enters the server log.
+//! [`request_reopen`] (SIGHUP) makes every writer reopen its path before its
+//! next line, so logrotate can rename the file without `copytruncate`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 /// Longest line kept; the rest of a longer line is cut.
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
 /// Lines waiting for the writer before new ones are dropped.
 const QUEUE_LINES: usize = 1024;
+
+/// The reopen generation every orb log writer watches.
+fn reopen_generation() -> &'static watch::Sender<u64> {
+    static GENERATION: std::sync::OnceLock<watch::Sender<u64>> = std::sync::OnceLock::new();
+    GENERATION.get_or_init(|| watch::channel(0).0)
+}
+
+/// Makes every orb log writer reopen its file before its next line (SIGHUP).
+pub fn request_reopen() {
+    reopen_generation().send_modify(|generation| *generation += 1);
+}
+
+async fn open_log(path: &std::path::Path) -> std::io::Result<tokio::fs::File> {
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir).await?;
+    }
+    tokio::fs::OpenOptions::new().create(true).append(true).open(path).await
+}
 
 /// Starts copying `stdout` and `stderr` into `path` (appending).
 /// The returned task ends when both streams have closed and every kept line is written.
@@ -74,17 +94,9 @@ async fn read_lines(mut stream: impl AsyncRead + Unpin, tx: mpsc::Sender<Vec<u8>
 
 /// Appends queued lines to the file; reports drops as they are noticed.
 async fn write_lines(mut rx: mpsc::Receiver<Vec<u8>>, path: PathBuf, dropped: Arc<AtomicU64>) {
-    let file = async {
-        if let Some(dir) = path.parent() {
-            tokio::fs::create_dir_all(dir).await?;
-        }
-        tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .await
-    };
-    let mut file = match file.await {
+    let mut generation = reopen_generation().subscribe();
+    generation.mark_unchanged();
+    let mut file = match open_log(&path).await {
         Ok(file) => Some(file),
         Err(error) => {
             tracing::warn!(path = %path.display(), %error, "cannot open orb log; its output is discarded");
@@ -93,6 +105,16 @@ async fn write_lines(mut rx: mpsc::Receiver<Vec<u8>>, path: PathBuf, dropped: Ar
     };
     let mut reported = 0;
     while let Some(line) = rx.recv().await {
+        if generation.has_changed().unwrap_or(false) {
+            generation.mark_unchanged();
+            if let Some(mut old) = file.take() {
+                let _ = old.flush().await;
+            }
+            match open_log(&path).await {
+                Ok(fresh) => file = Some(fresh),
+                Err(error) => tracing::warn!(path = %path.display(), %error, "cannot reopen orb log"),
+            }
+        }
         let Some(out) = file.as_mut() else { continue };
         let lost = dropped.load(Ordering::Relaxed);
         if lost > reported {

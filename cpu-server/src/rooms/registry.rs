@@ -52,6 +52,18 @@ enum Command {
         room: String,
         message: RoomMessage,
     },
+    List {
+        reply: oneshot::Sender<Vec<RoomInfo>>,
+    },
+}
+
+/// One room as operators see it: its participants, no secrets.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RoomInfo {
+    /// The room id.
+    pub room: String,
+    /// Members in join order (`userId`, `userName`, `userRole`, `participantType`).
+    pub participants: Vec<Participant>,
 }
 
 /// Cloneable handle to the registry actor.
@@ -94,6 +106,15 @@ impl RegistryHandle {
     /// `conn` leaves its room (leave, close, error or timeout: idempotent).
     pub async fn leave(&self, conn: ConnId) {
         let _ = self.commands.send(Command::Leave { conn }).await;
+    }
+
+    /// Every room with its participants, sorted by room id.
+    pub async fn room_list(&self) -> Vec<RoomInfo> {
+        let (reply, rx) = oneshot::channel();
+        if self.commands.send(Command::List { reply }).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
     }
 
     /// Rooms alive now.
@@ -192,6 +213,7 @@ fn deliver(member: &Member, text: &Utf8Bytes, stats: &RelayStats, dropped: &mut 
 /// Queues an `error` reply for `member`.
 fn reply_error(member: &Member, code: ErrorCode, message: String, stats: &RelayStats, dropped: &mut Vec<ConnId>) {
     RelayStats::bump(&stats.errors);
+    crate::metrics::global().error(&code.to_string());
     let text = Utf8Bytes::from(ErrorReply::frame(code, message).to_json());
     deliver(member, &text, stats, dropped);
 }
@@ -218,6 +240,18 @@ impl Registry {
                 }
                 Command::Leave { conn } => self.remove(conn).await,
                 Command::Notify { room, message } => self.notify(&room, &message),
+                Command::List { reply } => {
+                    let mut rooms: Vec<RoomInfo> = self
+                        .rooms
+                        .iter()
+                        .map(|(room, r)| RoomInfo {
+                            room: room.clone(),
+                            participants: r.members.iter().map(|m| m.participant.clone()).collect(),
+                        })
+                        .collect();
+                    rooms.sort_by(|a, b| a.room.cmp(&b.room));
+                    let _ = reply.send(rooms);
+                }
             }
             while let Some(conn) = self.dropped.pop() {
                 self.remove(conn).await;

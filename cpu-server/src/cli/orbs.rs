@@ -1,0 +1,170 @@
+//! `cpu-server orbs …`: list, show, kill, kill-all, spawn, reset, logs —
+//! through the running server's admin API (logs read the file directly).
+
+use std::time::Duration;
+
+use clap::Subcommand;
+use serde_json::{Value, json};
+
+use super::client::Answer;
+use super::table::orb_table;
+use crate::rooms::room_id::validate_room_id;
+use crate::settings::Settings;
+
+/// Bound of a quick request.
+const QUICK: Duration = Duration::from_secs(10);
+/// Bound of a kill, which answers after the orb exited.
+const KILL: Duration = Duration::from_secs(120);
+
+/// Orb commands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum OrbsCommand {
+    /// Every orb: room, pid, state, uptime, restarts, RSS, CPU.
+    List {
+        /// The records as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One room's orb record.
+    Show {
+        /// The room.
+        room: String,
+        /// The record as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stops one room's orb (graceful, then SIGTERM, then SIGKILL); waits for the exit.
+    Kill {
+        /// The room.
+        room: String,
+    },
+    /// Stops every orb; waits until the last one exited (the emergency stop).
+    KillAll,
+    /// Starts a room's orb.
+    Spawn {
+        /// The room.
+        room: String,
+        /// Session id [default: generated].
+        #[arg(long)]
+        session: Option<String>,
+    },
+    /// Clears a parked orb's crash-loop state.
+    Reset {
+        /// The room.
+        room: String,
+    },
+    /// Prints ORB_LOG_DIR/orb-ROOM.log.
+    Logs {
+        /// The room.
+        room: String,
+        /// Keep printing new lines until Ctrl-C.
+        #[arg(short, long)]
+        follow: bool,
+    },
+}
+
+fn room_ok(room: &str) -> Result<(), String> {
+    validate_room_id(room).map_err(|e| format!("bad room id {room:?}: {e}"))
+}
+
+/// Runs `command`; `Err` is the message to print (exit 1).
+pub async fn run(command: OrbsCommand, settings: &Settings) -> Result<(), String> {
+    if let OrbsCommand::Logs { room, follow } = &command {
+        room_ok(room)?;
+        let path = settings.orbs.log_dir.join(format!("orb-{room}.log"));
+        return super::logs::show(&path, *follow).await;
+    }
+    let client = super::admin_client(settings)?;
+    match command {
+        OrbsCommand::List { json } => {
+            let answer = expect(client.request("GET", "/api/orbs", None, QUICK).await, 200)?;
+            let records: Vec<Value> = parse(&answer)?;
+            if json {
+                println!("{}", answer.body);
+            } else {
+                print!("{}", orb_table(&records));
+            }
+        }
+        OrbsCommand::Show { room, json } => {
+            room_ok(&room)?;
+            let answer = expect(
+                client.request("GET", &format!("/api/orbs/{room}"), None, QUICK).await,
+                200,
+            )?;
+            let record: Value = parse(&answer)?;
+            if json {
+                println!("{}", answer.body);
+            } else {
+                print!("{}", orb_table(std::slice::from_ref(&record)));
+                println!("{}", serde_json::to_string_pretty(&record).unwrap_or_default());
+            }
+        }
+        OrbsCommand::Kill { room } => {
+            room_ok(&room)?;
+            let answer = expect(
+                client.request("DELETE", &format!("/api/orbs/{room}"), None, KILL).await,
+                200,
+            )?;
+            let body: Value = parse(&answer)?;
+            println!("stopped {room}: {}", body["exit"]);
+        }
+        OrbsCommand::KillAll => {
+            let answer = expect(client.request("DELETE", "/api/orbs", None, KILL).await, 200)?;
+            let body: Value = parse(&answer)?;
+            let stopped = body["stopped"].as_array().cloned().unwrap_or_default();
+            for entry in &stopped {
+                println!("stopped {}: {}", entry["room"].as_str().unwrap_or("?"), entry["exit"]);
+            }
+            println!("{} orb(s) stopped", stopped.len());
+        }
+        OrbsCommand::Spawn { room, session } => {
+            room_ok(&room)?;
+            let body = json!({"room": room, "session": session}).to_string();
+            let answer = client
+                .request("POST", "/api/orbs", Some(&body), QUICK)
+                .await
+                .map_err(|e| e.to_string())?;
+            let what = match answer.status {
+                201 => "started",
+                200 => "already running",
+                202 => "queued",
+                _ => return Err(api_error(&answer)),
+            };
+            let record: Value = parse(&answer)?;
+            match record["queue_position"].as_u64() {
+                Some(position) => println!("{room}: {what} (queue position {position})"),
+                None => println!("{room}: {what} (pid {})", record["pid"]),
+            }
+        }
+        OrbsCommand::Reset { room } => {
+            room_ok(&room)?;
+            let path = format!("/api/orbs/{room}/reset");
+            let answer = expect(client.request("POST", &path, None, QUICK).await, 200)?;
+            let record: Value = parse(&answer)?;
+            println!("{room}: reset (state {})", record["state"]);
+        }
+        OrbsCommand::Logs { .. } => {}
+    }
+    Ok(())
+}
+
+fn expect(answer: Result<Answer, super::client::ClientError>, status: u16) -> Result<Answer, String> {
+    let answer = answer.map_err(|e| e.to_string())?;
+    if answer.status == status {
+        Ok(answer)
+    } else {
+        Err(api_error(&answer))
+    }
+}
+
+fn api_error(answer: &Answer) -> String {
+    let body: Value = serde_json::from_str(&answer.body).unwrap_or(Value::Null);
+    match (body["error"].as_str(), body["code"].as_str()) {
+        (Some(error), Some(code)) => format!("{error} ({code}, HTTP {})", answer.status),
+        _ => format!("unexpected answer HTTP {}: {}", answer.status, answer.body),
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(answer: &Answer) -> Result<T, String> {
+    serde_json::from_str(&answer.body).map_err(|e| format!("unexpected answer from cpu-server: {e}"))
+}
