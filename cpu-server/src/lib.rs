@@ -28,6 +28,7 @@ pub mod orbs;
 pub mod rooms;
 pub mod settings;
 pub mod shutdown;
+pub mod systemd;
 pub mod state_file;
 
 use std::net::SocketAddr;
@@ -98,6 +99,7 @@ pub async fn run_until(
         draining: lifecycle.draining.clone(),
         closing: lifecycle.closing.clone(),
         connections: lifecycle.connections.clone(),
+        turn: Arc::new(settings.turn),
     };
     let (public, admin_server) = match admin_host {
         None => (http::router(state).merge(http::admin::router(admin)), None),
@@ -125,6 +127,7 @@ pub async fn run_until(
             tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(stop).into_future())
         }
     };
+    let systemd = systemd::Systemd::ready();
     tokio::select! {
         () = shutdown => {}
         result = &mut server => {
@@ -133,6 +136,7 @@ pub async fn run_until(
         }
     }
     info!("shutdown requested: draining");
+    systemd.stopping();
     lifecycle.draining.cancel();
     tokio::select! {
         () = lifecycle.drain(&orbs) => {}

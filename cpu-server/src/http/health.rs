@@ -77,6 +77,7 @@ mod tests {
             draining: lifecycle.draining.clone(),
             closing: lifecycle.closing.clone(),
             connections: lifecycle.connections.clone(),
+            turn: Default::default(),
         };
         let (status, Json(body)) = health(State(state.clone())).await;
         assert_eq!(status, StatusCode::OK);

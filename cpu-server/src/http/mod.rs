@@ -6,11 +6,13 @@
 //! - [`metrics`]: `GET /metrics` (Prometheus text, same token).
 //! - [`ws_upgrade`]: `GET /ws-simple/{room_id}`, checks before the upgrade.
 //! - [`tls`]: a TLS-accepting listener for native HTTPS/WSS.
+//! - [`turn`]: `GET /api/turn-credentials`, the ICE servers for browsers (public).
 
 pub mod admin;
 pub mod health;
 pub mod metrics;
 pub mod tls;
+pub mod turn;
 pub mod ws_upgrade;
 
 use std::net::SocketAddr;
@@ -30,6 +32,7 @@ use crate::rooms::limits::IpLimiter;
 use crate::rooms::registry::RegistryHandle;
 use crate::rooms::stats::RelayStats;
 use crate::settings::RoomSettings;
+use crate::settings::TurnSettings;
 
 /// What every handler may use; cheap to clone.
 #[derive(Debug, Clone)]
@@ -52,6 +55,8 @@ pub struct AppState {
     pub closing: CancellationToken,
     /// Tracks connection tasks for the bounded drain.
     pub connections: TaskTracker,
+    /// ICE servers for `/api/turn-credentials`.
+    pub turn: Arc<TurnSettings>,
 }
 
 /// The peer address of an HTTP connection, for plain and TLS listeners alike.
@@ -76,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/healthz", get(health::healthz))
         .route("/ws-simple/{room_id}", get(ws_upgrade::ws_simple))
+        .route("/api/turn-credentials", get(turn::turn_credentials))
         .with_state(state)
 }
 
