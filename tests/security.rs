@@ -1,1 +1,490 @@
-//! Placeholder until this area's tests land.
+//! Attacks on the real cpu-server (and real gpu-orbs) over loopback: impostor
+//! AIs, forged and stolen tokens, client JWTs, origins, orb isolation, a storm
+//! of hostile frames, and refused start-ups. Every wait is bounded.
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+use system_tests::manager_kit::orb_pids;
+use system_tests::procfs;
+use system_tests::room_harness::{RoomServer, drain, http_get};
+use system_tests::security_kit::{
+    Rng, body_code, hostile_text, invalid_utf8, jwt, now_secs, orb_token, proc_limit, proc_status, upgrade_with,
+};
+use system_tests::wait::until;
+use system_tests::ws::Client;
+use tokio_tungstenite::tungstenite::Message;
+
+const SECOND: Duration = Duration::from_secs(1);
+const SECRET: &str = "test-secret-0123456789abcdef-0123456789";
+
+fn path_env() -> String {
+    std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_owned())
+}
+
+/// A server whose orbs are the real gpu-orb (test mode), started by a coach.
+fn server_with_real_orbs(extra: &[(&str, &str)]) -> RoomServer {
+    let target = system_tests::binaries::target_dir().display().to_string();
+    let path = path_env();
+    let mut env: Vec<(&str, &str)> = vec![
+        ("PATH", &path),
+        ("ORB_SPAWN_ON", "coach"),
+        ("GPU_SERVER_PATH", &target),
+        ("ORB_HEALTH_CHECK_INTERVAL", "500"),
+        ("ROOM_EMPTY_GRACE", "0"),
+        ("ORB_STOP_GRACE", "2000"),
+        ("ORB_KILL_GRACE", "1000"),
+    ];
+    env.extend_from_slice(extra);
+    RoomServer::start(&env)
+}
+
+async fn single_orb(room: &str, timeout: Duration) -> i32 {
+    until(timeout, || match orb_pids(room).as_slice() {
+        [pid] => Some(*pid),
+        _ => None,
+    })
+    .await
+    .unwrap_or_else(|| panic!("no single orb for {room} within {timeout:?}: {:?}", orb_pids(room)))
+}
+
+/// The next `error` frame's code (panics on close or timeout).
+async fn error_code(client: &mut Client) -> String {
+    let error = client.recv_type("error", 5 * SECOND).await;
+    error["code"].as_str().unwrap_or_default().to_owned()
+}
+
+/// The socket is still open and served: a ping gets its pong.
+async fn still_served(client: &mut Client) {
+    client.send(json!({"type":"ping"})).await;
+    client.recv_type("pong", 5 * SECOND).await;
+}
+
+fn ai_join(user: &str, token: Option<&str>) -> Value {
+    let mut join =
+        json!({"type":"join","userId":user,"userName":"AI Assistant","userRole":"ai","participantType":"ai"});
+    if let Some(token) = token {
+        join["token"] = json!(token);
+    }
+    join
+}
+
+#[tokio::test]
+async fn only_the_rooms_current_orb_may_join_as_the_ai() {
+    let server = server_with_real_orbs(&[]);
+    // The real orb joins with its own token: the coach sees it.
+    let (mut coach_a, _) = Client::join(&server.url("sec-a"), "coach-a", "coach").await;
+    let ai = coach_a.recv_type("user-joined", 15 * SECOND).await;
+    assert_eq!(ai["participantType"], "ai", "{ai}");
+    let (mut coach_b, _) = Client::join(&server.url("sec-b"), "coach-b", "coach").await;
+    coach_b.recv_type("user-joined", 15 * SECOND).await;
+    let orb_a = single_orb("sec-a", 5 * SECOND).await;
+    let orb_b = single_orb("sec-b", 5 * SECOND).await;
+    let token_a = orb_token(orb_a).expect("orb A token");
+    let token_b = orb_token(orb_b).expect("orb B token");
+    assert_ne!(token_a, token_b, "each orb has its own token");
+
+    // No token, either spelling of "I am the AI".
+    let mut impostor = Client::connect(&server.url("sec-a")).await.expect("connect");
+    impostor.send(ai_join("ai-fake", None)).await;
+    assert_eq!(error_code(&mut impostor).await, "unauthorized");
+    impostor
+        .send(json!({"type":"join","userId":"ai-fake","userRole":"ai"}))
+        .await;
+    assert_eq!(error_code(&mut impostor).await, "unauthorized");
+    // Another room's token, in the join and in the upgrade.
+    impostor.send(ai_join("ai-fake", Some(&token_b))).await;
+    assert_eq!(error_code(&mut impostor).await, "forbidden");
+    still_served(&mut impostor).await;
+    let mut by_query = Client::connect(&format!("{}?token={token_b}", server.url("sec-a")))
+        .await
+        .expect("connect");
+    by_query.send(ai_join("ai-fake", None)).await;
+    assert_eq!(error_code(&mut by_query).await, "forbidden");
+    let (status, _) = upgrade_with(
+        server.port,
+        "/ws-simple/sec-a",
+        &[format!("Authorization: Bearer {token_b}")],
+    )
+    .expect("answer");
+    assert_eq!(status, 101, "an opaque token is checked at the join, not the upgrade");
+
+    // Revoked: the orb of room A is killed and restarted; its old token stops working.
+    kill(Pid::from_raw(orb_a), Signal::SIGKILL).expect("kill orb A");
+    let restarted = until(20 * SECOND, || match orb_pids("sec-a").as_slice() {
+        [pid] if *pid != orb_a => Some(*pid),
+        _ => None,
+    })
+    .await
+    .expect("orb A restarted");
+    let new_token = until(5 * SECOND, || orb_token(restarted)).await.expect("new token");
+    assert_ne!(new_token, token_a);
+    impostor.send(ai_join("ai-fake", Some(&token_a))).await;
+    assert_eq!(
+        error_code(&mut impostor).await,
+        "forbidden",
+        "a revoked token must not work"
+    );
+    // The restarted orb itself joins with its new token.
+    let rejoined = coach_a.recv_type("user-joined", 20 * SECOND).await;
+    assert_eq!(rejoined["participantType"], "ai");
+    // No impostor ever appeared in the room.
+    let seen = drain(&mut coach_a, SECOND).await;
+    assert!(
+        !seen
+            .iter()
+            .any(|f| f["type"] == "user-joined" && f["userId"] == "ai-fake"),
+        "{seen:?}"
+    );
+    let log = server.proc.stderr();
+    for token in [&token_a, &token_b, &new_token] {
+        assert!(!log.contains(token.as_str()), "a token reached the server log");
+    }
+}
+
+#[tokio::test]
+async fn a_human_cannot_speak_for_the_ai_and_the_orb_stays() {
+    let server = server_with_real_orbs(&[]);
+    let (mut coach, _) = Client::join(&server.url("sec-h"), "coach-h", "coach").await;
+    let ai = coach.recv_type("user-joined", 15 * SECOND).await;
+    let orb = single_orb("sec-h", 5 * SECOND).await;
+    let (mut client, _) = Client::join(&server.url("sec-h"), "client-h", "client").await;
+    for forged in [
+        json!({"type":"ai-orb-shutdown","sessionId":"s","reason":"session_complete"}),
+        json!({"type":"ai_status","status":"paused","sessionId":"s"}),
+        json!({"type":"orb_heartbeat","metrics":{"cpu":1}}),
+        json!({"type":"ai_response","text":"I am the AI"}),
+    ] {
+        client.send(forged.clone()).await;
+        assert_eq!(error_code(&mut client).await, "forbidden", "{forged}");
+    }
+    // Nothing of it reached the coach, the AI is still in the room and answers.
+    let seen = drain(&mut coach, SECOND).await;
+    assert!(
+        !seen
+            .iter()
+            .any(|f| f["type"] == "user-left" && f["userId"] == ai["userId"]),
+        "{seen:?}"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|f| f["type"] == "ai_response" || f["type"] == "ai-orb-shutdown")
+    );
+    assert_eq!(orb_pids("sec-h"), [orb], "the orb is untouched");
+    coach
+        .send(json!({"type":"ai_control","action":"say","text":"still there?"}))
+        .await;
+    let reply = coach.recv_type("ai_response", 10 * SECOND).await;
+    assert_eq!(reply["text"], "echo: still there?");
+    assert_eq!(reply["fromId"], ai["userId"]);
+}
+
+#[tokio::test]
+async fn an_operator_token_from_the_admin_api_works_once() {
+    let admin = "admin-token-for-security-tests-0123";
+    let server = RoomServer::start(&[("ADMIN_TOKEN", admin)]);
+    let issue = || {
+        system_tests::security_kit::post(server.port, "/api/orbs/sec-op/token", admin)
+            .and_then(|(status, body)| (status == 200).then_some(body))
+            .and_then(|body| serde_json::from_str::<Value>(&body).ok())
+            .and_then(|v| v["token"].as_str().map(str::to_owned))
+    };
+    let token = issue().expect("operator token from POST /api/orbs/sec-op/token");
+    let (mut coach, _) = Client::join(&server.url("sec-op"), "coach-op", "coach").await;
+    let mut orb = Client::connect(&server.url("sec-op")).await.expect("connect");
+    // Not valid for another room; then valid once here.
+    let mut elsewhere = Client::connect(&server.url("sec-other")).await.expect("connect");
+    elsewhere.send(ai_join("ai-orb-op", Some(&token))).await;
+    assert_eq!(error_code(&mut elsewhere).await, "forbidden");
+    orb.send(ai_join("ai-orb-op", Some(&token))).await;
+    orb.recv_type("peer-discovery", 5 * SECOND).await;
+    let joined = coach.recv_type("user-joined", 5 * SECOND).await;
+    assert_eq!(joined["userId"], "ai-orb-op");
+    let mut second = Client::connect(&server.url("sec-op")).await.expect("connect");
+    second.send(ai_join("ai-orb-op2", Some(&token))).await;
+    assert_eq!(error_code(&mut second).await, "forbidden", "one-time token used twice");
+}
+
+#[tokio::test]
+async fn client_jwts_are_checked_at_the_upgrade_and_the_join() {
+    let server = server_with_real_orbs(&[("JWT_SECRET", SECRET), ("ALLOWED_ORIGINS", "https://app.example.com")]);
+    let port = server.port;
+    let exp = now_secs() + 600;
+    let coach_claims = json!({"sub":"coach-j","role":"coach","exp":exp,"rooms":["sec-j"]});
+    let good = jwt(SECRET, &coach_claims);
+    let refusal = |path: &str, headers: &[String]| {
+        let (status, body) = upgrade_with(port, path, headers).expect("answer");
+        (status, body_code(&body))
+    };
+    assert_eq!(refusal("/ws-simple/sec-j", &[]), (401, "token_missing".to_owned()));
+    let forged = jwt("another-secret-another-secret-0000", &coach_claims);
+    assert_eq!(
+        refusal(&format!("/ws-simple/sec-j?token={forged}"), &[]),
+        (401, "token_invalid".to_owned())
+    );
+    let expired = jwt(SECRET, &json!({"sub":"coach-j","role":"coach","exp":now_secs() - 3600}));
+    assert_eq!(
+        refusal("/ws-simple/sec-j", &[format!("Authorization: Bearer {expired}")]),
+        (401, "token_expired".to_owned())
+    );
+    assert_eq!(
+        refusal("/ws-simple/other-room", &[format!("Authorization: Bearer {good}")]),
+        (401, "token_wrong_room".to_owned())
+    );
+    assert_eq!(
+        refusal(
+            "/ws-simple/sec-j",
+            &[
+                format!("Authorization: Bearer {good}"),
+                "Origin: https://evil.example".to_owned()
+            ]
+        ),
+        (403, "origin_forbidden".to_owned())
+    );
+    let (status, _) = upgrade_with(
+        port,
+        "/ws-simple/sec-j",
+        &[
+            format!("Authorization: Bearer {good}"),
+            "Origin: https://app.example.com".to_owned(),
+        ],
+    )
+    .expect("answer");
+    assert_eq!(status, 101, "a valid token from an allowed origin upgrades");
+
+    // The join must match the claims.
+    let url = format!("{}?token={good}", server.url("sec-j"));
+    let mut liar = Client::connect(&url).await.expect("connect");
+    liar.send(json!({"type":"join","userId":"someone-else","userRole":"coach"}))
+        .await;
+    assert_eq!(error_code(&mut liar).await, "forbidden");
+    liar.send(json!({"type":"join","userId":"coach-j","userRole":"client"}))
+        .await;
+    assert_eq!(error_code(&mut liar).await, "forbidden");
+    // The same socket then joins honestly; the real orb (exempt from JWT) follows.
+    liar.send(json!({"type":"join","userId":"coach-j","userName":"C","userRole":"coach"}))
+        .await;
+    liar.recv_type("peer-discovery", 5 * SECOND).await;
+    let ai = liar.recv_type("user-joined", 15 * SECOND).await;
+    assert_eq!(
+        ai["participantType"], "ai",
+        "the orb joins with its orb token under JWT_SECRET"
+    );
+    // A client token for this room, numeric userId claim, joins and meets the coach.
+    let client_token = jwt(
+        SECRET,
+        &json!({"userId":"client-j","role":"client","exp":exp,"room":"sec-j"}),
+    );
+    let (client, discovery) = Client::join(
+        &format!("{}?token={client_token}", server.url("sec-j")),
+        "client-j",
+        "client",
+    )
+    .await;
+    let peers: Vec<&Value> = discovery["peers"]
+        .as_array()
+        .map(|p| p.iter().collect())
+        .unwrap_or_default();
+    assert!(peers.iter().any(|p| p["userId"] == "coach-j"), "{discovery}");
+    client.close().await;
+    assert!(!server.proc.stderr().contains(&good), "a JWT reached the server log");
+}
+
+#[tokio::test]
+async fn orbs_run_isolated_with_only_allowlisted_environment() {
+    let server = server_with_real_orbs(&[
+        ("CANARY_SECRET", "canary-9c1e"),
+        ("DATABASE_URL", "postgres://canary-9c1e@db/x"),
+        ("JWT_SECRET", SECRET),
+        ("ADMIN_TOKEN", "admin-canary-9c1e-0123456789"),
+        ("ORB_USER", "nobody"),
+        ("ORB_NOFILE", "256"),
+        ("ORB_NPROC", "4096"),
+    ]);
+    let token = jwt(SECRET, &json!({"sub":"coach-i","role":"coach","exp":now_secs() + 600}));
+    let (mut coach, _) = Client::join(&format!("{}?token={token}", server.url("sec-iso")), "coach-i", "coach").await;
+    let ai = coach.recv_type("user-joined", 20 * SECOND).await;
+    assert_eq!(
+        ai["participantType"], "ai",
+        "an orb running as nobody still joins: {ai}"
+    );
+    let orb = single_orb("sec-iso", 5 * SECOND).await;
+    let environ = procfs::environ(orb);
+    assert!(
+        !environ.iter().any(|v| v.contains("canary-9c1e") || v.contains(SECRET)),
+        "a server secret leaked: {environ:?}"
+    );
+    let allowed = |name: &str| {
+        [
+            "PATH",
+            "HOME",
+            "LANG",
+            "TZ",
+            "RUST_LOG",
+            "NODE_ENV",
+            "NODE_CHANNEL_FD",
+            "PWD",
+            "ROOM_ID",
+            "SESSION_ID",
+        ]
+        .contains(&name)
+            || ["ORB_", "CPU_", "OPENAI_", "ELEVENLABS_"]
+                .iter()
+                .any(|p| name.starts_with(p))
+    };
+    for var in &environ {
+        let name = var.split('=').next().unwrap_or_default();
+        assert!(allowed(name), "{name} is outside the allowlist: {environ:?}");
+    }
+    let own = orb_token(orb).expect("token");
+    assert!(!procfs::cmdline(orb).iter().any(|a| a.contains(&own)), "token in argv");
+    let uid = proc_status(orb, "Uid").expect("status");
+    assert!(
+        uid.split_whitespace().all(|id| id == "65534"),
+        "orb runs as nobody: Uid {uid}"
+    );
+    let gid = proc_status(orb, "Gid").expect("status");
+    assert!(gid.split_whitespace().all(|id| id == "65534"), "Gid {gid}");
+    assert_eq!(proc_status(orb, "Groups").as_deref(), Some(""), "root's supplementary groups dropped");
+    assert_eq!(proc_status(orb, "NoNewPrivs").as_deref(), Some("1"));
+    assert_eq!(proc_limit(orb, "Max open files").as_deref(), Some("256"));
+    assert_eq!(proc_limit(orb, "Max processes").as_deref(), Some("4096"));
+    // The parent-death signal survives the uid switch: SIGKILL the server, the orb dies.
+    let server_pid = server.proc.pid() as i32;
+    kill(Pid::from_raw(server_pid), Signal::SIGKILL).expect("kill server");
+    assert!(
+        until(10 * SECOND, || procfs::stat(orb)
+            .is_none_or(|s| s.state == 'Z')
+            .then_some(()))
+        .await
+        .is_some(),
+        "orb outlived its SIGKILLed server"
+    );
+}
+
+#[tokio::test]
+async fn a_storm_of_hostile_frames_leaves_the_server_up_bounded_and_relaying() {
+    let mut server = RoomServer::start(&[("MAX_MESSAGES_PER_SECOND", "100000")]);
+    let pid = server.proc.pid() as i32;
+    // A quiet room to check afterwards, joined before the storm.
+    let (mut calm_a, _) = Client::join(&server.url("calm"), "calm-a", "coach").await;
+    let (mut calm_b, _) = Client::join(&server.url("calm"), "calm-b", "client").await;
+    calm_a.recv_type("user-joined", 5 * SECOND).await;
+    let rss_before = procfs::rss_bytes(pid).expect("statm");
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..8u64 {
+        let url = server.url(&format!("storm-{}", worker % 3));
+        tasks.push(tokio::spawn(async move { storm(&url, worker, 1250).await }));
+    }
+    let mut sent = 0;
+    for task in tasks {
+        sent += tokio::time::timeout(120 * SECOND, task)
+            .await
+            .expect("storm worker finished in time")
+            .expect("storm worker");
+    }
+    assert!(sent >= 10_000, "only {sent} frames sent");
+    // Server alive, memory bounded, other rooms still relaying.
+    assert_eq!(
+        server.wait_exit(Duration::ZERO).await,
+        None,
+        "server died:\n{}",
+        server.proc.stderr()
+    );
+    assert_eq!(http_get(server.port, "/healthz").map(|r| r.0), Some(200));
+    let grown = procfs::rss_bytes(pid).expect("statm").saturating_sub(rss_before);
+    assert!(grown < 50 << 20, "RSS grew by {} MB", grown >> 20);
+    calm_a
+        .send(json!({"type":"offer","offer":{"type":"offer","sdp":"v=0"},"toId":"calm-b"}))
+        .await;
+    let offer = calm_b.recv_type("offer", 5 * SECOND).await;
+    assert_eq!(offer["fromId"], "calm-a");
+    calm_b
+        .send(json!({"type":"answer","answer":{"sdp":"ok"},"toId":"calm-a"}))
+        .await;
+    assert_eq!(calm_a.recv_type("answer", 5 * SECOND).await["fromId"], "calm-b");
+    eprintln!(
+        "storm: {sent} frames in {:?}, RSS {} MB -> {} MB",
+        started.elapsed(),
+        rss_before >> 20,
+        procfs::rss_bytes(pid).unwrap_or(0) >> 20
+    );
+}
+
+/// Sends `count` hostile frames on one socket (reconnecting whenever the server
+/// closes it, e.g. after an over-size frame); returns how many were sent.
+async fn storm(url: &str, seed: u64, count: usize) -> usize {
+    let mut rng = Rng::new(0x5eed_0000 + seed);
+    let mut sent = 0;
+    let mut socket = None;
+    while sent < count {
+        if socket.is_none() {
+            let connected = tokio::time::timeout(5 * SECOND, tokio_tungstenite::connect_async(url)).await;
+            match connected {
+                Ok(Ok((ws, _))) => socket = Some(ws),
+                _ => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            }
+        }
+        let Some(ws) = socket.as_mut() else { continue };
+        let message = match rng.below(20) {
+            0 => Message::binary(invalid_utf8(&mut rng)),
+            1 if rng.below(50) == 0 => {
+                Message::text(format!(r#"{{"type":"join","userId":"{}"}}"#, "x".repeat(10 << 20)))
+            }
+            1 => Message::text("[".repeat(100_000)),
+            2 => Message::binary(hostile_text(&mut rng, 60_000).into_bytes()),
+            _ => Message::text(hostile_text(&mut rng, 60_000)),
+        };
+        let ok = matches!(tokio::time::timeout(5 * SECOND, ws.send(message)).await, Ok(Ok(())));
+        sent += 1;
+        // Read whatever came back without waiting, so replies never pile up.
+        while let Ok(Some(frame)) = tokio::time::timeout(Duration::ZERO, ws.next()).await {
+            if !matches!(frame, Ok(Message::Text(_) | Message::Ping(_) | Message::Pong(_))) {
+                socket = None;
+                break;
+            }
+        }
+        if !ok {
+            socket = None;
+        }
+    }
+    sent
+}
+
+#[tokio::test]
+async fn refused_start_ups_exit_64_naming_the_setting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |env: &[(&str, &str)]| {
+        let mut command = RoomServer::command(dir.path());
+        command
+            .env("CPU_HOST", format!("127.0.0.1:{}", system_tests::free_port()))
+            .env("STATE_DIR", dir.path().join("state"))
+            .env("GPU_SERVER_PATH", dir.path());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut proc = system_tests::process::Proc::spawn("cpu-server", command, dir.path());
+        let status = proc.wait_exit(10 * SECOND);
+        (status.and_then(|s| s.code()), proc.stderr())
+    };
+    let (code, stderr) = run(&[("NODE_ENV", "production")]);
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(stderr.contains("JWT_SECRET"), "{stderr}");
+    let (code, stderr) = run(&[("ORB_USER", "no-such-user-sec9")]);
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(stderr.contains("ORB_USER"), "{stderr}");
+    let (code, stderr) = run(&[("JWT_SECRET", "short-jwt-secret")]);
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(
+        stderr.contains("JWT_SECRET") && !stderr.contains("short-jwt-secret"),
+        "{stderr}"
+    );
+}

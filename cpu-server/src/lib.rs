@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //! - [`settings`]: flags, environment, `.env` and defaults, validated at once.
+//! - [`auth`]: who may open a room socket and join as whom (client JWT, orb tokens, origins).
 //! - [`http`]: routes (`/health`, `/healthz`, `/ws-simple/{room_id}`), plain or TLS serving.
 //! - [`rooms`]: the room registry actor and the per-socket relay; [`rooms::events`] is the seam to the OrbManager.
 //! - [`orbs`]: the OrbManager, one supervised gpu-orb process per room.
@@ -21,6 +22,7 @@
 //! - the OrbManager talks back only through `RoomNotifier` (`try_send` into the registry).
 
 pub mod cli;
+pub mod auth;
 pub mod http;
 pub mod logging;
 pub mod metrics;
@@ -80,7 +82,10 @@ pub async fn run_until(
         events_rx,
         Arc::new(registry.clone()),
         loopback_host(local),
+        settings.security.isolation(),
     );
+    let auth = auth::Auth::new(&settings.security);
+    auth.log_startup();
     let lifecycle = Lifecycle::default();
     let admin = http::admin::AdminState {
         orbs: orbs.clone(),
@@ -92,6 +97,7 @@ pub async fn run_until(
     let state = AppState {
         registry,
         orbs: orbs.clone(),
+        auth,
         ip_limiter: IpLimiter::new(settings.rooms.max_connections_per_ip),
         settings: Arc::new(settings.rooms),
         stats: Arc::clone(&stats),

@@ -11,6 +11,7 @@
 //! - [`ws`]: a small WebSocket test client speaking JSON frames.
 //! - [`wait`]: bounded polling.
 //! - [`room_harness`]: a cpu-server on a free loopback port, raw HTTP requests.
+//! - [`security_kit`]: JWTs, raw upgrades with headers, orb tokens from `/proc`, hostile frames.
 //! - [`manager_kit`]: fake orb scripts and orb process counting for OrbManager tests.
 //! - [`orb_fake_server`], [`orb_ipc`], [`orb_chat_stub`]: a fake room server, the
 //!   manager's end of an orb's IPC channel and an OpenAI-compatible stub for orb tests.
@@ -23,6 +24,7 @@ pub mod orb_ipc;
 pub mod process;
 pub mod procfs;
 pub mod room_harness;
+pub mod security_kit;
 pub mod wait;
 pub mod ws;
 

@@ -65,11 +65,13 @@ mod tests {
             events_rx,
             Arc::new(registry.clone()),
             "127.0.0.1:9".to_owned(),
+            Default::default(),
         );
         let lifecycle = Lifecycle::default();
         let state = AppState {
             registry,
             orbs,
+            auth: Default::default(),
             ip_limiter: IpLimiter::new(1),
             settings: Arc::new(settings.rooms),
             stats,

@@ -27,6 +27,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Auth;
 use crate::orbs::OrbsHandle;
 use crate::rooms::limits::IpLimiter;
 use crate::rooms::registry::RegistryHandle;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub registry: RegistryHandle,
     /// The OrbManager.
     pub orbs: OrbsHandle,
+    /// Client and orb authentication.
+    pub auth: Auth,
     /// Room limits and liveness.
     pub settings: Arc<RoomSettings>,
     /// Relay counters.

@@ -1,14 +1,16 @@
-//! `GET /ws-simple/{room_id}`: refuses bad room ids (400), too many sockets
-//! from one address (429) and upgrades while draining (503) before upgrading;
-//! then hands the socket to a tracked [`Connection`] task.
+//! `GET /ws-simple/{room_id}`: refuses upgrades while draining (503), bad room
+//! ids (400), other sites' origins (403, `ALLOWED_ORIGINS`), missing or bad
+//! client tokens (401, `JWT_SECRET`) and too many sockets from one address
+//! (429) before upgrading; then hands the socket to a tracked [`Connection`] task.
 
 use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
 use serde_json::json;
 use shared::room::ErrorCode;
 use tracing::warn;
@@ -27,11 +29,19 @@ fn refuse(status: StatusCode, code: ErrorCode, message: String) -> Response {
     (status, Json(json!({"type": "error", "code": code, "message": message}))).into_response()
 }
 
+/// The query parameters the upgrade reads (`?token=`; others are ignored).
+#[derive(Debug, Default, Deserialize)]
+pub struct UpgradeQuery {
+    token: Option<String>,
+}
+
 /// The room socket upgrade.
 pub async fn ws_simple(
     State(state): State<AppState>,
     Path(room_id): Path<String>,
     ConnectInfo(ClientAddr(addr)): ConnectInfo<ClientAddr>,
+    Query(query): Query<UpgradeQuery>,
+    headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     if state.draining.is_cancelled() {
@@ -44,6 +54,14 @@ pub async fn ws_simple(
     if let Err(e) = validate_room_id(&room_id) {
         return refuse(StatusCode::BAD_REQUEST, ErrorCode::InvalidField, e.to_string());
     }
+    let credential = match state.auth.check_upgrade(&headers, query.token, &room_id) {
+        Ok(credential) => credential,
+        Err(refusal) => {
+            warn!(ip = %addr.ip(), room = %room_id, code = refusal.code, "upgrade refused");
+            let body = json!({"type": "error", "code": refusal.code, "message": refusal.message});
+            return (refusal.status, Json(body)).into_response();
+        }
+    };
     let Some(slot) = state.ip_limiter.acquire(addr.ip()) else {
         warn!(ip = %addr.ip(), "too many sockets from one address");
         return refuse(
@@ -61,6 +79,9 @@ pub async fn ws_simple(
         room: room_id,
         ip: addr.ip(),
         registry: state.registry.clone(),
+        orbs: state.orbs.clone(),
+        auth: state.auth.clone(),
+        credential,
         settings: state.settings.clone(),
         stats: state.stats.clone(),
         closing: state.closing.clone(),

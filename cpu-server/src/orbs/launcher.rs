@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use super::orb_command::{self, OrbLaunch};
 use super::orb_env;
-use super::process_spawn::{ProcessSpec, SpawnedProcess, spawn_process};
+use super::process_spawn::{Isolation, ProcessSpec, SpawnedProcess, spawn_process};
 use crate::settings::OrbSettings;
 
 /// Per-orb values the launcher puts in the orb's environment.
@@ -34,12 +34,23 @@ pub trait Launcher: Send + Sync + 'static {
 pub struct LocalLauncher {
     settings: OrbSettings,
     cpu_host: String,
+    isolation: Isolation,
 }
 
 impl LocalLauncher {
     /// A launcher using `settings`; orbs connect back to `cpu_host`.
     pub fn new(settings: OrbSettings, cpu_host: String) -> Self {
-        Self { settings, cpu_host }
+        Self {
+            settings,
+            cpu_host,
+            isolation: Isolation::default(),
+        }
+    }
+
+    /// The same launcher, starting orbs as `isolation` says (user, group, rlimits).
+    pub fn with_isolation(mut self, isolation: Isolation) -> Self {
+        self.isolation = isolation;
+        self
     }
 }
 
@@ -69,6 +80,7 @@ impl Launcher for LocalLauncher {
             args: &args,
             cwd: &self.settings.gpu_server_path,
             env: &vars,
+            isolation: &self.isolation,
         };
         spawn_process(&spec).map_err(|e| format!("cannot start {}: {e}", command.program.display()))
     }

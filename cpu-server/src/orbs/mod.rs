@@ -201,14 +201,16 @@ impl OrbsHandle {
     }
 }
 
-/// Starts the OrbManager with a [`LocalLauncher`]; orbs connect back to `cpu_host`.
+/// Starts the OrbManager with a [`LocalLauncher`]; orbs connect back to `cpu_host`
+/// and run as `isolation` says (user, group, rlimits).
 pub fn spawn_manager(
     settings: OrbSettings,
     events: RoomEventReceiver,
     notifier: Arc<dyn RoomNotifier>,
     cpu_host: String,
+    isolation: process_spawn::Isolation,
 ) -> OrbsHandle {
-    let launcher: Arc<dyn Launcher> = Arc::new(LocalLauncher::new(settings.clone(), cpu_host));
+    let launcher: Arc<dyn Launcher> = Arc::new(LocalLauncher::new(settings.clone(), cpu_host).with_isolation(isolation));
     spawn_manager_with(settings, events, notifier, launcher)
 }
 

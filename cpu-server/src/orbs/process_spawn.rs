@@ -4,6 +4,10 @@
 //! - leads its own process group, so a kill reaches its grandchildren;
 //! - gets SIGKILL when cpu-server dies (`PR_SET_PDEATHSIG`), even by SIGKILL;
 //! - has `no_new_privs` set;
+//! - runs as `ORB_USER`/`ORB_GROUP` when configured (std switches groups, gid
+//!   and uid in the child before our hook, so the parent-death signal set by
+//!   the hook is not cleared by the credential change) with `ORB_NOFILE` and
+//!   `ORB_NPROC` as its resource limits;
 //! - inherits exactly stdin (`/dev/null`), stdout and stderr (pipes) and the IPC
 //!   socket at fd 3, named by `NODE_CHANNEL_FD=3` (Node's convention); every
 //!   other descriptor is marked close-on-exec before `exec`;
@@ -18,6 +22,7 @@ use std::path::Path;
 use std::process::Stdio;
 
 use nix::sys::prctl;
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::sys::signal::Signal;
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
@@ -47,6 +52,21 @@ pub struct ProcessSpec<'a> {
     pub cwd: &'a Path,
     /// The complete environment.
     pub env: &'a [(String, String)],
+    /// User, group and resource limits of the process.
+    pub isolation: &'a Isolation,
+}
+
+/// Who the orb runs as and what it may use (`ORB_USER`, `ORB_GROUP`, `ORB_NOFILE`, `ORB_NPROC`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Isolation {
+    /// Switch to this uid (needs a root server).
+    pub uid: Option<u32>,
+    /// Switch to this gid, dropping supplementary groups (needs a root server).
+    pub gid: Option<u32>,
+    /// `RLIMIT_NOFILE` (soft and hard), capped at the current hard limit.
+    pub nofile: Option<u64>,
+    /// `RLIMIT_NPROC` (soft and hard), capped at the current hard limit.
+    pub nproc: Option<u64>,
 }
 
 /// Starts the process described by `spec`.
@@ -71,11 +91,19 @@ pub fn spawn_process(spec: &ProcessSpec<'_>) -> std::io::Result<SpawnedProcess> 
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    if let Some(gid) = spec.isolation.gid {
+        // With a uid change from root, std also clears the supplementary groups.
+        command.gid(gid);
+    }
+    if let Some(uid) = spec.isolation.uid {
+        command.uid(uid);
+    }
+    let limits = *spec.isolation;
     // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe system calls (prctl, getppid, dup2, fcntl,
-    // close_range); it allocates nothing and takes no locks.
+    // async-signal-safe system calls (prctl, getppid, getrlimit, setrlimit,
+    // dup2, fcntl, close_range); it allocates nothing and takes no locks.
     unsafe {
-        command.pre_exec(move || child_setup(child_fd, server_pid));
+        command.pre_exec(move || child_setup(child_fd, server_pid, limits));
     }
     let child = command.spawn()?;
     drop(child_end);
@@ -88,13 +116,25 @@ pub fn spawn_process(spec: &ProcessSpec<'_>) -> std::io::Result<SpawnedProcess> 
 }
 
 /// Runs in the child between fork and exec.
-fn child_setup(child_fd: RawFd, server_pid: nix::unistd::Pid) -> std::io::Result<()> {
+fn child_setup(child_fd: RawFd, server_pid: nix::unistd::Pid, limits: Isolation) -> std::io::Result<()> {
     prctl::set_pdeathsig(Signal::SIGKILL)?;
     // The server may have died between fork and prctl: then nobody would signal us.
     if nix::unistd::getppid() != server_pid {
         return Err(std::io::Error::other("cpu-server exited during spawn"));
     }
     prctl::set_no_new_privs()?;
+    for (resource, value) in [
+        (Resource::RLIMIT_NOFILE, limits.nofile),
+        (Resource::RLIMIT_NPROC, limits.nproc),
+    ] {
+        if let Some(value) = value {
+            // Lowering is always allowed; raising past the hard limit is not
+            // (the uid switch already dropped that privilege), so cap there.
+            let (_, hard) = getrlimit(resource)?;
+            let value = value.min(hard);
+            setrlimit(resource, value, value)?;
+        }
+    }
     // SAFETY (whole block): plain system calls on descriptor numbers.
     unsafe {
         if child_fd == CHANNEL_FD {

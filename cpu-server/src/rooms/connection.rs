@@ -20,6 +20,8 @@ use super::outbox::{
 };
 use super::registry::RegistryHandle;
 use super::stats::RelayStats;
+use crate::auth::{Auth, Credential, token};
+use crate::orbs::OrbsHandle;
 use crate::settings::RoomSettings;
 
 /// How long a closing socket gets to flush its close frame.
@@ -36,6 +38,12 @@ pub struct Connection {
     pub ip: IpAddr,
     /// The registry.
     pub registry: RegistryHandle,
+    /// The OrbManager (verifies orb tokens of AI joins).
+    pub orbs: OrbsHandle,
+    /// Authentication settings.
+    pub auth: Auth,
+    /// What the upgrade request proved (a client JWT, a candidate orb token, nothing).
+    pub credential: Credential,
     /// Limits and liveness.
     pub settings: Arc<RoomSettings>,
     /// Relay counters.
@@ -184,7 +192,7 @@ impl Reader<'_> {
             );
             return self.error(ErrorCode::RateLimited, message);
         }
-        let inbound = match parse_inbound(text, self.conn.settings.max_message_bytes) {
+        let mut inbound = match parse_inbound(text, self.conn.settings.max_message_bytes) {
             Ok(inbound) => inbound,
             Err(e @ FrameError::TooLarge { .. }) => {
                 self.error(e.code(), e.to_string())?;
@@ -206,10 +214,27 @@ impl Reader<'_> {
                 "this socket already joined; open a new socket to join again".to_owned(),
             ),
             (MessageKind::Join, None) => {
+                // Stripped first: a token is never relayed, stored or logged.
+                let join_token = token::take_join_token(&mut inbound.fields);
                 let request = match inbound.join_request() {
                     Ok(request) => request,
                     Err(e) => return self.error(e.code(), e.to_string()),
                 };
+                let checked = self
+                    .conn
+                    .auth
+                    .check_join(
+                        &self.conn.orbs,
+                        &self.conn.room,
+                        &self.conn.credential,
+                        join_token,
+                        &request,
+                    )
+                    .await;
+                if let Err((code, message)) = checked {
+                    warn!(user = %request.user_id, role = %request.user_role, %code, "join refused");
+                    return self.error(code, message);
+                }
                 let user = request.user_id.clone();
                 let is_ai = request.is_ai();
                 match self

@@ -1,19 +1,283 @@
 //! Settings of client authentication and orb isolation.
+//!
+//! | variable | default | protects |
+//! |---|---|---|
+//! | `ORB_AUTH` | `true` | AI joins need the room's orb token |
+//! | `JWT_SECRET` | unset (required in production unless `ALLOW_ANONYMOUS=true`) | human joins need an HS256 JWT |
+//! | `ALLOW_ANONYMOUS` | `false` | lets production run without `JWT_SECRET` |
+//! | `ALLOWED_ORIGINS` | unset (any) | browsers from other sites cannot open room sockets |
+//! | `ORB_USER` / `ORB_GROUP` | unset | orbs run as that user/group when the server is root |
+//! | `ORB_NOFILE` / `ORB_NPROC` | unset | rlimits of each orb process |
 
 use clap::Args;
-use shared::settings::Validator;
+use nix::unistd::{Group, User};
+use shared::settings::{Key, Validator};
+
+use crate::auth::Secret;
+use crate::orbs::process_spawn::Isolation;
+
+/// Shortest `JWT_SECRET` accepted, in bytes (HS256 wants a 256-bit key).
+pub const MIN_JWT_SECRET_LEN: usize = 32;
 
 /// Raw flags of this area (each also readable from its environment variable).
-#[derive(Debug, Clone, Default, Args)]
-pub struct SecurityArgs {}
+#[derive(Clone, Default, Args)]
+pub struct SecurityArgs {
+    /// Require the room's orb token for AI joins; false accepts legacy orbs
+    /// that cannot send one [default: true].
+    #[arg(long, env = "ORB_AUTH")]
+    pub orb_auth: Option<String>,
+    /// HS256 secret of client JWTs; when set, every room socket upgrade needs a
+    /// token [default: unset, required when NODE_ENV=production unless ALLOW_ANONYMOUS=true].
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Run in production without JWT_SECRET (no client authentication) [default: false].
+    #[arg(long, env = "ALLOW_ANONYMOUS")]
+    pub allow_anonymous: Option<String>,
+    /// Origins allowed to open room sockets, comma-separated (e.g.
+    /// https://app.example.com) [default: any].
+    #[arg(long, env = "ALLOWED_ORIGINS")]
+    pub allowed_origins: Option<String>,
+    /// User orbs run as, when cpu-server runs as root [default: the server's user].
+    #[arg(long, env = "ORB_USER")]
+    pub orb_user: Option<String>,
+    /// Group orbs run as, when cpu-server runs as root [default: ORB_USER's primary group].
+    #[arg(long, env = "ORB_GROUP")]
+    pub orb_group: Option<String>,
+    /// RLIMIT_NOFILE of each orb process [default: inherited].
+    #[arg(long, env = "ORB_NOFILE")]
+    pub orb_nofile: Option<String>,
+    /// RLIMIT_NPROC of each orb process (counts every process of its user) [default: inherited].
+    #[arg(long, env = "ORB_NPROC")]
+    pub orb_nproc: Option<String>,
+}
 
-/// Typed settings of this area.
-#[derive(Debug, Clone, Default)]
-pub struct SecuritySettings {}
+impl std::fmt::Debug for SecurityArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecurityArgs")
+            .field("orb_auth", &self.orb_auth)
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
+            .field("allow_anonymous", &self.allow_anonymous)
+            .field("allowed_origins", &self.allowed_origins)
+            .field("orb_user", &self.orb_user)
+            .field("orb_group", &self.orb_group)
+            .field("orb_nofile", &self.orb_nofile)
+            .field("orb_nproc", &self.orb_nproc)
+            .finish()
+    }
+}
+
+/// Typed settings of this area (`Debug` never shows the secret).
+#[derive(Debug, Clone)]
+pub struct SecuritySettings {
+    /// `ORB_AUTH`.
+    pub orb_auth: bool,
+    /// `JWT_SECRET`.
+    pub jwt_secret: Option<Secret>,
+    /// `ALLOW_ANONYMOUS`.
+    pub allow_anonymous: bool,
+    /// `ALLOWED_ORIGINS`, normalised (lower case, no trailing `/`); empty means any.
+    pub allowed_origins: Vec<String>,
+    /// `ORB_USER`: name and uid.
+    pub orb_user: Option<(String, u32)>,
+    /// `ORB_GROUP` (or `ORB_USER`'s primary group): name and gid.
+    pub orb_group: Option<(String, u32)>,
+    /// `ORB_NOFILE`.
+    pub orb_nofile: Option<u64>,
+    /// `ORB_NPROC`.
+    pub orb_nproc: Option<u64>,
+}
+
+impl Default for SecuritySettings {
+    fn default() -> Self {
+        Self {
+            orb_auth: true,
+            jwt_secret: None,
+            allow_anonymous: false,
+            allowed_origins: Vec::new(),
+            orb_user: None,
+            orb_group: None,
+            orb_nofile: None,
+            orb_nproc: None,
+        }
+    }
+}
+
+impl SecuritySettings {
+    /// What the launcher applies to each orb process. The user and group are
+    /// only switched when this server runs as root (otherwise it could not).
+    pub fn isolation(&self) -> Isolation {
+        let root = nix::unistd::geteuid().is_root();
+        Isolation {
+            uid: self.orb_user.as_ref().filter(|_| root).map(|(_, uid)| *uid),
+            gid: self.orb_group.as_ref().filter(|_| root).map(|(_, gid)| *gid),
+            nofile: self.orb_nofile,
+            nproc: self.orb_nproc,
+        }
+    }
+}
 
 impl SecurityArgs {
     /// Validates into [`SecuritySettings`], recording every error in `v`.
-    pub fn validate(self, _v: &mut Validator<'_>, _production: bool) -> SecuritySettings {
-        SecuritySettings {}
+    pub fn validate(self, v: &mut Validator<'_>, production: bool) -> SecuritySettings {
+        let orb_auth = v.boolean(Key::new("ORB_AUTH", "orb-auth"), self.orb_auth, true);
+        let allow_anonymous = v.boolean(
+            Key::new("ALLOW_ANONYMOUS", "allow-anonymous"),
+            self.allow_anonymous,
+            false,
+        );
+        let secret_key = Key::new("JWT_SECRET", "jwt-secret");
+        let jwt_secret = match v.optional(secret_key, self.jwt_secret) {
+            Some(secret) if secret.len() < MIN_JWT_SECRET_LEN => {
+                v.error(
+                    secret_key,
+                    "<redacted>",
+                    format!("at least {MIN_JWT_SECRET_LEN} bytes (an HS256 key of 256 bits)"),
+                );
+                None
+            }
+            Some(secret) => Some(Secret::new(secret)),
+            None if production && !allow_anonymous => {
+                v.error(
+                    secret_key,
+                    "",
+                    "required when NODE_ENV=production (clients must authenticate); \
+                     set ALLOW_ANONYMOUS=true to run without client authentication",
+                );
+                None
+            }
+            None => None,
+        };
+        let origins_key = Key::new("ALLOWED_ORIGINS", "allowed-origins");
+        let allowed_origins = match v.optional(origins_key, self.allowed_origins) {
+            None => Vec::new(),
+            Some(raw) => {
+                let origins: Vec<String> = raw
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|o| !o.is_empty())
+                    .map(crate::auth::normalize_origin)
+                    .collect();
+                if origins.is_empty() || origins.iter().any(|o| !o.contains("://")) {
+                    v.error(
+                        origins_key,
+                        raw,
+                        "comma-separated origins with their scheme, e.g. https://app.example.com",
+                    );
+                }
+                origins
+            }
+        };
+        let user_key = Key::new("ORB_USER", "orb-user");
+        let orb_user = v
+            .optional(user_key, self.orb_user)
+            .and_then(|name| match User::from_name(&name) {
+                Ok(Some(user)) => Some((name, user.uid.as_raw(), user.gid.as_raw())),
+                _ => {
+                    v.error(user_key, name, "an existing user name (see /etc/passwd)");
+                    None
+                }
+            });
+        let group_key = Key::new("ORB_GROUP", "orb-group");
+        let orb_group = match v.optional(group_key, self.orb_group) {
+            Some(name) => match Group::from_name(&name) {
+                Ok(Some(group)) => Some((name, group.gid.as_raw())),
+                _ => {
+                    v.error(group_key, name, "an existing group name (see /etc/group)");
+                    None
+                }
+            },
+            None => orb_user
+                .as_ref()
+                .map(|(name, _, gid)| (format!("{name}'s group"), *gid)),
+        };
+        let orb_nofile = limit(v, Key::new("ORB_NOFILE", "orb-nofile"), self.orb_nofile, 16);
+        let orb_nproc = limit(v, Key::new("ORB_NPROC", "orb-nproc"), self.orb_nproc, 1);
+        SecuritySettings {
+            orb_auth,
+            jwt_secret,
+            allow_anonymous,
+            allowed_origins,
+            orb_user: orb_user.map(|(name, uid, _)| (name, uid)),
+            orb_group,
+            orb_nofile,
+            orb_nproc,
+        }
+    }
+}
+
+/// An optional rlimit value, at least `min`.
+fn limit(v: &mut Validator<'_>, key: Key, given: Option<String>, min: u64) -> Option<u64> {
+    v.optional(key, given.clone())
+        .map(|_| v.number(key, given, min, min, 1 << 31))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::settings::DotEnv;
+
+    fn validate(args: SecurityArgs, production: bool) -> Result<SecuritySettings, String> {
+        let dotenv = DotEnv::default();
+        let mut v = Validator::new(&dotenv);
+        let settings = args.validate(&mut v, production);
+        v.finish().map(|()| settings).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_in_development() {
+        let s = validate(SecurityArgs::default(), false).expect("valid");
+        assert!(s.orb_auth && s.jwt_secret.is_none() && !s.allow_anonymous);
+        assert!(s.allowed_origins.is_empty() && s.orb_user.is_none());
+        let iso = s.isolation();
+        assert_eq!((iso.uid, iso.gid, iso.nofile, iso.nproc), (None, None, None, None));
+    }
+
+    #[test]
+    fn production_needs_a_jwt_secret_or_allow_anonymous() {
+        let error = validate(SecurityArgs::default(), true).expect_err("refused");
+        assert!(error.contains("JWT_SECRET"), "{error}");
+        let anonymous = SecurityArgs {
+            allow_anonymous: Some("true".into()),
+            ..SecurityArgs::default()
+        };
+        assert!(validate(anonymous, true).is_ok());
+        let secret = SecurityArgs {
+            jwt_secret: Some("s".repeat(32)),
+            ..SecurityArgs::default()
+        };
+        let s = validate(secret, true).expect("valid");
+        assert!(!format!("{s:?}").contains("ssss"), "secret redacted in Debug");
+    }
+
+    #[test]
+    fn short_secret_bad_names_and_origins_are_refused_without_echoing_the_secret() {
+        let args = SecurityArgs {
+            jwt_secret: Some("short-secret-value".into()),
+            orb_user: Some("no-such-user-x9".into()),
+            orb_group: Some("no-such-group-x9".into()),
+            allowed_origins: Some("example.com".into()),
+            orb_nofile: Some("3".into()),
+            ..SecurityArgs::default()
+        };
+        let error = validate(args, false).expect_err("refused");
+        for name in ["JWT_SECRET", "ORB_USER", "ORB_GROUP", "ALLOWED_ORIGINS", "ORB_NOFILE"] {
+            assert!(error.contains(name), "{name} in {error}");
+        }
+        assert!(!error.contains("short-secret-value"), "{error}");
+    }
+
+    #[test]
+    fn orb_user_resolves_with_its_primary_group() {
+        let args = SecurityArgs {
+            orb_user: Some("root".into()),
+            orb_nofile: Some("256".into()),
+            allowed_origins: Some("https://App.example.com/, http://localhost:5173".into()),
+            ..SecurityArgs::default()
+        };
+        let s = validate(args, false).expect("valid");
+        assert_eq!(s.orb_user, Some(("root".to_owned(), 0)));
+        assert_eq!(s.orb_group.map(|(_, gid)| gid), Some(0));
+        assert_eq!(s.orb_nofile, Some(256));
+        assert_eq!(s.allowed_origins, ["https://app.example.com", "http://localhost:5173"]);
     }
 }
