@@ -13,11 +13,13 @@
 //! - [`room_harness`]: a cpu-server on a free loopback port, raw HTTP requests.
 //! - [`security_kit`]: JWTs, raw upgrades with headers, orb tokens from `/proc`, hostile frames.
 //! - [`manager_kit`]: fake orb scripts and orb process counting for OrbManager tests.
+//! - [`operator_kit`]: admin API requests, CLI runs and a strict metrics parser.
 //! - [`orb_fake_server`], [`orb_ipc`], [`orb_chat_stub`]: a fake room server, the
 //!   manager's end of an orb's IPC channel and an OpenAI-compatible stub for orb tests.
 
 pub mod binaries;
 pub mod manager_kit;
+pub mod operator_kit;
 pub mod orb_chat_stub;
 pub mod orb_fake_server;
 pub mod orb_ipc;
