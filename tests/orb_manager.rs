@@ -604,3 +604,40 @@ while beat; do sleep 0.1; done
         "the killed orb's group survived"
     );
 }
+
+#[tokio::test]
+async fn a_restarted_server_kills_what_a_sigkilled_one_left_behind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let body = r#"sleep 30 &
+echo $! > "$ORB_TEST_DIR/grandchild"
+ready
+while beat; do sleep 0.1; done
+"#;
+    let first = server_with_fake(dir.path(), body, &[]);
+    let port = first.port;
+    let (_coach, _) = Client::join(&first.url("r-stray"), "coach-1", "coach").await;
+    single_orb("r-stray", 5 * SECOND).await;
+    let grandchild: i32 = until(5 * SECOND, || {
+        std::fs::read_to_string(dir.path().join("grandchild"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    })
+    .await
+    .expect("grandchild pid");
+    first.proc.signal(Signal::SIGKILL);
+    drop(first);
+    // The orb died with its server; its grandchild was re-parented and lives on.
+    assert!(until_true(5 * SECOND, || orb_pids("r-stray").is_empty()).await);
+    assert!(
+        procfs::stat(grandchild).is_some_and(|s| s.state != 'Z'),
+        "grandchild should still run"
+    );
+    let path = path_env();
+    let _second = RoomServer::start_on(port, &[("PATH", &path)]);
+    assert!(
+        until_true(5 * SECOND, || procfs::stat(grandchild).is_none_or(|s| s.state == 'Z')).await,
+        "the new server did not sweep the stray process"
+    );
+}

@@ -26,10 +26,20 @@ impl RoomServer {
         })
     }
 
+    /// Like [`RoomServer::start`], on a given port (e.g. to restart a server where it was).
+    pub fn start_on(port: u16, env: &[(&str, &str)]) -> Self {
+        Self::start_on_with_probe(port, env, |port| {
+            http_get(port, "/healthz").map(|(status, _)| status) == Some(200)
+        })
+    }
+
     /// Like [`RoomServer::start`], waiting (bounded) until `ready(port)` holds.
     pub fn start_with_probe(env: &[(&str, &str)], ready: impl Fn(u16) -> bool) -> Self {
+        Self::start_on_with_probe(crate::free_port(), env, ready)
+    }
+
+    fn start_on_with_probe(port: u16, env: &[(&str, &str)], ready: impl Fn(u16) -> bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = crate::free_port();
         let mut command = Self::command(dir.path());
         command.env("CPU_HOST", format!("127.0.0.1:{port}"));
         for (name, value) in env {

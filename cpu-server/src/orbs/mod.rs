@@ -13,6 +13,7 @@
 //! - [`process_table`]: live orb pids for the sampler, the reaper and emergency kills.
 //! - [`sampler`]: CPU and RSS of each orb's process tree.
 //! - [`reaper`]: child subreaper; kills and reaps orphaned orb descendants.
+//! - [`stray_sweep`]: at start-up, kills what an earlier (SIGKILLed) server's orbs left.
 
 pub mod launcher;
 pub(crate) mod manager;
@@ -25,6 +26,7 @@ pub mod reaper;
 pub mod record;
 pub mod restart_policy;
 pub mod sampler;
+pub mod stray_sweep;
 pub mod supervisor;
 
 use std::sync::Arc;
@@ -210,8 +212,11 @@ pub fn spawn_manager(
     cpu_host: String,
     isolation: process_spawn::Isolation,
 ) -> OrbsHandle {
-    let launcher: Arc<dyn Launcher> = Arc::new(LocalLauncher::new(settings.clone(), cpu_host).with_isolation(isolation));
-    spawn_manager_with(settings, events, notifier, launcher)
+    let sweep_host = cpu_host.clone();
+    let sweep = tokio::task::spawn_blocking(move || stray_sweep::sweep(&sweep_host));
+    let launcher: Arc<dyn Launcher> =
+        Arc::new(LocalLauncher::new(settings.clone(), cpu_host).with_isolation(isolation));
+    spawn_manager_inner(settings, events, notifier, launcher, Some(sweep))
 }
 
 /// Starts the OrbManager with any [`Launcher`].
@@ -220,6 +225,16 @@ pub fn spawn_manager_with(
     events: RoomEventReceiver,
     notifier: Arc<dyn RoomNotifier>,
     launcher: Arc<dyn Launcher>,
+) -> OrbsHandle {
+    spawn_manager_inner(settings, events, notifier, launcher, None)
+}
+
+fn spawn_manager_inner(
+    settings: OrbSettings,
+    events: RoomEventReceiver,
+    notifier: Arc<dyn RoomNotifier>,
+    launcher: Arc<dyn Launcher>,
+    before_first_spawn: Option<tokio::task::JoinHandle<usize>>,
 ) -> OrbsHandle {
     reaper::become_subreaper();
     let table = ProcessTable::default();
@@ -240,7 +255,12 @@ pub fn spawn_manager_with(
         events,
         samples: samples_rx,
     };
-    tokio::spawn(manager.run(inputs, reports));
+    tokio::spawn(async move {
+        if let Some(sweep) = before_first_spawn {
+            let _ = sweep.await;
+        }
+        manager.run(inputs, reports).await;
+    });
     OrbsHandle {
         commands: commands_tx,
         counts: counts_rx,
