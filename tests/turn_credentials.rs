@@ -1,1 +1,181 @@
-//! Placeholder until this area's tests land.
+//! `GET /api/turn-credentials` (issue 10) against the real binary, and the
+//! credentials it hands out checked by a real coturn with `turnutils_uclient`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use system_tests::process::Proc;
+use system_tests::room_harness::RoomServer;
+use system_tests::turn_coturn::{Coturn, get_with_headers, header};
+
+const SECRET: &str = "coturn-shared#secret$42";
+
+/// GET /api/turn-credentials: the JSON body, after checking 200 and `Cache-Control: no-store`.
+fn fetch(server: &RoomServer) -> Value {
+    let (status, head, body) =
+        get_with_headers(server.port, "/api/turn-credentials", &[]).expect("answer from cpu-server");
+    assert_eq!(status, 200, "{head}\n{body}");
+    assert_eq!(header(&head, "cache-control"), Some("no-store"), "{head}");
+    assert!(
+        header(&head, "content-type").is_some_and(|v| v.starts_with("application/json")),
+        "{head}"
+    );
+    serde_json::from_str(&body).expect("JSON body")
+}
+
+fn turn_entry(body: &Value) -> (String, String) {
+    let servers = body["iceServers"].as_array().expect("iceServers list");
+    let turn = servers
+        .iter()
+        .find(|s| s.get("username").is_some())
+        .unwrap_or_else(|| panic!("no TURN entry with credentials in {body}"));
+    (
+        turn["username"].as_str().expect("username").to_owned(),
+        turn["credential"].as_str().expect("credential").to_owned(),
+    )
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs()
+}
+
+#[test]
+fn coturn_accepts_shared_secret_credentials_and_refuses_wrong_or_expired_ones() {
+    let coturn = Coturn::start(SECRET);
+    let turn_url = format!("turn:127.0.0.1:{}", coturn.port);
+    let stun_url = format!("stun:127.0.0.1:{}", coturn.port);
+    let server = RoomServer::start(&[
+        ("STUN_URLS", &stun_url),
+        ("TURN_URLS", &turn_url),
+        ("TURN_SHARED_SECRET", SECRET),
+        ("TURN_TTL", "600"),
+    ]);
+    let body = fetch(&server);
+    assert_eq!(body["iceServers"][0], json!({"urls": [stun_url]}), "{body}");
+    assert_eq!(body["iceServers"][1]["urls"], json!([turn_url]), "{body}");
+    let (username, credential) = turn_entry(&body);
+    let (expiry, user_id) = username.split_once(':').expect("<expiry>:<userId>");
+    let expiry: u64 = expiry.parse().expect("expiry in unix seconds");
+    assert!(
+        expiry.abs_diff(now() + 600) <= 30,
+        "expiry {expiry} is about now + TURN_TTL"
+    );
+    assert!(!user_id.is_empty());
+    // Each caller gets its own random user id.
+    let (other_username, _) = turn_entry(&fetch(&server));
+    assert_ne!(
+        other_username.split_once(':').map(|p| p.1),
+        Some(user_id),
+        "random ids differ"
+    );
+
+    let (ok, output) = coturn.allocate(&username, &credential);
+    assert!(
+        ok,
+        "coturn refused the server's credentials:\n{output}\n{}",
+        coturn.proc.stderr()
+    );
+
+    // The same shape of credentials from a server with another secret are refused.
+    let wrong = RoomServer::start(&[
+        ("TURN_URLS", &turn_url),
+        ("TURN_SHARED_SECRET", "not-the-coturn-secret"),
+    ]);
+    let (bad_user, bad_credential) = turn_entry(&fetch(&wrong));
+    let (ok, output) = coturn.allocate(&bad_user, &bad_credential);
+    assert!(!ok, "coturn accepted credentials made from a wrong secret:\n{output}");
+    // A credential is bound to its username: another expiry with it is refused.
+    let tampered = format!("{}:{user_id}", expiry + 1000);
+    let (ok, output) = coturn.allocate(&tampered, &credential);
+    assert!(!ok, "coturn accepted a tampered username:\n{output}");
+
+    // Short-lived: TURN_TTL=1 credentials are refused once expired.
+    let short = RoomServer::start(&[
+        ("TURN_URLS", &turn_url),
+        ("TURN_SHARED_SECRET", SECRET),
+        ("TURN_TTL", "1"),
+    ]);
+    let (old_user, old_credential) = turn_entry(&fetch(&short));
+    std::thread::sleep(Duration::from_millis(2500));
+    let (ok, output) = coturn.allocate(&old_user, &old_credential);
+    assert!(!ok, "coturn accepted expired credentials:\n{output}");
+
+    for s in [&server, &wrong, &short] {
+        let logs = format!("{}{}", s.proc.stderr(), s.proc.stdout());
+        assert!(!logs.contains(SECRET), "the shared secret leaked into the server log");
+        assert!(!logs.contains(&credential), "a credential leaked into the server log");
+    }
+}
+
+#[test]
+fn nothing_configured_gives_an_empty_list() {
+    let server = RoomServer::start(&[]);
+    assert_eq!(fetch(&server), json!({"iceServers": []}));
+}
+
+#[test]
+fn static_credentials_and_stun_only_are_handed_out_as_configured() {
+    let server = RoomServer::start(&[
+        ("STUN_URLS", "stun:stun1.example.com:3478, stun:stun2.example.com"),
+        ("TURN_URLS", "turns:turn.example.com:5349?transport=tcp"),
+        ("TURN_USERNAME", "fixed-user"),
+        ("TURN_PASSWORD", "fixed#pass$"),
+    ]);
+    assert_eq!(
+        fetch(&server),
+        json!({"iceServers": [
+            {"urls": ["stun:stun1.example.com:3478", "stun:stun2.example.com"]},
+            {"urls": ["turns:turn.example.com:5349?transport=tcp"], "username": "fixed-user", "credential": "fixed#pass$"}
+        ]})
+    );
+}
+
+/// Starts the binary with `env` and expects exit 64 naming `setting` (and not echoing `secret`).
+fn assert_exit_64(env: &[(&str, &str)], setting: &str, secret: Option<&str>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut command = RoomServer::command(dir.path());
+    command.env("CPU_HOST", format!("127.0.0.1:{}", system_tests::free_port()));
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut proc = Proc::spawn("cpu-server", command, dir.path());
+    let status = proc
+        .wait_exit(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("cpu-server with {env:?} kept running"));
+    let stderr = proc.stderr();
+    assert_eq!(status.code(), Some(64), "{env:?}: {stderr}");
+    assert!(stderr.contains(setting), "{env:?} must name {setting}: {stderr}");
+    if let Some(secret) = secret {
+        assert!(!stderr.contains(secret), "the secret was echoed: {stderr}");
+    }
+}
+
+#[test]
+fn bad_turn_settings_exit_64_naming_the_setting() {
+    assert_exit_64(&[("STUN_URLS", "http://stun.example.com")], "STUN_URLS", None);
+    assert_exit_64(
+        &[("TURN_URLS", "stun:t.example.com"), ("TURN_SHARED_SECRET", "x")],
+        "TURN_URLS",
+        None,
+    );
+    assert_exit_64(
+        &[
+            ("TURN_URLS", "turn:t.example.com"),
+            ("TURN_SHARED_SECRET", "x"),
+            ("TURN_TTL", "0"),
+        ],
+        "TURN_TTL",
+        None,
+    );
+    assert_exit_64(&[("TURN_URLS", "turn:t.example.com")], "TURN_URLS", None);
+    assert_exit_64(
+        &[("TURN_URLS", "turn:t.example.com"), ("TURN_USERNAME", "alice")],
+        "TURN_PASSWORD",
+        None,
+    );
+    assert_exit_64(
+        &[("TURN_URLS", "turn:t.example.com"), ("TURN_PASSWORD", "hunter2-secret")],
+        "TURN_USERNAME",
+        Some("hunter2-secret"),
+    );
+}

@@ -16,8 +16,13 @@
 //! - [`operator_kit`]: admin API requests, CLI runs and a strict metrics parser.
 //! - [`orb_fake_server`], [`orb_ipc`], [`orb_chat_stub`]: a fake room server, the
 //!   manager's end of an orb's IPC channel and an OpenAI-compatible stub for orb tests.
+//! - [`deploy_tools`], [`deploy_tls`]: operator tools (nginx, openssl, ...) on the shipped
+//!   deploy files, and TLS clients trusting a throwaway CA.
+//! - [`turn_coturn`]: a real coturn and `turnutils_uclient`.
 
 pub mod binaries;
+pub mod deploy_tls;
+pub mod deploy_tools;
 pub mod manager_kit;
 pub mod operator_kit;
 pub mod orb_chat_stub;
@@ -27,6 +32,7 @@ pub mod process;
 pub mod procfs;
 pub mod room_harness;
 pub mod security_kit;
+pub mod turn_coturn;
 pub mod wait;
 pub mod ws;
 

@@ -1,0 +1,99 @@
+//! A real coturn (`turnserver`) on loopback with `use-auth-secret`, and
+//! `turnutils_uclient` to prove credentials allocate relays on it.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::deploy_tools::{p, require_tool};
+use crate::process::Proc;
+
+/// A running coturn, killed on drop.
+pub struct Coturn {
+    /// The process.
+    pub proc: Proc,
+    /// Its TURN port on 127.0.0.1 (UDP and TCP).
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Coturn {
+    /// Starts coturn on a free 127.0.0.1 port with `static-auth-secret = secret`
+    /// and waits (bounded) until its TCP listener accepts.
+    pub fn start(secret: &str) -> Self {
+        let turnserver = require_tool("turnserver", "coturn");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = crate::free_port();
+        // A relay range of its own, derived from the port so parallel runs rarely overlap.
+        let min_port = 20_000 + (port % 200) * 100;
+        let mut command = Command::new(turnserver);
+        command
+            .current_dir(dir.path())
+            .arg("--listening-ip=127.0.0.1")
+            .arg("--relay-ip=127.0.0.1")
+            .arg(format!("--listening-port={port}"))
+            .arg(format!("--min-port={min_port}"))
+            .arg(format!("--max-port={}", min_port + 99))
+            .arg("--use-auth-secret")
+            .arg(format!("--static-auth-secret={secret}"))
+            .arg("--realm=myultracoach.test")
+            .arg("--no-tls")
+            .arg("--no-dtls")
+            .arg("--allow-loopback-peers")
+            .arg("--no-cli")
+            .arg("--simple-log")
+            .arg(format!("--log-file={}", p(&dir.path().join("turn.log"))))
+            .arg(format!("--pidfile={}", p(&dir.path().join("turn.pid"))));
+        let proc = Proc::spawn("turnserver", command, dir.path());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "turnserver did not listen on 127.0.0.1:{port} within 10 s:\n{}",
+                proc.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { proc, port, dir }
+    }
+
+    /// Runs `turnutils_uclient` (one client pair over UDP relays, one message)
+    /// with `username`/`credential`: whether it exited 0, and its output.
+    pub fn allocate(&self, username: &str, credential: &str) -> (bool, String) {
+        let uclient = require_tool("turnutils_uclient", "coturn");
+        let mut command = Command::new(uclient);
+        command
+            .current_dir(self.dir.path())
+            .args(["-u", username, "-w", credential, "-p"])
+            .arg(self.port.to_string())
+            .args(["-y", "-n", "1", "-c", "127.0.0.1"]);
+        crate::deploy_tools::run_bounded("uclient", command, self.dir.path(), Duration::from_secs(30))
+    }
+}
+
+/// `GET path` on 127.0.0.1:port with extra request headers (5 s bound): status, head, body.
+pub fn get_with_headers(port: u16, path: &str, headers: &[(&str, &str)]) -> Option<(u16, String, String)> {
+    let mut stream = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, head.to_owned(), body.to_owned()))
+}
+
+/// The value of header `name` in an HTTP head.
+pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
