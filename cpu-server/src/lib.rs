@@ -7,11 +7,14 @@
 //! # Layout
 //! - [`settings`]: flags, environment, `.env` and defaults, validated at once.
 //! - [`auth`]: who may open a room socket and join as whom (client JWT, orb tokens, origins).
-//! - [`http`]: routes (`/health`, `/healthz`, `/ws-simple/{room_id}`), plain or TLS serving.
+//! - [`http`]: routes (`/health`, `/healthz`, `/ws-simple/{room_id}`), the admin API and `/metrics`; plain or TLS serving.
 //! - [`rooms`]: the room registry actor and the per-socket relay; [`rooms::events`] is the seam to the OrbManager.
 //! - [`orbs`]: the OrbManager, one supervised gpu-orb process per room.
 //! - [`shutdown`]: signals and the bounded drain.
-//! - [`logging`]: tracing to stderr.
+//! - [`logging`]: tracing to stderr and `CPU_LOG_FILE` (reopened on SIGHUP).
+//! - [`metrics`]: Prometheus counters, gauges and histograms behind `/metrics`.
+//! - [`state_file`]: the generated admin token file.
+//! - [`cli`]: the operator commands (`orbs …`, `check`).
 //!
 //! # Tasks and channels
 //! - one registry task owns every room (`rooms::registry`); connection tasks send it

@@ -47,9 +47,17 @@ fn main() -> ExitCode {
     let log_file = match cpu_server::logging::init(&settings.logs) {
         Ok(file) => file,
         Err(e) => {
+            // Serving matters more than the file: stderr (the journal) still gets every line.
             let path = settings.logs.file.as_deref().unwrap_or(std::path::Path::new("-"));
-            eprintln!("cannot open CPU_LOG_FILE={}: {e}", path.display());
-            return ExitCode::FAILURE;
+            eprintln!(
+                "cannot open CPU_LOG_FILE={}: {e}; logging to stderr only (fix the directory's owner, or set CPU_LOG_FILE)",
+                path.display()
+            );
+            let stderr_only = cpu_server::settings::LogsSettings {
+                file: None,
+                ..settings.logs.clone()
+            };
+            cpu_server::logging::init(&stderr_only).ok().flatten()
         }
     };
     let runtime = match tokio::runtime::Runtime::new() {
