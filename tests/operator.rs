@@ -450,6 +450,20 @@ async fn metrics_parse_and_their_counters_move_as_orbs_spawn_and_die() {
     let (status, _) = server.api("GET", "/api/orbs/gone", None);
     assert_eq!(status, 404);
     assert_eq!(get(&scrape(), "cpu_server_errors_total{code=\"not_found\"}"), 1.0);
+
+    // Room traffic: a joined socket is a room, a connection and relayed bytes.
+    let quiet = scrape();
+    let (coach, _) = Client::join(&server.server.url("m-room"), "coach-m", "coach").await;
+    let busy = scrape();
+    assert_eq!(get(&busy, "cpu_server_rooms"), 1.0, "{busy:?}");
+    assert_eq!(get(&busy, "cpu_server_open_connections"), 1.0, "{busy:?}");
+    assert_eq!(
+        get(&busy, "cpu_server_connections_total"),
+        get(&quiet, "cpu_server_connections_total") + 1.0
+    );
+    assert!(get(&busy, "cpu_server_relayed_messages_total") > get(&quiet, "cpu_server_relayed_messages_total"));
+    assert!(get(&busy, "cpu_server_relayed_bytes_total") > get(&quiet, "cpu_server_relayed_bytes_total"));
+    coach.close().await;
 }
 
 /// `orb-line N` numbers in `text`.

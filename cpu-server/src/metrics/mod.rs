@@ -45,6 +45,8 @@ pub struct Metrics {
     pub ipc_delay: Histogram,
     /// Error replies and admin API errors, by code.
     pub errors: Family<Labels, Counter>,
+    /// Bytes of relayed messages (one copy per recipient).
+    pub relayed_bytes: Counter,
     levels: scrape::Levels,
     /// Serializes scrapes (the level refresh is read-modify-write).
     scrape_lock: Mutex<()>,
@@ -99,6 +101,12 @@ impl Metrics {
         registry.register("orb_ipc_delay_seconds", "Orb IPC heartbeat delay", ipc_delay.clone());
         let errors = Family::<Labels, Counter>::default();
         registry.register("errors", "Error replies and admin API errors, by code", errors.clone());
+        let relayed_bytes = Counter::default();
+        registry.register(
+            "relayed_bytes",
+            "Bytes of relayed messages (one copy per recipient)",
+            relayed_bytes.clone(),
+        );
         let levels = scrape::Levels::register(&mut registry);
         Self {
             registry,
@@ -110,6 +118,7 @@ impl Metrics {
             spawn_to_ready,
             ipc_delay,
             errors,
+            relayed_bytes,
             levels,
             scrape_lock: Mutex::new(()),
         }

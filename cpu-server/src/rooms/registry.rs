@@ -199,7 +199,10 @@ struct Registry {
 /// Queues `text` for `member`; a full queue kicks it as a slow consumer.
 fn deliver(member: &Member, text: &Utf8Bytes, stats: &RelayStats, dropped: &mut Vec<ConnId>) {
     match member.outbox.try_text(text.clone()) {
-        Ok(()) => RelayStats::bump(&stats.relayed),
+        Ok(()) => {
+            RelayStats::bump(&stats.relayed);
+            crate::metrics::global().relayed_bytes.inc_by(text.len() as u64);
+        }
         Err(QueueError::Full) => {
             warn!(conn = member.conn, user = %member.participant.user_id, "outgoing queue full: dropping slow consumer");
             RelayStats::bump(&stats.slow_consumers);
