@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 use system_tests::process::Proc;
 use system_tests::room_harness::RoomServer;
+use system_tests::security_kit::jwt;
 use system_tests::turn_coturn::{Coturn, get_with_headers, header};
 
 const SECRET: &str = "coturn-shared#secret$42";
@@ -178,4 +179,51 @@ fn bad_turn_settings_exit_64_naming_the_setting() {
         "TURN_USERNAME",
         Some("hunter2-secret"),
     );
+}
+
+#[test]
+fn with_client_authentication_the_token_is_required_and_names_the_user() {
+    const JWT_SECRET: &str = "turn-test-jwt-secret-of-at-least-32-bytes";
+    let server = RoomServer::start(&[
+        ("JWT_SECRET", JWT_SECRET),
+        ("TURN_URLS", "turn:turn.example.com:3478"),
+        ("TURN_SHARED_SECRET", SECRET),
+    ]);
+    let path = "/api/turn-credentials";
+    let (status, head, body) = get_with_headers(server.port, path, &[]).expect("answer");
+    assert_eq!(status, 401, "no token: {body}");
+    assert_eq!(header(&head, "cache-control"), Some("no-store"), "{head}");
+    assert!(!body.contains("iceServers"), "{body}");
+    let exp = now() + 600;
+    let good = jwt(JWT_SECRET, &json!({"sub": "user-7", "role": "client", "exp": exp}));
+    let forged = jwt(
+        "another-secret-of-at-least-32-bytes!!",
+        &json!({"sub": "user-7", "role": "client", "exp": exp}),
+    );
+    let (status, _, body) =
+        get_with_headers(server.port, path, &[("Authorization", &format!("Bearer {forged}"))]).expect("answer");
+    assert_eq!(status, 401, "forged token: {body}");
+    for (query, headers) in [
+        (format!("{path}?token={good}"), vec![]),
+        (path.to_owned(), vec![("Authorization", format!("Bearer {good}"))]),
+    ] {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let (status, head, body) = get_with_headers(server.port, &query, &headers).expect("answer");
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(header(&head, "cache-control"), Some("no-store"), "{head}");
+        let body: Value = serde_json::from_str(&body).expect("JSON");
+        let (username, credential) = turn_entry(&body);
+        assert!(username.ends_with(":user-7"), "the token's user id is in {username}");
+        assert!(!credential.is_empty());
+    }
+    // A token restricted to a room needs ?room= naming it.
+    let roomed = jwt(
+        JWT_SECRET,
+        &json!({"sub": "user-8", "role": "client", "exp": exp, "room": "r1"}),
+    );
+    let (status, _, _) = get_with_headers(server.port, &format!("{path}?token={roomed}"), &[]).expect("answer");
+    assert_eq!(status, 401);
+    let (status, _, body) =
+        get_with_headers(server.port, &format!("{path}?token={roomed}&room=r1"), &[]).expect("answer");
+    assert_eq!(status, 200, "{body}");
 }

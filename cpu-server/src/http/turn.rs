@@ -5,60 +5,72 @@
 //! With `TURN_SHARED_SECRET` the TURN entry carries short-lived credentials in the
 //! TURN REST convention coturn checks with `use-auth-secret`:
 //! username `<expiry-unix-seconds>:<userId>`, credential base64(HMAC-SHA1(secret, username)).
+//! With client authentication on (`JWT_SECRET`) the caller needs the same token as
+//! the room socket, and its user id is the `<userId>`; otherwise the id is random.
 //! Secrets and credentials are never logged.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use sha1::Sha1;
+use tracing::warn;
 
 use super::AppState;
+use crate::auth::{Auth, Credential, Refusal};
 use crate::settings::turn::{TurnCredentials, TurnSettings};
 
+/// The query parameters read: `?token=` (like the room socket) and `?room=`
+/// (for a token restricted to some rooms).
+#[derive(Debug, Default, Deserialize)]
+pub struct TurnQuery {
+    token: Option<String>,
+    room: Option<String>,
+}
+
 /// The handler.
-pub async fn turn_credentials(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Response {
-    let user_id = match authenticated_user_id(&state, &headers, &uri) {
+pub async fn turn_credentials(
+    State(state): State<AppState>,
+    Query(query): Query<TurnQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let user_id = match authenticated_user_id(&state.auth, &headers, query) {
         Ok(Some(user)) => user,
         Ok(None) => uuid::Uuid::new_v4().simple().to_string(),
-        Err(status) => return no_store((status, axum::Json(json!({"error": "unauthorized"})))),
+        Err(refusal) => {
+            warn!(code = refusal.code, "turn credentials refused");
+            let body = json!({"type": "error", "code": refusal.code, "message": refusal.message});
+            return no_store((refusal.status, axum::Json(body)));
+        }
     };
     let body = ice_servers(&state.turn, &user_id, SystemTime::now());
     no_store(axum::Json(body))
 }
 
-/// HOOK for client authentication: the user id of the caller's token when client
-/// authentication is on (the same token as the room socket, from
-/// `Authorization: Bearer …` or `?token=…`), `Ok(None)` when it is off, and an
-/// error status when it is on and the token is missing or bad.
-///
-/// No verifier exists yet (`settings/security.rs` has no `JWT_SECRET`), so this is
-/// always `Ok(None)`: every caller gets a random user id.
-fn authenticated_user_id(_state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<Option<String>, StatusCode> {
-    let _token = presented_token(headers, uri);
-    Ok(None)
-}
-
-/// The token a client presents: `Authorization: Bearer <t>`, else `?token=<t>`.
-pub fn presented_token(headers: &HeaderMap, uri: &Uri) -> Option<String> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(|t| t.trim().to_owned())
-        .filter(|t| !t.is_empty());
-    bearer.or_else(|| {
-        uri.query()?
-            .split('&')
-            .filter_map(|pair| pair.split_once('='))
-            .find(|(name, _)| *name == "token")
-            .map(|(_, value)| value.to_owned())
-            .filter(|t| !t.is_empty())
-    })
+/// The caller's user id when client authentication is on (`JWT_SECRET`): the same
+/// token as the room socket (`Authorization: Bearer …` or `?token=…`), checked
+/// like an upgrade (a token restricted to rooms needs `?room=` naming one of them).
+/// `Ok(None)` when client authentication is off: the caller gets a random id.
+/// `ALLOWED_ORIGINS` applies as it does to room sockets.
+fn authenticated_user_id(auth: &Auth, headers: &HeaderMap, query: TurnQuery) -> Result<Option<String>, Refusal> {
+    auth.check_origin(headers)?;
+    if !auth.jwt_required() {
+        return Ok(None);
+    }
+    let room = query.room.unwrap_or_default();
+    match auth.check_upgrade(headers, query.token, &room)? {
+        Credential::Client(claims) => Ok(Some(claims.user_id)),
+        Credential::None | Credential::Opaque(_) => Err(Refusal {
+            status: StatusCode::UNAUTHORIZED,
+            code: "token_invalid",
+            message: "a client JWT is required: Authorization: Bearer <jwt> or ?token=<jwt>".to_owned(),
+        }),
+    }
 }
 
 fn no_store(response: impl IntoResponse) -> Response {
@@ -163,16 +175,5 @@ mod tests {
         let body = ice_servers(&fixed, "bob", now);
         assert_eq!(body["iceServers"][1]["username"], "u1");
         assert_eq!(body["iceServers"][1]["credential"], "p1");
-    }
-
-    #[test]
-    fn token_from_bearer_header_or_query() {
-        let mut headers = HeaderMap::new();
-        let uri: Uri = "/api/turn-credentials?x=1&token=q1".parse().expect("uri");
-        assert_eq!(presented_token(&headers, &uri).as_deref(), Some("q1"));
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer h1"));
-        assert_eq!(presented_token(&headers, &uri).as_deref(), Some("h1"));
-        let bare: Uri = "/api/turn-credentials".parse().expect("uri");
-        assert_eq!(presented_token(&HeaderMap::new(), &bare), None);
     }
 }
