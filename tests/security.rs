@@ -349,7 +349,11 @@ async fn orbs_run_isolated_with_only_allowlisted_environment() {
     );
     let gid = proc_status(orb, "Gid").expect("status");
     assert!(gid.split_whitespace().all(|id| id == "65534"), "Gid {gid}");
-    assert_eq!(proc_status(orb, "Groups").as_deref(), Some(""), "root's supplementary groups dropped");
+    assert_eq!(
+        proc_status(orb, "Groups").as_deref(),
+        Some(""),
+        "root's supplementary groups dropped"
+    );
     assert_eq!(proc_status(orb, "NoNewPrivs").as_deref(), Some("1"));
     assert_eq!(proc_limit(orb, "Max open files").as_deref(), Some("256"));
     assert_eq!(proc_limit(orb, "Max processes").as_deref(), Some("4096"));
@@ -487,4 +491,21 @@ async fn refused_start_ups_exit_64_naming_the_setting() {
         stderr.contains("JWT_SECRET") && !stderr.contains("short-jwt-secret"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn orb_auth_false_lets_tokenless_legacy_orbs_join_with_a_warning() {
+    let server = RoomServer::start(&[("ORB_AUTH", "false")]);
+    assert!(
+        server.proc.stderr().contains("ORB_AUTH=false"),
+        "no start-up warning:\n{}",
+        server.proc.stderr()
+    );
+    let (mut coach, _) = Client::join(&server.url("sec-legacy"), "coach-l", "coach").await;
+    let mut legacy = Client::connect(&server.url("sec-legacy")).await.expect("connect");
+    legacy.send(ai_join("ai-orb-legacy", None)).await;
+    legacy.recv_type("peer-discovery", 5 * SECOND).await;
+    let joined = coach.recv_type("user-joined", 5 * SECOND).await;
+    assert_eq!(joined["userId"], "ai-orb-legacy");
+    assert_eq!(joined["participantType"], "ai");
 }
