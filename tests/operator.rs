@@ -147,6 +147,15 @@ async fn spawn_answers_created_existing_and_queued_and_delete_all_leaves_no_orb(
     let (status, body) = server.api("POST", "/api/orbs", Some("not json"));
     assert_eq!((status, body["code"].as_str()), (400, Some("invalid_body")), "{body}");
     assert!(until_true(5 * SECOND, || orb_pids("sp-a").len() == 1).await);
+    // ?wait=false answers at once; the queued room is gone right after.
+    let (status, body) = server.api("DELETE", "/api/orbs/sp-b?wait=false", None);
+    assert_eq!((status, body["state"].as_str()), (202, Some("stopping")), "{body}");
+    assert!(until_true(5 * SECOND, || server.api("GET", "/api/orbs/sp-b", None).0 == 404).await);
+    assert_eq!(
+        server.api("POST", "/api/orbs", Some(r#"{"room":"sp-b"}"#)).0,
+        202,
+        "queued again"
+    );
 
     let (status, body) = server.api("DELETE", "/api/orbs", None);
     assert_eq!(status, 200, "{body}");
