@@ -4,6 +4,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
+use system_tests::deploy_tools::{TestCert, p, shipped, substitute};
+use system_tests::free_port;
 use system_tests::process::Proc;
 use system_tests::room_harness::RoomServer;
 use system_tests::security_kit::jwt;
@@ -226,4 +228,77 @@ fn with_client_authentication_the_token_is_required_and_names_the_user() {
     let (status, _, body) =
         get_with_headers(server.port, &format!("{path}?token={roomed}&room=r1"), &[]).expect("answer");
     assert_eq!(status, 200, "{body}");
+}
+
+/// The shipped example configuration (ports, paths and secret substituted) with `extra` lines.
+fn example_config(port: u16, dir: &std::path::Path, cert: &TestCert, extra: &str) -> String {
+    let conf = shipped("deploy/coturn/turnserver.conf.example");
+    let relay = 20_000 + (port % 200) * 100;
+    let conf = substitute(
+        &conf,
+        "listening-port=3478\n",
+        &format!("listening-port={port}\nlistening-ip=127.0.0.1\nrelay-ip=127.0.0.1\n"),
+    );
+    let conf = substitute(
+        &conf,
+        "tls-listening-port=5349",
+        &format!("tls-listening-port={}", free_port()),
+    );
+    let conf = substitute(&conf, "min-port=49152", &format!("min-port={relay}"));
+    let conf = substitute(&conf, "max-port=65535", &format!("max-port={}", relay + 99));
+    let conf = substitute(
+        &conf,
+        "static-auth-secret=CHANGE_ME_TO_A_LONG_RANDOM_SECRET",
+        &format!("static-auth-secret={SECRET}"),
+    );
+    let conf = substitute(
+        &conf,
+        "/etc/letsencrypt/live/turn.example.com/fullchain.pem",
+        p(&cert.cert),
+    );
+    let conf = substitute(
+        &conf,
+        "/etc/letsencrypt/live/turn.example.com/privkey.pem",
+        p(&cert.key),
+    );
+    let conf = substitute(&conf, "/var/log/turnserver/turnserver.log", p(&dir.join("turn.log")));
+    format!("{conf}\n{extra}\n")
+}
+
+#[test]
+fn shipped_coturn_example_accepts_our_credentials_but_never_relays_to_loopback() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = TestCert::generate(dir.path());
+    // As shipped: loopback peers are denied (denied-peer-ip 127.0.0.0/8).
+    let port = free_port();
+    let shipped_dir = tempfile::tempdir().expect("tempdir");
+    let config = example_config(port, shipped_dir.path(), &cert, "");
+    let coturn = Coturn::start_config(&config, port, shipped_dir);
+    let server = RoomServer::start(&[
+        ("TURN_URLS", &format!("turn:127.0.0.1:{port}")),
+        ("TURN_SHARED_SECRET", SECRET),
+    ]);
+    let (username, credential) = turn_entry(&fetch(&server));
+    let (ok, output) = coturn.allocate(&username, &credential);
+    assert!(!ok, "the shipped config relayed between loopback peers:\n{output}");
+    assert!(
+        output.contains("403"),
+        "refused as a forbidden peer (403), not for another reason:\n{output}"
+    );
+    drop(coturn);
+
+    // Control: the same file with loopback peers allowed relays with the same credentials,
+    // so the refusal above comes from denied-peer-ip and the credentials are good.
+    let port = free_port();
+    let control_dir = tempfile::tempdir().expect("tempdir");
+    let config = example_config(port, control_dir.path(), &cert, "allow-loopback-peers");
+    let config = substitute(&config, "denied-peer-ip=127.0.0.0-127.255.255.255\n", "");
+    let coturn = Coturn::start_config(&config, port, control_dir);
+    let server = RoomServer::start(&[
+        ("TURN_URLS", &format!("turn:127.0.0.1:{port}")),
+        ("TURN_SHARED_SECRET", SECRET),
+    ]);
+    let (username, credential) = turn_entry(&fetch(&server));
+    let (ok, output) = coturn.allocate(&username, &credential);
+    assert!(ok, "control run failed:\n{output}\n{}", coturn.proc.stderr());
 }

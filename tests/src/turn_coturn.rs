@@ -45,6 +45,25 @@ impl Coturn {
             .arg("--simple-log")
             .arg(format!("--log-file={}", p(&dir.path().join("turn.log"))))
             .arg(format!("--pidfile={}", p(&dir.path().join("turn.pid"))));
+        Self::spawn(command, dir, port)
+    }
+
+    /// Starts coturn from a configuration file's text (`{port}` placeholders already
+    /// filled); it must listen on 127.0.0.1:`port`.
+    pub fn start_config(config: &str, port: u16, dir: tempfile::TempDir) -> Self {
+        let turnserver = require_tool("turnserver", "coturn");
+        let path = dir.path().join("turnserver.conf");
+        std::fs::write(&path, config).expect("write turnserver.conf");
+        let mut command = Command::new(turnserver);
+        command
+            .current_dir(dir.path())
+            .arg("-c")
+            .arg(&path)
+            .arg(format!("--pidfile={}", p(&dir.path().join("turn.pid"))));
+        Self::spawn(command, dir, port)
+    }
+
+    fn spawn(command: Command, dir: tempfile::TempDir, port: u16) -> Self {
         let proc = Proc::spawn("turnserver", command, dir.path());
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
