@@ -144,6 +144,8 @@ async fn spawn_answers_created_existing_and_queued_and_delete_all_leaves_no_orb(
         let (status, body) = server.api("POST", "/api/orbs", Some(bad));
         assert_eq!((status, body["code"].as_str()), (400, Some("invalid_room")), "{body}");
     }
+    let (status, body) = server.api("DELETE", "/api/orbs/sp-a?wait=maybe", None);
+    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_query")), "{body}");
     let (status, body) = server.api("POST", "/api/orbs", Some("not json"));
     assert_eq!((status, body["code"].as_str()), (400, Some("invalid_body")), "{body}");
     assert!(until_true(5 * SECOND, || orb_pids("sp-a").len() == 1).await);

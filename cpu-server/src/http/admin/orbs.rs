@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -33,11 +33,18 @@ pub struct SpawnBody {
     pub client: Option<String>,
 }
 
-/// `?wait=false` on kills: answer 202 at once.
-#[derive(Debug, Deserialize)]
-pub struct WaitQuery {
-    /// Wait for the exit (default true).
-    pub wait: Option<bool>,
+/// `?wait=false` on kills answers 202 at once; default (or `true`) waits for the exit.
+pub fn wait_flag(query: Option<&str>) -> Result<bool, ApiError> {
+    for pair in query.unwrap_or_default().split('&') {
+        if let Some(value) = pair.strip_prefix("wait=") {
+            return match value {
+                "true" | "1" | "" => Ok(true),
+                "false" | "0" => Ok(false),
+                _ => Err(ApiError::bad_request("invalid_query", "wait must be true or false")),
+            };
+        }
+    }
+    Ok(true)
 }
 
 fn checked(room: &str) -> Result<(), ApiError> {
@@ -89,10 +96,10 @@ pub async fn spawn(State(state): State<AdminState>, body: Bytes) -> Result<Respo
 pub async fn kill(
     State(state): State<AdminState>,
     Path(room): Path<String>,
-    Query(query): Query<WaitQuery>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     checked(&room)?;
-    if query.wait == Some(false) {
+    if !wait_flag(query.as_deref())? {
         if state.orbs.get(&room).await.is_none() {
             return Err(ApiError::no_orb(&room));
         }
@@ -108,19 +115,19 @@ pub async fn kill(
 }
 
 /// `DELETE /api/orbs`: stops every orb; answers after the last exit (`?wait=false`: 202 at once).
-pub async fn kill_all(State(state): State<AdminState>, Query(query): Query<WaitQuery>) -> Response {
-    if query.wait == Some(false) {
+pub async fn kill_all(State(state): State<AdminState>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+    if !wait_flag(query.as_deref())? {
         let orbs = state.orbs.clone();
         let rooms: Vec<String> = orbs.list().await.into_iter().map(|r| r.room).collect();
         tokio::spawn(async move { orbs.stop_all(MANUAL_REASON).await });
-        return (StatusCode::ACCEPTED, Json(json!({"stopping": rooms}))).into_response();
+        return Ok((StatusCode::ACCEPTED, Json(json!({"stopping": rooms}))).into_response());
     }
     let exits = state.orbs.stop_all(MANUAL_REASON).await;
     let stopped: Vec<_> = exits
         .into_iter()
         .map(|(room, exit)| json!({"room": room, "exit": exit}))
         .collect();
-    Json(json!({"stopped": stopped})).into_response()
+    Ok(Json(json!({"stopped": stopped})).into_response())
 }
 
 /// `POST /api/orbs/{room}/reset`: clears a parked orb's crash-loop state.
@@ -151,4 +158,19 @@ pub async fn token(
         "expires_in_ms": OPERATOR_TOKEN_TTL.as_millis() as u64,
         "usage": format!("ORB_AUTH_TOKEN=<token> gpu-orb --room={room}"),
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_defaults_to_true_and_rejects_junk() {
+        assert_eq!(wait_flag(None), Ok(true));
+        assert_eq!(wait_flag(Some("x=1&wait=false")), Ok(false));
+        assert_eq!(wait_flag(Some("wait=0")), Ok(false));
+        assert_eq!(wait_flag(Some("wait=true")), Ok(true));
+        let error = wait_flag(Some("wait=maybe")).expect_err("junk");
+        assert_eq!((error.status, error.code), (StatusCode::BAD_REQUEST, "invalid_query"));
+    }
 }
