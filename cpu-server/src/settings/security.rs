@@ -107,6 +107,9 @@ impl SecuritySettings {
     /// only switched when this server runs as root (otherwise it could not).
     pub fn isolation(&self) -> Isolation {
         let root = nix::unistd::geteuid().is_root();
+        if !root && (self.orb_user.is_some() || self.orb_group.is_some()) {
+            tracing::warn!("ORB_USER/ORB_GROUP ignored: cpu-server is not running as root");
+        }
         Isolation {
             uid: self.orb_user.as_ref().filter(|_| root).map(|(_, uid)| *uid),
             gid: self.orb_group.as_ref().filter(|_| root).map(|(_, gid)| *gid),
