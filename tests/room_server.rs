@@ -17,6 +17,8 @@ async fn join_as(server: &RoomServer, room: &str, user: &str, role: &str) -> (Cl
     Client::join(&server.url(room), user, role).await
 }
 
+/// Joins a test client as the AI: its server must run with `ORB_AUTH=false`
+/// (orb tokens are tested in `tests/security.rs`).
 async fn join_ai(server: &RoomServer, room: &str, user: &str) -> (Client, Value) {
     let mut client = Client::connect(&server.url(room)).await.expect("connect");
     client
@@ -57,7 +59,7 @@ fn count_type(frames: &[Value], kind: &str) -> usize {
 
 #[tokio::test]
 async fn three_participants_discover_signal_and_leave() {
-    let server = RoomServer::start(&[]);
+    let server = RoomServer::start(&[("ORB_AUTH", "false")]);
     let (mut coach, d1) = join_as(&server, "r1", "coach-1", "coach").await;
     assert_eq!(d1["roomId"], "r1");
     assert!(peer_ids(&d1).is_empty(), "{d1}");
@@ -173,7 +175,7 @@ async fn offer_direction_between_humans_follows_ids_and_roles() {
     assert_eq!(b.recv_type("user-joined", T).await["shouldCreateOffer"], true);
     assert_eq!(a.recv_type("user-joined", T).await["shouldCreateOffer"], true);
     // An existing client waits for a joining coach.
-    let server2 = RoomServer::start(&[]);
+    let server2 = RoomServer::start(&[("ORB_AUTH", "false")]);
     let (mut client, _) = join_as(&server2, "dir", "a-client", "client").await;
     let (_coach, _) = join_as(&server2, "dir", "z-coach", "coach").await;
     assert_eq!(client.recv_type("user-joined", T).await["shouldCreateOffer"], false);
@@ -509,7 +511,7 @@ async fn signalling_arrives_in_the_order_sent() {
 
 #[tokio::test]
 async fn the_ai_leaves_when_it_announces_its_shutdown() {
-    let server = RoomServer::start(&[]);
+    let server = RoomServer::start(&[("ORB_AUTH", "false")]);
     let (mut coach, _) = join_as(&server, "ai", "coach-1", "coach").await;
     let (mut ai, _) = join_ai(&server, "ai", "ai-orb-s9").await;
     coach.recv_type("user-joined", T).await;
