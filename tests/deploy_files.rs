@@ -15,8 +15,8 @@ use serde_json::json;
 use system_tests::binaries;
 use system_tests::deploy_tls::{WssClient, client_config, https_get};
 use system_tests::deploy_tools::{
-    Nginx, TestCert, find_tool, is_root, nginx_command, nginx_conf, nginx_site, p, require_tool, run_bounded, shipped,
-    substitute,
+    Apache, Nginx, TestCert, apache_binary, apache_conf, apache_site, find_tool, nginx_command, nginx_conf, nginx_site,
+    p, require_tool, run_bounded, shipped, substitute,
 };
 use system_tests::room_harness::RoomServer;
 
@@ -113,57 +113,11 @@ fn nginx_accepts_the_shipped_site() {
 
 #[test]
 fn apache_accepts_the_shipped_vhost() {
-    let apache = find_tool("apache2")
-        .or_else(|| find_tool("httpd"))
-        .unwrap_or_else(|| require_tool("apache2", "apache2"));
     let dir = tempfile::tempdir().expect("tempdir");
     let cert = TestCert::generate(dir.path());
-    let site = shipped("deploy/apache/myultracoach.conf");
-    let site = substitute(&site, "<VirtualHost *:80>", "<VirtualHost 127.0.0.1:8080>");
-    let site = substitute(&site, "<VirtualHost *:443>", "<VirtualHost 127.0.0.1:8443>");
-    let site = substitute(
-        &site,
-        "/etc/letsencrypt/live/coach.example.com/fullchain.pem",
-        p(&cert.cert),
-    );
-    let site = substitute(
-        &site,
-        "/etc/letsencrypt/live/coach.example.com/privkey.pem",
-        p(&cert.key),
-    );
-    let site_path = dir.path().join("myultracoach.conf");
-    std::fs::write(&site_path, site).expect("write site");
-    let modules = [
-        "/usr/lib/apache2/modules",
-        "/usr/lib64/httpd/modules",
-        "/usr/lib/httpd/modules",
-    ]
-    .into_iter()
-    .find(|d| std::path::Path::new(d).join("mod_ssl.so").is_file())
-    .unwrap_or_else(|| panic!("mod_ssl.so not found: install the Debian package apache2 (tests/run.sh does)"));
-    let mut conf = format!(
-        "ServerRoot {d}\nDefaultRuntimeDir {d}\nPidFile {d}/apache.pid\nErrorLog {d}/error.log\n\
-         Mutex file:{d} default\nServerName localhost\nListen 127.0.0.1:8080\nListen 127.0.0.1:8443\n",
-        d = p(dir.path())
-    );
-    for module in [
-        "mpm_event",
-        "authz_core",
-        "alias",
-        "headers",
-        "socache_shmcb",
-        "ssl",
-        "proxy",
-        "proxy_http",
-        "proxy_wstunnel",
-    ] {
-        conf.push_str(&format!("LoadModule {module}_module {modules}/mod_{module}.so\n"));
-    }
-    conf.push_str(&format!("Include {}\n", p(&site_path)));
-    let conf_path = dir.path().join("apache2.conf");
-    std::fs::write(&conf_path, conf).expect("write apache2.conf");
-    let mut command = Command::new(apache);
-    command.arg("-t").arg("-f").arg(&conf_path);
+    let conf = apache_conf(dir.path(), &apache_site(8443, 8080, 3000, &cert), 8443, 8080);
+    let mut command = Command::new(apache_binary());
+    command.arg("-t").arg("-f").arg(&conf);
     let (ok, output) = run_bounded("apache-t", command, dir.path(), TOOL_TIMEOUT);
     assert!(ok, "apache2 -t rejected the vhost:\n{output}");
     assert!(output.contains("Syntax OK"), "{output}");
@@ -325,34 +279,25 @@ fn unit_and_env_examples_say_what_the_issue_asks() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn room_over_wss_through_the_shipped_nginx_site() {
-    if !is_root() {
-        eprintln!("note: not root; nginx runs as the current user");
-    }
-    let server = RoomServer::start(&[]);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cert = TestCert::generate(dir.path());
-    let nginx = Nginx::start(dir.path(), server.port, &cert);
-    let tls = client_config(&cert.ca);
-
+/// GET /health and a two-party room over `wss://` through a proxy on `https_port`.
+async fn health_and_room_through(proxy: &str, https_port: u16, tls: &std::sync::Arc<rustls::ClientConfig>) {
     let (status, head, body) = tokio::task::spawn_blocking({
         let tls = tls.clone();
-        let port = nginx.https_port;
-        move || https_get(&tls, port, "/health")
+        move || https_get(&tls, https_port, "/health")
     })
     .await
     .expect("join")
-    .expect("GET /health through nginx");
+    .unwrap_or_else(|e| panic!("GET /health through {proxy}: {e}"));
     assert_eq!(status, 200, "{head}\n{body}");
     let health: serde_json::Value = serde_json::from_str(&body).expect("JSON health");
     assert_eq!(health["status"], "healthy");
     assert!(
-        head.to_lowercase().contains("server: nginx"),
-        "answered through nginx: {head}"
+        head.to_lowercase().contains(&format!("server: {proxy}")),
+        "answered through {proxy}: {head}"
     );
 
-    let mut coach = WssClient::connect(&tls, nginx.https_port, "deploy-room")
+    let room = format!("{proxy}-room");
+    let mut coach = WssClient::connect(tls, https_port, &room)
         .await
         .expect("coach connects");
     coach
@@ -364,7 +309,7 @@ async fn room_over_wss_through_the_shipped_nginx_site() {
         .expect("coach discovery");
     assert_eq!(discovery["peers"], json!([]));
 
-    let mut client = WssClient::connect(&tls, nginx.https_port, "deploy-room")
+    let mut client = WssClient::connect(tls, https_port, &room)
         .await
         .expect("client connects");
     client
@@ -374,7 +319,7 @@ async fn room_over_wss_through_the_shipped_nginx_site() {
         .recv_type("peer-discovery", Duration::from_secs(5))
         .await
         .expect("client discovery");
-    assert_eq!(discovery["roomId"], "deploy-room");
+    assert_eq!(discovery["roomId"], room.as_str());
     assert_eq!(discovery["peers"][0]["userId"], "coach-1", "{discovery}");
     let joined = coach
         .recv_type("user-joined", Duration::from_secs(5))
@@ -401,9 +346,25 @@ async fn room_over_wss_through_the_shipped_nginx_site() {
     assert_eq!(answer["fromId"], "client-1");
     coach.close().await;
     client.close().await;
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_over_wss_through_the_shipped_nginx_site() {
+    let server = RoomServer::start(&[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = TestCert::generate(dir.path());
+    let nginx = Nginx::start(dir.path(), server.port, &cert);
+    health_and_room_through("nginx", nginx.https_port, &client_config(&cert.ca)).await;
     // Plain HTTP on the site only redirects to HTTPS.
     let redirect = system_tests::room_harness::http_get(nginx.http_port, "/health").expect("http answer");
     assert_eq!(redirect.0, 301);
-    drop(nginx);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_over_wss_through_the_shipped_apache_vhost() {
+    let server = RoomServer::start(&[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = TestCert::generate(dir.path());
+    let apache = Apache::start(dir.path(), server.port, &cert);
+    health_and_room_through("apache", apache.https_port, &client_config(&cert.ca)).await;
 }

@@ -259,3 +259,113 @@ impl Nginx {
         }
     }
 }
+
+/// The apache2 (or httpd) binary; panics with the package to install.
+pub fn apache_binary() -> PathBuf {
+    find_tool("apache2")
+        .or_else(|| find_tool("httpd"))
+        .unwrap_or_else(|| require_tool("apache2", "apache2"))
+}
+
+/// The shipped Apache vhost with its ports, upstream and certificate substituted.
+pub fn apache_site(https_port: u16, http_port: u16, upstream_port: u16, cert: &TestCert) -> String {
+    let site = shipped("deploy/apache/myultracoach.conf");
+    let site = substitute(
+        &site,
+        "<VirtualHost *:80>",
+        &format!("<VirtualHost 127.0.0.1:{http_port}>"),
+    );
+    let site = substitute(
+        &site,
+        "<VirtualHost *:443>",
+        &format!("<VirtualHost 127.0.0.1:{https_port}>"),
+    );
+    let site = substitute(&site, "127.0.0.1:3000", &format!("127.0.0.1:{upstream_port}"));
+    let site = substitute(
+        &site,
+        "/etc/letsencrypt/live/coach.example.com/fullchain.pem",
+        p(&cert.cert),
+    );
+    substitute(
+        &site,
+        "/etc/letsencrypt/live/coach.example.com/privkey.pem",
+        p(&cert.key),
+    )
+}
+
+/// A minimal apache2.conf in `dir` (modules the vhost needs loaded) including
+/// `site`; returns its path. `dir` is made traversable for the worker user.
+pub fn apache_conf(dir: &Path, site: &str, https_port: u16, http_port: u16) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let site_path = dir.join("myultracoach-apache.conf");
+    std::fs::write(&site_path, site).expect("write vhost");
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
+    let modules = [
+        "/usr/lib/apache2/modules",
+        "/usr/lib64/httpd/modules",
+        "/usr/lib/httpd/modules",
+    ]
+    .into_iter()
+    .find(|d| Path::new(d).join("mod_ssl.so").is_file())
+    .unwrap_or_else(|| panic!("mod_ssl.so not found: install the Debian package apache2 (tests/run.sh does)"));
+    let user = if is_root() { "User nobody\nGroup nogroup\n" } else { "" };
+    let mut conf = format!(
+        "{user}ServerRoot {d}\nDefaultRuntimeDir {d}\nPidFile {d}/apache.pid\nErrorLog {d}/apache-error.log\n\
+         Mutex file:{d} default\nServerName localhost\nListen 127.0.0.1:{http_port}\n\
+         Listen 127.0.0.1:{https_port}\n",
+        d = p(dir)
+    );
+    for module in [
+        "mpm_event",
+        "authz_core",
+        "alias",
+        "headers",
+        "socache_shmcb",
+        "ssl",
+        "proxy",
+        "proxy_http",
+        "proxy_wstunnel",
+    ] {
+        conf.push_str(&format!("LoadModule {module}_module {modules}/mod_{module}.so\n"));
+    }
+    conf.push_str(&format!("Include {}\n", p(&site_path)));
+    let path = dir.join("apache2.conf");
+    std::fs::write(&path, conf).expect("write apache2.conf");
+    path
+}
+
+/// A foreground Apache serving the shipped vhost (killed with its children on drop).
+pub struct Apache {
+    /// The process group of the parent and its children.
+    pub proc: Proc,
+    /// HTTPS port on 127.0.0.1.
+    pub https_port: u16,
+}
+
+impl Apache {
+    /// Starts Apache in `dir` in front of `upstream_port` and waits (bounded) until it accepts.
+    pub fn start(dir: &Path, upstream_port: u16, cert: &TestCert) -> Self {
+        let https_port = crate::free_port();
+        let http_port = crate::free_port();
+        let conf = apache_conf(
+            dir,
+            &apache_site(https_port, http_port, upstream_port, cert),
+            https_port,
+            http_port,
+        );
+        let mut command = Command::new(apache_binary());
+        command.arg("-f").arg(&conf).arg("-DFOREGROUND");
+        let proc = Proc::spawn("apache2", command, dir);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", https_port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "apache2 did not listen within 10 s:\n{}\n{}",
+                proc.stderr(),
+                std::fs::read_to_string(dir.join("apache-error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { proc, https_port }
+    }
+}
