@@ -34,6 +34,7 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   if [ -n "$policy" ]; then $SUDO rm -f "$policy"; trap - EXIT; fi
 fi
+bash tests/browser/setup.sh # Chromium + playwright-core for tests/browser_pages.rs (fails if they cannot install)
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo not found: install a Rust toolchain (https://rustup.rs), then run this again" >&2

@@ -111,14 +111,22 @@ pub async fn run_until(
         turn: Arc::new(settings.turn),
     };
     let (public, admin_server) = match admin_host {
-        None => (http::router(state).merge(http::admin::router(admin)), None),
+        None => {
+            let events = http::pages::events_router(admin.clone(), lifecycle.draining.clone());
+            (
+                http::router(state).merge(http::admin::router(admin)).merge(events),
+                None,
+            )
+        }
         Some(addr) => {
             let admin_listener = TcpListener::bind(addr)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on ADMIN_HOST={addr}: {e}"))?;
             info!(admin = %addr, "admin API and /metrics only on ADMIN_HOST");
             let stop = lifecycle.draining.clone().cancelled_owned();
-            let serve = axum::serve(admin_listener, http::admin::router(admin)).with_graceful_shutdown(stop);
+            let operator = http::pages::operator_router(admin.clone(), lifecycle.draining.clone());
+            let serve =
+                axum::serve(admin_listener, http::admin::router(admin).merge(operator)).with_graceful_shutdown(stop);
             (http::router(state), Some(tokio::spawn(serve.into_future())))
         }
     };

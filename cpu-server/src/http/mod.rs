@@ -4,6 +4,7 @@
 //! - [`admin`]: the admin API (`/api/orbs*`, `/api/rooms`) behind a bearer token.
 //! - [`health`]: `GET /health` and `GET /healthz`.
 //! - [`metrics`]: `GET /metrics` (Prometheus text, same token).
+//! - [`pages`]: the embedded browser pages (`/room/{room_id}`, `/dashboard`) and `/api/events`.
 //! - [`ws_upgrade`]: `GET /ws-simple/{room_id}`, checks before the upgrade.
 //! - [`tls`]: a TLS-accepting listener for native HTTPS/WSS.
 //! - [`turn`]: `GET /api/turn-credentials`, the ICE servers for browsers (public).
@@ -11,6 +12,7 @@
 pub mod admin;
 pub mod health;
 pub mod metrics;
+pub mod pages;
 pub mod tls;
 pub mod turn;
 pub mod ws_upgrade;
@@ -85,6 +87,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/ws-simple/{room_id}", get(ws_upgrade::ws_simple))
         .route("/api/turn-credentials", get(turn::turn_credentials))
+        .merge(pages::router())
         .with_state(state)
 }
 
