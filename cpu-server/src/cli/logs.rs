@@ -1,7 +1,7 @@
 //! `cpu-server orbs logs ROOM [-f]`: prints `ORB_LOG_DIR/orb-<room>.log`;
 //! `-f` follows it (polling, bounded interval) until Ctrl-C, across rotations.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
@@ -13,11 +13,9 @@ const POLL: Duration = Duration::from_millis(200);
 fn copy_from(path: &Path, offset: u64, out: &mut impl Write) -> std::io::Result<u64> {
     let mut file = std::fs::File::open(path)?;
     file.seek(SeekFrom::Start(offset))?;
-    let mut buf = Vec::new();
-    file.read_to_end(&mut buf)?;
-    out.write_all(&buf)?;
+    let copied = std::io::copy(&mut file, out)?;
     out.flush()?;
-    Ok(offset + buf.len() as u64)
+    Ok(offset + copied)
 }
 
 /// Prints the log; with `follow`, keeps printing new lines until Ctrl-C.
