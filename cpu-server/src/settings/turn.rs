@@ -24,8 +24,8 @@ pub const DEFAULT_TURN_TTL_SECS: u64 = 86_400;
 const MAX_TURN_TTL_SECS: u64 = 30 * 86_400;
 
 /// Raw flags of this area (each also readable from its environment variable).
-/// Secret values are never echoed by `--help`.
-#[derive(Debug, Clone, Default, Args)]
+/// Secret values are never echoed by `--help` nor by `Debug`.
+#[derive(Clone, Default, Args)]
 pub struct TurnArgs {
     /// Comma-separated STUN URLs handed to browsers, e.g. `stun:stun.example.com:3478` [default: none].
     #[arg(long, env = "STUN_URLS")]
@@ -47,6 +47,20 @@ pub struct TurnArgs {
     /// Lifetime of shared-secret credentials, seconds [default: 86400].
     #[arg(long, env = "TURN_TTL")]
     pub turn_ttl: Option<String>,
+}
+
+impl fmt::Debug for TurnArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
+        f.debug_struct("TurnArgs")
+            .field("stun_urls", &self.stun_urls)
+            .field("turn_urls", &self.turn_urls)
+            .field("turn_username", &self.turn_username)
+            .field("turn_password", &redacted(&self.turn_password))
+            .field("turn_shared_secret", &redacted(&self.turn_shared_secret))
+            .field("turn_ttl", &self.turn_ttl)
+            .finish()
+    }
 }
 
 /// A value that must never be printed (logs, `Debug`).
@@ -236,6 +250,13 @@ mod tests {
             !format!("{settings:?}").contains("s3cr"),
             "Debug must redact the secret"
         );
+        let args = TurnArgs {
+            turn_password: s("pw-9"),
+            turn_shared_secret: s("sec-9"),
+            ..TurnArgs::default()
+        };
+        let text = format!("{args:?}");
+        assert!(!text.contains("pw-9") && !text.contains("sec-9"), "{text}");
     }
 
     #[test]
