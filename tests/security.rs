@@ -386,13 +386,17 @@ async fn a_storm_of_hostile_frames_leaves_the_server_up_bounded_and_relaying() {
         tasks.push(tokio::spawn(async move { storm(&url, worker, 1250).await }));
     }
     let mut sent = 0;
+    let mut errors = 0;
     for task in tasks {
-        sent += tokio::time::timeout(120 * SECOND, task)
+        let (n, e) = tokio::time::timeout(120 * SECOND, task)
             .await
             .expect("storm worker finished in time")
             .expect("storm worker");
+        sent += n;
+        errors += e;
     }
     assert!(sent >= 10_000, "only {sent} frames sent");
+    assert!(errors >= 1000, "only {errors} error replies: were the frames handled?");
     // Server alive, memory bounded, other rooms still relaying.
     assert_eq!(
         server.wait_exit(Duration::ZERO).await,
@@ -413,7 +417,7 @@ async fn a_storm_of_hostile_frames_leaves_the_server_up_bounded_and_relaying() {
         .await;
     assert_eq!(calm_a.recv_type("answer", 5 * SECOND).await["fromId"], "calm-b");
     eprintln!(
-        "storm: {sent} frames in {:?}, RSS {} MB -> {} MB",
+        "storm: {sent} frames, {errors} error replies read, in {:?}, RSS {} MB -> {} MB",
         started.elapsed(),
         rss_before >> 20,
         procfs::rss_bytes(pid).unwrap_or(0) >> 20
@@ -422,9 +426,13 @@ async fn a_storm_of_hostile_frames_leaves_the_server_up_bounded_and_relaying() {
 
 /// Sends `count` hostile frames on one socket (reconnecting whenever the server
 /// closes it, e.g. after an over-size frame); returns how many were sent.
-async fn storm(url: &str, seed: u64, count: usize) -> usize {
+/// Also counts the `error` replies read back (proof the frames were handled).
+/// Every worker sends at least one 10 MB string, one 100k-deep `[` nesting and
+/// one invalid UTF-8 binary frame; the rest is random (replayable by seed).
+async fn storm(url: &str, seed: u64, count: usize) -> (usize, usize) {
     let mut rng = Rng::new(0x5eed_0000 + seed);
     let mut sent = 0;
+    let mut errors = 0;
     let mut socket = None;
     while sent < count {
         if socket.is_none() {
@@ -438,29 +446,32 @@ async fn storm(url: &str, seed: u64, count: usize) -> usize {
             }
         }
         let Some(ws) = socket.as_mut() else { continue };
-        let message = match rng.below(20) {
-            0 => Message::binary(invalid_utf8(&mut rng)),
-            1 if rng.below(50) == 0 => {
-                Message::text(format!(r#"{{"type":"join","userId":"{}"}}"#, "x".repeat(10 << 20)))
-            }
-            1 => Message::text("[".repeat(100_000)),
-            2 => Message::binary(hostile_text(&mut rng, 60_000).into_bytes()),
+        let message = match (sent, rng.below(20)) {
+            (100, _) => Message::text(format!(r#"{{"type":"join","userId":"{}"}}"#, "x".repeat(10 << 20))),
+            (200, _) => Message::text("[".repeat(100_000)),
+            (300, _) | (_, 0) => Message::binary(invalid_utf8(&mut rng)),
+            (_, 1) => Message::text("[".repeat(100_000)),
+            (_, 2) => Message::binary(hostile_text(&mut rng, 60_000).into_bytes()),
             _ => Message::text(hostile_text(&mut rng, 60_000)),
         };
         let ok = matches!(tokio::time::timeout(5 * SECOND, ws.send(message)).await, Ok(Ok(())));
         sent += 1;
         // Read whatever came back without waiting, so replies never pile up.
         while let Ok(Some(frame)) = tokio::time::timeout(Duration::ZERO, ws.next()).await {
-            if !matches!(frame, Ok(Message::Text(_) | Message::Ping(_) | Message::Pong(_))) {
-                socket = None;
-                break;
+            match frame {
+                Ok(Message::Text(text)) => errors += usize::from(text.contains(r#""type":"error""#)),
+                Ok(Message::Ping(_) | Message::Pong(_)) => {}
+                _ => {
+                    socket = None;
+                    break;
+                }
             }
         }
         if !ok {
             socket = None;
         }
     }
-    sent
+    (sent, errors)
 }
 
 #[tokio::test]

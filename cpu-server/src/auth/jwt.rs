@@ -252,4 +252,38 @@ mod tests {
         }
         assert!(!looks_like_jwt("0123456789abcdef0123456789abcdef"));
     }
+
+    #[test]
+    fn mutated_and_random_tokens_never_panic_and_never_change_the_claims() {
+        let k = key();
+        let good = hs256(json!({"sub":"u1","role":"coach","exp":NOW + 60,"rooms":["r"]}));
+        let want = verify(&k, &good, "r", NOW).expect("valid");
+        let mut rng = fastrand::Rng::with_seed(7);
+        let alphabet = b"AZaz09-_.=+/ \x00\xff{}\"";
+        for _ in 0..20_000 {
+            let mut bytes = good.clone().into_bytes();
+            for _ in 0..=rng.usize(..4) {
+                let at = rng.usize(..bytes.len());
+                match rng.u8(..3) {
+                    0 => bytes[at] = alphabet[rng.usize(..alphabet.len())],
+                    1 => {
+                        bytes.remove(at);
+                    }
+                    _ => bytes.insert(at, alphabet[rng.usize(..alphabet.len())]),
+                }
+            }
+            let token = String::from_utf8_lossy(&bytes);
+            // A base64 variant of the same bytes may still verify: then it says the same.
+            if let Ok(claims) = verify(&k, &token, "r", NOW) {
+                assert_eq!(claims, want, "{token}");
+            }
+        }
+        for _ in 0..5_000 {
+            let len = rng.usize(..200);
+            let junk: String = (0..len)
+                .map(|_| char::from(alphabet[rng.usize(..alphabet.len())]))
+                .collect();
+            assert!(verify(&k, &junk, "r", NOW).is_err(), "{junk}");
+        }
+    }
 }
