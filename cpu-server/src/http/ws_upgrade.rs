@@ -30,9 +30,16 @@ fn refuse(status: StatusCode, code: ErrorCode, message: String) -> Response {
 }
 
 /// The query parameters the upgrade reads (`?token=`; others are ignored).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 pub struct UpgradeQuery {
     token: Option<String>,
+}
+
+impl std::fmt::Debug for UpgradeQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let token = self.token.as_ref().map(|_| "<redacted>");
+        f.debug_struct("UpgradeQuery").field("token", &token).finish()
+    }
 }
 
 /// The room socket upgrade.

@@ -12,13 +12,22 @@ use super::orb_env;
 use super::process_spawn::{Isolation, ProcessSpec, SpawnedProcess, spawn_process};
 use crate::settings::OrbSettings;
 
-/// Per-orb values the launcher puts in the orb's environment.
-#[derive(Debug, Clone)]
+/// Per-orb values the launcher puts in the orb's environment (`Debug` hides the token).
+#[derive(Clone)]
 pub struct LaunchEnv {
     /// `ORB_AUTH_TOKEN`: the orb's own credential for the room socket.
     pub auth_token: String,
     /// `ORB_HEARTBEAT_INTERVAL` in ms.
     pub heartbeat_interval_ms: u64,
+}
+
+impl std::fmt::Debug for LaunchEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LaunchEnv")
+            .field("auth_token", &"<redacted>")
+            .field("heartbeat_interval_ms", &self.heartbeat_interval_ms)
+            .finish()
+    }
 }
 
 /// Starts orb processes.
