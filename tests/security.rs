@@ -520,3 +520,45 @@ async fn orb_auth_false_lets_tokenless_legacy_orbs_join_with_a_warning() {
     assert_eq!(joined["userId"], "ai-orb-legacy");
     assert_eq!(joined["participantType"], "ai");
 }
+
+#[tokio::test]
+async fn the_parent_death_signal_survives_the_switch_to_orb_user() {
+    use std::os::unix::fs::PermissionsExt;
+    // A fake orb that ignores every polite end (TERM, HUP, a closed channel):
+    // only PR_SET_PDEATHSIG's SIGKILL can stop it once the server is gone.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let body = "trap '' TERM HUP PIPE\nready\nwhile :; do sleep 0.1; done\n";
+    let program = system_tests::manager_kit::fake_orb(dir.path(), "stubborn-orb", body);
+    let (dir_s, program_s, path) = (
+        dir.path().display().to_string(),
+        program.display().to_string(),
+        path_env(),
+    );
+    let server = RoomServer::start(&[
+        ("PATH", &path),
+        ("ORB_SPAWN_ON", "coach"),
+        ("GPU_SERVER_PATH", &dir_s),
+        ("ORB_COMMAND", &program_s),
+        ("ORB_TEST_DIR", &dir_s),
+        ("ORB_USER", "nobody"),
+        ("ORB_READY_TIMEOUT", "5000"),
+    ]);
+    let (_coach, _) = Client::join(&server.url("sec-pdeath"), "coach-p", "coach").await;
+    let orb = single_orb("sec-pdeath", 10 * SECOND).await;
+    let uid = until(5 * SECOND, || {
+        proc_status(orb, "Uid").filter(|u| u.starts_with("65534"))
+    })
+    .await
+    .expect("the orb runs as nobody");
+    assert!(uid.split_whitespace().all(|id| id == "65534"), "Uid {uid}");
+    kill(Pid::from_raw(server.proc.pid() as i32), Signal::SIGKILL).expect("kill server");
+    let gone = until(10 * SECOND, || {
+        procfs::stat(orb).is_none_or(|s| s.state == 'Z').then_some(())
+    })
+    .await;
+    if gone.is_none() {
+        let _ = kill(Pid::from_raw(-orb), Signal::SIGKILL);
+        panic!("the orb running as nobody outlived its SIGKILLed server");
+    }
+}
