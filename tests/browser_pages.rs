@@ -115,12 +115,29 @@ fn room_and_dashboard_pages_in_chromium() {
     require_browser_setup();
     let server = server_with_real_orbs();
     let base = format!("http://127.0.0.1:{}", server.port);
-    let mut env = vec![("BASE_URL", base), ("ADMIN_TOKEN", ADMIN_TOKEN.to_owned())];
+    let mut env = vec![
+        ("BASE_URL", base),
+        ("ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
+        (
+            "CPU_SERVER_BIN",
+            system_tests::binaries::cpu_server().display().to_string(),
+        ),
+        (
+            "GPU_SERVER_PATH",
+            system_tests::binaries::target_dir().display().to_string(),
+        ),
+    ];
     if let Ok(update) = std::env::var("UPDATE_DOCS_SCREENSHOTS") {
         env.push(("UPDATE_DOCS_SCREENSHOTS", update));
     }
     let (passed, output) = run_node(
-        &["--test", "--test-concurrency=1", "room.test.js", "dashboard.test.js"],
+        &[
+            "--test",
+            "--test-concurrency=1",
+            "room.test.js",
+            "dashboard.test.js",
+            "own_server.test.js",
+        ],
         &env,
     );
     println!("{output}");

@@ -95,7 +95,10 @@
     const el = $('ai-presence');
     el.textContent = present ? 'in room' : 'not in room';
     el.className = 'badge' + (present ? ' ok' : '');
-    if (!present) setAiStatus('—', '');
+    // The server's own statuses (`queued`, `error`) say why the AI is away: keep them.
+    const current = $('ai-status').dataset.status;
+    if (!present && current !== 'queued' && current !== 'error') setAiStatus('—', '');
+    if (present && (current === 'queued' || current === 'error')) setAiStatus('joining', '');
   }
 
   function setAiStatus(status, detail, kind) {
@@ -145,6 +148,7 @@
         state.peers.clear();
         state.hands.clear();
         state.ai = null;
+        setAiStatus('—', '');
         setAiPresence(false);
         for (const p of msg.peers || []) onPeerJoined(p);
         setConn('connected', 'ok');
@@ -271,6 +275,7 @@
       state.joined = false;
       state.peers.clear();
       state.ai = null;
+      setAiStatus('—', '');
       setAiPresence(false);
       renderPeople();
       renderControls();
@@ -291,6 +296,8 @@
     const delay = Math.round(base / 2 + Math.random() * base / 2);
     state.attempt += 1;
     setConn('reconnecting in ' + (delay / 1000).toFixed(1) + ' s', 'bad');
+    $('conn').dataset.attempt = String(state.attempt);
+    $('conn').dataset.delayMs = String(delay);
     state.retryTimer = setTimeout(connect, delay);
   }
 
@@ -305,6 +312,7 @@
     }
     state.joined = false;
     state.peers.clear();
+    setAiStatus('—', '');
     setAiPresence(false);
     renderPeople();
     setConn('offline', '');

@@ -77,8 +77,8 @@ async function until(what, timeout, check, every = 100) {
 }
 
 /** A call of the admin API: {status, body}. */
-async function api(method, urlPath, body) {
-  const res = await fetch(baseUrl() + urlPath, {
+async function api(method, urlPath, body, base = baseUrl()) {
+  const res = await fetch(base + urlPath, {
     method,
     headers: { Authorization: 'Bearer ' + adminToken(), 'Content-Type': 'application/json' },
     body: body ? JSON.stringify(body) : undefined,
@@ -90,8 +90,8 @@ async function api(method, urlPath, body) {
 }
 
 /** The room's orb record, or null. */
-async function orb(room) {
-  const res = await api('GET', '/api/orbs/' + encodeURIComponent(room));
+async function orb(room, base = baseUrl()) {
+  const res = await api('GET', '/api/orbs/' + encodeURIComponent(room), undefined, base);
   return res.status === 200 ? res.body : null;
 }
 
@@ -106,8 +106,8 @@ function alive(pid) {
 }
 
 /** Opens the room page and joins as `name` / `role`; waits until connected. */
-async function joinRoom(page, room, name, role) {
-  await page.goto(baseUrl() + '/room/' + encodeURIComponent(room));
+async function joinRoom(page, room, name, role, base = baseUrl()) {
+  await page.goto(base + '/room/' + encodeURIComponent(room));
   await page.fill('#name', name);
   await page.selectOption('#role', role);
   await page.click('#join');
