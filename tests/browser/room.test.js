@@ -42,6 +42,9 @@ for (const viewport of VIEWPORTS) {
     const coach = await openPage(browser, viewport, 'coach');
     const client = await openPage(browser, viewport, 'client');
     const errors = () => [...coach.errors, ...client.errors];
+    const requests = []; // the coach page's fetches and sockets, in order
+    coach.page.on('request', (r) => requests.push(new URL(r.url()).pathname));
+    coach.page.on('websocket', (ws) => requests.push('ws ' + new URL(ws.url()).pathname));
     try {
       // The client alone starts no orb; the coach's arrival does.
       await joinRoom(client.page, room, 'Client Cleo', 'client');
@@ -60,6 +63,10 @@ for (const viewport of VIEWPORTS) {
         assert.match(names, /AI Assistant · ai/);
         await page.waitForFunction(() => ['ready', 'listening'].includes(document.getElementById('ai-status').textContent));
       }
+      // As the old client: ICE servers are asked for before the socket opens.
+      const turn = requests.indexOf('/api/turn-credentials');
+      const socket = requests.indexOf('ws /ws-simple/' + room);
+      assert.ok(turn >= 0 && socket > turn, `turn-credentials not fetched before the socket: ${requests}`);
       // The same userId is kept for the tab (sessionStorage) and used in the room.
       const coachId = await coach.page.evaluate(() => sessionStorage.getItem('room.userId'));
       assert.match(coachId, /^u-[0-9a-f]{16}$/);
