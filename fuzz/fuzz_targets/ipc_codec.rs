@@ -24,7 +24,11 @@ fn run<T: IpcMessage>(data: &[u8]) {
         while let Some(event) = codec.decode(&mut buf).expect("decode never fails") {
             decoded.push(event);
         }
-        assert!(buf.len() <= MAX_LINE + 1 + chunk, "buffer grew past the cap: {}", buf.len());
+        assert!(
+            buf.len() <= MAX_LINE + 1 + chunk,
+            "buffer grew past the cap: {}",
+            buf.len()
+        );
     }
     while let Some(event) = codec.decode_eof(&mut buf).expect("decode_eof never fails") {
         decoded.push(event);

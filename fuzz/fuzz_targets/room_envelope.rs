@@ -23,7 +23,10 @@ fuzz_target!(|data: &[u8]| {
         let _ = inbound.fields.remove("token");
         if let Ok(join) = inbound.join_request() {
             assert!(!join.user_id.is_empty() && join.user_id.len() <= 128);
-            assert!(!join.user_id.chars().any(char::is_control), "control character in a user id");
+            assert!(
+                !join.user_id.chars().any(char::is_control),
+                "control character in a user id"
+            );
             assert!(!join.user_name.chars().any(char::is_control));
             assert!(!join.user_role.chars().any(char::is_control));
         }
