@@ -1,0 +1,152 @@
+//! What orb tasks report: ready, heartbeats, errors, exits; and resource samples.
+
+use super::*;
+
+impl Manager {
+    pub(super) fn on_report(&mut self, report: Report) {
+        let Report {
+            room,
+            generation,
+            pid,
+            kind,
+        } = report;
+        if let ReportKind::Exited { exit, ran_for } = kind {
+            self.on_exit(&room, generation, pid, exit, ran_for);
+            return;
+        }
+        let Some(entry) = self.orbs.get_mut(&room) else { return };
+        if entry.process.as_ref().map(|r| r.generation) != Some(generation) {
+            return; // a report of an older process
+        }
+        match kind {
+            ReportKind::Ready => {
+                entry.last_heartbeat = Some(Instant::now());
+                if entry.state == OrbState::Spawning {
+                    entry.state = OrbState::Ready;
+                }
+                if let Some(running) = &entry.process {
+                    let ready_after = running.started.elapsed();
+                    entry.spawn_to_ready_ms = Some(ready_after.as_secs_f64() * 1000.0);
+                    crate::metrics::global()
+                        .spawn_to_ready
+                        .observe(ready_after.as_secs_f64());
+                    info!(%room, pid, ready_ms = ready_after.as_secs_f64() * 1000.0, "orb ready");
+                }
+            }
+            ReportKind::Heartbeat { metrics, delay_ms } => {
+                crate::metrics::global().heartbeats.inc();
+                if let Some(delay) = delay_ms {
+                    crate::metrics::global().ipc_delay.observe(delay.max(0.0) / 1000.0);
+                }
+                entry.last_heartbeat = Some(Instant::now());
+                entry.ipc_delay_ms = delay_ms;
+                if entry.state == OrbState::Unresponsive {
+                    entry.state = OrbState::Ready;
+                }
+                if entry.sample.is_none() && metrics.memory > 0.0 {
+                    entry.sample = Some((metrics.cpu, (metrics.memory * 1024.0 * 1024.0) as u64));
+                }
+            }
+            ReportKind::Error { error, critical } => {
+                warn!(%room, %error, critical, "orb error");
+            }
+            ReportKind::Summary(summary) => {
+                info!(%room, session = %entry.session, summary = %summary, "session summary");
+            }
+            ReportKind::Unresponsive => {
+                crate::metrics::global().kill("unresponsive");
+                entry.state = OrbState::Unresponsive;
+            }
+            ReportKind::Exited { .. } => {}
+        }
+    }
+
+    pub(super) fn on_exit(&mut self, room: &str, generation: u64, pid: u32, exit: ExitRecord, ran_for: Duration) {
+        // The slot belongs to the process: freed now that it is reaped, whatever else happens.
+        self.slots_used = self.slots_used.saturating_sub(1);
+        self.table.lock().remove(&pid);
+        crate::metrics::global().exit(&exit.reason);
+        let humans = self.humans(room);
+        let draining = self.draining;
+        if let Some(entry) = self.orbs.get_mut(room)
+            && entry.process.as_ref().map(|r| r.generation) == Some(generation)
+        {
+            entry.process = None;
+            entry.last_exit = Some(exit.clone());
+            for waiter in entry.waiters.drain(..) {
+                let _ = waiter.send(Some(exit.clone()));
+            }
+            if entry.stop_reason.is_some() || exit.normal || draining || humans == 0 {
+                self.remove_entry(room);
+            } else {
+                self.after_failure(room, ran_for);
+            }
+        }
+        self.fill_free_slots();
+        self.publish_counts();
+    }
+
+    pub(super) fn on_samples(&mut self, samples: Vec<Sample>) {
+        for sample in samples {
+            let Some(entry) = self.orbs.get_mut(&sample.room) else {
+                continue;
+            };
+            let Some(running) = &entry.process else { continue };
+            if running.pid != sample.pid {
+                continue;
+            }
+            entry.sample = Some((sample.cpu_percent, sample.rss_bytes));
+            if let Some(limit) = self.settings.memory_limit_bytes
+                && sample.rss_bytes > limit
+                && entry.state != OrbState::Stopping
+            {
+                warn!(room = %sample.room, rss = sample.rss_bytes, limit, "orb over ORB_MEMORY_LIMIT_MB; killing it");
+                crate::metrics::global().kill("memory_limit");
+                entry.state = OrbState::Stopping;
+                let _ = running.control.try_send(Control::Kill {
+                    reason: "memory_limit".to_owned(),
+                });
+            }
+        }
+    }
+
+    /// After a failed start or an unexpected exit: restart after a backoff, or
+    /// park the orb (and tell the room) when the crash-loop limit is reached.
+    pub(super) fn after_failure(&mut self, room: &str, ran_for: Duration) {
+        let Some(entry) = self.orbs.get_mut(room) else { return };
+        let reason = entry
+            .last_exit
+            .as_ref()
+            .map_or("crash", |e| e.reason.as_str())
+            .to_owned();
+        entry.epoch += 1;
+        match entry.policy.on_failure(Instant::now(), ran_for, fastrand::f64()) {
+            RestartDecision::After(delay) => {
+                info!(%room, %reason, delay_ms = delay.as_millis() as u64, "orb failed; restarting");
+                entry.state = OrbState::Restarting;
+                let timer = Timer {
+                    room: room.to_owned(),
+                    kind: TimerKind::RestartDue,
+                    epoch: entry.epoch,
+                };
+                self.timers.insert(timer, delay);
+            }
+            RestartDecision::Park { until } => {
+                warn!(%room, %reason, "orb crash loop; parked");
+                entry.state = OrbState::Parked;
+                let timer = Timer {
+                    room: room.to_owned(),
+                    kind: TimerKind::ParkExpired,
+                    epoch: entry.epoch,
+                };
+                self.timers.insert_at(timer, until);
+                let message = ai_status(
+                    "error",
+                    json!({"message": "The AI assistant keeps failing and is paused; an operator can reset it.",
+                           "code": "orb_parked"}),
+                );
+                self.notifier.notify_room(room, message);
+            }
+        }
+    }
+}
