@@ -86,6 +86,7 @@ impl Connection {
             conn: &self,
             outbox: outbox.clone(),
             joined: None,
+            refused_joins: 0,
             bucket: TokenBucket::new(self.settings.max_messages_per_second, Instant::now()),
             last_seen: Instant::now(),
         };
@@ -120,6 +121,8 @@ struct Reader<'a> {
     conn: &'a Connection,
     outbox: Outbox,
     joined: Option<Joined>,
+    /// Joins refused by authentication; only the first is a warning (no log flood).
+    refused_joins: u32,
     bucket: TokenBucket,
     last_seen: Instant,
 }
@@ -232,7 +235,12 @@ impl Reader<'_> {
                     )
                     .await;
                 if let Err((code, message)) = checked {
-                    warn!(user = %request.user_id, role = %request.user_role, %code, "join refused");
+                    self.refused_joins = self.refused_joins.saturating_add(1);
+                    if self.refused_joins == 1 {
+                        warn!(user = %request.user_id, role = %request.user_role, %code, "join refused");
+                    } else {
+                        debug!(user = %request.user_id, role = %request.user_role, %code, refused = self.refused_joins, "join refused");
+                    }
                     return self.error(code, message);
                 }
                 let user = request.user_id.clone();
