@@ -56,10 +56,12 @@
   const pct = (v) => (v == null ? '–' : v.toFixed(1) + ' %');
   const STATE_KIND = { ready: 'ok', spawning: 'warn', queued: 'warn', restarting: 'warn', stopping: 'warn', unresponsive: 'bad', parked: 'bad' };
 
-  function cell(row, text, cls) {
+  // `label` names the column for the narrow layout, where rows become cards.
+  function cell(row, text, cls, label) {
     const td = document.createElement('td');
     td.textContent = text;
     if (cls) td.className = cls;
+    if (label) td.dataset.label = label;
     row.appendChild(td);
     return td;
   }
@@ -169,19 +171,19 @@
       tr.dataset.room = orb.room;
       tr.dataset.pid = orb.pid == null ? '' : String(orb.pid);
       tr.dataset.state = orb.state;
-      cell(tr, orb.room);
-      cell(tr, orb.pid == null ? '–' : String(orb.pid), 'num pid');
-      const st = cell(tr, '');
+      cell(tr, orb.room, 'room', 'Room');
+      cell(tr, orb.pid == null ? '–' : String(orb.pid), 'num pid', 'PID');
+      const st = cell(tr, '', '', 'State');
       const badge = document.createElement('span');
       badge.className = 'badge ' + (STATE_KIND[orb.state] || '');
       badge.textContent = orb.state + (orb.queue_position ? ' #' + orb.queue_position : '');
       st.appendChild(badge);
-      cell(tr, duration(orb.uptime_ms), 'num');
-      cell(tr, String(orb.restarts), 'num restarts');
-      cell(tr, mb(orb.rss_bytes), 'num');
-      cell(tr, pct(orb.cpu_percent), 'num');
-      cell(tr, orb.last_heartbeat_ms == null ? '–' : duration(orb.last_heartbeat_ms) + ' ago', 'num');
-      const chartCell = cell(tr, '');
+      cell(tr, duration(orb.uptime_ms), 'num', 'Uptime');
+      cell(tr, String(orb.restarts), 'num restarts', 'Restarts');
+      cell(tr, mb(orb.rss_bytes), 'num', 'RSS');
+      cell(tr, pct(orb.cpu_percent), 'num', 'CPU');
+      cell(tr, orb.last_heartbeat_ms == null ? '–' : duration(orb.last_heartbeat_ms) + ' ago', 'num', 'Heartbeat');
+      const chartCell = cell(tr, '', '', 'RSS / CPU');
       const canvas = document.createElement('canvas');
       canvas.className = 'chart';
       canvas.setAttribute('aria-label', 'RSS and CPU of ' + orb.room);
@@ -200,11 +202,11 @@
     for (const r of rooms) {
       const tr = document.createElement('tr');
       tr.dataset.room = r.room;
-      cell(tr, r.room);
+      cell(tr, r.room, 'room', 'Room');
       const people = r.participants.map((p) => p.userName + ' (' + p.userRole + ')').join(', ');
-      cell(tr, people || '–').dataset.count = String(r.participants.length);
+      cell(tr, people || '–', 'people', 'Participants').dataset.count = String(r.participants.length);
       const orb = withOrb.get(r.room);
-      cell(tr, orb ? orb.state : 'none');
+      cell(tr, orb ? orb.state : 'none', '', 'Orb');
       const actions = cell(tr, '');
       if (!orb) actions.appendChild(button('Start orb', 'secondary start', () => startOrb(r.room)));
       rbody.appendChild(tr);
