@@ -348,7 +348,9 @@
       connect();
     });
 
-    const control = (action) => send({ type: 'ai_control', action });
+    const control = (action) => {
+      if (send({ type: 'ai_control', action })) log('you asked the AI to ' + action.replace('_', ' '));
+    };
     $('pause').addEventListener('click', () => control('pause'));
     $('resume').addEventListener('click', () => control('resume'));
     $('end').addEventListener('click', () => control('end_session'));

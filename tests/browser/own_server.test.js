@@ -196,3 +196,32 @@ test('a crash-looping orb is parked: the page shows the error, the dashboard res
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('an open /api/events stream ends cleanly when the server shuts down', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'browser-events-'));
+  const port = await freePort();
+  const server = await startServer(port, dir, { ORB_SPAWN_ON: 'manual' });
+  try {
+    const res = await fetch(server.base + '/api/events', { headers: { Authorization: 'Bearer ' + adminToken() } });
+    assert.equal(res.status, 200);
+    const reader = res.body.getReader();
+    const first = await reader.read();
+    assert.match(new TextDecoder().decode(first.value), /^event: snapshot/);
+    const exited = new Promise((resolve) => server.child.once('exit', () => resolve(Date.now())));
+    const stopAsked = Date.now();
+    server.child.kill('SIGTERM');
+    // Drain what is left: the stream must end (done), not be cut (an error), and soon.
+    const ended = await (async () => {
+      for (;;) {
+        const { done } = await reader.read();
+        if (done) return Date.now();
+      }
+    })();
+    assert.ok(ended - stopAsked < 1500, `stream ended ${ended - stopAsked} ms after SIGTERM`);
+    const exit = await exited;
+    assert.ok(exit - stopAsked < 5000, `server exited ${exit - stopAsked} ms after SIGTERM`);
+  } finally {
+    await stopServer(server);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
