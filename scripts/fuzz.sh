@@ -5,7 +5,9 @@
 #
 # Targets: room_envelope (the room WebSocket envelope parser: parse_inbound,
 # join_request, target, into_relayed) and ipc_codec (the orb <-> manager IPC
-# line codec, both directions, arbitrary chunking).
+# line codec, both directions, arbitrary chunking) and jwt_verify (cpu-server's
+# HS256 client-token verification, compiled from its source: raw tokens, and
+# correctly signed tokens with arbitrary header and claims).
 #
 # cargo-fuzz needs nightly-only flags (-Zsanitizer=address, -Cpasses=sancov).
 # On a stable toolchain RUSTC_BOOTSTRAP=1 unlocks them: that is what this
@@ -35,7 +37,7 @@ else
 fi
 
 status=0
-for target in room_envelope ipc_codec; do
+for target in room_envelope ipc_codec jwt_verify; do
     echo "== ${target}: ${seconds}s" >&2
     log="fuzz/${target}.log"
     if cargo "${toolchain[@]}" fuzz run --fuzz-dir fuzz "$target" "fuzz/corpus/$target" -- \
