@@ -65,11 +65,13 @@ impl Coturn {
 
     fn spawn(command: Command, dir: tempfile::TempDir, port: u16) -> Self {
         let proc = Proc::spawn("turnserver", command, dir.path());
+        // Ready when both listeners answer: TCP accepts and a STUN binding request over
+        // UDP gets its response (coturn opens them from different threads).
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while TcpStream::connect(("127.0.0.1", port)).is_err() || !stun_binding_answers(port) {
             assert!(
                 Instant::now() < deadline,
-                "turnserver did not listen on 127.0.0.1:{port} within 10 s:\n{}",
+                "turnserver did not answer on 127.0.0.1:{port} (TCP and UDP) within 10 s:\n{}",
                 proc.stderr()
             );
             std::thread::sleep(Duration::from_millis(20));
@@ -88,6 +90,25 @@ impl Coturn {
             .arg(self.port.to_string())
             .args(["-y", "-n", "1", "-c", "127.0.0.1"]);
         crate::deploy_tools::run_bounded("uclient", command, self.dir.path(), Duration::from_secs(30))
+    }
+}
+
+/// Whether a STUN binding request (RFC 5389) to UDP 127.0.0.1:`port` gets a
+/// binding success response within 200 ms.
+pub fn stun_binding_answers(port: u16) -> bool {
+    let Ok(socket) = std::net::UdpSocket::bind("127.0.0.1:0") else {
+        return false;
+    };
+    let _ = socket.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut request = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+    request.extend_from_slice(b"mucready1234");
+    if socket.send_to(&request, ("127.0.0.1", port)).is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 512];
+    match socket.recv(&mut buf) {
+        Ok(n) => n >= 20 && buf[..2] == [0x01, 0x01] && buf[8..20] == request[8..20],
+        Err(_) => false,
     }
 }
 
