@@ -285,7 +285,9 @@ async fn handshake(config: &LinkConfig) -> Result<(Socket, Vec<Participant>), At
         .max_frame_size(Some(DEFAULT_MAX_MESSAGE_BYTES))
         .read_buffer_size(16 * 1024)
         .write_buffer_size(0);
-    let (mut socket, _) = match tokio_tungstenite::connect_async_with_config(request, Some(ws_config), false).await {
+    // `true`: TCP_NODELAY. With Nagle on, a reply written while the server's ACK of the
+    // previous frame is delayed waits up to 40 ms (seen as a 44 ms say -> ai_response).
+    let (mut socket, _) = match tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true).await {
         Ok(ok) => ok,
         Err(WsError::Http(response)) if matches!(response.status().as_u16(), 401 | 403) => {
             return Err(Attempt::Refused(format!(
