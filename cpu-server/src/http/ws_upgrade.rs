@@ -19,6 +19,9 @@ use super::{AppState, ClientAddr};
 use crate::rooms::connection::Connection;
 use crate::rooms::room_id::validate_room_id;
 
+/// Initial read buffer of a room socket (grown as needed up to the message cap).
+const READ_BUFFER_BYTES: usize = 4096;
+
 /// Headroom over `MAX_MESSAGE_BYTES` given to the WebSocket codec, so frames a
 /// little over the cap are still read and answered with `too_large`, while huge
 /// ones are refused from their header without being buffered.
@@ -98,5 +101,8 @@ pub async fn ws_simple(
     upgrade
         .max_message_size(cap)
         .max_frame_size(cap)
+        // tungstenite's default 128 KiB read buffer is zero-filled before the first
+        // read: 144 KiB resident per idle socket. It grows for larger messages.
+        .read_buffer_size(READ_BUFFER_BYTES)
         .on_upgrade(move |socket| tracker.track_future(connection.run(socket)))
 }
