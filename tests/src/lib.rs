@@ -19,8 +19,16 @@
 //! - [`deploy_tools`], [`deploy_tls`]: operator tools (nginx, openssl, ...) on the shipped
 //!   deploy files, and TLS clients trusting a throwaway CA.
 //! - [`turn_coturn`]: a real coturn and `turnutils_uclient`.
+//! - [`bench_kit`], [`bench_peers`], [`bench_server`], [`bench_orbs`]: the benchmark
+//!   suite's measures, reference peers (echo, nginx), bench servers and orb scenarios.
+//! - [`chaos_kit`]: the chaos soak's misbehaving orb, process counting and sequence checker.
 
+pub mod bench_kit;
+pub mod bench_orbs;
+pub mod bench_peers;
+pub mod bench_server;
 pub mod binaries;
+pub mod chaos_kit;
 pub mod deploy_tls;
 pub mod deploy_tools;
 pub mod manager_kit;
