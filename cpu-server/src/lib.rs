@@ -7,7 +7,8 @@
 //! # Layout
 //! - [`settings`]: flags, environment, `.env` and defaults, validated at once.
 //! - [`auth`]: who may open a room socket and join as whom (client JWT, orb tokens, origins).
-//! - [`http`]: routes (`/health`, `/healthz`, `/ws-simple/{room_id}`), the admin API and `/metrics`; plain or TLS serving.
+//! - [`http`]: routes (`/health`, `/healthz`, `/ws-simple/{room_id}`), the admin API, `/metrics`,
+//!   the room and dashboard pages, `/api/turn-credentials`; plain or TLS serving.
 //! - [`rooms`]: the room registry actor and the per-socket relay; [`rooms::events`] is the seam to the OrbManager.
 //! - [`orbs`]: the OrbManager, one supervised gpu-orb process per room.
 //! - [`shutdown`]: signals and the bounded drain.
@@ -15,6 +16,7 @@
 //! - [`metrics`]: Prometheus counters, gauges and histograms behind `/metrics`.
 //! - [`state_file`]: the generated admin token file.
 //! - [`cli`]: the operator commands (`orbs …`, `check`).
+//! - [`systemd`]: `sd_notify` readiness, watchdog and stopping messages.
 //!
 //! # Tasks and channels
 //! - one registry task owns every room (`rooms::registry`); connection tasks send it
@@ -24,8 +26,8 @@
 //!   outbox the registry fills with `try_send`; a full outbox drops that socket (1008);
 //! - the OrbManager talks back only through `RoomNotifier` (`try_send` into the registry).
 
-pub mod cli;
 pub mod auth;
+pub mod cli;
 pub mod http;
 pub mod logging;
 pub mod metrics;
@@ -33,8 +35,8 @@ pub mod orbs;
 pub mod rooms;
 pub mod settings;
 pub mod shutdown;
-pub mod systemd;
 pub mod state_file;
+pub mod systemd;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
