@@ -677,3 +677,46 @@ async fn a_busy_port_is_reported_with_cpu_host_and_exit_1() {
     let stderr = proc.stderr();
     assert!(stderr.contains(&format!("CPU_HOST=127.0.0.1:{port}")), "{stderr}");
 }
+
+/// Opens a room socket that claims to be forwarded for `client`; `Err` carries the refusal.
+async fn forwarded_socket(
+    port: u16,
+    client: &str,
+) -> Result<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>, String> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!("ws://127.0.0.1:{port}/ws-simple/xff");
+    let mut request = url.into_client_request().map_err(|e| e.to_string())?;
+    request
+        .headers_mut()
+        .insert("x-forwarded-for", client.parse().map_err(|_| "header".to_owned())?);
+    match tokio::time::timeout(T, tokio_tungstenite::connect_async(request)).await {
+        Ok(Ok((socket, _))) => Ok(socket),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".to_owned()),
+    }
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_limits_apply_to_each_forwarded_client() {
+    let server = RoomServer::start(&[("MAX_CONNECTIONS_PER_IP", "1"), ("TRUSTED_PROXIES", "127.0.0.1")]);
+    let _a = forwarded_socket(server.port, "198.51.100.1").await.expect("client 1");
+    let _b = forwarded_socket(server.port, "198.51.100.2")
+        .await
+        .expect("client 2, same proxy");
+    let again = forwarded_socket(server.port, "198.51.100.1").await;
+    assert!(
+        again.as_ref().is_err_and(|e| e.contains("429")),
+        "client 1's second socket: {:?}",
+        again.err()
+    );
+    // Without TRUSTED_PROXIES the header is ignored: everyone is the proxy's address.
+    let plain = RoomServer::start(&[("MAX_CONNECTIONS_PER_IP", "1")]);
+    let _c = forwarded_socket(plain.port, "198.51.100.9")
+        .await
+        .expect("first socket");
+    let other = forwarded_socket(plain.port, "198.51.100.10").await;
+    assert!(
+        other.as_ref().is_err_and(|e| e.contains("429")),
+        "an untrusted X-Forwarded-For was believed"
+    );
+}

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`admin`]: the admin API (`/api/orbs*`, `/api/rooms`) behind a bearer token.
+//! - [`client_ip`]: the client address behind a trusted reverse proxy (`X-Forwarded-For`).
 //! - [`health`]: `GET /health` and `GET /healthz`.
 //! - [`metrics`]: `GET /metrics` (Prometheus text, same token).
 //! - [`pages`]: the embedded browser pages (`/room/{room_id}`, `/dashboard`) and `/api/events`.
@@ -10,6 +11,7 @@
 //! - [`turn`]: `GET /api/turn-credentials`, the ICE servers for browsers (public).
 
 pub mod admin;
+pub mod client_ip;
 pub mod health;
 pub mod metrics;
 pub mod pages;

@@ -64,6 +64,10 @@ pub async fn ws_simple(
     if let Err(e) = validate_room_id(&room_id) {
         return refuse(StatusCode::BAD_REQUEST, ErrorCode::InvalidField, e.to_string());
     }
+    let addr = std::net::SocketAddr::new(
+        super::client_ip::client_ip(addr.ip(), &headers, &state.settings.trusted_proxies),
+        addr.port(),
+    );
     let credential = match state.auth.check_upgrade(&headers, query.token, &room_id) {
         Ok(credential) => credential,
         Err(refusal) => {

@@ -29,6 +29,10 @@ pub struct RoomArgs {
     /// WebSocket ping period, ms; a peer silent for two periods is dropped [default: 30000].
     #[arg(long, env = "WS_PING_INTERVAL")]
     pub ws_ping_interval: Option<String>,
+    /// Reverse proxies whose X-Forwarded-For is believed, comma-separated IPs (e.g. 127.0.0.1,::1
+    /// behind a local nginx); per-address limits then apply to the real client [default: none].
+    #[arg(long, env = "TRUSTED_PROXIES")]
+    pub trusted_proxies: Option<String>,
 }
 
 /// Typed room settings.
@@ -48,6 +52,8 @@ pub struct RoomSettings {
     pub ws_send_queue: usize,
     /// WebSocket ping period.
     pub ws_ping_interval: Duration,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for RoomSettings {
@@ -103,6 +109,19 @@ impl RoomArgs {
             30_000,
             10,
         );
+        let trusted_proxies = v.parse(
+            Key::new("TRUSTED_PROXIES", "trusted-proxies"),
+            self.trusted_proxies,
+            Vec::new(),
+            "comma-separated IP addresses, e.g. 127.0.0.1,::1",
+            |raw| {
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.parse().map_err(|_| format!("{s:?} is not an IP address")))
+                    .collect()
+            },
+        );
         RoomSettings {
             max_message_bytes,
             max_room_participants,
@@ -111,6 +130,7 @@ impl RoomArgs {
             max_messages_per_second,
             ws_send_queue,
             ws_ping_interval,
+            trusted_proxies,
         }
     }
 }
