@@ -338,6 +338,9 @@ async fn chaos_soak_holds_every_invariant() {
         ("ORB_KILL_GRACE", "1000".into()),
         ("ORB_MAX_RESTARTS", "3".into()),
         ("ORB_RESTART_WINDOW", "30000".into()),
+        // Long runs by hand: no orb ends on its own (idle or lifetime) while a coach waits.
+        ("IDLE_TIMEOUT", "86400000".into()),
+        ("MAX_ORB_LIFETIME", "86400000".into()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use system_tests::bench_kit::{Latency, Report, machine, node_spawn_ms, raise_nofile, ready_ms, trivial_spawn_ms};
-use system_tests::bench_peers::{self, message_256, relay_pair, round_trips, start_echo, start_nginx};
+use system_tests::bench_peers::{self, message_256, relay_pairs, round_trips, start_echo, start_nginx};
 use system_tests::bench_server::start;
 use system_tests::ws::Client;
 
@@ -31,6 +31,10 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(i) = args.iter().position(|a| a == "--echo-server") {
         bench_peers::run_echo_server(args.get(i + 1).map_or("127.0.0.1:0", String::as_str));
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--responders") {
+        bench_peers::run_responders(&args[i + 1..]);
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
@@ -170,7 +174,10 @@ async fn relay(report: &mut Report, count: usize) {
     let (_echo, echo_port) = start_echo(dir.path());
     let nginx = start_nginx(dir.path(), echo_port);
     let msg = message_256();
-    let mut relay_ws = relay_pair(&server.url("relay")).await.expect("relay pair");
+    let (_responders, mut pairs) = relay_pairs(dir.path(), &[server.url("relay")])
+        .await
+        .expect("relay pair");
+    let mut relay_ws = pairs.pop().expect("one pair");
     let mut echo_ws = bench_peers::connect(&format!("ws://127.0.0.1:{echo_port}/"))
         .await
         .expect("echo");
@@ -216,12 +223,8 @@ async fn throughput(report: &mut Report, window: Duration) {
     let nginx = start_nginx(dir.path(), echo_port);
     let msg = message_256();
     let mut targets: Vec<(String, Vec<i32>, Vec<bench_peers::Ws>)> = Vec::new();
-    let mut pairs = Vec::new();
-    for i in 0..rooms {
-        if let Ok(ws) = relay_pair(&server.url(&format!("tp{i}"))).await {
-            pairs.push(ws);
-        }
-    }
+    let urls: Vec<String> = (0..rooms).map(|i| server.url(&format!("tp{i}"))).collect();
+    let (responders, pairs) = relay_pairs(dir.path(), &urls).await.expect("relay pairs");
     targets.push((
         "cpu-server relay (A -> server -> B -> server -> A)".into(),
         vec![server.proc.pid() as i32],
@@ -253,21 +256,24 @@ async fn throughput(report: &mut Report, window: Duration) {
     for (name, pids, sockets) in targets {
         let n = sockets.len();
         let meter = system_tests::bench_kit::CpuMeter::start(pids);
-        let echo_meter = system_tests::bench_kit::CpuMeter::start(vec![echo.pid() as i32]);
+        let peer = if name.starts_with("cpu-server") {
+            responders.pid()
+        } else {
+            echo.pid()
+        };
+        let peer_meter = system_tests::bench_kit::CpuMeter::start(vec![peer as i32]);
         let start = Instant::now();
         let (trips, _) = bench_peers::ping_pong(sockets, &msg, window).await;
         let secs = start.elapsed().as_secs_f64();
         let rate = trips as f64 * 2.0 / secs;
         report.value("throughput", &format!("{name}, {n} rooms: messages/s"), rate, "msg/s");
         report.value("throughput", &format!("{name}: CPU"), meter.percent(), "% of one core");
-        if name.contains("nginx") {
-            report.value(
-                "throughput",
-                "  (echo peer behind nginx: CPU)",
-                echo_meter.percent(),
-                "% of one core",
-            );
-        }
+        let peer_name = if name.starts_with("cpu-server") {
+            "  (B responders process: CPU)"
+        } else {
+            "  (echo peer: CPU)"
+        };
+        report.value("throughput", peer_name, peer_meter.percent(), "% of one core");
         rates.push(rate);
     }
     if let [relay, _, nginx] = rates[..] {

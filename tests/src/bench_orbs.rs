@@ -233,14 +233,16 @@ pub async fn isolation(report: &mut Report, busy: usize, victims: usize, window:
     }
     let msg = crate::bench_peers::message_256();
     let mut phases = Vec::new();
+    let dir = tempfile::tempdir().expect("tempdir");
     for with_kills in [false, true] {
-        let mut sockets = Vec::new();
-        for i in 0..busy {
-            match crate::bench_peers::relay_pair(&server.url(&format!("busy{with_kills}{i}"))).await {
-                Ok(ws) => sockets.push(ws),
-                Err(e) => report.note("isolation", &e),
+        let urls: Vec<String> = (0..busy).map(|i| server.url(&format!("busy{with_kills}{i}"))).collect();
+        let (_responders, sockets) = match crate::bench_peers::relay_pairs(dir.path(), &urls).await {
+            Ok(pairs) => pairs,
+            Err(e) => {
+                report.note("isolation", &e);
+                return;
             }
-        }
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let kills = Arc::new(AtomicU64::new(0));
         let driver = with_kills.then(|| {

@@ -77,29 +77,61 @@ pub async fn join(url: &str, user: &str, role: &str) -> Result<Ws, String> {
     }
 }
 
-/// A room pair: `a` measures, `b` answers every `client_signal` back to `a`.
-/// Returns `a` once `b` is in the room.
-pub async fn relay_pair(url: &str) -> Result<Ws, String> {
-    let mut a = join(url, "a", "client").await?;
-    let mut b = join(url, "b", "client").await?;
-    // a learns that b joined.
-    while let Some(text) = next_text(&mut a, Duration::from_secs(10)).await {
-        if text.contains("user-joined") {
-            break;
-        }
+/// Room pairs: in each room of `urls`, `a` (returned, in this process) measures and
+/// `b` answers every `client_signal` back to `a`. The `b`s run in a child process
+/// (this executable with `--responders URL...`), as the echo peer does for the
+/// references, so that both sides of each comparison have the same process layout.
+pub async fn relay_pairs(dir: &Path, urls: &[String]) -> Result<(Proc, Vec<Ws>), String> {
+    let mut sockets = Vec::with_capacity(urls.len());
+    for url in urls {
+        sockets.push(join(url, "a", "client").await?);
     }
-    tokio::spawn(async move {
-        while let Some(text) = next_text(&mut b, Duration::from_secs(3600)).await {
-            if !text.contains("client_signal") {
-                continue;
-            }
-            let reply = text.replace(r#""toId":"b""#, r#""toId":"a""#);
-            if !send(&mut b, &reply).await {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut command = Command::new(exe);
+    command.arg("--responders").args(urls);
+    let proc = Proc::spawn("responders", command, dir);
+    for a in &mut sockets {
+        // a learns that b joined.
+        loop {
+            let text = next_text(a, Duration::from_secs(20))
+                .await
+                .ok_or("responder b did not join")?;
+            if text.contains("user-joined") {
                 break;
             }
         }
+    }
+    Ok((proc, sockets))
+}
+
+/// Joins every room of `urls` as `b` and answers each `client_signal` back to `a`
+/// until the sockets close (the suite runs this in a child process).
+pub fn run_responders(urls: &[String]) {
+    let Ok(runtime) = tokio::runtime::Builder::new_multi_thread().enable_all().build() else {
+        return;
+    };
+    runtime.block_on(async {
+        let mut tasks = Vec::new();
+        for url in urls {
+            let Ok(mut b) = join(url, "b", "client").await else {
+                continue;
+            };
+            tasks.push(tokio::spawn(async move {
+                while let Some(text) = next_text(&mut b, Duration::from_secs(3600)).await {
+                    if !text.contains("client_signal") {
+                        continue;
+                    }
+                    let reply = text.replace(r#""toId":"b""#, r#""toId":"a""#);
+                    if !send(&mut b, &reply).await {
+                        break;
+                    }
+                }
+            }));
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
     });
-    Ok(a)
 }
 
 /// `count` round trips of `msg` on `ws` (after `warmup`), in ms; stops early on a lost socket.

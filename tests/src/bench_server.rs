@@ -28,6 +28,11 @@ pub fn start(extra: &[(&str, &str)]) -> RoomServer {
         ("ORB_KILL_GRACE", "1000"),
         ("RUST_LOG", "warn"),
     ];
+    // `BENCH_SERVER_THREADS=n`: the server's tokio worker threads (its default: one per core).
+    let threads = std::env::var("BENCH_SERVER_THREADS").unwrap_or_default();
+    if !threads.is_empty() {
+        env.push(("TOKIO_WORKER_THREADS", &threads));
+    }
     env.extend_from_slice(extra);
     RoomServer::start(&env)
 }
