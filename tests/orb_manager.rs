@@ -3,72 +3,21 @@
 //! Fake orbs are `sh` scripts (see `manager_kit`) so that each test controls
 //! the misbehaviour it checks; process hygiene is checked from `/proc`.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::json;
-use system_tests::manager_kit::{HEALTHY, fake_orb, orb_groups_with_prefix, orb_pids, orb_pids_with_prefix, starts};
+use system_tests::manager_kit::{
+    HEALTHY, grandchild_pid, orb_groups_with_prefix, orb_pids, orb_pids_with_prefix, path_env, server_with_fake,
+    server_with_real_orbs, single_orb, starts,
+};
 use system_tests::procfs;
 use system_tests::room_harness::RoomServer;
 use system_tests::wait::{until, until_true};
 use system_tests::ws::Client;
 
 const SECOND: Duration = Duration::from_secs(1);
-
-fn path_env() -> String {
-    std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_owned())
-}
-
-/// A server whose orbs are the fake `body`, with short timings.
-fn server_with_fake(dir: &Path, body: &str, extra: &[(&str, &str)]) -> RoomServer {
-    let program = fake_orb(dir, "fake-orb", body);
-    let dir_s = dir.display().to_string();
-    let program_s = program.display().to_string();
-    let path = path_env();
-    let mut env: Vec<(&str, &str)> = vec![
-        ("PATH", &path),
-        ("ORB_SPAWN_ON", "coach"),
-        ("GPU_SERVER_PATH", &dir_s),
-        ("ORB_COMMAND", &program_s),
-        ("ORB_TEST_DIR", &dir_s),
-        ("ORB_HEALTH_CHECK_INTERVAL", "200"),
-        ("ORB_UNRESPONSIVE_TIMEOUT", "1500"),
-        ("ORB_READY_TIMEOUT", "5000"),
-        ("ROOM_EMPTY_GRACE", "0"),
-        ("ORB_STOP_GRACE", "500"),
-        ("ORB_KILL_GRACE", "500"),
-    ];
-    env.extend_from_slice(extra);
-    RoomServer::start(&env)
-}
-
-/// A server whose orbs are the real gpu-orb (test mode: no AI key).
-fn server_with_real_orbs(extra: &[(&str, &str)]) -> RoomServer {
-    let target = system_tests::binaries::target_dir().display().to_string();
-    let path = path_env();
-    let mut env: Vec<(&str, &str)> = vec![
-        ("PATH", &path),
-        ("ORB_SPAWN_ON", "coach"),
-        ("GPU_SERVER_PATH", &target),
-        ("ORB_HEALTH_CHECK_INTERVAL", "500"),
-        ("ROOM_EMPTY_GRACE", "0"),
-        ("ORB_STOP_GRACE", "2000"),
-        ("ORB_KILL_GRACE", "1000"),
-    ];
-    env.extend_from_slice(extra);
-    RoomServer::start(&env)
-}
-
-async fn single_orb(room: &str, timeout: Duration) -> i32 {
-    until(timeout, || match orb_pids(room).as_slice() {
-        [pid] => Some(*pid),
-        _ => None,
-    })
-    .await
-    .unwrap_or_else(|| panic!("no single orb for {room} within {timeout:?}: {:?}", orb_pids(room)))
-}
 
 #[tokio::test]
 async fn coach_join_starts_a_real_orb_that_answers_through_the_server() {
@@ -243,15 +192,7 @@ while beat; do sleep 0.1; done
     let server = server_with_fake(dir.path(), body, &[]);
     let (coach, _) = Client::join(&server.url("r-gc"), "coach-1", "coach").await;
     let orb = single_orb("r-gc", 5 * SECOND).await;
-    let grandchild: i32 = until(5 * SECOND, || {
-        std::fs::read_to_string(dir.path().join("grandchild"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-    })
-    .await
-    .expect("grandchild pid");
+    let grandchild = grandchild_pid(dir.path()).await;
     assert_eq!(
         procfs::stat(grandchild).map(|s| s.pgrp),
         Some(orb),
@@ -523,15 +464,7 @@ while beat; do sleep 0.1; done
     );
     let (_coach, _) = Client::join(&server.url("r-force"), "coach-1", "coach").await;
     let orb = single_orb("r-force", 5 * SECOND).await;
-    let grandchild: i32 = until(5 * SECOND, || {
-        std::fs::read_to_string(dir.path().join("grandchild"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-    })
-    .await
-    .expect("grandchild pid");
+    let grandchild = grandchild_pid(dir.path()).await;
     server.proc.signal(Signal::SIGTERM);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(procfs::stat(orb).is_some(), "the graceful stop should still be waiting");
@@ -617,15 +550,7 @@ while beat; do sleep 0.1; done
     let port = first.port;
     let (_coach, _) = Client::join(&first.url("r-stray"), "coach-1", "coach").await;
     single_orb("r-stray", 5 * SECOND).await;
-    let grandchild: i32 = until(5 * SECOND, || {
-        std::fs::read_to_string(dir.path().join("grandchild"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-    })
-    .await
-    .expect("grandchild pid");
+    let grandchild = grandchild_pid(dir.path()).await;
     first.proc.signal(Signal::SIGKILL);
     drop(first);
     // The orb died with its server; its grandchild was re-parented and lives on.

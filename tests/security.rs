@@ -8,7 +8,7 @@ use futures_util::{SinkExt, StreamExt};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
-use system_tests::manager_kit::orb_pids;
+use system_tests::manager_kit::{orb_pids, path_env, server_with_real_orbs, single_orb};
 use system_tests::procfs;
 use system_tests::room_harness::{RoomServer, drain, http_get};
 use system_tests::security_kit::{
@@ -20,36 +20,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 const SECOND: Duration = Duration::from_secs(1);
 const SECRET: &str = "test-secret-0123456789abcdef-0123456789";
-
-fn path_env() -> String {
-    std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_owned())
-}
-
-/// A server whose orbs are the real gpu-orb (test mode), started by a coach.
-fn server_with_real_orbs(extra: &[(&str, &str)]) -> RoomServer {
-    let target = system_tests::binaries::target_dir().display().to_string();
-    let path = path_env();
-    let mut env: Vec<(&str, &str)> = vec![
-        ("PATH", &path),
-        ("ORB_SPAWN_ON", "coach"),
-        ("GPU_SERVER_PATH", &target),
-        ("ORB_HEALTH_CHECK_INTERVAL", "500"),
-        ("ROOM_EMPTY_GRACE", "0"),
-        ("ORB_STOP_GRACE", "2000"),
-        ("ORB_KILL_GRACE", "1000"),
-    ];
-    env.extend_from_slice(extra);
-    RoomServer::start(&env)
-}
-
-async fn single_orb(room: &str, timeout: Duration) -> i32 {
-    until(timeout, || match orb_pids(room).as_slice() {
-        [pid] => Some(*pid),
-        _ => None,
-    })
-    .await
-    .unwrap_or_else(|| panic!("no single orb for {room} within {timeout:?}: {:?}", orb_pids(room)))
-}
 
 /// The next `error` frame's code (panics on close or timeout).
 async fn error_code(client: &mut Client) -> String {

@@ -5,6 +5,10 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::room_harness::RoomServer;
+use crate::wait::until;
 
 /// The start of every fake orb: parses `--room=`, records its start, and
 /// defines `ready` and `beat` (one heartbeat) over the IPC descriptor.
@@ -67,4 +71,72 @@ pub fn orb_pids_with_prefix(prefix: &str) -> Vec<i32> {
         .filter(|p| p.state != 'Z' && crate::procfs::cmdline(p.pid).iter().any(|a| a.starts_with(&needle)))
         .map(|p| p.pid)
         .collect()
+}
+
+/// The `PATH` to hand to servers (and so to their orbs).
+pub fn path_env() -> String {
+    std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_owned())
+}
+
+/// A cpu-server whose orbs are the fake `body`, with short timings.
+pub fn server_with_fake(dir: &Path, body: &str, extra: &[(&str, &str)]) -> RoomServer {
+    let program = fake_orb(dir, "fake-orb", body);
+    let dir_s = dir.display().to_string();
+    let program_s = program.display().to_string();
+    let path = path_env();
+    let mut env: Vec<(&str, &str)> = vec![
+        ("PATH", &path),
+        ("ORB_SPAWN_ON", "coach"),
+        ("GPU_SERVER_PATH", &dir_s),
+        ("ORB_COMMAND", &program_s),
+        ("ORB_TEST_DIR", &dir_s),
+        ("ORB_HEALTH_CHECK_INTERVAL", "200"),
+        ("ORB_UNRESPONSIVE_TIMEOUT", "1500"),
+        ("ORB_READY_TIMEOUT", "5000"),
+        ("ROOM_EMPTY_GRACE", "0"),
+        ("ORB_STOP_GRACE", "500"),
+        ("ORB_KILL_GRACE", "500"),
+    ];
+    env.extend_from_slice(extra);
+    RoomServer::start(&env)
+}
+
+/// A server whose orbs are the real gpu-orb (test mode: no AI key).
+pub fn server_with_real_orbs(extra: &[(&str, &str)]) -> RoomServer {
+    let target = crate::binaries::target_dir().display().to_string();
+    let path = path_env();
+    let mut env: Vec<(&str, &str)> = vec![
+        ("PATH", &path),
+        ("ORB_SPAWN_ON", "coach"),
+        ("GPU_SERVER_PATH", &target),
+        ("ORB_HEALTH_CHECK_INTERVAL", "500"),
+        ("ROOM_EMPTY_GRACE", "0"),
+        ("ORB_STOP_GRACE", "2000"),
+        ("ORB_KILL_GRACE", "1000"),
+    ];
+    env.extend_from_slice(extra);
+    RoomServer::start(&env)
+}
+
+/// The one orb leader of `room`, waiting up to `timeout`; panics when there is none or several.
+pub async fn single_orb(room: &str, timeout: Duration) -> i32 {
+    until(timeout, || match orb_pids(room).as_slice() {
+        [pid] => Some(*pid),
+        _ => None,
+    })
+    .await
+    .unwrap_or_else(|| panic!("no single orb for {room} within {timeout:?}: {:?}", orb_pids(room)))
+}
+
+/// The pid a fake orb wrote to `dir/grandchild` (its backgrounded child), within 5 s.
+pub async fn grandchild_pid(dir: &Path) -> i32 {
+    until(Duration::from_secs(5), || {
+        std::fs::read_to_string(dir.join("grandchild"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    })
+    .await
+    .expect("grandchild pid")
 }

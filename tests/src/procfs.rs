@@ -40,7 +40,12 @@ pub fn all() -> Vec<ProcStat> {
 
 /// The command line of a process, arguments split.
 pub fn cmdline(pid: i32) -> Vec<String> {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
+    nul_separated(&format!("/proc/{pid}/cmdline"))
+}
+
+/// A `/proc` file of NUL-separated strings (empty when unreadable).
+fn nul_separated(path: &str) -> Vec<String> {
+    std::fs::read(path)
         .map(|raw| {
             raw.split(|b| *b == 0)
                 .filter(|s| !s.is_empty())
@@ -109,14 +114,7 @@ pub fn fds(pid: i32) -> Vec<(i32, PathBuf)> {
 
 /// The environment of a process as `NAME=value` strings.
 pub fn environ(pid: i32) -> Vec<String> {
-    std::fs::read(format!("/proc/{pid}/environ"))
-        .map(|raw| {
-            raw.split(|b| *b == 0)
-                .filter(|s| !s.is_empty())
-                .map(|s| String::from_utf8_lossy(s).into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
+    nul_separated(&format!("/proc/{pid}/environ"))
 }
 
 /// Resident set size in bytes, from `/proc/<pid>/statm`.
