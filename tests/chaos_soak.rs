@@ -81,7 +81,8 @@ impl Soak {
 
     /// The continuous invariants.
     fn check(&mut self) {
-        let leaders = orb_leaders();
+        let port = self.port;
+        let leaders = orb_leaders(port);
         self.max_orbs_seen = self.max_orbs_seen.max(leaders.len());
         if leaders.len() > MAX_ORBS {
             self.fail(
@@ -183,7 +184,8 @@ impl Soak {
     }
 
     fn signal_random_orb(&mut self, rng: &mut fastrand::Rng, signal: Signal) {
-        let leaders = orb_leaders();
+        let port = self.port;
+        let leaders = orb_leaders(port);
         if leaders.is_empty() {
             return;
         }
@@ -199,6 +201,7 @@ impl Soak {
 
     /// Restarts cpu-server with `signal`, checking what must hold once it is gone.
     async fn restart(&mut self, signal: Signal) {
+        let port = self.port;
         if signal == Signal::SIGKILL {
             // Make sure a grandchild-forking orb runs, so the stray sweep is exercised.
             let g = self.rooms.iter().position(|r| r.name == "czg0").unwrap_or(0);
@@ -206,7 +209,11 @@ impl Soak {
                 self.toggle(g, true).await;
             }
             let forked = system_tests::wait::until_true(Duration::from_secs(20), || {
-                chaos_processes().iter().filter(|(_, _, room)| room == "czg0").count() >= 2
+                chaos_processes(port)
+                    .iter()
+                    .filter(|(_, _, room)| room == "czg0")
+                    .count()
+                    >= 2
             })
             .await;
             if forked {
@@ -238,38 +245,43 @@ impl Soak {
         });
         // Orbs die with their server: SIGTERM stops every group, SIGKILL reaches
         // orbs through their parent-death signal.
-        let gone = system_tests::wait::until_true(Duration::from_secs(15), || orb_leaders().is_empty()).await;
+        let gone = system_tests::wait::until_true(Duration::from_secs(15), || orb_leaders(port).is_empty()).await;
         if !gone {
-            self.fail("no orphan orb after the server is gone", format!("{:?}", orb_leaders()));
+            self.fail(
+                "no orphan orb after the server is gone",
+                format!("{:?}", orb_leaders(port)),
+            );
         }
         if signal == Signal::SIGTERM {
-            let clean = system_tests::wait::until_true(Duration::from_secs(10), || chaos_processes().is_empty()).await;
+            let clean =
+                system_tests::wait::until_true(Duration::from_secs(10), || chaos_processes(port).is_empty()).await;
             if !clean {
                 self.fail(
                     "SIGTERM leaves no orb process behind",
-                    format!("{:?}", chaos_processes()),
+                    format!("{:?}", chaos_processes(port)),
                 );
             }
         } else {
             // Grandchildren of orbs outlive a SIGKILLed server until the next one sweeps them.
-            let strays = chaos_processes().len() as u64;
+            let strays = chaos_processes(port).len() as u64;
             *self.counts.0.entry("strays_after_server_sigkill").or_default() += strays;
         }
         self.start_server();
-        let swept = system_tests::wait::until_true(Duration::from_secs(15), || chaos_processes().is_empty()).await;
+        let swept = system_tests::wait::until_true(Duration::from_secs(15), || chaos_processes(port).is_empty()).await;
         if !swept {
             self.fail(
                 "the restarted server kills what the last one left",
-                format!("{:?}", chaos_processes()),
+                format!("{:?}", chaos_processes(port)),
             );
         }
     }
 
     /// At the end: every coached room's orb is ready (and alive), parked, or queued behind full slots.
     async fn settle(&mut self) {
+        let port = self.port;
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
-            let leaders = orb_leaders();
+            let leaders = orb_leaders(port);
             let mut unsettled = Vec::new();
             for room in self.rooms.iter().filter(|r| r.coach.is_some()) {
                 let (status, record) = api(self.port, "GET", &format!("/api/orbs/{}", room.name));
@@ -298,6 +310,14 @@ impl Soak {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+}
+
+impl Drop for Soak {
+    /// A failed run leaves nothing behind: the server, then whatever its orbs forked.
+    fn drop(&mut self) {
+        drop(self.server.take());
+        system_tests::chaos_kit::kill_all(self.port);
     }
 }
 
@@ -443,11 +463,12 @@ async fn chaos_soak_holds_every_invariant() {
         }
         soak.server = Some(server);
     }
-    let clean = system_tests::wait::until_true(Duration::from_secs(10), || chaos_processes().is_empty()).await;
+    let port = soak.port;
+    let clean = system_tests::wait::until_true(Duration::from_secs(10), || chaos_processes(port).is_empty()).await;
     if !clean {
         soak.fail(
             "no orphan orb after the server is gone",
-            format!("{:?}", chaos_processes()),
+            format!("{:?}", chaos_processes(port)),
         );
     }
     let summary = json!({

@@ -27,14 +27,21 @@ pub const CHAOS_ORB: &str = r#"case "$room" in
 esac
 "#;
 
-/// Live (non-zombie) processes carrying a `--room=cz…` argument: (pid, pgrp, room).
-pub fn chaos_processes() -> Vec<(i32, i32, String)> {
+/// Live (non-zombie) processes of the server on `port` (`--cpu-host=127.0.0.1:PORT`)
+/// carrying a `--room=cz…` argument: (pid, pgrp, room). Leftovers of other runs
+/// (other ports) are not counted.
+pub fn chaos_processes(port: u16) -> Vec<(i32, i32, String)> {
     let needle = format!("--room={PREFIX}");
+    let host = format!("--cpu-host=127.0.0.1:{port}");
     crate::procfs::all()
         .into_iter()
         .filter(|p| p.state != 'Z')
         .filter_map(|p| {
-            let room = crate::procfs::cmdline(p.pid)
+            let argv = crate::procfs::cmdline(p.pid);
+            if !argv.contains(&host) {
+                return None;
+            }
+            let room = argv
                 .into_iter()
                 .find_map(|a| a.strip_prefix(&needle).map(|r| format!("{PREFIX}{r}")))?;
             Some((p.pid, p.pgrp, room))
@@ -42,10 +49,17 @@ pub fn chaos_processes() -> Vec<(i32, i32, String)> {
         .collect()
 }
 
+/// SIGKILLs every process [`chaos_processes`] finds (cleanup after a failed run).
+pub fn kill_all(port: u16) {
+    for (pid, _, _) in chaos_processes(port) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
 /// Orbs alive: one per process group led by a `--room=cz…` process (a shell
 /// orb's forked-but-not-exec'd children share its group and are not counted twice).
-pub fn orb_leaders() -> Vec<(i32, String)> {
-    let mut leaders: Vec<(i32, String)> = chaos_processes()
+pub fn orb_leaders(port: u16) -> Vec<(i32, String)> {
+    let mut leaders: Vec<(i32, String)> = chaos_processes(port)
         .into_iter()
         .filter(|(pid, pgrp, _)| pid == pgrp)
         .map(|(pid, _, room)| (pid, room))
