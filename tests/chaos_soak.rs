@@ -360,6 +360,8 @@ async fn chaos_soak_holds_every_invariant() {
         ("ORB_RESTART_WINDOW", "30000".into()),
         // Long runs by hand: no orb ends on its own (idle or lifetime) while a coach waits.
         ("IDLE_TIMEOUT", "86400000".into()),
+        // The soak's humans do not read their sockets (no pong): no ping timeout.
+        ("WS_PING_INTERVAL", "3600000".into()),
         ("MAX_ORB_LIFETIME", "86400000".into()),
     ]
     .into_iter()

@@ -192,6 +192,18 @@ impl Manager {
         self.publish_counts();
     }
 
+    /// Whether the humans now in `room` call for an orb under `ORB_SPAWN_ON`.
+    fn wants_orb(&self, room: &str) -> bool {
+        let Some(people) = self.people.get(room) else {
+            return false;
+        };
+        match self.settings.spawn_on {
+            SpawnOn::Coach => people.humans.values().any(|role| role == "coach"),
+            SpawnOn::Any => !people.humans.is_empty(),
+            SpawnOn::Manual => false,
+        }
+    }
+
     fn humans(&self, room: &str) -> usize {
         self.people.get(room).map_or(0, |p| p.humans.len())
     }

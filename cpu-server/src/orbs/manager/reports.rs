@@ -77,7 +77,17 @@ impl Manager {
                 let _ = waiter.send(Some(exit.clone()));
             }
             if entry.stop_reason.is_some() || exit.normal || draining || humans == 0 {
+                // Stopped because the room was empty, but someone came back during the stop:
+                // they get a fresh orb (a join while an entry exists starts nothing).
+                let emptied = matches!(
+                    entry.stop_reason.as_deref(),
+                    Some("room_empty_timeout" | "idle_timeout")
+                );
                 self.remove_entry(room);
+                if emptied && !draining && self.wants_orb(room) {
+                    self.create_entry(room, None);
+                    self.try_start(room);
+                }
             } else {
                 self.after_failure(room, ran_for);
             }
