@@ -59,6 +59,7 @@ fn main() {
         if quick { " (quick)" } else { "" },
         target.display()
     );
+    let machine_at_start = machine();
     let mut report = Report::default();
     let begun = Instant::now();
     for scenario in &scenarios {
@@ -90,7 +91,7 @@ fn main() {
         println!("{scenario:<12} ({:.1} s)", t.elapsed().as_secs_f64());
     }
     let meta = json!({
-        "machine": machine(),
+        "machine": machine_at_start,
         "quick": quick,
         "scenarios": scenarios,
         "seconds": begun.elapsed().as_secs_f64(),
