@@ -517,9 +517,10 @@ async fn built_in_defaults_run_test_mode_orbs_found_next_to_the_server() {
 #[tokio::test]
 async fn an_orb_over_its_memory_limit_is_killed_and_restarted() {
     let dir = tempfile::tempdir().expect("tempdir");
-    // About 64 MB held in a child of the orb: the limit applies to the whole tree.
+    // About 64 MB held in a child of the orb: the limit applies to the whole tree. The
+    // holder ends with its orb ($$ is the orb's pid in the subshell), so no run leaks it.
     let body = r#"ready
-( big=$(head -c 67108864 /dev/zero | tr '\0' a); while :; do sleep 1; done ) &
+( big=$(head -c 67108864 /dev/zero | tr '\0' a); while kill -0 $$ 2>/dev/null; do sleep 1; done ) &
 while beat; do sleep 0.1; done
 "#;
     let server = server_with_fake(dir.path(), body, &[("ORB_MEMORY_LIMIT_MB", "32")]);
@@ -564,5 +565,28 @@ while beat; do sleep 0.1; done
     assert!(
         until_true(5 * SECOND, || procfs::stat(grandchild).is_none_or(|s| s.state == 'Z')).await,
         "the new server did not sweep the stray process"
+    );
+}
+
+#[tokio::test]
+async fn a_coach_back_while_the_orb_is_stopping_gets_a_new_orb() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The fake orb does not read its channel: the stop waits the whole grace.
+    let server = server_with_fake(dir.path(), HEALTHY, &[("ORB_STOP_GRACE", "1500")]);
+    let (coach, _) = Client::join(&server.url("r-back"), "coach-1", "coach").await;
+    let first = single_orb("r-back", 5 * SECOND).await;
+    coach.close().await;
+    // Back during the stop grace: the stopping orb is still there.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_coach, _) = Client::join(&server.url("r-back"), "coach-1", "coach").await;
+    assert_eq!(orb_pids("r-back"), [first], "the first orb should still be stopping");
+    let second = until(10 * SECOND, || orb_pids("r-back").into_iter().find(|p| *p != first)).await;
+    assert!(
+        second.is_some(),
+        "the returning coach got no orb after the old one stopped"
+    );
+    assert!(
+        procfs::stat(first).is_none_or(|s| s.state == 'Z'),
+        "the stopped orb is still alive"
     );
 }
