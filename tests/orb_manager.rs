@@ -9,8 +9,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::json;
 use system_tests::manager_kit::{
-    HEALTHY, grandchild_pid, orb_groups_with_prefix, orb_pids, orb_pids_with_prefix, path_env, server_with_fake,
-    server_with_real_orbs, single_orb, starts,
+    HEALTHY, grandchild_pid, orb_groups_with_prefix, orb_pids, orb_pids_with_prefix, path_env, replacement_orb,
+    server_with_fake, server_with_real_orbs, single_orb, starts,
 };
 use system_tests::procfs;
 use system_tests::room_harness::RoomServer;
@@ -67,7 +67,7 @@ async fn sigkilled_orb_is_restarted_within_the_first_backoff() {
     let first = single_orb("r-kill", 10 * SECOND).await;
     kill(Pid::from_raw(first), Signal::SIGKILL).expect("kill orb");
     let started = Instant::now();
-    let second = until(10 * SECOND, || orb_pids("r-kill").into_iter().find(|p| *p != first))
+    let second = replacement_orb("r-kill", first, 10 * SECOND)
         .await
         .expect("a new orb after SIGKILL");
     assert_ne!(first, second);
@@ -86,7 +86,7 @@ async fn sigstopped_orb_is_found_unresponsive_killed_and_restarted() {
     let (_coach, _) = Client::join(&server.url("r-stop"), "coach-1", "coach").await;
     let first = single_orb("r-stop", 5 * SECOND).await;
     kill(Pid::from_raw(first), Signal::SIGSTOP).expect("stop orb");
-    let second = until(10 * SECOND, || orb_pids("r-stop").into_iter().find(|p| *p != first))
+    let second = replacement_orb("r-stop", first, 10 * SECOND)
         .await
         .expect("the stopped orb was not replaced");
     assert_ne!(first, second);
@@ -526,7 +526,7 @@ while beat; do sleep 0.1; done
     let server = server_with_fake(dir.path(), body, &[("ORB_MEMORY_LIMIT_MB", "32")]);
     let (_coach, _) = Client::join(&server.url("r-mem"), "coach-1", "coach").await;
     let first = single_orb("r-mem", 5 * SECOND).await;
-    let replaced = until(20 * SECOND, || orb_pids("r-mem").into_iter().find(|p| *p != first)).await;
+    let replaced = replacement_orb("r-mem", first, 20 * SECOND).await;
     assert!(replaced.is_some(), "orb over its memory limit was not replaced");
     assert!(
         server.proc.stderr().contains("ORB_MEMORY_LIMIT_MB"),
@@ -580,7 +580,7 @@ async fn a_coach_back_while_the_orb_is_stopping_gets_a_new_orb() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (_coach, _) = Client::join(&server.url("r-back"), "coach-1", "coach").await;
     assert_eq!(orb_pids("r-back"), [first], "the first orb should still be stopping");
-    let second = until(10 * SECOND, || orb_pids("r-back").into_iter().find(|p| *p != first)).await;
+    let second = replacement_orb("r-back", first, 10 * SECOND).await;
     assert!(
         second.is_some(),
         "the returning coach got no orb after the old one stopped"

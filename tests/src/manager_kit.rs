@@ -140,3 +140,8 @@ pub async fn grandchild_pid(dir: &Path) -> i32 {
     .await
     .expect("grandchild pid")
 }
+
+/// The orb leader of `room` that replaced `old`, waiting up to `timeout`.
+pub async fn replacement_orb(room: &str, old: i32, timeout: Duration) -> Option<i32> {
+    until(timeout, || orb_pids(room).into_iter().find(|p| *p != old)).await
+}
