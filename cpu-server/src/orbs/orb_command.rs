@@ -107,7 +107,8 @@ pub struct OrbLaunch {
 
 /// The orb's own arguments, PROTOCOL.md §2.
 pub fn orb_args(launch: &OrbLaunch, cpu_host: &str, settings: &OrbSettings) -> Vec<String> {
-    let ms = |d: Duration| d.as_millis().to_string();
+    // 0 is "no limit" for gpu-orb, as for the server.
+    let ms = |d: Option<Duration>| d.map_or(0, |d| d.as_millis()).to_string();
     let mut args = vec![
         format!("--room={}", launch.room),
         format!("--session={}", launch.session),

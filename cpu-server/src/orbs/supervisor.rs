@@ -97,8 +97,8 @@ pub struct Timing {
     pub ready_timeout: Duration,
     /// Silence that makes it unresponsive.
     pub unresponsive_timeout: Duration,
-    /// Longest life (enforced here too: old orbs may not).
-    pub max_lifetime: Duration,
+    /// Longest life (enforced here too: old orbs may not); `None`: no limit.
+    pub max_lifetime: Option<Duration>,
     /// `shutdown_graceful` → SIGTERM.
     pub stop_grace: Duration,
     /// SIGTERM → SIGKILL.
@@ -176,7 +176,7 @@ impl OrbTask {
         let mut ending: Option<(String, bool)> = None;
         // What the orb itself said about its end.
         let mut announced: Option<String> = None;
-        let lifetime_end = started + this.timing.max_lifetime;
+        let lifetime_end = this.timing.max_lifetime.map(|life| started + life);
         let status = loop {
             let watchdog = if ready {
                 last_heard + this.timing.unresponsive_timeout
@@ -275,7 +275,7 @@ impl OrbTask {
                     this.signal_group(Signal::SIGKILL);
                     phase = StopPhase::Killed;
                 }
-                _ = sleep_until(lifetime_end), if phase == StopPhase::Running => {
+                _ = sleep_until_some(lifetime_end), if phase == StopPhase::Running => {
                     info!("orb reached MAX_ORB_LIFETIME");
                     ending = Some(("max_lifetime".to_owned(), true));
                     phase = this.begin_stop(&mut ipc, ipc_open, "max_lifetime");
@@ -356,6 +356,14 @@ impl Reporter {
             kind,
         };
         let _ = self.reports.send(report).await;
+    }
+}
+
+/// Sleeps until `deadline`, or forever when there is none.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

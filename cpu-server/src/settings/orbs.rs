@@ -38,10 +38,10 @@ pub struct OrbArgs {
     /// is set outside production.
     #[arg(long, env = "ORB_TEST_MODE")]
     pub orb_test_mode: Option<String>,
-    /// Longest life of one orb, ms [default: 7200000].
+    /// Longest life of one orb, ms; 0 = no limit [default: 7200000].
     #[arg(long, env = "MAX_ORB_LIFETIME")]
     pub max_orb_lifetime: Option<String>,
-    /// Stop an orb after this long without human activity, ms [default: 300000].
+    /// Stop an orb after this long with no human in its room, ms; 0 = never [default: 300000].
     #[arg(long, env = "IDLE_TIMEOUT")]
     pub idle_timeout: Option<String>,
     /// Who starts a room's orb: coach, any (first human) or manual [default: coach].
@@ -102,10 +102,10 @@ pub struct OrbSettings {
     pub ready_timeout: Duration,
     /// Orbs run in test mode.
     pub test_mode: bool,
-    /// Longest orb life.
-    pub max_lifetime: Duration,
-    /// Idle stop.
-    pub idle_timeout: Duration,
+    /// Longest orb life; `None` (`MAX_ORB_LIFETIME=0`): no limit.
+    pub max_lifetime: Option<Duration>,
+    /// Longest time an orb lives with no human in its room; `None` (`IDLE_TIMEOUT=0`): no limit.
+    pub idle_timeout: Option<Duration>,
     /// Spawn policy.
     pub spawn_on: SpawnOn,
     /// Extra names (exact) and prefixes (`PREFIX_*`) passed to orbs.
@@ -186,13 +186,13 @@ impl OrbArgs {
             Some(_) => v.boolean(test_key, self.orb_test_mode, false),
             None => !production && !has_ai_key,
         };
-        let max_lifetime = v.millis(
+        let max_lifetime = v.millis_or_off(
             Key::new("MAX_ORB_LIFETIME", "max-orb-lifetime"),
             self.max_orb_lifetime,
             7_200_000,
             1000,
         );
-        let idle_timeout = v.millis(
+        let idle_timeout = v.millis_or_off(
             Key::new("IDLE_TIMEOUT", "idle-timeout"),
             self.idle_timeout,
             300_000,
@@ -391,8 +391,8 @@ mod tests {
         assert_eq!(s.max_concurrent, 8);
         assert_eq!(s.health_check_interval, Duration::from_secs(30));
         assert_eq!(s.unresponsive_timeout, Duration::from_secs(90));
-        assert_eq!(s.max_lifetime, Duration::from_millis(7_200_000));
-        assert_eq!(s.idle_timeout, Duration::from_millis(300_000));
+        assert_eq!(s.max_lifetime, Some(Duration::from_millis(7_200_000)));
+        assert_eq!(s.idle_timeout, Some(Duration::from_millis(300_000)));
         assert!(!s.test_mode, "production with a key is not test mode");
         assert_eq!(s.spawn_on, SpawnOn::Coach);
     }

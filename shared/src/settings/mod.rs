@@ -11,4 +11,4 @@ mod dotenv;
 mod validate;
 
 pub use dotenv::{DotEnv, parse_dotenv};
-pub use validate::{EXIT_USAGE, Key, SettingError, SettingErrors, Validator};
+pub use validate::{EXIT_USAGE, Key, MAX_DURATION_MS, SettingError, SettingErrors, Validator};

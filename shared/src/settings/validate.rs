@@ -152,18 +152,22 @@ impl<'a> Validator<'a> {
         self.raw(key, given)
     }
 
-    /// A duration in milliseconds, at least `min_ms`.
+    /// A duration in milliseconds, from `min_ms` to [`MAX_DURATION_MS`].
     pub fn millis(&mut self, key: Key, given: Option<String>, default_ms: u64, min_ms: u64) -> Duration {
-        let expected = format!("a whole number of milliseconds, at least {min_ms}");
-        let ms = self.parse(key, given, default_ms, &expected, |raw| {
-            let ms: u64 = raw.parse().map_err(|_| String::new())?;
-            if ms < min_ms {
-                Err(format!("{ms} is too small"))
-            } else {
-                Ok(ms)
-            }
-        });
+        let expected = format!("a whole number of milliseconds from {min_ms} to {MAX_DURATION_MS} (30 days)");
+        let ms = self.parse(key, given, default_ms, &expected, |raw| parse_millis(raw, min_ms));
         Duration::from_millis(ms)
+    }
+
+    /// A duration in milliseconds where `0` turns the limit off (`None`);
+    /// otherwise from `min_ms` to [`MAX_DURATION_MS`].
+    pub fn millis_or_off(&mut self, key: Key, given: Option<String>, default_ms: u64, min_ms: u64) -> Option<Duration> {
+        let expected = format!("0 (off) or a whole number of milliseconds from {min_ms} to {MAX_DURATION_MS} (30 days)");
+        let ms = self.parse(key, given, default_ms, &expected, |raw| match raw {
+            "0" => Ok(0),
+            _ => parse_millis(raw, min_ms),
+        });
+        (ms > 0).then(|| Duration::from_millis(ms))
     }
 
     /// A whole number within `min..=max`.
@@ -206,6 +210,22 @@ impl<'a> Validator<'a> {
         } else {
             Err(SettingErrors(self.errors))
         }
+    }
+}
+
+/// Longest duration any setting accepts: 30 days. Longer ones are typing
+/// mistakes (or attempts to mean "never", which is `0` where a limit can be
+/// off), and timer wheels reject deadlines past about two years.
+pub const MAX_DURATION_MS: u64 = 30 * 24 * 3600 * 1000;
+
+fn parse_millis(raw: &str, min_ms: u64) -> Result<u64, String> {
+    let ms: u64 = raw.parse().map_err(|_| String::new())?;
+    if ms < min_ms {
+        Err(format!("{ms} is too small"))
+    } else if ms > MAX_DURATION_MS {
+        Err(format!("{ms} is too large; use 0 where the limit can be turned off"))
+    } else {
+        Ok(ms)
     }
 }
 
@@ -264,6 +284,26 @@ mod tests {
         v.number(A, Some("0".into()), 8, 1, 100);
         v.millis(B, Some("0".into()), 1000, 1);
         assert_eq!(v.finish().expect_err("errors").0.len(), 2);
+    }
+
+    #[test]
+    fn durations_are_bounded_and_zero_is_off_where_allowed() {
+        let dotenv = DotEnv::default();
+        let mut v = Validator::new(&dotenv);
+        assert_eq!(v.millis_or_off(B, Some("0".into()), 1000, 100), None);
+        assert_eq!(
+            v.millis_or_off(B, Some("5000".into()), 1000, 100),
+            Some(Duration::from_millis(5000))
+        );
+        assert_eq!(v.millis_or_off(B, None, 1000, 100), Some(Duration::from_secs(1)));
+        assert!(v.finish().is_ok());
+        let mut v = Validator::new(&dotenv);
+        v.millis_or_off(B, Some("99999999999".into()), 1000, 100);
+        v.millis(B, Some(MAX_DURATION_MS.saturating_add(1).to_string()), 1000, 100);
+        v.millis_or_off(B, Some("50".into()), 1000, 100);
+        let errors = v.finish().expect_err("three errors");
+        assert_eq!(errors.0.len(), 3);
+        assert!(errors.to_string().contains("IDLE_TIMEOUT = \"99999999999\""), "{errors}");
     }
 
     #[test]

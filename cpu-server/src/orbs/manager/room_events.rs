@@ -80,12 +80,14 @@ impl Manager {
             epoch,
         };
         self.timers.insert(grace, self.settings.room_empty_grace);
-        let idle = Timer {
-            room: room.to_owned(),
-            kind: TimerKind::Idle,
-            epoch,
-        };
-        self.timers.insert(idle, self.settings.idle_timeout);
+        if let Some(idle_timeout) = self.settings.idle_timeout {
+            let idle = Timer {
+                room: room.to_owned(),
+                kind: TimerKind::Idle,
+                epoch,
+            };
+            self.timers.insert(idle, idle_timeout);
+        }
     }
 
     pub(super) fn on_timer(&mut self, timer: Timer) {

@@ -21,7 +21,9 @@ impl Manager {
             spawn_to_ready_ms: None,
         };
         self.orbs.insert(room.to_owned(), entry);
-        if self.humans(room) == 0 {
+        if let Some(idle_timeout) = self.settings.idle_timeout
+            && self.humans(room) == 0
+        {
             // Started with nobody in the room (admin API): the idle timeout applies.
             let epoch = self.people.get(room).map_or(0, |p| p.epoch);
             let idle = Timer {
@@ -29,7 +31,7 @@ impl Manager {
                 kind: TimerKind::Idle,
                 epoch,
             };
-            self.timers.insert(idle, self.settings.idle_timeout);
+            self.timers.insert(idle, idle_timeout);
         }
     }
 
