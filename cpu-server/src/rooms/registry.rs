@@ -5,16 +5,17 @@
 //! outboxes, so a slow reader never stalls a room: its socket is kicked with
 //! 1008 and it leaves. Membership changes happen only here, keyed by the
 //! per-connection id, so a stale socket's late close can never remove the
-//! participant that replaced it. Room events go out on the OrbManager seam with
-//! `send().await` (the registry may wait on the OrbManager, never the reverse).
+//! participant that replaced it. Room events go out on the OrbManager seam
+//! without waiting: the relay of every room never waits on the OrbManager (see
+//! [`EventOutbox`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
 use shared::room::{
-    ErrorCode, ErrorReply, Inbound, JoinRequest, MessageKind, PARTICIPANT_AI, Participant, PeerDiscovery, RoomMessage,
-    UserJoined,
+    AI_USER_ID_PREFIX, ErrorCode, ErrorReply, Inbound, JoinRequest, MessageKind, PARTICIPANT_AI, Participant,
+    PeerDiscovery, RoomMessage, UserJoined,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
@@ -27,6 +28,10 @@ use crate::settings::RoomSettings;
 
 /// Capacity of the command channel into the registry.
 const COMMAND_CAPACITY: usize = 1024;
+/// Membership events held while the OrbManager's channel is full. Each socket
+/// makes at most a join and a leave, so this is reached only when the manager
+/// is stuck; past it events are dropped and logged.
+const MAX_PENDING_EVENTS: usize = 65_536;
 
 /// A request to the registry.
 #[derive(Debug)]
@@ -143,7 +148,7 @@ pub fn spawn_registry(settings: RoomSettings, events: RoomEventSender, stats: Ar
         settings,
         rooms: HashMap::new(),
         by_conn: HashMap::new(),
-        events,
+        events: EventOutbox::new(events),
         stats,
         rooms_count: rooms_tx,
         dropped: Vec::new(),
@@ -189,7 +194,7 @@ struct Registry {
     rooms: HashMap<String, Room>,
     /// Which room and user each joined connection is.
     by_conn: HashMap<ConnId, (String, String)>,
-    events: RoomEventSender,
+    events: EventOutbox,
     stats: Arc<RelayStats>,
     rooms_count: watch::Sender<usize>,
     /// Members whose outbox overflowed or closed, to remove after the command.
@@ -223,7 +228,19 @@ fn reply_error(member: &Member, code: ErrorCode, message: String, stats: &RelayS
 
 impl Registry {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
-        while let Some(command) = commands.recv().await {
+        let sender = self.events.sender.clone();
+        loop {
+            let command = tokio::select! {
+                biased;
+                permit = sender.reserve(), if self.events.has_pending() => {
+                    self.events.send_pending(permit.ok());
+                    continue;
+                }
+                command = commands.recv() => match command {
+                    Some(command) => command,
+                    None => break,
+                },
+            };
             match command {
                 Command::Join {
                     conn,
@@ -232,16 +249,16 @@ impl Registry {
                     outbox,
                     reply,
                 } => {
-                    let result = self.join(conn, room, request, outbox).await;
+                    let result = self.join(conn, room, request, outbox);
                     let _ = reply.send(result);
                 }
-                Command::Relay { conn, inbound } => self.relay(conn, inbound).await,
+                Command::Relay { conn, inbound } => self.relay(conn, inbound),
                 Command::AiActivity { conn } => {
                     if let Some((room, true)) = self.member(conn).map(|(r, m)| (r.to_owned(), m.is_ai)) {
-                        self.emit(RoomEvent::AiActivity { room }).await;
+                        self.events.activity(room);
                     }
                 }
-                Command::Leave { conn } => self.remove(conn).await,
+                Command::Leave { conn } => self.remove(conn),
                 Command::Notify { room, message } => self.notify(&room, &message),
                 Command::List { reply } => {
                     let mut rooms: Vec<RoomInfo> = self
@@ -257,10 +274,20 @@ impl Registry {
                 }
             }
             while let Some(conn) = self.dropped.pop() {
-                self.remove(conn).await;
+                self.remove(conn);
             }
         }
         debug!("room registry stopped");
+    }
+
+    /// Whether `user_id` is the AI's in `room_id`: an AI member's id, or the
+    /// `ai-orb-` prefix every orb's id has.
+    fn is_ai_identity(&self, room_id: &str, user_id: &str) -> bool {
+        user_id.starts_with(AI_USER_ID_PREFIX)
+            || self
+                .rooms
+                .get(room_id)
+                .is_some_and(|room| room.members.iter().any(|m| m.is_ai && m.participant.user_id == user_id))
     }
 
     fn member(&self, conn: ConnId) -> Option<(&str, &Member)> {
@@ -269,23 +296,11 @@ impl Registry {
         Some((room_id.as_str(), member))
     }
 
-    async fn emit(&self, event: RoomEvent) {
-        if self.events.send(event).await.is_err() {
-            debug!("OrbManager gone: room event dropped");
-        }
-    }
-
     fn publish_count(&self) {
         self.rooms_count.send_replace(self.rooms.len());
     }
 
-    async fn join(
-        &mut self,
-        conn: ConnId,
-        room_id: String,
-        request: JoinRequest,
-        outbox: Outbox,
-    ) -> Result<(), ErrorReply> {
+    fn join(&mut self, conn: ConnId, room_id: String, request: JoinRequest, outbox: Outbox) -> Result<(), ErrorReply> {
         let refuse = |code: ErrorCode, message: String| Err(ErrorReply { message, code });
         if self.by_conn.contains_key(&conn) {
             return refuse(ErrorCode::AlreadyJoined, "this socket already joined a room".to_owned());
@@ -298,6 +313,13 @@ impl Registry {
                     "the server already has its maximum of {} rooms",
                     self.settings.max_rooms
                 ),
+            );
+        }
+        let is_ai = request.is_ai();
+        if !is_ai && self.is_ai_identity(&room_id, &request.user_id) {
+            return refuse(
+                ErrorCode::Forbidden,
+                format!("userId {:?} belongs to the AI participant", request.user_id),
             );
         }
         let room = self.rooms.entry(room_id.clone()).or_default();
@@ -317,7 +339,6 @@ impl Registry {
             self.by_conn.remove(&old.conn);
             old.outbox.kick(CLOSE_REPLACED);
         }
-        let is_ai = request.is_ai();
         let participant = Participant {
             user_id: request.user_id,
             user_name: request.user_name,
@@ -355,18 +376,16 @@ impl Registry {
         info!(room = %room_id, user = %user_id, conn, is_ai, humans, "joined");
         if let Some(old) = replaced {
             if old.is_ai {
-                self.emit(RoomEvent::AiLeft {
+                self.events.emit(RoomEvent::AiLeft {
                     room: room_id.clone(),
                     user_id: old.participant.user_id,
-                })
-                .await;
+                });
             } else if is_ai {
-                self.emit(RoomEvent::HumanLeft {
+                self.events.emit(RoomEvent::HumanLeft {
                     room: room_id.clone(),
                     user_id: old.participant.user_id,
                     humans,
-                })
-                .await;
+                });
             }
         }
         let event = if is_ai {
@@ -379,11 +398,11 @@ impl Registry {
                 humans,
             }
         };
-        self.emit(event).await;
+        self.events.emit(event);
         Ok(())
     }
 
-    async fn relay(&mut self, conn: ConnId, inbound: Inbound) {
+    fn relay(&mut self, conn: ConnId, inbound: Inbound) {
         let Some((room_id, user_id)) = self.by_conn.get(&conn).cloned() else {
             return; // Left or was replaced while this frame was in flight.
         };
@@ -395,7 +414,7 @@ impl Registry {
         };
         let is_ai = sender.is_ai;
         if is_ai {
-            self.emit(RoomEvent::AiActivity { room: room_id.clone() }).await;
+            self.events.activity(room_id.clone());
         }
         let Some(room) = self.rooms.get(&room_id) else {
             return;
@@ -413,8 +432,8 @@ impl Registry {
             MessageKind::AiOrbShutdown => {
                 let reason = inbound.string_field("reason").ok().flatten();
                 info!(room = %room_id, user = %user_id, ?reason, "AI announced its shutdown");
-                self.emit(RoomEvent::AiShutdown { room: room_id, reason }).await;
-                self.remove(conn).await;
+                self.events.emit(RoomEvent::AiShutdown { room: room_id, reason });
+                self.remove(conn);
             }
             MessageKind::Join | MessageKind::Leave | MessageKind::Ping => {}
             _ => self.forward(&room_id, conn, &user_id, inbound),
@@ -457,7 +476,7 @@ impl Registry {
     }
 
     /// Removes `conn` from its room, once: later calls find nothing.
-    async fn remove(&mut self, conn: ConnId) {
+    fn remove(&mut self, conn: ConnId) {
         let Some((room_id, user_id)) = self.by_conn.remove(&conn) else {
             return;
         };
@@ -488,7 +507,7 @@ impl Registry {
                 humans,
             }
         };
-        self.emit(event).await;
+        self.events.emit(event);
     }
 
     fn notify(&mut self, room_id: &str, message: &RoomMessage) {
@@ -498,6 +517,73 @@ impl Registry {
         let text = Utf8Bytes::from(message.to_json());
         for member in &room.members {
             deliver(member, &text, &self.stats, &mut self.dropped);
+        }
+    }
+}
+
+/// The registry's side of the OrbManager seam: events go straight into the
+/// bounded channel when it has room, else wait here in order (bounded by
+/// [`MAX_PENDING_EVENTS`]) and are sent by the registry loop as room frees up.
+/// `AiActivity` is a liveness hint: when it cannot go at once it is dropped,
+/// the next frame of the AI brings another.
+struct EventOutbox {
+    sender: RoomEventSender,
+    pending: VecDeque<RoomEvent>,
+}
+
+impl EventOutbox {
+    fn new(sender: RoomEventSender) -> Self {
+        Self {
+            sender,
+            pending: VecDeque::new(),
+        }
+    }
+
+    fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// A membership or shutdown event: never waits, never reorders.
+    fn emit(&mut self, event: RoomEvent) {
+        if self.pending.is_empty() {
+            match self.sender.try_send(event) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    debug!("OrbManager gone: room event dropped");
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Full(event)) => self.hold(event),
+            }
+        } else {
+            self.hold(event);
+        }
+    }
+
+    fn hold(&mut self, event: RoomEvent) {
+        if self.pending.len() >= MAX_PENDING_EVENTS {
+            warn!(?event, "OrbManager not taking room events: event dropped");
+            return;
+        }
+        self.pending.push_back(event);
+    }
+
+    /// Activity of a room's AI (a heartbeat for the manager): sent only when it
+    /// can go at once.
+    fn activity(&mut self, room: String) {
+        if self.pending.is_empty() {
+            let _ = self.sender.try_send(RoomEvent::AiActivity { room });
+        }
+    }
+
+    /// Sends the oldest held event with `permit`; `None` means the manager is gone.
+    fn send_pending(&mut self, permit: Option<mpsc::Permit<'_, RoomEvent>>) {
+        match permit {
+            Some(permit) => {
+                if let Some(event) = self.pending.pop_front() {
+                    permit.send(event);
+                }
+            }
+            None => self.pending.clear(),
         }
     }
 }

@@ -26,7 +26,10 @@ pub const PARTICIPANT_AI: &str = "ai";
 /// `participantType` of a human participant (the default).
 pub const PARTICIPANT_HUMAN: &str = "human";
 
+/// Prefix of every orb's `userId`; no human may join with it.
+pub const AI_USER_ID_PREFIX: &str = "ai-orb-";
+
 /// The `userId` an orb joins with for a session.
 pub fn orb_user_id(session_id: &str) -> String {
-    format!("ai-orb-{session_id}")
+    format!("{AI_USER_ID_PREFIX}{session_id}")
 }

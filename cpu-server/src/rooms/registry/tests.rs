@@ -214,3 +214,92 @@ async fn a_full_outbox_kicks_its_socket_and_the_room_carries_on() {
     let reply: Value = serde_json::from_str(reply.as_str()).expect("json");
     assert_eq!(reply["code"], "peer_not_found");
 }
+
+/// Rule (audit item 9): the relay of every room never waits on the OrbManager.
+/// The manager's channel holds one event and nobody reads it; an AI chatting in
+/// one room and people joining and leaving another must not stop relaying.
+#[tokio::test]
+async fn a_stuck_orb_manager_never_stalls_the_relay() {
+    let (tx, mut events) = mpsc::channel(1);
+    let registry = spawn_registry(RoomSettings::default(), tx, Arc::default());
+    let (ai, _ai_rx) = outbox(4096);
+    registry
+        .join(1, "a", request("ai-orb-1", "ai"), ai)
+        .await
+        .expect("ai joins");
+    for _ in 0..100 {
+        registry
+            .relay(1, frame(r#"{"type":"orb_heartbeat","metrics":{}}"#))
+            .await;
+    }
+    let (x, _x_rx) = outbox(4096);
+    let (y, mut y_rx) = outbox(4096);
+    for round in 0..50 {
+        let (extra, _extra_rx) = outbox(16);
+        let conn = 100 + round;
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            registry.join(conn, "b", request("guest", "client"), extra),
+        )
+        .await
+        .expect("a join answers while the manager is stuck")
+        .expect("join");
+        registry.leave(conn).await;
+    }
+    tokio::time::timeout(Duration::from_secs(2), async {
+        registry.join(2, "b", request("x", "client"), x).await.expect("x joins");
+        registry.join(3, "b", request("y", "client"), y).await.expect("y joins");
+        registry.relay(2, frame(r#"{"type":"client_signal","n":1}"#)).await;
+    })
+    .await
+    .expect("the registry answers while the manager is stuck");
+    let relayed = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            if queued_types(&mut y_rx).iter().any(|t| t == "client_signal") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(relayed.is_ok(), "room b relays while the manager is stuck");
+    // The held membership events arrive in order once the manager reads again.
+    assert_eq!(
+        next_event(&mut events).await,
+        RoomEvent::AiJoined {
+            room: "a".into(),
+            user_id: "ai-orb-1".into()
+        }
+    );
+    let mut joins = 0;
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(500), events.recv()).await {
+        if matches!(event, RoomEvent::HumanJoined { ref user_id, .. } if user_id == "guest") {
+            joins += 1;
+        }
+    }
+    assert_eq!(joins, 50, "no membership event lost");
+}
+
+/// Rule (audit item 2): a human cannot take the AI's place, whatever the auth
+/// mode: a human join with the AI member's userId, or any `ai-orb-` id, is
+/// refused with `forbidden` and the AI keeps its socket.
+#[tokio::test]
+async fn a_human_cannot_join_as_the_ai() {
+    let (tx, _events) = room_event_channel();
+    let registry = spawn_registry(RoomSettings::default(), tx, Arc::default());
+    let (ai, mut ai_rx) = outbox(16);
+    registry
+        .join(1, "r", request("ai-orb-s1", "ai"), ai)
+        .await
+        .expect("ai joins");
+    for (conn, user_id) in [(2, "ai-orb-s1"), (3, "ai-orb-someone-else")] {
+        let (human, _rx) = outbox(16);
+        let refused = registry
+            .join(conn, "r", request(user_id, "client"), human)
+            .await
+            .expect_err("refused");
+        assert_eq!(refused.code, ErrorCode::Forbidden, "{user_id}");
+    }
+    assert!(ai_rx.kicks.try_recv().is_err(), "the AI was not replaced");
+    assert_eq!(queued_types(&mut ai_rx), ["peer-discovery"], "nobody joined");
+}
