@@ -11,6 +11,7 @@
 //! - [`orb_env`]: the environment allowlist.
 //! - [`output_log`]: orb stdout/stderr into `ORB_LOG_DIR/orb-<room>.log`.
 //! - [`process_table`]: live orb pids for the sampler, the reaper and emergency kills.
+//! - [`spawner`]: the one long-lived thread that forks orbs, off the runtime.
 //! - [`sampler`]: CPU and RSS of each orb's process tree.
 //! - [`reaper`]: child subreaper; kills and reaps orphaned orb descendants.
 //! - [`stray_sweep`]: at start-up, kills what an earlier (SIGKILLed) server's orbs left.
@@ -26,6 +27,7 @@ pub mod reaper;
 pub mod record;
 pub mod restart_policy;
 pub mod sampler;
+pub mod spawner;
 pub mod stray_sweep;
 pub mod supervisor;
 
@@ -249,7 +251,9 @@ fn spawn_manager_inner(
     sampler::spawn_sampler(table.clone(), sample_period, samples_tx, background.clone());
     reaper::spawn_reaper(table.clone(), Duration::from_secs(2), background.clone());
     let stop_bound = settings.stop_grace + settings.kill_grace + Duration::from_secs(5);
-    let (manager, reports) = Manager::new(settings, launcher, notifier, table.clone(), counts_tx);
+    let spawner = spawner::Spawner::start(tokio::runtime::Handle::current(), settings.max_concurrent)
+        .unwrap_or_else(|error| panic!("cannot start the orb spawner thread: {error}"));
+    let (manager, reports) = Manager::new(settings, launcher, notifier, table.clone(), counts_tx, spawner);
     let inputs = Inputs {
         commands: commands_rx,
         events,

@@ -61,6 +61,8 @@ pub struct Report {
 /// The events of one orb process.
 #[derive(Debug)]
 pub enum ReportKind {
+    /// The spawner thread's answer to a launch: the started process, or why not.
+    Spawned(Result<super::process_spawn::SpawnedProcess, String>),
     /// `orb_ready` arrived.
     Ready,
     /// An IPC heartbeat, with its delay (timestamp → arrival).

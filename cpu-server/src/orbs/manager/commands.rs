@@ -40,7 +40,7 @@ impl Manager {
         let current = self
             .orbs
             .get(room)
-            .filter(|e| e.process.is_some())
+            .filter(|e| e.process.is_some() || e.launching.is_some())
             .map(|e| e.auth_token.as_str());
         if current.is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes())) {
             return true;
@@ -95,6 +95,13 @@ impl Manager {
                     let _ = control.send(Control::Stop { reason }).await;
                 });
             }
+            None if entry.launching.is_some() => {
+                // Starting on the spawner thread: the stop is carried out when it has a pid.
+                crate::metrics::global().kill(reason);
+                entry.stop_reason.get_or_insert_with(|| reason.to_owned());
+                entry.state = OrbState::Stopping;
+                entry.waiters.push(reply);
+            }
             None => {
                 // Queued, restarting or parked: nothing runs; forget it.
                 let exit = ExitRecord {
@@ -136,9 +143,9 @@ impl Manager {
             .ok_or_else(|| format!("no orb for room {room}"))?;
         entry.policy.reset();
         if entry.state == OrbState::Parked {
-            // Cancels the park timer; the operator wants the orb back now.
-            entry.epoch += 1;
+            // The operator wants the orb back now: no park timer any more.
             entry.state = OrbState::Restarting;
+            self.cancel_timer(room, TimerKind::ParkExpired);
             self.try_start(room);
         }
         self.record(room).ok_or_else(|| format!("no orb for room {room}"))

@@ -17,16 +17,18 @@ use shared::ipc::{ManagerToOrb, ParticipantJoined, ParticipantLeft};
 use shared::room::{AiStatus, RoomMessage};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
-use tokio_util::time::DelayQueue;
+use tokio_util::time::{DelayQueue, delay_queue};
 use tracing::{info, warn};
 
 use super::launcher::{LaunchEnv, Launcher};
 use super::orb_command::OrbLaunch;
 use super::output_log::spawn_output_capture;
+use super::process_spawn::SpawnedProcess;
 use super::process_table::ProcessTable;
 use super::record::{ExitRecord, OrbRecord, OrbState};
 use super::restart_policy::{RestartDecision, RestartPolicy};
 use super::sampler::Sample;
+use super::spawner::Spawner;
 use super::supervisor::{Control, OrbTask, Report, ReportKind, Timing};
 use super::{Command, OrbCounts, SpawnOutcome, SpawnRequest};
 use crate::rooms::events::{RoomEvent, RoomEventReceiver, RoomNotifier};
@@ -62,8 +64,8 @@ struct OrbEntry {
     stop_reason: Option<String>,
     /// Callers waiting for the current process to exit.
     waiters: Vec<oneshot::Sender<Option<ExitRecord>>>,
-    /// Invalidates restart and park timers set before it changed.
-    epoch: u64,
+    /// Generation of a process the spawner thread is starting (slot taken, no pid yet).
+    launching: Option<u64>,
     /// Position last told to the room while queued.
     told_position: Option<usize>,
     auth_token: String,
@@ -75,11 +77,12 @@ struct OrbEntry {
 #[derive(Default)]
 struct People {
     humans: HashMap<String, String>,
-    /// Changes whenever a human joins: invalidates empty-room timers.
-    epoch: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A room has at most one timer of each kind: setting one replaces the last,
+/// a join cancels the room-empty ones, removing the orb cancels them all. So
+/// no stale timer can fire and the queue stays bounded under join/leave churn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum TimerKind {
     EmptyGrace,
     Idle,
@@ -87,11 +90,14 @@ enum TimerKind {
     ParkExpired,
 }
 
-#[derive(Debug, Clone)]
+impl TimerKind {
+    const ALL: [TimerKind; 4] = [Self::EmptyGrace, Self::Idle, Self::RestartDue, Self::ParkExpired];
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Timer {
     room: String,
     kind: TimerKind,
-    epoch: u64,
 }
 
 /// The actor's state and channels.
@@ -107,6 +113,8 @@ pub struct Manager {
     next_generation: u64,
     draining: bool,
     timers: DelayQueue<Timer>,
+    timer_keys: HashMap<Timer, delay_queue::Key>,
+    spawner: Spawner,
     reports_tx: mpsc::Sender<Report>,
     counts: watch::Sender<OrbCounts>,
     /// One-time tokens for hand-started orbs, per room, with their expiry.
@@ -131,6 +139,7 @@ impl Manager {
         notifier: Arc<dyn RoomNotifier>,
         table: ProcessTable,
         counts: watch::Sender<OrbCounts>,
+        spawner: Spawner,
     ) -> (Self, mpsc::Receiver<Report>) {
         let (reports_tx, reports_rx) = mpsc::channel(1024);
         let manager = Self {
@@ -145,6 +154,8 @@ impl Manager {
             next_generation: 1,
             draining: false,
             timers: DelayQueue::new(),
+            timer_keys: HashMap::new(),
+            spawner,
             reports_tx,
             counts,
             operator_tokens: HashMap::new(),
@@ -171,9 +182,13 @@ impl Manager {
                 },
                 Some(report) = reports.recv() => self.on_report(report),
                 Some(samples) = inputs.samples.recv() => self.on_samples(samples),
-                Some(expired) = self.timers.next(), if !self.timers.is_empty() => self.on_timer(expired.into_inner()),
+                Some(expired) = self.timers.next(), if !self.timers.is_empty() => {
+                    let timer = expired.into_inner();
+                    self.timer_keys.remove(&timer);
+                    self.on_timer(timer);
+                }
             }
-            if !commands_open && self.orbs.values().all(|e| e.process.is_none()) {
+            if !commands_open && self.orbs.values().all(|e| e.process.is_none() && e.launching.is_none()) {
                 break;
             }
         }
@@ -181,7 +196,39 @@ impl Manager {
 
     // ---- helpers --------------------------------------------------------
 
+    /// Arms the room's timer of `kind` to fire after `delay`, replacing any earlier one.
+    fn set_timer(&mut self, room: &str, kind: TimerKind, delay: Duration) {
+        self.set_timer_at(room, kind, Instant::now() + delay);
+    }
+
+    fn set_timer_at(&mut self, room: &str, kind: TimerKind, at: Instant) {
+        let timer = Timer {
+            room: room.to_owned(),
+            kind,
+        };
+        match self.timer_keys.get(&timer) {
+            Some(key) => self.timers.reset_at(key, at),
+            None => {
+                let key = self.timers.insert_at(timer.clone(), at);
+                self.timer_keys.insert(timer, key);
+            }
+        }
+    }
+
+    fn cancel_timer(&mut self, room: &str, kind: TimerKind) {
+        let timer = Timer {
+            room: room.to_owned(),
+            kind,
+        };
+        if let Some(key) = self.timer_keys.remove(&timer) {
+            self.timers.remove(&key);
+        }
+    }
+
     fn remove_entry(&mut self, room: &str) {
+        for kind in TimerKind::ALL {
+            self.cancel_timer(room, kind);
+        }
         self.queue.retain(|r| r != room);
         if let Some(entry) = self.orbs.remove(room) {
             for waiter in entry.waiters {

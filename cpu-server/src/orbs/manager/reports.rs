@@ -10,10 +10,11 @@ impl Manager {
             pid,
             kind,
         } = report;
-        if let ReportKind::Exited { exit, ran_for } = kind {
-            self.on_exit(&room, generation, pid, exit, ran_for);
-            return;
-        }
+        let kind = match kind {
+            ReportKind::Exited { exit, ran_for } => return self.on_exit(&room, generation, pid, exit, ran_for),
+            ReportKind::Spawned(spawned) => return self.on_spawned(&room, generation, spawned),
+            kind => kind,
+        };
         let Some(entry) = self.orbs.get_mut(&room) else { return };
         if entry.process.as_ref().map(|r| r.generation) != Some(generation) {
             return; // a report of an older process
@@ -57,7 +58,7 @@ impl Manager {
                 crate::metrics::global().kill("unresponsive");
                 entry.state = OrbState::Unresponsive;
             }
-            ReportKind::Exited { .. } => {}
+            ReportKind::Exited { .. } | ReportKind::Spawned(_) => {}
         }
     }
 
@@ -129,27 +130,17 @@ impl Manager {
             .as_ref()
             .map_or("crash", |e| e.reason.as_str())
             .to_owned();
-        entry.epoch += 1;
-        match entry.policy.on_failure(Instant::now(), ran_for, fastrand::f64()) {
+        let decision = entry.policy.on_failure(Instant::now(), ran_for, fastrand::f64());
+        match decision {
             RestartDecision::After(delay) => {
                 info!(%room, %reason, delay_ms = delay.as_millis() as u64, "orb failed; restarting");
                 entry.state = OrbState::Restarting;
-                let timer = Timer {
-                    room: room.to_owned(),
-                    kind: TimerKind::RestartDue,
-                    epoch: entry.epoch,
-                };
-                self.timers.insert(timer, delay);
+                self.set_timer(room, TimerKind::RestartDue, delay);
             }
             RestartDecision::Park { until } => {
                 warn!(%room, %reason, "orb crash loop; parked");
                 entry.state = OrbState::Parked;
-                let timer = Timer {
-                    room: room.to_owned(),
-                    kind: TimerKind::ParkExpired,
-                    epoch: entry.epoch,
-                };
-                self.timers.insert_at(timer, until);
+                self.set_timer_at(room, TimerKind::ParkExpired, until);
                 let message = ai_status(
                     "error",
                     json!({"message": "The AI assistant keeps failing and is paused; an operator can reset it.",

@@ -14,7 +14,9 @@ impl Manager {
             } => {
                 let people = self.people.entry(room.clone()).or_default();
                 people.humans.insert(user_id.clone(), user_role.clone());
-                people.epoch += 1;
+                // Somebody is here: the room is neither empty nor idle any more.
+                self.cancel_timer(&room, TimerKind::EmptyGrace);
+                self.cancel_timer(&room, TimerKind::Idle);
                 if let Some(running) = self.orbs.get(&room).and_then(|e| e.process.as_ref()) {
                     let message = ManagerToOrb::ParticipantJoined(ParticipantJoined {
                         user_id,
@@ -39,7 +41,6 @@ impl Manager {
                 };
                 people.humans.remove(&user_id);
                 let empty = people.humans.is_empty();
-                let epoch = people.epoch;
                 if empty {
                     self.people.remove(&room);
                 }
@@ -51,7 +52,7 @@ impl Manager {
                     let _ = running.control.try_send(Control::Send(message));
                 }
                 if empty && self.orbs.contains_key(&room) {
-                    self.schedule_empty_timers(&room, epoch);
+                    self.schedule_empty_timers(&room);
                 }
             }
             RoomEvent::AiActivity { room } => {
@@ -73,20 +74,12 @@ impl Manager {
         }
     }
 
-    pub(super) fn schedule_empty_timers(&mut self, room: &str, epoch: u64) {
-        let grace = Timer {
-            room: room.to_owned(),
-            kind: TimerKind::EmptyGrace,
-            epoch,
-        };
-        self.timers.insert(grace, self.settings.room_empty_grace);
+    /// The last human left: the orb stops after `ROOM_EMPTY_GRACE`, or after
+    /// `IDLE_TIMEOUT` when that is shorter, unless somebody comes back.
+    pub(super) fn schedule_empty_timers(&mut self, room: &str) {
+        self.set_timer(room, TimerKind::EmptyGrace, self.settings.room_empty_grace);
         if let Some(idle_timeout) = self.settings.idle_timeout {
-            let idle = Timer {
-                room: room.to_owned(),
-                kind: TimerKind::Idle,
-                epoch,
-            };
-            self.timers.insert(idle, idle_timeout);
+            self.set_timer(room, TimerKind::Idle, idle_timeout);
         }
     }
 
@@ -94,9 +87,7 @@ impl Manager {
         let room = timer.room.as_str();
         match timer.kind {
             TimerKind::EmptyGrace | TimerKind::Idle => {
-                let still_empty = self.humans(room) == 0;
-                let same_epoch = self.people.get(room).is_none_or(|p| p.epoch == timer.epoch);
-                if still_empty && same_epoch && self.orbs.contains_key(room) {
+                if self.humans(room) == 0 && self.orbs.contains_key(room) {
                     let reason = if timer.kind == TimerKind::EmptyGrace {
                         "room_empty_timeout"
                     } else {
@@ -108,7 +99,7 @@ impl Manager {
             }
             TimerKind::RestartDue | TimerKind::ParkExpired => {
                 let Some(entry) = self.orbs.get_mut(room) else { return };
-                if entry.epoch != timer.epoch || entry.process.is_some() {
+                if entry.process.is_some() || entry.launching.is_some() {
                     return;
                 }
                 if timer.kind == TimerKind::ParkExpired {

@@ -15,7 +15,7 @@ impl Manager {
             sample: None,
             stop_reason: None,
             waiters: Vec::new(),
-            epoch: 0,
+            launching: None,
             told_position: None,
             auth_token: random_token(),
             spawn_to_ready_ms: None,
@@ -25,13 +25,7 @@ impl Manager {
             && self.humans(room) == 0
         {
             // Started with nobody in the room (admin API): the idle timeout applies.
-            let epoch = self.people.get(room).map_or(0, |p| p.epoch);
-            let idle = Timer {
-                room: room.to_owned(),
-                kind: TimerKind::Idle,
-                epoch,
-            };
-            self.timers.insert(idle, idle_timeout);
+            self.set_timer(room, TimerKind::Idle, idle_timeout);
         }
     }
 
@@ -52,7 +46,11 @@ impl Manager {
     pub(super) fn fill_free_slots(&mut self) {
         while self.slots_used < self.settings.max_concurrent && !self.draining {
             let Some(room) = self.queue.pop_front() else { break };
-            if self.orbs.get(&room).is_some_and(|e| e.process.is_none()) {
+            if self
+                .orbs
+                .get(&room)
+                .is_some_and(|e| e.process.is_none() && e.launching.is_none())
+            {
                 self.launch(&room);
             }
         }
@@ -71,6 +69,8 @@ impl Manager {
         }
     }
 
+    /// Takes a slot and asks the spawner thread to start the room's orb; the
+    /// result comes back as a [`ReportKind::Spawned`] report.
     pub(super) fn launch(&mut self, room: &str) {
         let generation = self.next_generation;
         self.next_generation += 1;
@@ -91,39 +91,107 @@ impl Manager {
             auth_token: entry.auth_token.clone(),
             heartbeat_interval_ms: self.settings.health_check_interval.as_millis() as u64,
         };
-        let spawned = {
-            // Hold the table across the spawn: the reaper must not take the new orb for an orphan.
-            let mut table = self.table.lock();
-            let spawned = self.launcher.launch(&launch, &env);
-            if let Ok(process) = &spawned {
-                table.insert(process.pid, room.to_owned());
+        let (launcher, table, reports) = (Arc::clone(&self.launcher), self.table.clone(), self.reports_tx.clone());
+        let job = Box::new(move || {
+            let spawned = launcher.launch(&launch, &env);
+            let pid = spawned.as_ref().map_or(0, |p| p.pid);
+            if pid != 0 {
+                table.lock().insert(pid, launch.room.clone());
             }
-            spawned
-        };
-        let mut process = match spawned {
-            Ok(process) => process,
-            Err(error) => {
-                warn!(%room, %error, "orb failed to start");
-                let exit = ExitRecord {
-                    code: None,
-                    signal: None,
-                    reason: format!("spawn_failed: {error}"),
-                    normal: false,
-                };
-                // No process, no slot: count it as a failed start straight away.
-                crate::metrics::global().exit("spawn_failed");
-                entry.last_exit = Some(exit);
-                self.after_failure(room, Duration::ZERO);
-                return;
-            }
-        };
+            let report = Report {
+                room: launch.room,
+                generation,
+                pid,
+                kind: ReportKind::Spawned(spawned),
+            };
+            // Reports are consumed by the manager loop, which never waits on this thread.
+            let _ = reports.blocking_send(report);
+        });
+        if self.spawner.submit(job).is_err() {
+            self.start_failed(room, "the spawner thread is gone".to_owned());
+            return;
+        }
         self.slots_used += 1;
+        entry_launching(self.orbs.get_mut(room), generation);
+    }
+
+    /// The spawner's answer for one launch.
+    pub(super) fn on_spawned(&mut self, room: &str, generation: u64, spawned: Result<SpawnedProcess, String>) {
+        let wanted = self.orbs.get(room).is_some_and(|e| e.launching == Some(generation));
+        match spawned {
+            Err(error) => {
+                self.slots_used = self.slots_used.saturating_sub(1);
+                if wanted {
+                    if let Some(entry) = self.orbs.get_mut(room) {
+                        entry.launching = None;
+                    }
+                    self.start_failed(room, error);
+                }
+                self.fill_free_slots();
+                self.publish_counts();
+            }
+            Ok(process) if wanted => self.supervise(room, generation, process),
+            Ok(process) => {
+                // The room's orb was stopped or replaced while this one started:
+                // supervise it only to kill and reap it (its exit frees the slot).
+                let control = self.start_task(room, generation, process);
+                let _ = control.try_send(Control::Kill {
+                    reason: "manual_termination".to_owned(),
+                });
+            }
+        }
+    }
+
+    /// A start that produced no process: no slot is held; counts as a failed start.
+    fn start_failed(&mut self, room: &str, error: String) {
+        warn!(%room, %error, "orb failed to start");
+        crate::metrics::global().exit("spawn_failed");
+        let Some(entry) = self.orbs.get_mut(room) else { return };
+        entry.last_exit = Some(ExitRecord {
+            code: None,
+            signal: None,
+            reason: format!("spawn_failed: {error}"),
+            normal: false,
+        });
+        if entry.stop_reason.is_some() {
+            // Stopped while it was starting: nothing to restart.
+            self.remove_entry(room);
+        } else {
+            self.after_failure(room, Duration::ZERO);
+        }
+    }
+
+    fn supervise(&mut self, room: &str, generation: u64, process: SpawnedProcess) {
+        let pid = process.pid;
+        let control = self.start_task(room, generation, process);
+        let Some(entry) = self.orbs.get_mut(room) else { return };
+        entry.launching = None;
         crate::metrics::global().spawns.inc();
         if entry.last_exit.is_some() {
             entry.policy.note_restart();
             crate::metrics::global().restarts.inc();
         }
-        info!(%room, pid = process.pid, generation, session = %entry.session, "orb started");
+        info!(%room, pid, generation, session = %entry.session, "orb started");
+        if let Some(reason) = &entry.stop_reason {
+            // A stop was asked for while it started: carry it out now.
+            let _ = control.try_send(Control::Stop { reason: reason.clone() });
+        } else {
+            entry.state = OrbState::Spawning;
+        }
+        entry.process = Some(Running {
+            pid,
+            generation,
+            started: Instant::now(),
+            started_ms: now_ms(),
+            control,
+        });
+        entry.told_position = None;
+        entry.last_heartbeat = None;
+        entry.sample = None;
+    }
+
+    /// Starts the supervisor task of a started process; returns its control channel.
+    fn start_task(&mut self, room: &str, generation: u64, mut process: SpawnedProcess) -> mpsc::Sender<Control> {
         if let (Some(stdout), Some(stderr)) = (process.child.stdout.take(), process.child.stderr.take()) {
             spawn_output_capture(stdout, stderr, self.launcher.log_path(room));
         }
@@ -135,17 +203,6 @@ impl Manager {
             stop_grace: self.settings.stop_grace,
             kill_grace: self.settings.kill_grace,
         };
-        entry.process = Some(Running {
-            pid: process.pid,
-            generation,
-            started: Instant::now(),
-            started_ms: now_ms(),
-            control: control_tx,
-        });
-        entry.state = OrbState::Spawning;
-        entry.told_position = None;
-        entry.last_heartbeat = None;
-        entry.sample = None;
         OrbTask {
             room: room.to_owned(),
             generation,
@@ -157,5 +214,14 @@ impl Manager {
             reports: self.reports_tx.clone(),
         }
         .spawn();
+        control_tx
+    }
+}
+
+fn entry_launching(entry: Option<&mut OrbEntry>, generation: u64) {
+    if let Some(entry) = entry {
+        entry.launching = Some(generation);
+        entry.state = OrbState::Spawning;
+        entry.told_position = None;
     }
 }
