@@ -547,11 +547,8 @@ impl EventOutbox {
     fn emit(&mut self, event: RoomEvent) {
         if self.pending.is_empty() {
             match self.sender.try_send(event) {
-                Ok(()) => return,
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    debug!("OrbManager gone: room event dropped");
-                    return;
-                }
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => debug!("OrbManager gone: room event dropped"),
                 Err(mpsc::error::TrySendError::Full(event)) => self.hold(event),
             }
         } else {
