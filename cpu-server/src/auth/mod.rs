@@ -293,7 +293,9 @@ mod tests {
     fn idle_manager() -> (OrbsHandle, crate::rooms::events::RoomEventSender) {
         struct Nobody;
         impl crate::rooms::events::RoomNotifier for Nobody {
-            fn notify_room(&self, _: &str, _: shared::room::RoomMessage) {}
+            fn notify_room(&self, _: &str, _: shared::room::RoomMessage) -> bool {
+                true
+            }
         }
         let dotenv = shared::settings::DotEnv::default();
         let mut v = shared::settings::Validator::new(&dotenv);

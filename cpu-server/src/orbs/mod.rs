@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`manager`]: the actor owning every orb record, the slots and the queue.
 //! - [`supervisor`]: one task per orb process (child, IPC channel, timers, stop path).
+//! - [`exit_rule`]: what an exit leads to (end, restart, failure) and the closed set of causes.
 //! - [`restart_policy`]: backoff with jitter and the crash-loop limit (pure).
 //! - [`record`]: the orb states and the public record operators see.
 //! - [`launcher`]: the seam that starts an orb ([`launcher::LocalLauncher`] today).
@@ -16,6 +17,7 @@
 //! - [`reaper`]: child subreaper; kills and reaps orphaned orb descendants.
 //! - [`stray_sweep`]: at start-up, kills what an earlier (SIGKILLed) server's orbs left.
 
+pub mod exit_rule;
 pub mod launcher;
 pub(crate) mod manager;
 pub mod orb_command;

@@ -77,6 +77,6 @@ pub fn room_event_channel() -> (RoomEventSender, RoomEventReceiver) {
 /// Implemented by the registry's handle; must never block.
 pub trait RoomNotifier: Send + Sync + 'static {
     /// Sends `message` to every participant of `room`; dropped if the room is gone
-    /// or the registry is busy.
-    fn notify_room(&self, room: &str, message: RoomMessage);
+    /// or the registry is busy. False when it was dropped before reaching the registry.
+    fn notify_room(&self, room: &str, message: RoomMessage) -> bool;
 }

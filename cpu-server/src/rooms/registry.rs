@@ -129,14 +129,16 @@ impl RegistryHandle {
 }
 
 impl RoomNotifier for RegistryHandle {
-    fn notify_room(&self, room: &str, message: RoomMessage) {
+    fn notify_room(&self, room: &str, message: RoomMessage) -> bool {
         let command = Command::Notify {
             room: room.to_owned(),
             message,
         };
-        if self.commands.try_send(command).is_err() {
+        let sent = self.commands.try_send(command).is_ok();
+        if !sent {
             warn!(room, "registry busy or gone: room notification dropped");
         }
+        sent
     }
 }
 

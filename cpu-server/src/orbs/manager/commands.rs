@@ -85,7 +85,7 @@ impl Manager {
         };
         match &entry.process {
             Some(running) => {
-                crate::metrics::global().kill(reason);
+                crate::metrics::global().kill(cause_label(reason));
                 entry.stop_reason.get_or_insert_with(|| reason.to_owned());
                 entry.state = OrbState::Stopping;
                 entry.waiters.push(reply);
@@ -97,7 +97,7 @@ impl Manager {
             }
             None if entry.launching.is_some() => {
                 // Starting on the spawner thread: the stop is carried out when it has a pid.
-                crate::metrics::global().kill(reason);
+                crate::metrics::global().kill(cause_label(reason));
                 entry.stop_reason.get_or_insert_with(|| reason.to_owned());
                 entry.state = OrbState::Stopping;
                 entry.waiters.push(reply);

@@ -20,13 +20,14 @@ use tokio::time::Instant;
 use tokio_util::time::{DelayQueue, delay_queue};
 use tracing::{info, warn};
 
+use super::exit_rule::{AfterExit, after_exit, cause_label, ended_message};
 use super::launcher::{LaunchEnv, Launcher};
 use super::orb_command::OrbLaunch;
 use super::output_log::spawn_output_capture;
 use super::process_spawn::SpawnedProcess;
 use super::process_table::ProcessTable;
 use super::record::{ExitRecord, OrbRecord, OrbState};
-use super::restart_policy::{RestartDecision, RestartPolicy};
+use super::restart_policy::{FIRST_BACKOFF, RestartDecision, RestartPolicy};
 use super::sampler::Sample;
 use super::spawner::Spawner;
 use super::supervisor::{Control, OrbTask, Report, ReportKind, Timing};
@@ -40,6 +41,9 @@ mod reports;
 mod room_events;
 mod spawning;
 mod tokens;
+
+#[cfg(test)]
+mod tests;
 
 /// A live process of a room's orb.
 struct Running {
@@ -182,11 +186,7 @@ impl Manager {
                 },
                 Some(report) = reports.recv() => self.on_report(report),
                 Some(samples) = inputs.samples.recv() => self.on_samples(samples),
-                Some(expired) = self.timers.next(), if !self.timers.is_empty() => {
-                    let timer = expired.into_inner();
-                    self.timer_keys.remove(&timer);
-                    self.on_timer(timer);
-                }
+                Some(expired) = self.timers.next(), if !self.timers.is_empty() => self.on_expired(expired.into_inner()),
             }
             if !commands_open && self.orbs.values().all(|e| e.process.is_none() && e.launching.is_none()) {
                 break;
@@ -195,6 +195,11 @@ impl Manager {
     }
 
     // ---- helpers --------------------------------------------------------
+
+    fn on_expired(&mut self, timer: Timer) {
+        self.timer_keys.remove(&timer);
+        self.on_timer(timer);
+    }
 
     /// Arms the room's timer of `kind` to fire after `delay`, replacing any earlier one.
     fn set_timer(&mut self, room: &str, kind: TimerKind, delay: Duration) {

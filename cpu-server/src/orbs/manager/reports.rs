@@ -66,7 +66,7 @@ impl Manager {
         // The slot belongs to the process: freed now that it is reaped, whatever else happens.
         self.slots_used = self.slots_used.saturating_sub(1);
         self.table.lock().remove(&pid);
-        crate::metrics::global().exit(&exit.reason);
+        crate::metrics::global().exit(cause_label(&exit.reason));
         let humans = self.humans(room);
         let draining = self.draining;
         if let Some(entry) = self.orbs.get_mut(room)
@@ -77,20 +77,26 @@ impl Manager {
             for waiter in entry.waiters.drain(..) {
                 let _ = waiter.send(Some(exit.clone()));
             }
-            if entry.stop_reason.is_some() || exit.normal || draining || humans == 0 {
-                // Stopped because the room was empty, but someone came back during the stop:
-                // they get a fresh orb (a join while an entry exists starts nothing).
-                let emptied = matches!(
-                    entry.stop_reason.as_deref(),
-                    Some("room_empty_timeout" | "idle_timeout")
-                );
-                self.remove_entry(room);
-                if emptied && !draining && self.wants_orb(room) {
-                    self.create_entry(room, None);
-                    self.try_start(room);
+            match after_exit(entry.stop_reason.as_deref(), &exit, humans, draining) {
+                AfterExit::Remove { tell_room, respawn } => {
+                    self.remove_entry(room);
+                    if let Some(cause) = tell_room {
+                        let message = ai_status("ended", json!({"code": cause, "message": ended_message(cause)}));
+                        let _ = self.notifier.notify_room(room, message);
+                    }
+                    // Stopped because the room was empty, but someone came back during the stop:
+                    // they get a fresh orb (a join while an entry exists starts nothing).
+                    if respawn && self.wants_orb(room) {
+                        self.create_entry(room, None);
+                        self.try_start(room);
+                    }
                 }
-            } else {
-                self.after_failure(room, ran_for);
+                AfterExit::RestartNotFailure => {
+                    info!(%room, humans, "orb ended itself for idleness with humans present; restarting it");
+                    entry.state = OrbState::Restarting;
+                    self.set_timer(room, TimerKind::RestartDue, FIRST_BACKOFF);
+                }
+                AfterExit::Failure => self.after_failure(room, ran_for),
             }
         }
         self.fill_free_slots();
@@ -112,11 +118,14 @@ impl Manager {
                 && entry.state != OrbState::Stopping
             {
                 warn!(room = %sample.room, rss = sample.rss_bytes, limit, "orb over ORB_MEMORY_LIMIT_MB; killing it");
-                crate::metrics::global().kill("memory_limit");
-                entry.state = OrbState::Stopping;
-                let _ = running.control.try_send(Control::Kill {
+                let kill = Control::Kill {
                     reason: "memory_limit".to_owned(),
-                });
+                };
+                // Marked only once the order is queued: a full channel is retried at the next sample.
+                if running.control.try_send(kill).is_ok() {
+                    crate::metrics::global().kill("memory_limit");
+                    entry.state = OrbState::Stopping;
+                }
             }
         }
     }
@@ -146,7 +155,7 @@ impl Manager {
                     json!({"message": "The AI assistant keeps failing and is paused; an operator can reset it.",
                            "code": "orb_parked"}),
                 );
-                self.notifier.notify_room(room, message);
+                let _ = self.notifier.notify_room(room, message);
             }
         }
     }

@@ -61,10 +61,13 @@ impl Manager {
         for (index, room) in self.queue.iter().enumerate() {
             let position = index + 1;
             let Some(entry) = self.orbs.get_mut(room) else { continue };
-            if entry.told_position != Some(position) {
+            // Recorded as told only once delivered: a busy registry hears it at the next change.
+            if entry.told_position != Some(position)
+                && self
+                    .notifier
+                    .notify_room(room, ai_status("queued", json!({"position": position})))
+            {
                 entry.told_position = Some(position);
-                self.notifier
-                    .notify_room(room, ai_status("queued", json!({"position": position})));
             }
         }
     }
