@@ -590,3 +590,273 @@ async fn a_coach_back_while_the_orb_is_stopping_gets_a_new_orb() {
         "the stopped orb is still alive"
     );
 }
+
+// ---- Audit fixes (issue 13) ------------------------------------------------
+
+/// The next frame that `pick` accepts, skipping others; `None` on close or timeout.
+async fn recv_where(
+    client: &mut Client,
+    timeout: Duration,
+    pick: impl Fn(&serde_json::Value) -> bool,
+) -> Option<serde_json::Value> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match client.read(left).await {
+            system_tests::ws::Read::Json(v) if pick(&v) => return Some(v),
+            system_tests::ws::Read::Json(_) => continue,
+            _ => return None,
+        }
+    }
+}
+
+/// Item 1: in a real call the humans talk over media and their signalling is
+/// targeted, so nothing they send reaches the orb. With IDLE_TIMEOUT=1500 and
+/// 4 s of targeted ice-candidates only, the AI stays (same pid, no user-left).
+#[tokio::test]
+async fn humans_exchanging_only_targeted_signalling_keep_their_ai() {
+    let server = server_with_real_orbs(&[("IDLE_TIMEOUT", "1500")]);
+    let url = server.url("r-live-call");
+    let (mut coach, _) = Client::join(&url, "coach-1", "coach").await;
+    let ai = coach.recv_type("user-joined", 15 * SECOND).await;
+    let ai_id = ai["userId"].as_str().expect("ai id").to_owned();
+    let pid = single_orb("r-live-call", 5 * SECOND).await;
+    let (mut client, _) = Client::join(&url, "client-1", "client").await;
+    let until = Instant::now() + 4 * SECOND;
+    let mut ai_left = false;
+    while Instant::now() < until {
+        coach
+            .send(json!({"type":"ice-candidate","toId":"client-1","candidate":{"candidate":"c"}}))
+            .await;
+        client
+            .send(json!({"type":"ice-candidate","toId":"coach-1","candidate":{"candidate":"k"}}))
+            .await;
+        let frame = recv_where(&mut coach, Duration::from_millis(200), |v| v["type"] == "user-left").await;
+        ai_left |= frame.is_some_and(|v| v["userId"] == ai_id.as_str());
+    }
+    assert!(!ai_left, "the AI left a live call");
+    assert_eq!(orb_pids("r-live-call"), [pid], "the same orb is still there");
+    // Nobody there: now it may go.
+    coach.close().await;
+    client.close().await;
+    assert!(
+        until_true(10 * SECOND, || orb_pids("r-live-call").is_empty()).await,
+        "an orb in an empty room ends"
+    );
+}
+
+/// Item 1: an orb with its own idle rule that ends with `idle_timeout` while
+/// humans are present is restarted, and those restarts never park it.
+#[tokio::test]
+async fn an_orb_ending_itself_for_idleness_with_humans_present_is_restarted_not_parked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let body = r#"ready
+beat
+sleep 0.2
+printf '{"type":"orb_shutdown","reason":"idle_timeout"}\n' >&3
+exit 0
+"#;
+    let server = server_with_fake(dir.path(), body, &[("ORB_MAX_RESTARTS", "1")]);
+    let (mut coach, _) = Client::join(&server.url("r-own-idle"), "coach-1", "coach").await;
+    let restarted = until_true(20 * SECOND, || starts(dir.path(), "r-own-idle").len() >= 4).await;
+    assert!(
+        restarted,
+        "starts: {:?}\n{}",
+        starts(dir.path(), "r-own-idle"),
+        server.proc.stderr()
+    );
+    let parked = recv_where(&mut coach, Duration::from_millis(300), |v| v["code"] == "orb_parked").await;
+    assert!(
+        parked.is_none(),
+        "idle restarts counted toward the crash loop: {parked:?}"
+    );
+}
+
+/// Item 1: `end_session` stays final, and the room is told why the AI left.
+#[tokio::test]
+async fn a_final_end_tells_the_room_why_the_ai_left() {
+    let server = server_with_real_orbs(&[]);
+    let (mut coach, _) = Client::join(&server.url("r-ended"), "coach-1", "coach").await;
+    coach.recv_type("user-joined", 15 * SECOND).await;
+    let pid = single_orb("r-ended", 5 * SECOND).await;
+    coach.send(json!({"type":"ai_control","action":"end_session"})).await;
+    let ended = recv_where(&mut coach, 10 * SECOND, |v| {
+        v["type"] == "ai_status" && v["status"] == "ended"
+    })
+    .await
+    .expect("ai_status ended");
+    assert_eq!(ended["code"], "session_complete", "{ended}");
+    assert!(ended["message"].as_str().is_some_and(|m| !m.is_empty()), "{ended}");
+    assert!(until_true(5 * SECOND, || orb_pids("r-ended").is_empty()).await);
+    // Final: not restarted while the coach is still there (a window where nothing may happen).
+    tokio::time::sleep(2 * SECOND).await;
+    assert!(
+        orb_pids("r-ended").is_empty(),
+        "orb {pid} was followed by a new one after a final end"
+    );
+}
+
+/// Item 2: a human joining with the AI's userId (it is in `peer-discovery`)
+/// is refused with `forbidden`, and the AI keeps its place.
+#[tokio::test]
+async fn a_human_joining_with_the_ai_user_id_is_refused_and_the_ai_stays() {
+    let server = server_with_real_orbs(&[]);
+    let url = server.url("r-impostor");
+    let (mut coach, _) = Client::join(&url, "coach-1", "coach").await;
+    let ai = coach.recv_type("user-joined", 15 * SECOND).await;
+    let ai_id = ai["userId"].as_str().expect("ai id").to_owned();
+    let pid = single_orb("r-impostor", 5 * SECOND).await;
+    let mut impostor = Client::connect(&url).await.expect("connect");
+    impostor
+        .send(json!({"type":"join","userId":ai_id,"userName":"x","userRole":"client"}))
+        .await;
+    let refused = impostor.recv_type("error", 5 * SECOND).await;
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+    // The socket carries on after the error.
+    impostor.send(json!({"type":"ping"})).await;
+    impostor.recv_type("pong", 5 * SECOND).await;
+    // A window where nothing may happen: the AI is neither evicted nor replaced.
+    let left = recv_where(&mut coach, 2 * SECOND, |v| v["type"] == "user-left").await;
+    assert!(left.is_none(), "the AI was evicted: {left:?}");
+    assert_eq!(orb_pids("r-impostor"), [pid]);
+}
+
+/// Item 3: a room-empty timer of an earlier absence does not cut a later one
+/// short. Grace 3 s: leave at 0 s, back at 0.5 s, leave at 2 s: the orb must
+/// be alive at 4 s (the old code stopped it at 3 s) and gone after 5 s.
+#[tokio::test]
+async fn a_coach_blip_does_not_cut_the_room_empty_grace_short() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = server_with_fake(dir.path(), HEALTHY, &[("ROOM_EMPTY_GRACE", "3000")]);
+    let url = server.url("r-blip");
+    let (coach, _) = Client::join(&url, "coach-1", "coach").await;
+    let pid = single_orb("r-blip", 5 * SECOND).await;
+    let start = Instant::now();
+    let at =
+        |ms: u64| tokio::time::sleep((start + Duration::from_millis(ms)).saturating_duration_since(Instant::now()));
+    coach.close().await;
+    at(500).await;
+    let (coach, _) = Client::join(&url, "coach-1", "coach").await;
+    at(2000).await;
+    coach.close().await;
+    let left_at = start.elapsed();
+    at(4000).await;
+    assert_eq!(
+        orb_pids("r-blip"),
+        [pid],
+        "stopped by the first absence's timer (last leave at {left_at:?})"
+    );
+    assert!(
+        until_true(8 * SECOND, || orb_pids("r-blip").is_empty()).await,
+        "stopped after the grace of the last absence"
+    );
+}
+
+/// Item 7: allowlisted values of the server's `.env` reach orbs like
+/// environment values (the environment wins where both set one).
+#[tokio::test]
+async fn dotenv_values_reach_orbs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let program = system_tests::manager_kit::fake_orb(dir.path(), "fake-orb", HEALTHY);
+    let (dir_s, program_s, path) = (
+        dir.path().display().to_string(),
+        program.display().to_string(),
+        path_env(),
+    );
+    let server = RoomServer::start_with_dotenv(
+        &[
+            ("PATH", &path),
+            ("ORB_SPAWN_ON", "coach"),
+            ("GPU_SERVER_PATH", &dir_s),
+            ("ORB_COMMAND", &program_s),
+            ("ORB_TEST_DIR", &dir_s),
+            ("ORB_TEST_MODE", "true"),
+            ("OPENAI_MODEL", "from-environment"),
+        ],
+        "OPENAI_API_KEY=sk-from-dotenv\nOPENAI_MODEL=from-dotenv\nJWT_SECRET_UNRELATED=x\n",
+    );
+    let (_coach, _) = Client::join(&server.url("r-dotenv"), "coach-1", "coach").await;
+    let pid = single_orb("r-dotenv", 5 * SECOND).await;
+    let environ = procfs::environ(pid);
+    assert!(
+        environ.iter().any(|v| v == "OPENAI_API_KEY=sk-from-dotenv"),
+        "{environ:?}"
+    );
+    assert!(
+        environ.iter().any(|v| v == "OPENAI_MODEL=from-environment"),
+        "{environ:?}"
+    );
+    assert!(
+        !environ.iter().any(|v| v.starts_with("JWT_SECRET_UNRELATED=")),
+        "{environ:?}"
+    );
+}
+
+/// Item 12: exit metrics are labelled from a closed set of causes, whatever
+/// reason an orb announces.
+#[tokio::test]
+async fn exit_metric_labels_are_a_closed_set() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let body = r#"ready
+printf '{"type":"orb_shutdown","reason":"made-up-%s"}\n' "$$" >&3
+exit 0
+"#;
+    let server = server_with_fake(dir.path(), body, &[("ADMIN_TOKEN", "t0ken-for-metrics-test")]);
+    let (_coach, _) = Client::join(&server.url("r-labels"), "coach-1", "coach").await;
+    assert!(until_true(10 * SECOND, || !starts(dir.path(), "r-labels").is_empty()).await);
+    let scrape =
+        || system_tests::operator_kit::request(server.port, "GET", "/metrics", Some("t0ken-for-metrics-test"), None).1;
+    let text = until(10 * SECOND, || {
+        let text = scrape();
+        text.contains("orb_exits_total{cause=").then_some(text)
+    })
+    .await
+    .expect("an exit counted");
+    assert!(!text.contains("made-up"), "an orb-sent reason became a label:\n{text}");
+    assert!(text.contains("orb_exits_total{cause=\"other\"}"), "{text}");
+}
+
+/// Item 4: a duration past the bound is refused at start (exit 64, naming
+/// it); `0` turns the idle limit off.
+#[tokio::test]
+async fn huge_durations_are_refused_at_start_and_zero_idle_means_off() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut command = RoomServer::command(dir.path());
+    command.env("CPU_HOST", format!("127.0.0.1:{}", system_tests::free_port()));
+    command.env("IDLE_TIMEOUT", "99999999999");
+    let out = tokio::time::timeout(10 * SECOND, tokio::process::Command::from(command).output())
+        .await
+        .expect("exits at once")
+        .expect("ran");
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("IDLE_TIMEOUT") && stderr.contains("99999999999"),
+        "{stderr}"
+    );
+    let server = server_with_real_orbs(&[("IDLE_TIMEOUT", "0")]);
+    let (_coach, _) = Client::join(&server.url("r-idle-off"), "coach-1", "coach").await;
+    let pid = single_orb("r-idle-off", 10 * SECOND).await;
+    let argv = procfs::cmdline(pid);
+    assert!(argv.iter().any(|a| a == "--idle-timeout=0"), "{argv:?}");
+}
+
+/// Item 4: the death of an actor is fatal and visible: the server exits
+/// non-zero (so systemd restarts it) and takes its orbs with it, instead of
+/// answering `/health` with no OrbManager behind it.
+#[tokio::test]
+async fn a_panicking_orb_manager_makes_the_server_exit_non_zero() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = server_with_fake(dir.path(), HEALTHY, &[("MUC_FAILPOINT", "manager_panic_on_join")]);
+    let mut coach = Client::connect(&server.url("r-panic")).await.expect("connect");
+    coach
+        .send(json!({"type":"join","userId":"coach-1","userName":"c","userRole":"coach"}))
+        .await;
+    let status = server.wait_exit(10 * SECOND).await.expect("the server exits");
+    assert!(!status.success(), "exit status {status:?}");
+    let stderr = server.proc.stderr();
+    assert!(
+        stderr.contains("orb manager") && stderr.contains("panicked"),
+        "{stderr}"
+    );
+}

@@ -44,7 +44,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::http::{AppState, ClientAddr};
 use crate::rooms::events::room_event_channel;
@@ -82,6 +82,7 @@ pub async fn run_until(
     let stats = Arc::new(RelayStats::default());
     let (events_tx, events_rx) = room_event_channel();
     let registry = spawn_registry(settings.rooms.clone(), events_tx, Arc::clone(&stats));
+    let vital_registry = registry.clone();
     let orbs = orbs::spawn_manager(
         settings.orbs.clone(),
         events_rx,
@@ -147,12 +148,15 @@ pub async fn run_until(
         }
     };
     let systemd = systemd::Systemd::ready();
+    let vital = (orbs.clone(), vital_registry);
     tokio::select! {
         () = shutdown => {}
         result = &mut server => {
             result??;
             anyhow::bail!("the HTTP server stopped by itself");
         }
+        () = vital.0.failed() => return fatal(&orbs, &lifecycle, "the OrbManager"),
+        () = vital.1.failed() => return fatal(&orbs, &lifecycle, "the room registry"),
     }
     info!("shutdown requested: draining");
     systemd.stopping();
@@ -180,6 +184,16 @@ pub async fn run_until(
         "stopped"
     );
     Ok(())
+}
+
+/// A vital task died: `/health` fails from now on, every orb group is
+/// SIGKILLed, and the error makes the process exit non-zero (dropping the
+/// systemd link stops the watchdog), so systemd restarts a working server.
+fn fatal(orbs: &orbs::OrbsHandle, lifecycle: &Lifecycle, what: &str) -> anyhow::Result<()> {
+    lifecycle.draining.cancel();
+    let killed = orbs.kill_all_now();
+    error!(killed, "{what} died; exiting so that the service is restarted");
+    anyhow::bail!("{what} died")
 }
 
 /// The address orbs use to reach this server: the listen address, with

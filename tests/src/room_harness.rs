@@ -38,8 +38,22 @@ impl RoomServer {
         Self::start_on_with_probe(crate::free_port(), env, ready)
     }
 
+    /// Like [`RoomServer::start`], with `dotenv` as the `.env` file of its working directory.
+    pub fn start_with_dotenv(env: &[(&str, &str)], dotenv: &str) -> Self {
+        Self::start_in(crate::free_port(), env, Some(dotenv), |port| {
+            http_get(port, "/healthz").map(|(status, _)| status) == Some(200)
+        })
+    }
+
     fn start_on_with_probe(port: u16, env: &[(&str, &str)], ready: impl Fn(u16) -> bool) -> Self {
+        Self::start_in(port, env, None, ready)
+    }
+
+    fn start_in(port: u16, env: &[(&str, &str)], dotenv: Option<&str>, ready: impl Fn(u16) -> bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        if let Some(text) = dotenv {
+            std::fs::write(dir.path().join(".env"), text).expect("write .env");
+        }
         let mut command = Self::command(dir.path());
         command.env("CPU_HOST", format!("127.0.0.1:{port}"));
         for (name, value) in env {

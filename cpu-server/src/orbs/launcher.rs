@@ -68,7 +68,8 @@ impl Launcher for LocalLauncher {
         let command = orb_command::resolve(&self.settings).map_err(|e| e.to_string())?;
         let mut args = command.leading_args.clone();
         args.extend(orb_command::orb_args(launch, &self.cpu_host, &self.settings));
-        let mut vars = orb_env::filter_env(std::env::vars(), &self.settings.env_passthrough);
+        let inherited = orb_env::with_dotenv(std::env::vars(), &self.settings.dotenv_vars.0);
+        let mut vars = orb_env::filter_env(inherited, &self.settings.env_passthrough);
         vars.extend([
             ("ROOM_ID".to_owned(), launch.room.clone()),
             ("SESSION_ID".to_owned(), launch.session.clone()),

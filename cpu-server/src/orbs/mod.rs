@@ -113,6 +113,9 @@ pub struct OrbsHandle {
     table: ProcessTable,
     stop_bound: Duration,
     background: CancellationToken,
+    /// Cancelled when a task that supervision depends on (the manager, the
+    /// sampler, the reaper) ended while the server was not stopping.
+    failed: CancellationToken,
 }
 
 impl std::fmt::Debug for OrbsHandle {
@@ -194,11 +197,25 @@ impl OrbsHandle {
     /// Whatever is still alive after the bound is SIGKILLed with its group.
     pub async fn shutdown(&self) {
         let done = self.ask(Command::Shutdown);
-        if tokio::time::timeout(self.stop_bound, done).await.is_err() {
-            let killed = self.table.kill_all_groups();
-            tracing::warn!(killed, "orbs still alive after the stop grace; SIGKILLed their groups");
+        match tokio::time::timeout(self.stop_bound, done).await {
+            Ok(Some(())) => {}
+            Ok(None) => {
+                let killed = self.table.kill_all_groups();
+                tracing::warn!(killed, "OrbManager gone; SIGKILLed every orb group");
+            }
+            Err(_) => {
+                let killed = self.table.kill_all_groups();
+                tracing::warn!(killed, "orbs still alive after the stop grace; SIGKILLed their groups");
+            }
         }
         self.background.cancel();
+    }
+
+    /// Resolves when supervision broke: a vital task panicked or ended by
+    /// itself. The server must then exit (systemd restarts it) rather than keep
+    /// answering `/health` without an OrbManager.
+    pub async fn failed(&self) {
+        self.failed.cancelled().await;
     }
 
     /// Second shutdown signal: SIGKILL every orb's process group now.
@@ -250,8 +267,11 @@ fn spawn_manager_inner(
     let (commands_tx, commands_rx) = mpsc::channel(256);
     let (samples_tx, samples_rx) = mpsc::channel(4);
     let sample_period = settings.health_check_interval.max(Duration::from_millis(500));
-    sampler::spawn_sampler(table.clone(), sample_period, samples_tx, background.clone());
-    reaper::spawn_reaper(table.clone(), Duration::from_secs(2), background.clone());
+    let failed = CancellationToken::new();
+    let sampler = sampler::spawn_sampler(table.clone(), sample_period, samples_tx, background.clone());
+    watch_vital("resource sampler", sampler, &background, &failed);
+    let reaper = reaper::spawn_reaper(table.clone(), Duration::from_secs(2), background.clone());
+    watch_vital("orphan reaper", reaper, &background, &failed);
     let stop_bound = settings.stop_grace + settings.kill_grace + Duration::from_secs(5);
     let spawner = spawner::Spawner::start(tokio::runtime::Handle::current(), settings.max_concurrent)
         .unwrap_or_else(|error| panic!("cannot start the orb spawner thread: {error}"));
@@ -261,17 +281,43 @@ fn spawn_manager_inner(
         events,
         samples: samples_rx,
     };
-    tokio::spawn(async move {
+    let manager = tokio::spawn(async move {
         if let Some(sweep) = before_first_spawn {
             let _ = sweep.await;
         }
         manager.run(inputs, reports).await;
     });
+    watch_vital("orb manager", manager, &background, &failed);
     OrbsHandle {
         commands: commands_tx,
         counts: counts_rx,
         table,
         stop_bound,
         background,
+        failed,
     }
+}
+
+/// Cancels `failed` when `task` ends (panic or return) before `background` is
+/// cancelled: such a task runs for the server's whole life.
+fn watch_vital(
+    name: &'static str,
+    task: tokio::task::JoinHandle<()>,
+    background: &CancellationToken,
+    failed: &CancellationToken,
+) {
+    let (background, failed) = (background.clone(), failed.clone());
+    tokio::spawn(async move {
+        let outcome = task.await;
+        if background.is_cancelled() {
+            return;
+        }
+        match outcome {
+            Err(error) if error.is_panic() => {
+                tracing::error!(task = name, "vital task panicked: supervision is broken")
+            }
+            _ => tracing::error!(task = name, "vital task ended by itself: supervision is broken"),
+        }
+        failed.cancel();
+    });
 }

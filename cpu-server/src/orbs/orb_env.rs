@@ -26,6 +26,22 @@ fn matches(entry: &str, name: &str) -> bool {
     }
 }
 
+/// The server's variables as an orb may inherit them: the process
+/// environment, plus the `.env` pairs it does not set (as dotenv would have
+/// loaded them into the environment), before [`filter_env`].
+pub fn with_dotenv(
+    process: impl IntoIterator<Item = (String, String)>,
+    dotenv: &[(String, String)],
+) -> Vec<(String, String)> {
+    let mut vars: Vec<(String, String)> = process.into_iter().collect();
+    for (name, value) in dotenv {
+        if !vars.iter().any(|(n, _)| n == name) {
+            vars.push((name.clone(), value.clone()));
+        }
+    }
+    vars
+}
+
 /// Filters `vars` (e.g. `std::env::vars()`) down to what an orb may see.
 pub fn filter_env(vars: impl IntoIterator<Item = (String, String)>, extra_allow: &[String]) -> Vec<(String, String)> {
     vars.into_iter()
@@ -45,6 +61,27 @@ mod tests {
         let mut names: Vec<String> = vars.into_iter().map(|(n, _)| n).collect();
         names.sort();
         names
+    }
+
+    /// Rule (audit item 7): allowlisted `.env` values reach orbs; the environment wins.
+    #[test]
+    fn dotenv_values_reach_orbs_unless_the_environment_sets_them() {
+        let process = [("PATH", "/bin"), ("OPENAI_MODEL", "from-env")].map(|(a, b)| (a.to_owned(), b.to_owned()));
+        let dotenv = [
+            ("OPENAI_API_KEY", "from-dotenv"),
+            ("OPENAI_MODEL", "from-dotenv"),
+            ("JWT_SECRET", "never"),
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()));
+        let mut vars = filter_env(with_dotenv(process, &dotenv), &[]);
+        vars.sort();
+        let expected = [
+            ("OPENAI_API_KEY", "from-dotenv"),
+            ("OPENAI_MODEL", "from-env"),
+            ("PATH", "/bin"),
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()));
+        assert_eq!(vars, expected);
     }
 
     #[test]

@@ -301,6 +301,12 @@ impl OrbTask {
         };
         // The leader is reaped; anything left in its group goes too.
         this.signal_group(Signal::SIGKILL);
+        // What it wrote just before exiting may still be unread: its last word
+        // (`orb_shutdown`) decides how the exit counts. Bounded: EOF comes as
+        // soon as the group is gone.
+        if ipc_open && announced.is_none() {
+            announced = last_announcement(&mut ipc).await;
+        }
         let exit = classify(status, ending, announced);
         info!(code = ?exit.code, signal = ?exit.signal, reason = %exit.reason, normal = exit.normal, "orb exited");
         this.report(ReportKind::Exited {
@@ -359,6 +365,23 @@ impl Reporter {
         };
         let _ = self.reports.send(report).await;
     }
+}
+
+/// Reads what is left on the channel of an exited orb (at most 100 ms, 64
+/// lines) and returns the reason of an `orb_shutdown` among it.
+async fn last_announcement(ipc: &mut Framed<UnixStream, IpcCodec<OrbToManager, ManagerToOrb>>) -> Option<String> {
+    let mut announced = None;
+    let read = async {
+        for _ in 0..64 {
+            match ipc.next().await {
+                Some(Ok(IpcEvent::Message(OrbToManager::OrbShutdown(shutdown)))) => announced = Some(shutdown.reason),
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(100), read).await;
+    announced
 }
 
 /// Sleeps until `deadline`, or forever when there is none.

@@ -122,6 +122,12 @@ impl RegistryHandle {
         rx.await.unwrap_or_default()
     }
 
+    /// Resolves when the registry actor has ended (it runs until every handle
+    /// is dropped, so before that only a panic ends it).
+    pub async fn failed(&self) {
+        self.commands.closed().await;
+    }
+
     /// Rooms alive now.
     pub fn rooms(&self) -> usize {
         *self.rooms.borrow()

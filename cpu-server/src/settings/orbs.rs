@@ -124,6 +124,19 @@ pub struct OrbSettings {
     pub stop_grace: Duration,
     /// SIGTERM → SIGKILL.
     pub kill_grace: Duration,
+    /// The server's `.env` pairs: allowlisted ones reach orbs like environment
+    /// variables (the environment wins where both set a name).
+    pub dotenv_vars: DotEnvVars,
+}
+
+/// The `.env` pairs; `Debug` shows the names only (values may be secrets).
+#[derive(Clone, Default)]
+pub struct DotEnvVars(pub Vec<(String, String)>);
+
+impl std::fmt::Debug for DotEnvVars {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|(name, _)| name)).finish()
+    }
 }
 
 impl OrbArgs {
@@ -293,6 +306,12 @@ impl OrbArgs {
             room_empty_grace,
             stop_grace,
             kill_grace,
+            dotenv_vars: DotEnvVars(
+                v.dotenv()
+                    .vars()
+                    .map(|(k, val)| (k.to_owned(), val.to_owned()))
+                    .collect(),
+            ),
         }
     }
 }

@@ -46,6 +46,11 @@ impl DotEnv {
         self.vars.get(name).map(String::as_str)
     }
 
+    /// Every `(name, value)` the file sets, in no particular order.
+    pub fn vars(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     /// The file read, if any.
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()

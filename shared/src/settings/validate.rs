@@ -100,6 +100,11 @@ impl<'a> Validator<'a> {
         }
     }
 
+    /// The `.env` file this validator falls back to.
+    pub fn dotenv(&self) -> &DotEnv {
+        self.dotenv
+    }
+
     /// The raw value: flag or environment, else `.env`. Empty counts as unset.
     pub fn raw(&self, key: Key, given: Option<String>) -> Option<String> {
         given

@@ -5,6 +5,8 @@ use super::*;
 
 impl Manager {
     pub(super) fn on_room_event(&mut self, event: RoomEvent) {
+        #[cfg(debug_assertions)]
+        failpoint_panic_on_join(&event);
         match event {
             RoomEvent::HumanJoined {
                 room,
@@ -112,5 +114,17 @@ impl Manager {
                 }
             }
         }
+    }
+}
+
+/// Fault injection for the tests of supervision's own failure (debug builds
+/// only): `MUC_FAILPOINT=manager_panic_on_join` makes the manager panic at
+/// the first human join, as an unexpected bug would.
+#[cfg(debug_assertions)]
+fn failpoint_panic_on_join(event: &RoomEvent) {
+    if matches!(event, RoomEvent::HumanJoined { .. })
+        && std::env::var("MUC_FAILPOINT").is_ok_and(|v| v == "manager_panic_on_join")
+    {
+        panic!("failpoint manager_panic_on_join");
     }
 }
