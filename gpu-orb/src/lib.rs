@@ -15,12 +15,13 @@
 //! - [`room_link`]: the WebSocket task (join, ping, latency, reconnect with backoff).
 //! - [`ipc_link`]: the manager channel task (typed lines both ways).
 //! - [`brain`]: the [`brain::Brain`] trait, [`brain::TestBrain`] and [`brain::OpenAiBrain`].
-//! - [`participants`], [`idle`], [`backoff`], [`metrics`]: small pure pieces.
+//! - [`presence`] (room and manager views of who is there), [`idle`] (idle means nobody
+//!   there), [`participants`], [`backoff`], [`metrics`]: small pure pieces.
 //! - [`signals`]: SIGTERM/SIGINT; [`exit`]: exit codes.
 //!
 //! # Tasks and channels
 //! One current-thread runtime, three tasks. The session task owns all mutable
-//! state (participants, idle and lifetime deadlines, heartbeat timer, pause
+//! state (presence, idle and lifetime deadlines, heartbeat timer, pause
 //! flag, pending brain replies). The room link owns the WebSocket and the
 //! ping/latency bookkeeping; the IPC link owns the framed manager socket.
 //! Session → links: bounded queues filled with `try_send` (a frame or heartbeat
@@ -55,6 +56,7 @@ pub mod ipc_link;
 pub mod logging;
 pub mod metrics;
 pub mod participants;
+pub mod presence;
 pub mod room_link;
 pub mod session;
 pub mod settings;

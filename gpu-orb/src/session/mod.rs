@@ -2,7 +2,9 @@
 //!
 //! It starts the [`RoomLink`] and [`IpcLink`] tasks and then waits, in one
 //! `select!`, on their events, the brain's replies, the heartbeat tick, the
-//! lifetime and idle deadlines and the signals. Every decision to stop becomes
+//! lifetime and idle deadlines and the signals. Who is present (room and
+//! manager views, [`Presence`]) drives the idle countdown ([`IdleTimer`]):
+//! the orb is idle only while no human is in the room. Every decision to stop becomes
 //! a [`Stop`], carried out once by `Session::finish` (in `stop.rs`).
 
 mod room_events;
@@ -26,7 +28,7 @@ use crate::brain::{Brain, BrainError};
 use crate::idle::IdleTimer;
 use crate::ipc_link::{IpcInbound, IpcLink};
 use crate::metrics::{CpuSampler, rss_mb};
-use crate::participants::Participants;
+use crate::presence::Presence;
 use crate::room_link::{LinkConfig, RoomCommand, RoomEvent, RoomLink};
 use crate::settings::{Secret, Settings};
 use crate::signals::Signals;
@@ -45,9 +47,9 @@ pub struct Session<B: Brain> {
     ipc: Option<mpsc::Sender<OrbToManager>>,
     ipc_events: Option<mpsc::Receiver<IpcInbound>>,
     ipc_task: Option<JoinHandle<()>>,
-    participants: Participants,
+    presence: Presence,
     idle: IdleTimer,
-    lifetime_end: Instant,
+    lifetime_end: Option<Instant>,
     heartbeat: Option<Interval>,
     latency: Duration,
     cpu: CpuSampler,
@@ -78,7 +80,7 @@ impl<B: Brain> Session<B> {
         tracing::info!(url = %settings.room_url, ipc = ipc.is_some(), test_mode = settings.test_mode, "orb starting");
         Ok(Self {
             idle: IdleTimer::new(settings.idle_timeout, now),
-            lifetime_end: now + settings.max_lifetime,
+            lifetime_end: settings.max_lifetime.map(|lifetime| now + lifetime),
             settings,
             user_id,
             brain: Arc::new(brain),
@@ -88,7 +90,7 @@ impl<B: Brain> Session<B> {
             ipc,
             ipc_events,
             ipc_task,
-            participants: Participants::default(),
+            presence: Presence::default(),
             heartbeat: None,
             latency: Duration::ZERO,
             cpu: CpuSampler::new(),
@@ -101,9 +103,9 @@ impl<B: Brain> Session<B> {
     pub async fn run(mut self, signals: &mut Signals) -> i32 {
         let stop = loop {
             tokio::select! {
-                _ = tokio::time::sleep_until(self.lifetime_end) => break Stop::normal("timeout", &self.settings),
-                _ = tokio::time::sleep_until(self.idle.deadline()) => {
-                    tracing::info!(humans = self.participants.humans(), "no human activity within the idle timeout");
+                _ = sleep_until_some(self.lifetime_end) => break Stop::normal("timeout", &self.settings),
+                _ = sleep_until_some(self.idle.deadline()) => {
+                    tracing::info!("nobody human in the room for the idle timeout");
                     break Stop::normal("idle_timeout", &self.settings);
                 }
                 name = signals.recv() => {
@@ -142,12 +144,32 @@ impl<B: Brain> Session<B> {
             }
             ManagerToOrb::ParticipantJoined(p) => {
                 tracing::info!(user_id = %p.user_id, user_role = %p.user_role, "manager: participant joined");
+                self.presence.manager_joined(&p.user_id, &p.user_role);
+                self.presence_changed();
                 None
             }
             ManagerToOrb::ParticipantLeft(p) => {
                 tracing::info!(user_id = %p.user_id, "manager: participant left");
+                self.presence.manager_left(&p.user_id);
+                self.presence_changed();
                 None
             }
+        }
+    }
+
+    /// Restarts or cancels the idle countdown after a change in who is present.
+    fn presence_changed(&mut self) {
+        let was_counting = self.idle.deadline().is_some();
+        self.idle.set_present(self.presence.any_human(), Instant::now());
+        match (was_counting, self.idle.deadline()) {
+            (false, Some(_)) => tracing::info!(
+                timeout_ms = self.settings.idle_timeout.map_or(0, |t| t.as_millis()),
+                "no human in the room: idle countdown started"
+            ),
+            (true, None) => {
+                tracing::debug!(humans = ?self.presence.humans(), "a human is present: idle countdown cancelled")
+            }
+            _ => {}
         }
     }
 
@@ -235,6 +257,14 @@ async fn tick_if_started(interval: Option<&mut Interval>) {
         Some(interval) => {
             interval.tick().await;
         }
+        None => std::future::pending().await,
+    }
+}
+
+/// At `deadline`, or never when there is none.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
 }

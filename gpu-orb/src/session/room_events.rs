@@ -1,10 +1,9 @@
-//! What the session does with each room event: joins, participants,
-//! `ai_control` and the brain's replies.
+//! What the session does with each room event: joins, participants (the
+//! room's view of who is present), `ai_control` and the brain's replies.
 
 use serde_json::{Map, Value, json};
 use shared::ipc::{OrbReady, OrbToManager};
 use shared::room::{AiControl, AiResponse, AiStatus, RoomMessage};
-use tokio::time::Instant;
 
 use super::{Reply, Session, Stop};
 use crate::brain::Brain;
@@ -14,13 +13,11 @@ impl<B: Brain> Session<B> {
     pub(super) async fn on_room_event(&mut self, event: RoomEvent) -> Option<Stop> {
         match event {
             RoomEvent::Joined { peers, first } => {
-                self.participants.reset(peers);
-                if self.participants.humans() > 0 {
-                    self.idle.touch(Instant::now());
-                }
+                self.presence.room.reset(peers);
+                self.presence_changed();
                 self.status(if self.paused { "paused" } else { "ready" });
                 if first {
-                    let ids = self.participants.ids();
+                    let ids = self.presence.room.ids();
                     if let Some(ipc) = &self.ipc {
                         let ready = OrbToManager::OrbReady(OrbReady {
                             room_id: self.settings.room.clone(),
@@ -48,12 +45,6 @@ impl<B: Brain> Session<B> {
     }
 
     async fn on_frame(&mut self, value: Value) -> Option<Stop> {
-        if let Some(from) = value.get("fromId").and_then(Value::as_str)
-            && from != self.user_id
-            && self.participants.is_human_sender(from)
-        {
-            self.idle.touch(Instant::now());
-        }
         let message = match serde_json::from_value::<RoomMessage>(value) {
             Ok(message) => message,
             Err(e) => {
@@ -66,17 +57,19 @@ impl<B: Brain> Session<B> {
                 let p = joined.participant;
                 tracing::info!(user_id = %p.user_id, user_role = %p.user_role, "participant joined");
                 if p.user_id != self.user_id {
-                    self.participants.joined(p);
-                    if self.participants.humans() > 0 {
-                        self.idle.touch(Instant::now());
-                    }
+                    self.presence.room.joined(p);
+                    self.presence_changed();
                 }
             }
             RoomMessage::UserLeft(p) => {
                 tracing::info!(user_id = %p.user_id, "participant left");
-                self.participants.left(&p.user_id);
+                self.presence.room.left(&p.user_id);
+                self.presence_changed();
             }
-            RoomMessage::PeerDiscovery(discovery) => self.participants.reset(discovery.peers),
+            RoomMessage::PeerDiscovery(discovery) => {
+                self.presence.room.reset(discovery.peers);
+                self.presence_changed();
+            }
             RoomMessage::AiControl(control) => return self.on_control(control).await,
             RoomMessage::Error(error) => {
                 tracing::warn!(code = %error.code, message = %error.message, "room server reported an error");
