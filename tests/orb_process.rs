@@ -333,24 +333,99 @@ async fn idle_timeout_ends_an_orb_without_humans() {
     assert_eq!(room.frames_of("ai-orb-shutdown")[0]["reason"], "idle_timeout");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn human_activity_keeps_the_orb_alive() {
-    let room = FakeRoom::start().await;
-    let mut orb = spawn("orb-busy", &strs(&test_args(&room, &["--idle-timeout=1000"])), &[]);
-    wait_ready(&room, &orb).await;
-    // A human talks every 300 ms for 2.4 s: more than twice the idle timeout.
-    for _ in 0..8 {
-        room.send(json!({"type":"client_signal","action":"hand_raised","value":true,"fromId":"u1"}));
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+/// Proves that the orb does *not* exit within `window`: the one place a test
+/// waits out a fixed time, because what it checks is that nothing happens.
+async fn stays_running(orb: &mut Orb, window: Duration) {
+    let exit = orb.proc.wait_exit_async(window).await;
     assert!(
-        orb.proc.wait_exit(Duration::ZERO).is_none(),
-        "idle while a human was active"
+        exit.is_none(),
+        "exited {exit:?} within {window:?}; stderr:\n{}",
+        orb.proc.stderr()
     );
-    // Then silence: idle within the timeout (plus slack).
+}
+
+fn human(id: &str, role: &str) -> Value {
+    json!({"userId":id,"userName":id,"userRole":role,"participantType":"human"})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_call_keeps_its_ai_until_the_humans_leave() {
+    let room = FakeRoom::start().await;
+    // Coach and client are in the room. Like a real call, they talk over WebRTC
+    // and targeted signalling that the server never delivers to the orb: the
+    // orb receives nothing from them at all.
+    room.set_peers(vec![human("c1", "coach"), human("k1", "client")]);
+    let mut orb = spawn(
+        "orb-silent-call",
+        &strs(&test_args(&room, &["--idle-timeout=1000"])),
+        &[],
+    );
+    wait_ready(&room, &orb).await;
+    // Three idle timeouts with both humans present: the AI stays.
+    stays_running(&mut orb, Duration::from_secs(3)).await;
+    room.send(json!({"type":"user-left","userId":"c1","userName":"c1","userRole":"coach","participantType":"human"}));
+    room.send(json!({"type":"user-left","userId":"k1","userName":"k1","userRole":"client","participantType":"human"}));
+    let left = Instant::now();
     let code = exit_code(&mut orb, Duration::from_secs(5)).await;
     assert_eq!(code, Some(0), "stderr:\n{}", orb.proc.stderr());
+    assert!(
+        left.elapsed() >= Duration::from_millis(900),
+        "idle counted from the last leave: {:?}",
+        left.elapsed()
+    );
     assert_eq!(room.frames_of("ai-orb-shutdown")[0]["reason"], "idle_timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn humans_the_manager_reports_keep_the_ai_across_a_reconnect() {
+    let room = FakeRoom::start().await;
+    let (mut orb, mut manager) = spawn_with_channel(
+        "orb-ipc-presence",
+        &strs(&test_args(&room, &["--idle-timeout=1000"])),
+        &[],
+    );
+    assert!(
+        manager.recv_type("orb_ready", WAIT).await.is_some(),
+        "stderr:\n{}",
+        orb.proc.stderr()
+    );
+    // The room socket saw nobody; the manager says a coach is there.
+    manager
+        .send(json!({"type":"participant_joined","userId":"c1","userRole":"coach"}))
+        .await;
+    stays_running(&mut orb, Duration::from_millis(1500)).await;
+    // The room socket drops and comes back: still nobody in its view, the manager's coach still counts.
+    room.drop_connections();
+    assert!(room.wait_for_nth("join", 2, WAIT).await.is_some(), "rejoined");
+    stays_running(&mut orb, Duration::from_millis(1500)).await;
+    manager.send(json!({"type":"participant_left","userId":"c1"})).await;
+    let left = Instant::now();
+    let code = exit_code(&mut orb, Duration::from_secs(5)).await;
+    assert_eq!(code, Some(0), "stderr:\n{}", orb.proc.stderr());
+    assert!(left.elapsed() >= Duration::from_millis(900), "{:?}", left.elapsed());
+    let shutdown = manager.recv_type("orb_shutdown", WAIT).await.expect("orb_shutdown");
+    assert_eq!(shutdown["reason"], "idle_timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_turns_idle_and_lifetime_off() {
+    let room = FakeRoom::start().await;
+    let mut orb = spawn(
+        "orb-no-limits",
+        &strs(&test_args(&room, &["--idle-timeout=0", "--max-lifetime=0"])),
+        &[],
+    );
+    wait_ready(&room, &orb).await;
+    // An empty room, no limits: nothing ends the orb but a request.
+    stays_running(&mut orb, Duration::from_millis(1500)).await;
+    orb.proc.signal(Signal::SIGTERM);
+    assert_eq!(
+        exit_code(&mut orb, WAIT).await,
+        Some(0),
+        "stderr:\n{}",
+        orb.proc.stderr()
+    );
+    assert_eq!(room.frames_of("ai-orb-shutdown")[0]["reason"], "signal");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -498,6 +573,18 @@ async fn bad_settings_exit_64_naming_the_flags() {
     let stderr = orb.proc.stderr();
     assert!(
         stderr.contains("--max-lifetime") && stderr.contains("--idle-timeout"),
+        "{stderr}"
+    );
+
+    let mut orb = spawn(
+        "orb-huge",
+        &["--room=r1", "--test-mode", "--idle-timeout=99999999999"],
+        &[("ORB_SHUTDOWN_TIMEOUT", "99999999999")],
+    );
+    assert_eq!(exit_code(&mut orb, WAIT).await, Some(64));
+    let stderr = orb.proc.stderr();
+    assert!(
+        stderr.contains("IDLE_TIMEOUT (--idle-timeout) = \"99999999999\"") && stderr.contains("ORB_SHUTDOWN_TIMEOUT"),
         "{stderr}"
     );
 
