@@ -705,6 +705,51 @@ async fn openai_brain_answers_through_the_orb() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_brain_request_at_a_time_four_waiting_the_rest_told_busy() {
+    let room = FakeRoom::start().await;
+    let stub = ChatStub::start_slow("slow answer", Duration::from_millis(400)).await;
+    let host = format!("--cpu-host={}", room.host());
+    let mut orb = spawn(
+        "orb-busy",
+        &["--room=r1", "--session=s1", &host],
+        &[("OPENAI_BASE_URL", stub.base_url()), ("OPENAI_API_KEY", "sk-dummy")],
+    );
+    wait_ready(&room, &orb).await;
+    // Seven askers at once: one is answered now, four wait, two are refused.
+    for n in 1..=7 {
+        room.send(json!({"type":"ai_control","action":"say","text":format!("q{n}"),"fromId":format!("u{n}")}));
+    }
+    let answered = room.wait_for_nth("ai_response", 5, WAIT).await;
+    assert!(answered.is_some(), "stderr:\n{}", orb.proc.stderr());
+    let askers: Vec<Value> = room
+        .frames_of("ai_response")
+        .iter()
+        .map(|f| f["inReplyTo"].clone())
+        .collect();
+    assert_eq!(askers, ["u1", "u2", "u3", "u4", "u5"], "answered in the order asked");
+    let busy: Vec<Value> = room
+        .frames_of("ai_status")
+        .into_iter()
+        .filter(|f| f["status"] == "error")
+        .collect();
+    assert_eq!(busy.len(), 2, "{busy:?}");
+    for (frame, asker) in busy.iter().zip(["u6", "u7"]) {
+        assert_eq!(frame["code"], "busy", "{frame}");
+        assert_eq!(frame["inReplyTo"], asker, "{frame}");
+        assert_eq!(frame["sessionId"], "s1", "{frame}");
+        assert!(frame["message"].as_str().is_some_and(|m| !m.is_empty()), "{frame}");
+    }
+    assert_eq!(stub.most_at_once(), 1, "never two requests to the endpoint at once");
+    assert_eq!(stub.requests().len(), 5, "the refused asks cost nothing");
+    // The queue frees up: a later ask is answered again.
+    room.send(json!({"type":"ai_control","action":"say","text":"later","fromId":"u6"}));
+    let later = room.wait_for_nth("ai_response", 6, WAIT).await.expect("answered later");
+    assert_eq!(later["inReplyTo"], "u6");
+    orb.proc.signal(Signal::SIGTERM);
+    assert_eq!(exit_code(&mut orb, WAIT).await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joined_test_mode_orb_stays_under_10_mb_rss() {
     let room = FakeRoom::start().await;
     let (mut orb, mut manager) = spawn_with_channel(

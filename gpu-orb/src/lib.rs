@@ -22,12 +22,13 @@
 //! # Tasks and channels
 //! One current-thread runtime, three tasks. The session task owns all mutable
 //! state (presence, idle and lifetime deadlines, heartbeat timer, pause
-//! flag, pending brain replies). The room link owns the WebSocket and the
+//! flag, the brain queue: one request in flight, at most four waiting). The room link owns the WebSocket and the
 //! ping/latency bookkeeping; the IPC link owns the framed manager socket.
 //! Session → links: bounded queues filled with `try_send` (a frame or heartbeat
 //! is dropped and logged, never queued without bound, when a link stops reading).
-//! Links → session: bounded event channels. Brain replies run in a `JoinSet`
-//! owned by the session so a slow endpoint never blocks the loop.
+//! Links → session: bounded event channels. Brain requests run as a task of the
+//! session's [`brain::BrainQueue`] (one at a time, at most four `say`s waiting,
+//! the rest refused `busy`) so a slow endpoint never blocks the loop.
 //!
 //! # Exit codes
 //! | code | meaning |

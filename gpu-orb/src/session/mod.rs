@@ -11,20 +11,19 @@ mod room_events;
 mod stop;
 
 use std::os::unix::net::UnixStream as StdUnixStream;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, json};
 use shared::ipc::{ManagerToOrb, OrbError, OrbHeartbeat, OrbMetrics, OrbToManager};
 use shared::room::{Join, OrbHeartbeatFrame, PARTICIPANT_AI, RoomMessage, orb_user_id};
 use tokio::sync::mpsc;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tracing::Instrument;
 
 pub use stop::Stop;
 
-use crate::brain::{Brain, BrainError};
+use crate::brain::{Brain, BrainQueue, MAX_WAITING};
 use crate::idle::IdleTimer;
 use crate::ipc_link::{IpcInbound, IpcLink};
 use crate::metrics::{CpuSampler, rss_mb};
@@ -33,14 +32,11 @@ use crate::room_link::{LinkConfig, RoomCommand, RoomEvent, RoomLink};
 use crate::settings::{Secret, Settings};
 use crate::signals::Signals;
 
-/// A reply of the brain: who asked, and the answer.
-type Reply = (Option<String>, Result<String, BrainError>);
-
 /// One orb's session and everything it owns.
 pub struct Session<B: Brain> {
     settings: Settings,
     user_id: String,
-    brain: Arc<B>,
+    brain: BrainQueue<B>,
     room: mpsc::Sender<RoomCommand>,
     room_events: mpsc::Receiver<RoomEvent>,
     room_task: JoinHandle<()>,
@@ -54,7 +50,6 @@ pub struct Session<B: Brain> {
     latency: Duration,
     cpu: CpuSampler,
     paused: bool,
-    replies: JoinSet<Reply>,
 }
 
 impl<B: Brain> Session<B> {
@@ -83,7 +78,7 @@ impl<B: Brain> Session<B> {
             lifetime_end: settings.max_lifetime.map(|lifetime| now + lifetime),
             settings,
             user_id,
-            brain: Arc::new(brain),
+            brain: BrainQueue::new(brain, MAX_WAITING),
             room,
             room_events,
             room_task,
@@ -95,7 +90,6 @@ impl<B: Brain> Session<B> {
             latency: Duration::ZERO,
             cpu: CpuSampler::new(),
             paused: false,
-            replies: JoinSet::new(),
         })
     }
 
@@ -124,11 +118,7 @@ impl<B: Brain> Session<B> {
                         break Stop::normal("manager_gone", &self.settings);
                     }
                 },
-                Some(done) = self.replies.join_next(), if !self.replies.is_empty() => {
-                    if let Ok(reply) = done {
-                        self.on_reply(reply).await;
-                    }
-                }
+                answered = self.brain.next_reply() => self.on_reply(answered),
                 _ = tick_if_started(self.heartbeat.as_mut()) => self.send_heartbeat(),
             }
         };

@@ -3,10 +3,10 @@
 
 use serde_json::{Map, Value, json};
 use shared::ipc::{OrbReady, OrbToManager};
-use shared::room::{AiControl, AiResponse, AiStatus, RoomMessage};
+use shared::room::{AiControl, AiResponse, AiStatus, ErrorCode, RoomMessage};
 
-use super::{Reply, Session, Stop};
-use crate::brain::Brain;
+use super::{Session, Stop};
+use crate::brain::{Admission, Answered, Ask, Brain};
 use crate::room_link::{RoomCommand, RoomEvent};
 
 impl<B: Brain> Session<B> {
@@ -84,10 +84,20 @@ impl<B: Brain> Session<B> {
         match control.action.as_str() {
             "say" => match control.text {
                 Some(text) => {
-                    self.status("thinking");
-                    let brain = self.brain.clone();
                     let from = control.from_id;
-                    self.replies.spawn(async move { (from, brain.reply(text).await) });
+                    match self.brain.ask(Ask {
+                        from: from.clone(),
+                        text,
+                    }) {
+                        Admission::Started => self.status("thinking"),
+                        Admission::Queued { position } => {
+                            tracing::info!(position, "say queued behind the request in flight");
+                        }
+                        Admission::Busy => {
+                            tracing::warn!(from = from.as_deref().unwrap_or(""), "say refused: the AI is busy");
+                            self.busy(from);
+                        }
+                    }
                 }
                 None => tracing::warn!("ai_control say without text ignored"),
             },
@@ -105,7 +115,12 @@ impl<B: Brain> Session<B> {
         None
     }
 
-    pub(super) async fn on_reply(&mut self, (from, result): Reply) {
+    pub(super) fn on_reply(&mut self, answered: Answered) {
+        let Answered {
+            from,
+            result,
+            next_started,
+        } = answered;
         match result {
             Ok(text) => {
                 let response = RoomMessage::AiResponse(AiResponse {
@@ -122,7 +137,32 @@ impl<B: Brain> Session<B> {
                 self.report_error(format!("AI reply failed: {error}"), false);
             }
         }
-        self.status(if self.paused { "paused" } else { "listening" });
+        if next_started {
+            self.status("thinking");
+        } else {
+            self.status(if self.paused { "paused" } else { "listening" });
+        }
+    }
+
+    /// The refusal of a `say` beyond the queue: `ai_status` `error` with code
+    /// `busy` and `inReplyTo` the asker. Broadcast, because the room server
+    /// relays an AI's frames to everyone (it targets only WebRTC signalling).
+    fn busy(&self, asker: Option<String>) {
+        let mut extra = Map::new();
+        extra.insert("code".into(), json!(ErrorCode::Busy.as_str()));
+        extra.insert(
+            "message".into(),
+            json!("The AI is still answering earlier questions; ask again once it has answered."),
+        );
+        if let Some(asker) = asker {
+            extra.insert("inReplyTo".into(), json!(asker));
+        }
+        self.to_room(RoomMessage::AiStatus(AiStatus {
+            status: String::from("error"),
+            session_id: Some(self.settings.session.clone()),
+            from_id: None,
+            extra,
+        }));
     }
 
     fn status(&self, status: &str) {

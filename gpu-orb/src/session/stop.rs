@@ -77,7 +77,7 @@ impl<B: Brain> Session<B> {
         } else {
             tracing::error!(reason = %stop.reason, code = stop.code, error = stop.error.as_deref().unwrap_or(""), "exiting");
         }
-        self.replies.abort_all();
+        self.brain.abort_all();
         let drain = async {
             if stop.tell_room {
                 let frame = RoomMessage::AiOrbShutdown(OrbShutdownFrame {
