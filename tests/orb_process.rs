@@ -749,6 +749,96 @@ async fn one_brain_request_at_a_time_four_waiting_the_rest_told_busy() {
     assert_eq!(exit_code(&mut orb, WAIT).await, Some(0));
 }
 
+/// Whether a thread of `pid` is blocked opening a FIFO that has no writer.
+fn blocked_opening_a_fifo(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks
+        .flatten()
+        .any(|task| std::fs::read_to_string(task.path().join("wchan")).is_ok_and(|w| w.trim() == "wait_for_partner"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shutdown_bound_holds_with_a_brain_request_stuck_in_blocking_work() {
+    let room = FakeRoom::start().await;
+    // A brain request whose DNS lookup never returns, without touching the
+    // network: glibc reads HOSTALIASES before asking DNS about a dotless name,
+    // and opening a FIFO that has no writer blocks for good. The lookup runs on
+    // the runtime's blocking pool, which a dropped runtime waits for.
+    let aliases = tempfile::tempdir().expect("tempdir");
+    let fifo = aliases.path().join("hostaliases");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    let fifo_text = fifo.to_string_lossy().into_owned();
+    let host = format!("--cpu-host={}", room.host());
+    let mut orb = spawn(
+        "orb-stuck-brain",
+        &["--room=r1", "--session=s1", &host],
+        &[
+            ("OPENAI_BASE_URL", "http://orbstucklookup:9/v1"),
+            ("OPENAI_API_KEY", "sk-dummy"),
+            ("HOSTALIASES", &fifo_text),
+            ("ORB_SHUTDOWN_TIMEOUT", "1000"),
+        ],
+    );
+    wait_ready(&room, &orb).await;
+    say(&room, "are you there");
+    let pid = orb.proc.pid();
+    assert!(
+        wait::until_true(WAIT, || blocked_opening_a_fifo(pid)).await,
+        "the brain's lookup never blocked; stderr:\n{}",
+        orb.proc.stderr()
+    );
+    orb.proc.signal(Signal::SIGTERM);
+    let asked = Instant::now();
+    // ORB_SHUTDOWN_TIMEOUT plus a margin: the drain is quick here, so this bounds
+    // what happens after it (the runtime waiting for the stuck lookup).
+    let code = exit_code(&mut orb, Duration::from_millis(1000 + 1500)).await;
+    assert_eq!(
+        code,
+        Some(0),
+        "still running {:?} after SIGTERM; stderr:\n{}",
+        asked.elapsed(),
+        orb.proc.stderr()
+    );
+    assert_eq!(room.frames_of("ai-orb-shutdown")[0]["reason"], "signal");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shutdown_bound_holds_with_a_hung_brain_request() {
+    let room = FakeRoom::start().await;
+    // The endpoint reads the request and never answers (within the test).
+    let stub = ChatStub::start_slow("too late", Duration::from_secs(600)).await;
+    let host = format!("--cpu-host={}", room.host());
+    let (mut orb, mut manager) = spawn_with_channel(
+        "orb-hung-brain",
+        &["--room=r1", "--session=s1", &host],
+        &[
+            ("OPENAI_BASE_URL", stub.base_url()),
+            ("OPENAI_API_KEY", "sk-dummy"),
+            ("ORB_SHUTDOWN_TIMEOUT", "1000"),
+        ],
+    );
+    assert!(
+        manager.recv_type("orb_ready", WAIT).await.is_some(),
+        "stderr:\n{}",
+        orb.proc.stderr()
+    );
+    say(&room, "are you there");
+    assert!(
+        wait::until_true(WAIT, || stub.requests().len() == 1).await,
+        "request in flight"
+    );
+    manager
+        .send(json!({"type":"shutdown_graceful","reason":"manual_termination","timeout":1000}))
+        .await;
+    let code = exit_code(&mut orb, Duration::from_millis(1000 + 1500)).await;
+    assert_eq!(code, Some(0), "stderr:\n{}", orb.proc.stderr());
+    let shutdown = manager.recv_type("orb_shutdown", WAIT).await.expect("orb_shutdown");
+    assert_eq!(shutdown["reason"], "manual_termination");
+    assert!(room.frames_of("ai_response").is_empty(), "no answer came");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joined_test_mode_orb_stays_under_10_mb_rss() {
     let room = FakeRoom::start().await;

@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tracing::Instrument;
 
-pub use stop::Stop;
+pub use stop::{EXIT_MARGIN, RUNTIME_SHUTDOWN, Stop};
 
 use crate::brain::{Brain, BrainQueue, MAX_WAITING};
 use crate::idle::IdleTimer;
