@@ -333,24 +333,99 @@ async fn idle_timeout_ends_an_orb_without_humans() {
     assert_eq!(room.frames_of("ai-orb-shutdown")[0]["reason"], "idle_timeout");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn human_activity_keeps_the_orb_alive() {
-    let room = FakeRoom::start().await;
-    let mut orb = spawn("orb-busy", &strs(&test_args(&room, &["--idle-timeout=1000"])), &[]);
-    wait_ready(&room, &orb).await;
-    // A human talks every 300 ms for 2.4 s: more than twice the idle timeout.
-    for _ in 0..8 {
-        room.send(json!({"type":"client_signal","action":"hand_raised","value":true,"fromId":"u1"}));
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+/// Proves that the orb does *not* exit within `window`: the one place a test
+/// waits out a fixed time, because what it checks is that nothing happens.
+async fn stays_running(orb: &mut Orb, window: Duration) {
+    let exit = orb.proc.wait_exit_async(window).await;
     assert!(
-        orb.proc.wait_exit(Duration::ZERO).is_none(),
-        "idle while a human was active"
+        exit.is_none(),
+        "exited {exit:?} within {window:?}; stderr:\n{}",
+        orb.proc.stderr()
     );
-    // Then silence: idle within the timeout (plus slack).
+}
+
+fn human(id: &str, role: &str) -> Value {
+    json!({"userId":id,"userName":id,"userRole":role,"participantType":"human"})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_call_keeps_its_ai_until_the_humans_leave() {
+    let room = FakeRoom::start().await;
+    // Coach and client are in the room. Like a real call, they talk over WebRTC
+    // and targeted signalling that the server never delivers to the orb: the
+    // orb receives nothing from them at all.
+    room.set_peers(vec![human("c1", "coach"), human("k1", "client")]);
+    let mut orb = spawn(
+        "orb-silent-call",
+        &strs(&test_args(&room, &["--idle-timeout=1000"])),
+        &[],
+    );
+    wait_ready(&room, &orb).await;
+    // Three idle timeouts with both humans present: the AI stays.
+    stays_running(&mut orb, Duration::from_secs(3)).await;
+    room.send(json!({"type":"user-left","userId":"c1","userName":"c1","userRole":"coach","participantType":"human"}));
+    room.send(json!({"type":"user-left","userId":"k1","userName":"k1","userRole":"client","participantType":"human"}));
+    let left = Instant::now();
     let code = exit_code(&mut orb, Duration::from_secs(5)).await;
     assert_eq!(code, Some(0), "stderr:\n{}", orb.proc.stderr());
+    assert!(
+        left.elapsed() >= Duration::from_millis(900),
+        "idle counted from the last leave: {:?}",
+        left.elapsed()
+    );
     assert_eq!(room.frames_of("ai-orb-shutdown")[0]["reason"], "idle_timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn humans_the_manager_reports_keep_the_ai_across_a_reconnect() {
+    let room = FakeRoom::start().await;
+    let (mut orb, mut manager) = spawn_with_channel(
+        "orb-ipc-presence",
+        &strs(&test_args(&room, &["--idle-timeout=1000"])),
+        &[],
+    );
+    assert!(
+        manager.recv_type("orb_ready", WAIT).await.is_some(),
+        "stderr:\n{}",
+        orb.proc.stderr()
+    );
+    // The room socket saw nobody; the manager says a coach is there.
+    manager
+        .send(json!({"type":"participant_joined","userId":"c1","userRole":"coach"}))
+        .await;
+    stays_running(&mut orb, Duration::from_millis(1500)).await;
+    // The room socket drops and comes back: still nobody in its view, the manager's coach still counts.
+    room.drop_connections();
+    assert!(room.wait_for_nth("join", 2, WAIT).await.is_some(), "rejoined");
+    stays_running(&mut orb, Duration::from_millis(1500)).await;
+    manager.send(json!({"type":"participant_left","userId":"c1"})).await;
+    let left = Instant::now();
+    let code = exit_code(&mut orb, Duration::from_secs(5)).await;
+    assert_eq!(code, Some(0), "stderr:\n{}", orb.proc.stderr());
+    assert!(left.elapsed() >= Duration::from_millis(900), "{:?}", left.elapsed());
+    let shutdown = manager.recv_type("orb_shutdown", WAIT).await.expect("orb_shutdown");
+    assert_eq!(shutdown["reason"], "idle_timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_turns_idle_and_lifetime_off() {
+    let room = FakeRoom::start().await;
+    let mut orb = spawn(
+        "orb-no-limits",
+        &strs(&test_args(&room, &["--idle-timeout=0", "--max-lifetime=0"])),
+        &[],
+    );
+    wait_ready(&room, &orb).await;
+    // An empty room, no limits: nothing ends the orb but a request.
+    stays_running(&mut orb, Duration::from_millis(1500)).await;
+    orb.proc.signal(Signal::SIGTERM);
+    assert_eq!(
+        exit_code(&mut orb, WAIT).await,
+        Some(0),
+        "stderr:\n{}",
+        orb.proc.stderr()
+    );
+    assert_eq!(room.frames_of("ai-orb-shutdown")[0]["reason"], "signal");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -501,6 +576,18 @@ async fn bad_settings_exit_64_naming_the_flags() {
         "{stderr}"
     );
 
+    let mut orb = spawn(
+        "orb-huge",
+        &["--room=r1", "--test-mode", "--idle-timeout=99999999999"],
+        &[("ORB_SHUTDOWN_TIMEOUT", "99999999999")],
+    );
+    assert_eq!(exit_code(&mut orb, WAIT).await, Some(64));
+    let stderr = orb.proc.stderr();
+    assert!(
+        stderr.contains("IDLE_TIMEOUT (--idle-timeout) = \"99999999999\"") && stderr.contains("ORB_SHUTDOWN_TIMEOUT"),
+        "{stderr}"
+    );
+
     let mut orb = spawn("orb-nokey", &["--room=r1"], &[]);
     assert_eq!(exit_code(&mut orb, WAIT).await, Some(64));
     assert!(orb.proc.stderr().contains("OPENAI_API_KEY"), "{}", orb.proc.stderr());
@@ -615,6 +702,141 @@ async fn openai_brain_answers_through_the_orb() {
     assert!(!orb.proc.stderr().contains("sk-dummy"), "key leaked");
     orb.proc.signal(Signal::SIGTERM);
     assert_eq!(exit_code(&mut orb, WAIT).await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_brain_request_at_a_time_four_waiting_the_rest_told_busy() {
+    let room = FakeRoom::start().await;
+    let stub = ChatStub::start_slow("slow answer", Duration::from_millis(400)).await;
+    let host = format!("--cpu-host={}", room.host());
+    let mut orb = spawn(
+        "orb-busy",
+        &["--room=r1", "--session=s1", &host],
+        &[("OPENAI_BASE_URL", stub.base_url()), ("OPENAI_API_KEY", "sk-dummy")],
+    );
+    wait_ready(&room, &orb).await;
+    // Seven askers at once: one is answered now, four wait, two are refused.
+    for n in 1..=7 {
+        room.send(json!({"type":"ai_control","action":"say","text":format!("q{n}"),"fromId":format!("u{n}")}));
+    }
+    let answered = room.wait_for_nth("ai_response", 5, WAIT).await;
+    assert!(answered.is_some(), "stderr:\n{}", orb.proc.stderr());
+    let askers: Vec<Value> = room
+        .frames_of("ai_response")
+        .iter()
+        .map(|f| f["inReplyTo"].clone())
+        .collect();
+    assert_eq!(askers, ["u1", "u2", "u3", "u4", "u5"], "answered in the order asked");
+    let busy: Vec<Value> = room
+        .frames_of("ai_status")
+        .into_iter()
+        .filter(|f| f["status"] == "error")
+        .collect();
+    assert_eq!(busy.len(), 2, "{busy:?}");
+    for (frame, asker) in busy.iter().zip(["u6", "u7"]) {
+        assert_eq!(frame["code"], "busy", "{frame}");
+        assert_eq!(frame["inReplyTo"], asker, "{frame}");
+        assert_eq!(frame["sessionId"], "s1", "{frame}");
+        assert!(frame["message"].as_str().is_some_and(|m| !m.is_empty()), "{frame}");
+    }
+    assert_eq!(stub.most_at_once(), 1, "never two requests to the endpoint at once");
+    assert_eq!(stub.requests().len(), 5, "the refused asks cost nothing");
+    // The queue frees up: a later ask is answered again.
+    room.send(json!({"type":"ai_control","action":"say","text":"later","fromId":"u6"}));
+    let later = room.wait_for_nth("ai_response", 6, WAIT).await.expect("answered later");
+    assert_eq!(later["inReplyTo"], "u6");
+    orb.proc.signal(Signal::SIGTERM);
+    assert_eq!(exit_code(&mut orb, WAIT).await, Some(0));
+}
+
+/// Whether a thread of `pid` is blocked opening a FIFO that has no writer.
+fn blocked_opening_a_fifo(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks
+        .flatten()
+        .any(|task| std::fs::read_to_string(task.path().join("wchan")).is_ok_and(|w| w.trim() == "wait_for_partner"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shutdown_bound_holds_with_a_brain_request_stuck_in_blocking_work() {
+    let room = FakeRoom::start().await;
+    // A brain request whose DNS lookup never returns, without touching the
+    // network: glibc reads HOSTALIASES before asking DNS about a dotless name,
+    // and opening a FIFO that has no writer blocks for good. The lookup runs on
+    // the runtime's blocking pool, which a dropped runtime waits for.
+    let aliases = tempfile::tempdir().expect("tempdir");
+    let fifo = aliases.path().join("hostaliases");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    let fifo_text = fifo.to_string_lossy().into_owned();
+    let host = format!("--cpu-host={}", room.host());
+    let mut orb = spawn(
+        "orb-stuck-brain",
+        &["--room=r1", "--session=s1", &host],
+        &[
+            ("OPENAI_BASE_URL", "http://orbstucklookup:9/v1"),
+            ("OPENAI_API_KEY", "sk-dummy"),
+            ("HOSTALIASES", &fifo_text),
+            ("ORB_SHUTDOWN_TIMEOUT", "1000"),
+        ],
+    );
+    wait_ready(&room, &orb).await;
+    say(&room, "are you there");
+    let pid = orb.proc.pid();
+    assert!(
+        wait::until_true(WAIT, || blocked_opening_a_fifo(pid)).await,
+        "the brain's lookup never blocked; stderr:\n{}",
+        orb.proc.stderr()
+    );
+    orb.proc.signal(Signal::SIGTERM);
+    let asked = Instant::now();
+    // ORB_SHUTDOWN_TIMEOUT plus a margin: the drain is quick here, so this bounds
+    // what happens after it (the runtime waiting for the stuck lookup).
+    let code = exit_code(&mut orb, Duration::from_millis(1000 + 1500)).await;
+    assert_eq!(
+        code,
+        Some(0),
+        "still running {:?} after SIGTERM; stderr:\n{}",
+        asked.elapsed(),
+        orb.proc.stderr()
+    );
+    assert_eq!(room.frames_of("ai-orb-shutdown")[0]["reason"], "signal");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shutdown_bound_holds_with_a_hung_brain_request() {
+    let room = FakeRoom::start().await;
+    // The endpoint reads the request and never answers (within the test).
+    let stub = ChatStub::start_slow("too late", Duration::from_secs(600)).await;
+    let host = format!("--cpu-host={}", room.host());
+    let (mut orb, mut manager) = spawn_with_channel(
+        "orb-hung-brain",
+        &["--room=r1", "--session=s1", &host],
+        &[
+            ("OPENAI_BASE_URL", stub.base_url()),
+            ("OPENAI_API_KEY", "sk-dummy"),
+            ("ORB_SHUTDOWN_TIMEOUT", "1000"),
+        ],
+    );
+    assert!(
+        manager.recv_type("orb_ready", WAIT).await.is_some(),
+        "stderr:\n{}",
+        orb.proc.stderr()
+    );
+    say(&room, "are you there");
+    assert!(
+        wait::until_true(WAIT, || stub.requests().len() == 1).await,
+        "request in flight"
+    );
+    manager
+        .send(json!({"type":"shutdown_graceful","reason":"manual_termination","timeout":1000}))
+        .await;
+    let code = exit_code(&mut orb, Duration::from_millis(1000 + 1500)).await;
+    assert_eq!(code, Some(0), "stderr:\n{}", orb.proc.stderr());
+    let shutdown = manager.recv_type("orb_shutdown", WAIT).await.expect("orb_shutdown");
+    assert_eq!(shutdown["reason"], "manual_termination");
+    assert!(room.frames_of("ai_response").is_empty(), "no answer came");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -36,10 +36,10 @@ pub struct Cli {
     /// cpu-server base URL (e.g. https://host); used as ws(s)://host/ws-simple/ROOM when no WebSocket URL is set.
     #[arg(long = "cpu-server-url", env = "CPU_SERVER_URL", value_name = "URL")]
     pub cpu_server_url: Option<String>,
-    /// Exit (reason `timeout`) after this many ms [default: 7200000].
+    /// Exit (reason `timeout`) after this many ms; 0 = no limit [default: 7200000].
     #[arg(long = "max-lifetime", env = "MAX_ORB_LIFETIME", value_name = "MS")]
     pub max_lifetime: Option<String>,
-    /// Exit (reason `idle_timeout`) after this many ms without human activity [default: 300000].
+    /// Exit (reason `idle_timeout`) after no human was in the room for this many ms; 0 = never [default: 300000].
     #[arg(long = "idle-timeout", env = "IDLE_TIMEOUT", value_name = "MS")]
     pub idle_timeout: Option<String>,
     /// Test mode: no external AI calls; `say` is answered with `echo: <text>`.

@@ -15,18 +15,20 @@
 //! - [`room_link`]: the WebSocket task (join, ping, latency, reconnect with backoff).
 //! - [`ipc_link`]: the manager channel task (typed lines both ways).
 //! - [`brain`]: the [`brain::Brain`] trait, [`brain::TestBrain`] and [`brain::OpenAiBrain`].
-//! - [`participants`], [`idle`], [`backoff`], [`metrics`]: small pure pieces.
+//! - [`presence`] (room and manager views of who is there), [`idle`] (idle means nobody
+//!   there), [`participants`], [`backoff`], [`metrics`]: small pure pieces.
 //! - [`signals`]: SIGTERM/SIGINT; [`exit`]: exit codes.
 //!
 //! # Tasks and channels
 //! One current-thread runtime, three tasks. The session task owns all mutable
-//! state (participants, idle and lifetime deadlines, heartbeat timer, pause
-//! flag, pending brain replies). The room link owns the WebSocket and the
+//! state (presence, idle and lifetime deadlines, heartbeat timer, pause
+//! flag, the brain queue: one request in flight, at most four waiting). The room link owns the WebSocket and the
 //! ping/latency bookkeeping; the IPC link owns the framed manager socket.
 //! Session → links: bounded queues filled with `try_send` (a frame or heartbeat
 //! is dropped and logged, never queued without bound, when a link stops reading).
-//! Links → session: bounded event channels. Brain replies run in a `JoinSet`
-//! owned by the session so a slow endpoint never blocks the loop.
+//! Links → session: bounded event channels. Brain requests run as a task of the
+//! session's [`brain::BrainQueue`] (one at a time, at most four `say`s waiting,
+//! the rest refused `busy`) so a slow endpoint never blocks the loop.
 //!
 //! # Exit codes
 //! | code | meaning |
@@ -55,6 +57,7 @@ pub mod ipc_link;
 pub mod logging;
 pub mod metrics;
 pub mod participants;
+pub mod presence;
 pub mod room_link;
 pub mod session;
 pub mod settings;

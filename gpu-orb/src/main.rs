@@ -3,6 +3,7 @@
 use clap::Parser;
 use clap::error::ErrorKind;
 use gpu_orb::cli::Cli;
+use gpu_orb::session::RUNTIME_SHUTDOWN;
 use gpu_orb::settings::Settings;
 use gpu_orb::{exit, logging};
 use shared::settings::DotEnv;
@@ -38,7 +39,13 @@ fn main() {
     let file_dir = if supervised { None } else { settings.log_dir.as_deref() };
     let guard = logging::init(&settings.room, file_dir);
     let code = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime.block_on(gpu_orb::run(settings, channel)),
+        Ok(runtime) => {
+            let code = runtime.block_on(gpu_orb::run(settings, channel));
+            // Dropping the runtime would wait for every blocking thread, e.g. a
+            // DNS lookup that never returns: the exit would overrun its bound.
+            runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+            code
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot start the runtime");
             exit::INTERNAL

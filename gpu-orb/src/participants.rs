@@ -32,13 +32,9 @@ impl Participants {
         self.by_id.values().filter(|p| is_human(p)).count()
     }
 
-    /// Whether a message from `user_id` counts as human activity: anyone but a
-    /// known AI participant or another orb (the server only relays from members).
-    pub fn is_human_sender(&self, user_id: &str) -> bool {
-        match self.by_id.get(user_id) {
-            Some(p) => is_human(p),
-            None => !user_id.starts_with("ai-orb-"),
-        }
+    /// The user ids of the humans present.
+    pub fn human_ids(&self) -> impl Iterator<Item = String> + '_ {
+        self.by_id.values().filter(|p| is_human(p)).map(|p| p.user_id.clone())
     }
 
     /// User ids, sorted.
@@ -80,12 +76,13 @@ mod tests {
     }
 
     #[test]
-    fn human_senders() {
+    fn human_ids_leave_out_ai_participants() {
         let mut ps = Participants::default();
-        ps.reset(vec![p("c1", "coach", "human"), p("bot", "ai", "ai")]);
-        assert!(ps.is_human_sender("c1"));
-        assert!(!ps.is_human_sender("bot"));
-        assert!(ps.is_human_sender("unknown-user"));
-        assert!(!ps.is_human_sender("ai-orb-other"));
+        ps.reset(vec![
+            p("c1", "coach", "human"),
+            p("bot", "ai", "ai"),
+            p("x", "ai", "human"),
+        ]);
+        assert_eq!(ps.human_ids().collect::<Vec<_>>(), ["c1"]);
     }
 }

@@ -91,10 +91,10 @@ pub struct Settings {
     pub client: Option<String>,
     /// Full WebSocket URL of the room.
     pub room_url: String,
-    /// Hard lifetime.
-    pub max_lifetime: Duration,
-    /// Exit after this long without human activity.
-    pub idle_timeout: Duration,
+    /// Hard lifetime; `None` (`0`) = no limit.
+    pub max_lifetime: Option<Duration>,
+    /// Exit after nobody human was in the room this long; `None` (`0`) = never.
+    pub idle_timeout: Option<Duration>,
     /// Test mode (echo brain).
     pub test_mode: bool,
     /// Period of `orb_heartbeat` (IPC and WebSocket).
@@ -135,8 +135,9 @@ impl Settings {
         let coach = v.optional(COACH, cli.coach);
         let client = v.optional(CLIENT, cli.client);
         let room_url = resolve_room_url(&mut v, &room, cli.cpu_websocket_url, cli.cpu_server_url, cli.cpu_host);
-        let max_lifetime = v.millis(MAX_LIFETIME, cli.max_lifetime, 7_200_000, 1);
-        let idle_timeout = v.millis(IDLE_TIMEOUT, cli.idle_timeout, 300_000, 1);
+        // Every duration is bounded by the validator (30 days); these two also take 0 = off.
+        let max_lifetime = v.millis_or_off(MAX_LIFETIME, cli.max_lifetime, 7_200_000, 1);
+        let idle_timeout = v.millis_or_off(IDLE_TIMEOUT, cli.idle_timeout, 300_000, 1);
         let test_mode = v.boolean(TEST_MODE, cli.test_mode, false);
         let heartbeat_interval = v.millis(HEARTBEAT, env(HEARTBEAT.env), 30_000, 10);
         let ping_interval = v.millis(PING, env(PING.env), 30_000, 10);
@@ -269,8 +270,8 @@ mod tests {
     fn defaults_apply() {
         let s = resolve(&["--room=r1", "--test-mode"], &[], &[]).expect("valid");
         assert_eq!(s.room_url, "ws://localhost:3000/ws-simple/r1");
-        assert_eq!(s.max_lifetime, Duration::from_millis(7_200_000));
-        assert_eq!(s.idle_timeout, Duration::from_millis(300_000));
+        assert_eq!(s.max_lifetime, Some(Duration::from_millis(7_200_000)));
+        assert_eq!(s.idle_timeout, Some(Duration::from_millis(300_000)));
         assert_eq!(s.heartbeat_interval, Duration::from_millis(30_000));
         assert_eq!(s.reconnect_grace, Duration::from_millis(60_000));
         assert!(s.test_mode);
@@ -295,8 +296,12 @@ mod tests {
             &[("ORB_HEARTBEAT_INTERVAL", "300")],
         )
         .expect("valid");
-        assert_eq!(s.max_lifetime, Duration::from_millis(9000), "last flag wins over .env");
-        assert_eq!(s.idle_timeout, Duration::from_millis(700), ".env beats default");
+        assert_eq!(
+            s.max_lifetime,
+            Some(Duration::from_millis(9000)),
+            "last flag wins over .env"
+        );
+        assert_eq!(s.idle_timeout, Some(Duration::from_millis(700)), ".env beats default");
         assert_eq!(
             s.heartbeat_interval,
             Duration::from_millis(300),
@@ -323,6 +328,57 @@ mod tests {
             assert!(text.contains(name), "{name} in {text}");
         }
         assert_eq!(errors.0.len(), 5, "{text}");
+    }
+
+    #[test]
+    fn zero_turns_the_idle_and_lifetime_limits_off() {
+        let s = resolve(
+            &["--room=r1", "--test-mode", "--idle-timeout=0", "--max-lifetime=0"],
+            &[],
+            &[],
+        )
+        .expect("valid");
+        assert_eq!((s.idle_timeout, s.max_lifetime), (None, None));
+        let s = resolve(&["--room=r1", "--test-mode"], &[("IDLE_TIMEOUT", "0")], &[]).expect("valid");
+        assert_eq!(s.idle_timeout, None, "0 from .env is off too");
+    }
+
+    #[test]
+    fn every_duration_is_bounded() {
+        let huge = "99999999999";
+        let env = [
+            ("ORB_HEARTBEAT_INTERVAL", huge),
+            ("ORB_PING_INTERVAL", huge),
+            ("ORB_RECONNECT_GRACE", huge),
+            ("ORB_SHUTDOWN_TIMEOUT", huge),
+            ("OPENAI_TIMEOUT", huge),
+            ("OPENAI_API_KEY", "sk-x"),
+        ];
+        let args = ["--room=r1", "--idle-timeout=99999999999", "--max-lifetime=99999999999"];
+        let errors = resolve(&args, &[], &env).expect_err("too large");
+        let text = errors.to_string();
+        for name in [
+            "IDLE_TIMEOUT (--idle-timeout)",
+            "MAX_ORB_LIFETIME (--max-lifetime)",
+            "ORB_HEARTBEAT_INTERVAL",
+            "ORB_PING_INTERVAL",
+            "ORB_RECONNECT_GRACE",
+            "ORB_SHUTDOWN_TIMEOUT",
+            "OPENAI_TIMEOUT",
+        ] {
+            assert!(text.contains(&format!("{name} = \"{huge}\"")), "{name} in {text}");
+        }
+        assert_eq!(errors.0.len(), 7, "{text}");
+        // The largest accepted value is 30 days; 0 is refused where it cannot mean off.
+        let month = shared::settings::MAX_DURATION_MS.to_string();
+        let s = resolve(
+            &["--room=r1", "--test-mode", &format!("--idle-timeout={month}")],
+            &[],
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(s.idle_timeout, Some(Duration::from_secs(30 * 24 * 3600)));
+        assert!(resolve(&["--room=r1", "--test-mode"], &[], &[("ORB_SHUTDOWN_TIMEOUT", "0")]).is_err());
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! A one-purpose HTTP server standing in for an OpenAI-compatible endpoint:
-//! every request gets the same canned chat completion, and is recorded.
+//! every request gets the same canned chat completion, and is recorded. It can
+//! answer after a delay (a slow endpoint) and count how many requests it holds
+//! at once.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,12 +16,25 @@ use tokio::task::JoinHandle;
 pub struct ChatStub {
     base_url: String,
     requests: Arc<Mutex<Vec<String>>>,
+    load: Arc<Load>,
     task: JoinHandle<()>,
+}
+
+/// Requests being answered now, and the most at once.
+#[derive(Default)]
+struct Load {
+    now: AtomicUsize,
+    most: AtomicUsize,
 }
 
 impl ChatStub {
     /// Serves `answer` as the assistant's message content on 127.0.0.1.
     pub async fn start(answer: &str) -> Self {
+        Self::start_slow(answer, Duration::ZERO).await
+    }
+
+    /// Like [`ChatStub::start`], answering each request `delay` after reading it.
+    pub async fn start_slow(answer: &str, delay: Duration) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base_url = format!("http://{}/v1", listener.local_addr().expect("addr"));
         let body = json!({"choices":[{"index":0,"message":{"role":"assistant","content":answer}}]}).to_string();
@@ -28,6 +44,8 @@ impl ChatStub {
         );
         let requests = Arc::new(Mutex::new(Vec::new()));
         let seen = requests.clone();
+        let load = Arc::new(Load::default());
+        let counted = load.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut socket, _)) = listener.accept().await else {
@@ -35,9 +53,14 @@ impl ChatStub {
                 };
                 let reply = reply.clone();
                 let seen = seen.clone();
+                let load = counted.clone();
                 tokio::spawn(async move {
                     if let Ok(request) = tokio::time::timeout(Duration::from_secs(5), read_request(&mut socket)).await {
                         seen.lock().unwrap_or_else(|e| e.into_inner()).push(request);
+                        let now = load.now.fetch_add(1, Ordering::SeqCst) + 1;
+                        load.most.fetch_max(now, Ordering::SeqCst);
+                        tokio::time::sleep(delay).await;
+                        load.now.fetch_sub(1, Ordering::SeqCst);
                         let _ = socket.write_all(reply.as_bytes()).await;
                     }
                 });
@@ -46,8 +69,14 @@ impl ChatStub {
         Self {
             base_url,
             requests,
+            load,
             task,
         }
+    }
+
+    /// The most requests the stub was answering at the same time.
+    pub fn most_at_once(&self) -> usize {
+        self.load.most.load(Ordering::SeqCst)
     }
 
     /// `http://127.0.0.1:PORT/v1`, for `OPENAI_BASE_URL`.

@@ -1,14 +1,17 @@
 //! Where the AI's answers come from, behind one small trait.
 //!
 //! The session only knows [`Brain`]; test mode plugs in [`TestBrain`]
-//! (deterministic, no external calls) and production [`OpenAiBrain`].
+//! (deterministic, no external calls) and production [`OpenAiBrain`];
+//! [`BrainQueue`] keeps one request in flight per orb.
 
 mod openai;
+pub mod queue;
 mod test_brain;
 
 use std::future::Future;
 
 pub use openai::OpenAiBrain;
+pub use queue::{Admission, Answered, Ask, BrainQueue, MAX_WAITING};
 pub use test_brain::TestBrain;
 
 /// Why a brain could not answer.
@@ -28,6 +31,9 @@ pub enum BrainError {
     /// The answer had no text.
     #[error("answer had no message content")]
     Empty,
+    /// The request task panicked or was cancelled.
+    #[error("request task failed: {0}")]
+    Crashed(String),
 }
 
 /// Something that answers what a participant said.

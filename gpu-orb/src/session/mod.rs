@@ -2,57 +2,54 @@
 //!
 //! It starts the [`RoomLink`] and [`IpcLink`] tasks and then waits, in one
 //! `select!`, on their events, the brain's replies, the heartbeat tick, the
-//! lifetime and idle deadlines and the signals. Every decision to stop becomes
+//! lifetime and idle deadlines and the signals. Who is present (room and
+//! manager views, [`Presence`]) drives the idle countdown ([`IdleTimer`]):
+//! the orb is idle only while no human is in the room. Every decision to stop becomes
 //! a [`Stop`], carried out once by `Session::finish` (in `stop.rs`).
 
 mod room_events;
 mod stop;
 
 use std::os::unix::net::UnixStream as StdUnixStream;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, json};
 use shared::ipc::{ManagerToOrb, OrbError, OrbHeartbeat, OrbMetrics, OrbToManager};
 use shared::room::{Join, OrbHeartbeatFrame, PARTICIPANT_AI, RoomMessage, orb_user_id};
 use tokio::sync::mpsc;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tracing::Instrument;
 
-pub use stop::Stop;
+pub use stop::{EXIT_MARGIN, RUNTIME_SHUTDOWN, Stop};
 
-use crate::brain::{Brain, BrainError};
+use crate::brain::{Brain, BrainQueue, MAX_WAITING};
 use crate::idle::IdleTimer;
 use crate::ipc_link::{IpcInbound, IpcLink};
 use crate::metrics::{CpuSampler, rss_mb};
-use crate::participants::Participants;
+use crate::presence::Presence;
 use crate::room_link::{LinkConfig, RoomCommand, RoomEvent, RoomLink};
 use crate::settings::{Secret, Settings};
 use crate::signals::Signals;
-
-/// A reply of the brain: who asked, and the answer.
-type Reply = (Option<String>, Result<String, BrainError>);
 
 /// One orb's session and everything it owns.
 pub struct Session<B: Brain> {
     settings: Settings,
     user_id: String,
-    brain: Arc<B>,
+    brain: BrainQueue<B>,
     room: mpsc::Sender<RoomCommand>,
     room_events: mpsc::Receiver<RoomEvent>,
     room_task: JoinHandle<()>,
     ipc: Option<mpsc::Sender<OrbToManager>>,
     ipc_events: Option<mpsc::Receiver<IpcInbound>>,
     ipc_task: Option<JoinHandle<()>>,
-    participants: Participants,
+    presence: Presence,
     idle: IdleTimer,
-    lifetime_end: Instant,
+    lifetime_end: Option<Instant>,
     heartbeat: Option<Interval>,
     latency: Duration,
     cpu: CpuSampler,
     paused: bool,
-    replies: JoinSet<Reply>,
 }
 
 impl<B: Brain> Session<B> {
@@ -78,22 +75,21 @@ impl<B: Brain> Session<B> {
         tracing::info!(url = %settings.room_url, ipc = ipc.is_some(), test_mode = settings.test_mode, "orb starting");
         Ok(Self {
             idle: IdleTimer::new(settings.idle_timeout, now),
-            lifetime_end: now + settings.max_lifetime,
+            lifetime_end: settings.max_lifetime.map(|lifetime| now + lifetime),
             settings,
             user_id,
-            brain: Arc::new(brain),
+            brain: BrainQueue::new(brain, MAX_WAITING),
             room,
             room_events,
             room_task,
             ipc,
             ipc_events,
             ipc_task,
-            participants: Participants::default(),
+            presence: Presence::default(),
             heartbeat: None,
             latency: Duration::ZERO,
             cpu: CpuSampler::new(),
             paused: false,
-            replies: JoinSet::new(),
         })
     }
 
@@ -101,9 +97,9 @@ impl<B: Brain> Session<B> {
     pub async fn run(mut self, signals: &mut Signals) -> i32 {
         let stop = loop {
             tokio::select! {
-                _ = tokio::time::sleep_until(self.lifetime_end) => break Stop::normal("timeout", &self.settings),
-                _ = tokio::time::sleep_until(self.idle.deadline()) => {
-                    tracing::info!(humans = self.participants.humans(), "no human activity within the idle timeout");
+                _ = sleep_until_some(self.lifetime_end) => break Stop::normal("timeout", &self.settings),
+                _ = sleep_until_some(self.idle.deadline()) => {
+                    tracing::info!("nobody human in the room for the idle timeout");
                     break Stop::normal("idle_timeout", &self.settings);
                 }
                 name = signals.recv() => {
@@ -122,11 +118,7 @@ impl<B: Brain> Session<B> {
                         break Stop::normal("manager_gone", &self.settings);
                     }
                 },
-                Some(done) = self.replies.join_next(), if !self.replies.is_empty() => {
-                    if let Ok(reply) = done {
-                        self.on_reply(reply).await;
-                    }
-                }
+                answered = self.brain.next_reply() => self.on_reply(answered),
                 _ = tick_if_started(self.heartbeat.as_mut()) => self.send_heartbeat(),
             }
         };
@@ -142,12 +134,32 @@ impl<B: Brain> Session<B> {
             }
             ManagerToOrb::ParticipantJoined(p) => {
                 tracing::info!(user_id = %p.user_id, user_role = %p.user_role, "manager: participant joined");
+                self.presence.manager_joined(&p.user_id, &p.user_role);
+                self.presence_changed();
                 None
             }
             ManagerToOrb::ParticipantLeft(p) => {
                 tracing::info!(user_id = %p.user_id, "manager: participant left");
+                self.presence.manager_left(&p.user_id);
+                self.presence_changed();
                 None
             }
+        }
+    }
+
+    /// Restarts or cancels the idle countdown after a change in who is present.
+    fn presence_changed(&mut self) {
+        let was_counting = self.idle.deadline().is_some();
+        self.idle.set_present(self.presence.any_human(), Instant::now());
+        match (was_counting, self.idle.deadline()) {
+            (false, Some(_)) => tracing::info!(
+                timeout_ms = self.settings.idle_timeout.map_or(0, |t| t.as_millis()),
+                "no human in the room: idle countdown started"
+            ),
+            (true, None) => {
+                tracing::debug!(humans = ?self.presence.humans(), "a human is present: idle countdown cancelled")
+            }
+            _ => {}
         }
     }
 
@@ -235,6 +247,14 @@ async fn tick_if_started(interval: Option<&mut Interval>) {
         Some(interval) => {
             interval.tick().await;
         }
+        None => std::future::pending().await,
+    }
+}
+
+/// At `deadline`, or never when there is none.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
 }

@@ -1,26 +1,23 @@
-//! What the session does with each room event: joins, participants,
-//! `ai_control` and the brain's replies.
+//! What the session does with each room event: joins, participants (the
+//! room's view of who is present), `ai_control` and the brain's replies.
 
 use serde_json::{Map, Value, json};
 use shared::ipc::{OrbReady, OrbToManager};
-use shared::room::{AiControl, AiResponse, AiStatus, RoomMessage};
-use tokio::time::Instant;
+use shared::room::{AiControl, AiResponse, AiStatus, ErrorCode, RoomMessage};
 
-use super::{Reply, Session, Stop};
-use crate::brain::Brain;
+use super::{Session, Stop};
+use crate::brain::{Admission, Answered, Ask, Brain};
 use crate::room_link::{RoomCommand, RoomEvent};
 
 impl<B: Brain> Session<B> {
     pub(super) async fn on_room_event(&mut self, event: RoomEvent) -> Option<Stop> {
         match event {
             RoomEvent::Joined { peers, first } => {
-                self.participants.reset(peers);
-                if self.participants.humans() > 0 {
-                    self.idle.touch(Instant::now());
-                }
+                self.presence.room.reset(peers);
+                self.presence_changed();
                 self.status(if self.paused { "paused" } else { "ready" });
                 if first {
-                    let ids = self.participants.ids();
+                    let ids = self.presence.room.ids();
                     if let Some(ipc) = &self.ipc {
                         let ready = OrbToManager::OrbReady(OrbReady {
                             room_id: self.settings.room.clone(),
@@ -48,12 +45,6 @@ impl<B: Brain> Session<B> {
     }
 
     async fn on_frame(&mut self, value: Value) -> Option<Stop> {
-        if let Some(from) = value.get("fromId").and_then(Value::as_str)
-            && from != self.user_id
-            && self.participants.is_human_sender(from)
-        {
-            self.idle.touch(Instant::now());
-        }
         let message = match serde_json::from_value::<RoomMessage>(value) {
             Ok(message) => message,
             Err(e) => {
@@ -66,17 +57,19 @@ impl<B: Brain> Session<B> {
                 let p = joined.participant;
                 tracing::info!(user_id = %p.user_id, user_role = %p.user_role, "participant joined");
                 if p.user_id != self.user_id {
-                    self.participants.joined(p);
-                    if self.participants.humans() > 0 {
-                        self.idle.touch(Instant::now());
-                    }
+                    self.presence.room.joined(p);
+                    self.presence_changed();
                 }
             }
             RoomMessage::UserLeft(p) => {
                 tracing::info!(user_id = %p.user_id, "participant left");
-                self.participants.left(&p.user_id);
+                self.presence.room.left(&p.user_id);
+                self.presence_changed();
             }
-            RoomMessage::PeerDiscovery(discovery) => self.participants.reset(discovery.peers),
+            RoomMessage::PeerDiscovery(discovery) => {
+                self.presence.room.reset(discovery.peers);
+                self.presence_changed();
+            }
             RoomMessage::AiControl(control) => return self.on_control(control).await,
             RoomMessage::Error(error) => {
                 tracing::warn!(code = %error.code, message = %error.message, "room server reported an error");
@@ -91,10 +84,20 @@ impl<B: Brain> Session<B> {
         match control.action.as_str() {
             "say" => match control.text {
                 Some(text) => {
-                    self.status("thinking");
-                    let brain = self.brain.clone();
                     let from = control.from_id;
-                    self.replies.spawn(async move { (from, brain.reply(text).await) });
+                    match self.brain.ask(Ask {
+                        from: from.clone(),
+                        text,
+                    }) {
+                        Admission::Started => self.status("thinking"),
+                        Admission::Queued { position } => {
+                            tracing::info!(position, "say queued behind the request in flight");
+                        }
+                        Admission::Busy => {
+                            tracing::warn!(from = from.as_deref().unwrap_or(""), "say refused: the AI is busy");
+                            self.busy(from);
+                        }
+                    }
                 }
                 None => tracing::warn!("ai_control say without text ignored"),
             },
@@ -112,7 +115,12 @@ impl<B: Brain> Session<B> {
         None
     }
 
-    pub(super) async fn on_reply(&mut self, (from, result): Reply) {
+    pub(super) fn on_reply(&mut self, answered: Answered) {
+        let Answered {
+            from,
+            result,
+            next_started,
+        } = answered;
         match result {
             Ok(text) => {
                 let response = RoomMessage::AiResponse(AiResponse {
@@ -129,7 +137,32 @@ impl<B: Brain> Session<B> {
                 self.report_error(format!("AI reply failed: {error}"), false);
             }
         }
-        self.status(if self.paused { "paused" } else { "listening" });
+        if next_started {
+            self.status("thinking");
+        } else {
+            self.status(if self.paused { "paused" } else { "listening" });
+        }
+    }
+
+    /// The refusal of a `say` beyond the queue: `ai_status` `error` with code
+    /// `busy` and `inReplyTo` the asker. Broadcast, because the room server
+    /// relays an AI's frames to everyone (it targets only WebRTC signalling).
+    fn busy(&self, asker: Option<String>) {
+        let mut extra = Map::new();
+        extra.insert("code".into(), json!(ErrorCode::Busy.as_str()));
+        extra.insert(
+            "message".into(),
+            json!("The AI is still answering earlier questions; ask again once it has answered."),
+        );
+        if let Some(asker) = asker {
+            extra.insert("inReplyTo".into(), json!(asker));
+        }
+        self.to_room(RoomMessage::AiStatus(AiStatus {
+            status: String::from("error"),
+            session_id: Some(self.settings.session.clone()),
+            from_id: None,
+            extra,
+        }));
     }
 
     fn status(&self, status: &str) {

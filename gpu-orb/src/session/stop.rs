@@ -1,4 +1,12 @@
 //! Ending a session: why, with which exit code, and the bounded drain.
+//!
+//! The bound holds for the whole process, not only for the drain: once the
+//! session has ended, the runtime waits at most [`RUNTIME_SHUTDOWN`] for its
+//! blocking threads (a DNS lookup of the brain or the room link can hang
+//! there for good), and a watchdog thread armed when the shutdown starts ends
+//! the process [`EXIT_MARGIN`] after the bound whatever the runtime is doing
+//! (a blocking call on the runtime thread itself, such as a log write into a
+//! full pipe).
 
 use std::time::Duration;
 
@@ -12,6 +20,12 @@ use crate::exit;
 use crate::room_link::RoomCommand;
 use crate::settings::Settings;
 use crate::signals::Signals;
+
+/// How long `main` lets the runtime wait for blocking work once the session ended.
+pub const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(250);
+
+/// How long after its bound a shutdown may still run before the watchdog ends the process.
+pub const EXIT_MARGIN: Duration = Duration::from_secs(1);
 
 /// A decision to end the session.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,7 +91,8 @@ impl<B: Brain> Session<B> {
         } else {
             tracing::error!(reason = %stop.reason, code = stop.code, error = stop.error.as_deref().unwrap_or(""), "exiting");
         }
-        self.replies.abort_all();
+        arm_exit_watchdog(stop.bound + EXIT_MARGIN, stop.code);
+        self.brain.abort_all();
         let drain = async {
             if stop.tell_room {
                 let frame = RoomMessage::AiOrbShutdown(OrbShutdownFrame {
@@ -122,5 +137,20 @@ impl<B: Brain> Session<B> {
                 exit::FORCED
             }
         }
+    }
+}
+
+/// Ends the process with `code` after `after`, from a thread of its own, in
+/// case the runtime never gets there. Normally `main` exits first.
+fn arm_exit_watchdog(after: Duration, code: i32) {
+    let spawned = std::thread::Builder::new()
+        .name(String::from("exit-watchdog"))
+        .spawn(move || {
+            std::thread::sleep(after);
+            // Nothing is written here: a stuck log write may be why we are here.
+            std::process::exit(code);
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "cannot start the exit watchdog; the shutdown bound relies on the runtime alone");
     }
 }

@@ -40,6 +40,9 @@ pub enum ErrorCode {
     Unauthorized,
     /// Something failed inside the server; details are in its log.
     Internal,
+    /// The AI is answering as many requests as it takes; ask again later
+    /// (sent by an orb as `ai_status` `error` with `code` `busy`).
+    Busy,
 }
 
 impl ErrorCode {
@@ -63,6 +66,7 @@ impl ErrorCode {
             Self::Draining => "draining",
             Self::Unauthorized => "unauthorized",
             Self::Internal => "internal",
+            Self::Busy => "busy",
         }
     }
 }
@@ -79,7 +83,12 @@ mod tests {
 
     #[test]
     fn serde_spelling_matches_as_str() {
-        for code in [ErrorCode::InvalidJson, ErrorCode::PeerNotFound, ErrorCode::TooManyRooms] {
+        for code in [
+            ErrorCode::InvalidJson,
+            ErrorCode::PeerNotFound,
+            ErrorCode::TooManyRooms,
+            ErrorCode::Busy,
+        ] {
             let json = serde_json::to_string(&code).expect("serialize");
             assert_eq!(json, format!("\"{}\"", code.as_str()));
         }
