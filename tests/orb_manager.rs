@@ -178,7 +178,12 @@ async fn max_concurrent_orbs_is_never_exceeded_and_the_queue_is_served_in_order(
         assert!(orb_groups_with_prefix("q") <= 2, "over the limit");
     }
     let expected: Vec<usize> = queued.iter().map(|(_, i)| *i).collect();
-    assert_eq!(order, expected, "queued rooms must be served first in, first out");
+    assert_eq!(
+        order,
+        expected,
+        "queued rooms must be served first in, first out; queued {queued:?}\n{}",
+        server.proc.stderr()
+    );
 }
 
 #[tokio::test]

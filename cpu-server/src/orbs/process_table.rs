@@ -5,19 +5,39 @@
 //! Only the manager writes it (on spawn and on reap); the others read.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Live orb processes: pid (= process group) → room.
 #[derive(Debug, Clone, Default)]
 pub struct ProcessTable {
     inner: Arc<Mutex<HashMap<u32, String>>>,
+    /// Spawns between fork and their entry in the table.
+    spawning: Arc<AtomicUsize>,
 }
 
 impl ProcessTable {
-    /// Locks the table. Held across a spawn so the reaper never sees a new
-    /// orb before it is recorded.
+    /// Locks the table (briefly: never across a spawn or a scan of `/proc`).
     pub fn lock(&self) -> MutexGuard<'_, HashMap<u32, String>> {
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `spawn` (which forks) and records the pid it returns: while it
+    /// runs, [`ProcessTable::spawn_in_progress`] tells the reaper that a child
+    /// it does not know yet may be a new orb.
+    pub fn record_spawn<T>(&self, room: &str, spawn: impl FnOnce() -> Option<(u32, T)>) -> Option<(u32, T)> {
+        self.spawning.fetch_add(1, Ordering::SeqCst);
+        let spawned = spawn();
+        if let Some((pid, _)) = &spawned {
+            self.lock().insert(*pid, room.to_owned());
+        }
+        self.spawning.fetch_sub(1, Ordering::SeqCst);
+        spawned
+    }
+
+    /// Whether a spawn is between fork and its entry in the table.
+    pub fn spawn_in_progress(&self) -> bool {
+        self.spawning.load(Ordering::SeqCst) > 0
     }
 
     /// A copy of the table.

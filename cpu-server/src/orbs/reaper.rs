@@ -46,10 +46,16 @@ pub fn spawn_reaper(table: ProcessTable, period: Duration, stop: CancellationTok
 /// One pass: kill and reap every child of ours that is not a tracked orb.
 pub fn reap_orphans(table: &ProcessTable) -> usize {
     let me = std::process::id() as i32;
-    // Hold the table while deciding, so an orb being spawned is never taken for an orphan.
+    // Scan without the lock; then decide under it. A child seen in the scan is
+    // either in the table by now, or a spawn is still between fork and its
+    // entry (then nothing is decided this pass), or it is an orphan.
+    let children = children_of(me);
     let tracked = table.lock();
+    if table.spawn_in_progress() {
+        return 0;
+    }
     let mut handled = 0;
-    for (pid, state) in children_of(me) {
+    for (pid, state) in children {
         if tracked.contains_key(&(pid as u32)) {
             continue;
         }

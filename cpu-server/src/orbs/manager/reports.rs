@@ -32,6 +32,16 @@ impl Manager {
                         .spawn_to_ready
                         .observe(ready_after.as_secs_f64());
                     info!(%room, pid, ready_ms = ready_after.as_secs_f64() * 1000.0, "orb ready");
+                    // The humans already there: the orb's own count of who is present
+                    // (it never idles while one is) starts complete, whatever its socket saw.
+                    for (user_id, user_role) in self.people.get(&room).map(|p| &p.humans).into_iter().flatten() {
+                        let message = ManagerToOrb::ParticipantJoined(ParticipantJoined {
+                            user_id: user_id.clone(),
+                            user_role: user_role.clone(),
+                            extra: Default::default(),
+                        });
+                        let _ = running.control.try_send(Control::Send(message));
+                    }
                 }
             }
             ReportKind::Heartbeat { metrics, delay_ms } => {

@@ -96,11 +96,18 @@ impl Manager {
         };
         let (launcher, table, reports) = (Arc::clone(&self.launcher), self.table.clone(), self.reports_tx.clone());
         let job = Box::new(move || {
-            let spawned = launcher.launch(&launch, &env);
-            let pid = spawned.as_ref().map_or(0, |p| p.pid);
-            if pid != 0 {
-                table.lock().insert(pid, launch.room.clone());
-            }
+            let mut error = None;
+            let spawned = table.record_spawn(&launch.room, || match launcher.launch(&launch, &env) {
+                Ok(process) => Some((process.pid, process)),
+                Err(e) => {
+                    error = Some(e);
+                    None
+                }
+            });
+            let (pid, spawned) = match spawned {
+                Some((pid, process)) => (pid, Ok(process)),
+                None => (0, Err(error.unwrap_or_default())),
+            };
             let report = Report {
                 room: launch.room,
                 generation,
