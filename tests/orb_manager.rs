@@ -282,12 +282,25 @@ async fn sigterm_stops_every_orb_gracefully_and_exits_zero() {
     for orb in orbs {
         assert!(procfs::stat(orb).is_none(), "orb {orb} outlived the server");
     }
-    // Graceful: each orb announced its shutdown to its room before the server went.
+    // Graceful: each orb announced its shutdown to its room (`ai-orb-shutdown`,
+    // which a SIGKILL never sends) and exited by itself with code 0.
     let left = a.try_recv_type("user-left", 2 * SECOND).await;
     assert!(
         left.is_some_and(|l| l["participantType"] == "ai"),
         "orb did not leave the room first"
     );
+    let log = server.proc.stderr();
+    for room in ["r-term-a", "r-term-b"] {
+        let announced = log
+            .lines()
+            .any(|l| l.contains("AI announced its shutdown") && l.contains(room) && l.contains("system_shutdown"));
+        assert!(announced, "no ai-orb-shutdown from {room}:\n{log}");
+    }
+    let clean_exits = log
+        .lines()
+        .filter(|l| l.contains("orb exited") && l.contains("code=Some(0)") && l.contains("reason=system_shutdown"))
+        .count();
+    assert_eq!(clean_exits, 2, "both orbs exit 0 on their own:\n{log}");
 }
 
 #[tokio::test]

@@ -60,12 +60,13 @@ mod tests {
         let (events, events_rx) = room_event_channel();
         let stats = Arc::new(RelayStats::default());
         let registry = spawn_registry(settings.rooms.clone(), events, Arc::clone(&stats));
-        let orbs = crate::orbs::spawn_manager(
+        // Not `spawn_manager`: no stray sweep or reaper inside the unit-test process.
+        let launcher = crate::orbs::launcher::LocalLauncher::new(settings.orbs.clone(), "127.0.0.1:9".to_owned());
+        let orbs = crate::orbs::spawn_manager_with(
             settings.orbs.clone(),
             events_rx,
             Arc::new(registry.clone()),
-            "127.0.0.1:9".to_owned(),
-            Default::default(),
+            Arc::new(launcher),
         );
         let lifecycle = Lifecycle::default();
         let state = AppState {
