@@ -162,7 +162,8 @@ impl<'a> Validator<'a> {
     /// A duration in milliseconds where `0` turns the limit off (`None`);
     /// otherwise from `min_ms` to [`MAX_DURATION_MS`].
     pub fn millis_or_off(&mut self, key: Key, given: Option<String>, default_ms: u64, min_ms: u64) -> Option<Duration> {
-        let expected = format!("0 (off) or a whole number of milliseconds from {min_ms} to {MAX_DURATION_MS} (30 days)");
+        let expected =
+            format!("0 (off) or a whole number of milliseconds from {min_ms} to {MAX_DURATION_MS} (30 days)");
         let ms = self.parse(key, given, default_ms, &expected, |raw| match raw {
             "0" => Ok(0),
             _ => parse_millis(raw, min_ms),
@@ -303,7 +304,10 @@ mod tests {
         v.millis_or_off(B, Some("50".into()), 1000, 100);
         let errors = v.finish().expect_err("three errors");
         assert_eq!(errors.0.len(), 3);
-        assert!(errors.to_string().contains("IDLE_TIMEOUT = \"99999999999\""), "{errors}");
+        assert!(
+            errors.to_string().contains("IDLE_TIMEOUT = \"99999999999\""),
+            "{errors}"
+        );
     }
 
     #[test]
