@@ -280,9 +280,19 @@ async fn messages_over_the_rate_are_refused_and_the_connection_stays() {
         "every message either relayed or refused: {relayed:?}"
     );
     assert!(relayed.len() <= 7, "at most the burst passed: {relayed:?}");
-    // Once the bucket refilled, the same connection works.
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_alive(&mut a).await;
+    // Once the bucket refilled, the same connection works: pings are refused
+    // (`rate_limited`) until it has, then answered; bounded by T.
+    let deadline = Instant::now() + T;
+    loop {
+        a.send(json!({"type":"ping"})).await;
+        let reply = a.recv(T).await;
+        if reply["type"] == "pong" {
+            break;
+        }
+        assert_eq!(reply["code"], "rate_limited", "{reply}");
+        assert!(Instant::now() < deadline, "the bucket never refilled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
@@ -433,6 +443,7 @@ async fn a_client_that_stops_reading_is_dropped_and_the_room_carries_on() {
             .send(json!({"type":"ice-candidate","toId":target,"candidate":{"i":i,"pad":pad}}))
             .await;
         sent_to_observer += i % 2;
+        // A bounded poll on the observer's count (not a fixed wait): flow control.
         while sent_to_observer > counted.load(Ordering::SeqCst) + 8 && !watcher.is_finished() {
             assert!(started.elapsed() < Duration::from_secs(60), "observer stalled");
             tokio::time::sleep(Duration::from_millis(1)).await;
