@@ -784,3 +784,58 @@ async fn the_pages_csp_lets_sockets_reach_only_their_own_origin() {
         assert_eq!(csp, "default-src 'self'; connect-src 'self'", "{path}");
     }
 }
+
+/// CPU time (user + system, clock ticks) `pid` has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let after = &text[text.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+#[tokio::test]
+async fn out_of_descriptors_the_accept_loop_pauses_instead_of_spinning_and_recovers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = system_tests::free_port();
+    let mut command = std::process::Command::new("/bin/sh");
+    command
+        .args(["-c", "ulimit -n 64 && exec \"$0\""])
+        .arg(system_tests::binaries::cpu_server())
+        .current_dir(dir.path())
+        .env_clear()
+        .env("CPU_HOST", format!("127.0.0.1:{port}"))
+        .env("ORB_SPAWN_ON", "manual")
+        .env("ORB_LOG_DIR", dir.path().join("logs"))
+        .env("RUST_LOG", "info")
+        .env("MAX_CONNECTIONS", "1000")
+        .env("MAX_PENDING_CONNECTIONS_PER_IP", "1000")
+        .env("HTTP_HEADER_TIMEOUT", "60000")
+        .env("WS_UPGRADE_TIMEOUT", "60000");
+    let proc = system_tests::process::Proc::spawn("cpu-server-nofile", command, dir.path());
+    assert!(wait_served(LOOPBACK, port).await, "not ready:\n{}", proc.stderr());
+    assert!(
+        proc.stderr().contains("MAX_CONNECTIONS is above the open-file limit"),
+        "no start-up warning:\n{}",
+        proc.stderr()
+    );
+    // More idle connections than descriptors: accept fails with EMFILE.
+    let idle = open(LOOPBACK, port, 80, b"").await;
+    let failing = until(5 * SECOND, || proc.stderr().contains("accept failed").then_some(())).await;
+    assert!(failing.is_some(), "accept never failed:\n{}", proc.stderr());
+    // A window proving the loop does not spin while descriptors stay exhausted.
+    let before = cpu_ticks(proc.pid());
+    tokio::time::sleep(SECOND).await;
+    let used = cpu_ticks(proc.pid()) - before;
+    eprintln!("accept failing (EMFILE): {used} clock ticks of CPU in 1 s");
+    assert!(
+        used < 30,
+        "the server used {used} ticks of CPU in 1 s with accept failing"
+    );
+    assert_eq!(
+        proc.stderr().matches("accept failed").count(),
+        1,
+        "rate-limited warning"
+    );
+    drop(idle);
+    assert!(wait_served(LOOPBACK, port).await, "never recovered:\n{}", proc.stderr());
+}

@@ -24,15 +24,22 @@ pub const LOOPBACK_3: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
 /// The first line of a request whose header never ends.
 pub const HALF_HEADER: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ";
 
-/// A TCP connection from `source` to `127.0.0.1:port` (2 s bound).
+/// A TCP connection from `source` to `127.0.0.1:port` (2 s bound); panics on failure.
 pub async fn connect_from(source: IpAddr, port: u16) -> TcpStream {
-    let socket = TcpSocket::new_v4().expect("socket");
-    socket.bind(SocketAddr::new(source, 0)).expect("bind source address");
+    try_connect_from(source, port).await.expect("connect")
+}
+
+/// Like [`connect_from`], with the failure as a message.
+pub async fn try_connect_from(source: IpAddr, port: u16) -> Result<TcpStream, String> {
+    let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
+    socket
+        .bind(SocketAddr::new(source, 0))
+        .map_err(|e| format!("bind {source}: {e}"))?;
     let server = SocketAddr::new(LOOPBACK, port);
-    tokio::time::timeout(Duration::from_secs(2), socket.connect(server))
-        .await
-        .expect("connect timed out")
-        .expect("connect")
+    match tokio::time::timeout(Duration::from_secs(2), socket.connect(server)).await {
+        Ok(connected) => connected.map_err(|e| e.to_string()),
+        Err(_) => Err("connect timed out".to_owned()),
+    }
 }
 
 /// `count` connections from `source`, each sending `prefix` (maybe nothing).
@@ -99,7 +106,7 @@ pub async fn wait_all_closed<S: AsyncRead + Unpin>(
 /// `GET /healthz` from `source` (5 s bound): the status, `None` without an answer.
 pub async fn healthz_from(source: IpAddr, port: u16) -> Option<u16> {
     let exchange = async {
-        let mut stream = connect_from(source, port).await;
+        let mut stream = try_connect_from(source, port).await.ok()?;
         stream
             .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             .await
