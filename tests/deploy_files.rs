@@ -3,8 +3,7 @@
 //! real binary, and a room joined over `wss://` through the shipped nginx site.
 //!
 //! A missing tool fails its test with the package to install (tests/run.sh
-//! installs them all); only `systemd-analyze verify` may be skipped, with a
-//! printed reason, where the binary does not exist.
+//! installs them all); none is skipped.
 
 use std::os::unix::net::UnixDatagram;
 use std::process::Command;
@@ -15,8 +14,8 @@ use serde_json::json;
 use system_tests::binaries;
 use system_tests::deploy_tls::{WssClient, client_config, https_get};
 use system_tests::deploy_tools::{
-    Apache, Nginx, TestCert, apache_binary, apache_conf, apache_site, find_tool, nginx_command, nginx_conf, nginx_site,
-    p, require_tool, run_bounded, shipped, substitute,
+    Apache, Nginx, TestCert, apache_binary, apache_conf, apache_site, nginx_command, nginx_conf, nginx_site, p,
+    require_tool, run_bounded, shipped, substitute,
 };
 use system_tests::room_harness::RoomServer;
 
@@ -200,10 +199,7 @@ fn logrotate_accepts_and_rotates_with_the_shipped_config() {
 
 #[test]
 fn systemd_analyze_verifies_the_unit() {
-    let Some(analyze) = find_tool("systemd-analyze") else {
-        eprintln!("SKIPPED: systemd-analyze is not installed (package systemd); the unit was not verified");
-        return;
-    };
+    let analyze = require_tool("systemd-analyze", "systemd");
     let dir = tempfile::tempdir().expect("tempdir");
     let unit = shipped("deploy/myultracoach.service");
     let unit = substitute(

@@ -315,7 +315,7 @@ async fn cli_commands_drive_a_real_server() {
         "{run:?}"
     );
     // -f follows until interrupted: its output grows past what was there at start.
-    let follow = std::process::Command::new(system_tests::binaries::cpu_server())
+    let mut follow = std::process::Command::new(system_tests::binaries::cpu_server())
         .current_dir(dir.path())
         .env_clear()
         .env("ORB_LOG_DIR", dir.path().join("logs"))
@@ -328,18 +328,40 @@ async fn cli_commands_drive_a_real_server() {
         .expect("log")
         .lines()
         .count();
-    tokio::time::sleep(SECOND).await;
+    // Count its lines as they come; wait (bounded) for more than the file had at start.
+    let printed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stdout = follow.stdout.take().expect("stdout");
+    let counter = std::sync::Arc::clone(&printed);
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout).lines() {
+            if line.is_err() {
+                break;
+            }
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let grew = until_true(10 * SECOND, || {
+        printed.load(std::sync::atomic::Ordering::SeqCst) > at_start
+    })
+    .await;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(follow.id() as i32), Signal::SIGINT).expect("SIGINT");
-    let output = tokio::task::spawn_blocking(move || follow.wait_with_output())
+    let stopped = tokio::task::spawn_blocking(move || {
+        let status = follow.wait();
+        let _ = reader.join();
+        status
+    });
+    let status = tokio::time::timeout(10 * SECOND, stopped)
         .await
+        .expect("logs -f stopped on SIGINT")
         .expect("join")
-        .expect("logs -f output");
-    let followed = String::from_utf8_lossy(&output.stdout).lines().count();
-    assert!(output.status.success(), "logs -f exit: {:?}", output.status);
+        .expect("logs -f exit");
+    let followed = printed.load(std::sync::atomic::Ordering::SeqCst);
     assert!(
-        followed > at_start,
-        "logs -f printed {followed} lines, the file had {at_start} at start"
+        grew,
+        "logs -f printed {followed} lines in 10 s, the file had {at_start} at start"
     );
+    assert!(status.success(), "logs -f exit: {status:?}");
 
     let run = server.cli(&["orbs", "kill", "c-one"]);
     assert_eq!(run.code, Some(0), "{run:?}");

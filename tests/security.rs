@@ -1,6 +1,7 @@
 //! Attacks on the real cpu-server (and real gpu-orbs) over loopback: impostor
 //! AIs, forged and stolen tokens, client JWTs, origins, orb isolation, a storm
-//! of hostile frames, and refused start-ups. Every wait is bounded.
+//! of hostile frames, refused start-ups, and slow or idle connections against
+//! the connection timeouts and caps (plain and native TLS). Every wait is bounded.
 
 use std::time::{Duration, Instant};
 
@@ -8,14 +9,20 @@ use futures_util::{SinkExt, StreamExt};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
+use system_tests::deploy_tls::{client_config, https_get};
+use system_tests::deploy_tools::TestCert;
 use system_tests::manager_kit::{orb_pids, path_env, server_with_real_orbs, single_orb};
 use system_tests::procfs;
 use system_tests::room_harness::{RoomServer, drain, http_get};
 use system_tests::security_kit::{
     Rng, body_code, hostile_text, invalid_utf8, jwt, now_secs, orb_token, proc_limit, proc_status, upgrade_with,
 };
+use system_tests::slow_clients::{
+    HALF_HEADER, LOOPBACK, LOOPBACK_2, LOOPBACK_3, connect_from, healthz_from, open, tls_connect, wait_all_closed,
+};
 use system_tests::wait::until;
 use system_tests::ws::Client;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_tungstenite::tungstenite::Message;
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -404,12 +411,16 @@ async fn storm(url: &str, seed: u64, count: usize) -> (usize, usize) {
     let mut sent = 0;
     let mut errors = 0;
     let mut socket = None;
+    let mut failed_connects = 0;
     while sent < count {
         if socket.is_none() {
             let connected = tokio::time::timeout(5 * SECOND, tokio_tungstenite::connect_async(url)).await;
             match connected {
                 Ok(Ok((ws, _))) => socket = Some(ws),
                 _ => {
+                    failed_connects += 1;
+                    assert!(failed_connects < 100, "the server refused 100 reconnects");
+                    // A retry backoff, not a synchronisation.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -531,4 +542,300 @@ async fn the_parent_death_signal_survives_the_switch_to_orb_user() {
         let _ = kill(Pid::from_raw(-orb), Signal::SIGKILL);
         panic!("the orb running as nobody outlived its SIGKILLed server");
     }
+}
+
+/// A server whose connection timeouts and caps are `env` (others long, so
+/// each test sees only the limit it checks).
+fn limited_server(env: &[(&str, &str)]) -> RoomServer {
+    let mut all = vec![
+        ("HTTP_HEADER_TIMEOUT", "60000"),
+        ("TLS_HANDSHAKE_TIMEOUT", "60000"),
+        ("WS_UPGRADE_TIMEOUT", "60000"),
+    ];
+    all.retain(|(name, _)| !env.iter().any(|(n, _)| n == name));
+    all.extend_from_slice(env);
+    RoomServer::start(&all)
+}
+
+/// Two room sockets in `room` that relay an offer (a is the coach, b the client).
+async fn relaying_pair(server: &RoomServer, room: &str) -> (Client, Client) {
+    let (mut a, _) = Client::join(&server.url(room), "pair-a", "coach").await;
+    let (b, _) = Client::join(&server.url(room), "pair-b", "client").await;
+    a.recv_type("user-joined", 5 * SECOND).await;
+    (a, b)
+}
+
+async fn assert_relays(a: &mut Client, b: &mut Client) {
+    a.send(json!({"type":"offer","offer":{"type":"offer","sdp":"v=0"},"toId":"pair-b"}))
+        .await;
+    assert_eq!(b.recv_type("offer", 5 * SECOND).await["fromId"], "pair-a");
+}
+
+#[tokio::test]
+async fn idle_and_half_header_connections_are_closed_by_the_header_timeout() {
+    let server = limited_server(&[
+        ("HTTP_HEADER_TIMEOUT", "600"),
+        ("MAX_PENDING_CONNECTIONS_PER_IP", "1000"),
+    ]);
+    let started = tokio::time::Instant::now();
+    let mut idle = open(LOOPBACK, server.port, 100, b"").await;
+    let mut half = open(LOOPBACK_2, server.port, 100, HALF_HEADER).await;
+    // A keep-alive connection that was answered once, then idles.
+    let mut kept = open(LOOPBACK, server.port, 1, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let deadline = started + 4 * SECOND;
+    let (idle_closed, idle_last) = wait_all_closed(&mut idle, started, deadline).await;
+    let (half_closed, half_last) = wait_all_closed(&mut half, started, deadline).await;
+    let (kept_closed, _) = wait_all_closed(&mut kept, started, deadline).await;
+    eprintln!(
+        "header timeout 600 ms: {idle_closed}/100 idle closed by {idle_last:?}, {half_closed}/100 half-header by {half_last:?}"
+    );
+    assert_eq!(
+        (idle_closed, half_closed, kept_closed),
+        (100, 100, 1),
+        "connections left open"
+    );
+    assert!(
+        idle_last >= Duration::from_millis(500),
+        "closed before the timeout: {idle_last:?}"
+    );
+    assert_eq!(http_get(server.port, "/healthz").map(|r| r.0), Some(200));
+}
+
+#[tokio::test]
+async fn the_upgrade_timeout_bounds_the_time_from_accept_to_the_first_request() {
+    let server = limited_server(&[("HTTP_HEADER_TIMEOUT", "10000"), ("WS_UPGRADE_TIMEOUT", "700")]);
+    let started = tokio::time::Instant::now();
+    let mut half = open(LOOPBACK, server.port, 20, HALF_HEADER).await;
+    let (mut a, mut b) = relaying_pair(&server, "sec-upgrade").await;
+    let mut kept = connect_from(LOOPBACK, server.port).await;
+    let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    kept.write_all(request).await.expect("write");
+    let (closed, last) = wait_all_closed(&mut half, started, started + 3 * SECOND).await;
+    eprintln!("upgrade timeout 700 ms: {closed}/20 half-header connections closed by {last:?}");
+    assert_eq!(closed, 20, "half-header connections outlived WS_UPGRADE_TIMEOUT");
+    assert!(last < 3 * SECOND && last >= Duration::from_millis(600), "{last:?}");
+    // A window proving nothing happens: connections that upgraded or sent a
+    // request in time are not closed by the deadline (1.5 s > 700 ms).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_relays(&mut a, &mut b).await;
+    kept.write_all(request)
+        .await
+        .expect("the answered connection is still open");
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(5 * SECOND, kept.read(&mut answer))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+}
+
+#[tokio::test]
+async fn native_tls_stalled_handshakes_and_half_headers_are_closed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = TestCert::generate(dir.path());
+    let (cert_path, key_path) = (cert.cert.display().to_string(), cert.key.display().to_string());
+    let server = RoomServer::start_with_probe(
+        &[
+            ("TLS_CERT", &cert_path),
+            ("TLS_KEY", &key_path),
+            ("TLS_HANDSHAKE_TIMEOUT", "600"),
+            ("HTTP_HEADER_TIMEOUT", "600"),
+            ("WS_UPGRADE_TIMEOUT", "60000"),
+            ("MAX_PENDING_CONNECTIONS_PER_IP", "1000"),
+        ],
+        |port| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    );
+    let config = client_config(&cert.ca);
+    let started = tokio::time::Instant::now();
+    let mut silent = open(LOOPBACK, server.port, 30, b"").await;
+    // The first bytes of a ClientHello record, never finished.
+    let mut half_hello = open(LOOPBACK_2, server.port, 30, &[0x16, 0x03, 0x01, 0x00, 0xf0, 0x01]).await;
+    let mut half_header = Vec::new();
+    for _ in 0..30 {
+        let mut tls = tls_connect(&config, server.port).await;
+        tls.write_all(HALF_HEADER).await.expect("write");
+        tls.flush().await.expect("flush");
+        half_header.push(tls);
+    }
+    let deadline = started + 5 * SECOND;
+    let (silent_closed, silent_last) = wait_all_closed(&mut silent, started, deadline).await;
+    let (hello_closed, _) = wait_all_closed(&mut half_hello, started, deadline).await;
+    let (header_closed, header_last) = wait_all_closed(&mut half_header, started, deadline).await;
+    eprintln!(
+        "TLS 600 ms timeouts: silent {silent_closed}/30 by {silent_last:?}, half ClientHello {hello_closed}/30, \
+         half header {header_closed}/30 by {header_last:?}"
+    );
+    assert_eq!(
+        (silent_closed, hello_closed, header_closed),
+        (30, 30, 30),
+        "TLS connections left open"
+    );
+    assert!(silent_last < 4 * SECOND, "{silent_last:?}");
+    let port = server.port;
+    let answer = tokio::task::spawn_blocking(move || https_get(&config, port, "/healthz"))
+        .await
+        .expect("join");
+    assert_eq!(answer.map(|(status, _, _)| status), Ok(200), "HTTPS still served");
+}
+
+#[tokio::test]
+async fn the_per_address_cap_refuses_the_excess_while_others_connect_and_rooms_relay() {
+    let server = limited_server(&[
+        ("MAX_PENDING_CONNECTIONS_PER_IP", "5"),
+        ("TRUSTED_PROXIES", "127.0.0.3"),
+    ]);
+    // Room sockets are no longer pending: these two leave all 5 places free.
+    let (mut a, mut b) = relaying_pair(&server, "sec-pending").await;
+    let mut held = open(LOOPBACK, server.port, 5, b"").await;
+    let mut excess = open(LOOPBACK, server.port, 3, b"").await;
+    let soon = tokio::time::Instant::now() + 2 * SECOND;
+    let (refused, _) = wait_all_closed(&mut excess, tokio::time::Instant::now(), soon).await;
+    assert_eq!(refused, 3, "connections over MAX_PENDING_CONNECTIONS_PER_IP were kept");
+    // A window proving nothing happens: the 5 within the cap stay open.
+    let window = tokio::time::Instant::now() + Duration::from_millis(300);
+    let (closed, _) = wait_all_closed(&mut held, tokio::time::Instant::now(), window).await;
+    assert_eq!(closed, 0, "connections within the cap were closed");
+    assert_eq!(
+        healthz_from(LOOPBACK_2, server.port).await,
+        Some(200),
+        "another address is served"
+    );
+    assert_relays(&mut a, &mut b).await;
+    // A trusted proxy carries many clients: no per-address cap for it.
+    let mut proxied = open(LOOPBACK_3, server.port, 8, b"").await;
+    let window = tokio::time::Instant::now() + Duration::from_millis(300);
+    let (closed, _) = wait_all_closed(&mut proxied, tokio::time::Instant::now(), window).await;
+    assert_eq!(closed, 0, "a TRUSTED_PROXIES peer was capped");
+    assert_eq!(healthz_from(LOOPBACK_3, server.port).await, Some(200));
+    let log = server.proc.stderr();
+    assert!(log.contains("MAX_PENDING_CONNECTIONS_PER_IP reached"), "{log}");
+    // Places come back when connections close.
+    drop(held);
+    let recovered = wait_served(LOOPBACK, server.port).await;
+    assert!(recovered, "the address never got a place back");
+}
+
+/// Bounded wait until a `GET /healthz` from `source` is answered.
+async fn wait_served(source: std::net::IpAddr, port: u16) -> bool {
+    let deadline = Instant::now() + 5 * SECOND;
+    while Instant::now() < deadline {
+        if healthz_from(source, port).await == Some(200) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn the_total_cap_refuses_with_one_warning_and_the_server_recovers() {
+    let server = limited_server(&[("MAX_CONNECTIONS", "8"), ("MAX_PENDING_CONNECTIONS_PER_IP", "100")]);
+    // Room sockets count: 2 of them and 6 idle connections fill the server.
+    let (mut a, mut b) = relaying_pair(&server, "sec-total").await;
+    let mut idle = open(LOOPBACK, server.port, 3, b"").await;
+    idle.extend(open(LOOPBACK_2, server.port, 3, b"").await);
+    let mut excess = open(LOOPBACK_2, server.port, 4, b"").await;
+    let soon = tokio::time::Instant::now() + 2 * SECOND;
+    let (refused, _) = wait_all_closed(&mut excess, tokio::time::Instant::now(), soon).await;
+    assert_eq!(refused, 4, "connections over MAX_CONNECTIONS were kept");
+    assert_eq!(
+        healthz_from(LOOPBACK, server.port).await,
+        None,
+        "a full server answered"
+    );
+    assert_relays(&mut a, &mut b).await;
+    let log = server.proc.stderr();
+    let warnings = log.matches("MAX_CONNECTIONS reached").count();
+    assert_eq!(warnings, 1, "one rate-limited warning for 5 refusals:\n{log}");
+    // The idle connections go away: new ones are served again.
+    drop(idle);
+    assert!(wait_served(LOOPBACK, server.port).await, "the server never recovered");
+    assert_eq!(server.proc.stderr().matches("MAX_CONNECTIONS reached").count(), 1);
+}
+
+/// The response head of `GET path` (5 s bound).
+fn response_head(port: u16, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(5 * SECOND)).expect("timeout");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).expect("write");
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    text.split_once("\r\n\r\n")
+        .map(|(head, _)| head.to_owned())
+        .unwrap_or(text)
+}
+
+#[tokio::test]
+async fn the_pages_csp_lets_sockets_reach_only_their_own_origin() {
+    let server = RoomServer::start(&[]);
+    for path in ["/room/sec-csp", "/dashboard", "/assets/room.js"] {
+        let head = response_head(server.port, path);
+        let csp = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-security-policy: "))
+            .unwrap_or_else(|| panic!("no CSP on {path}:\n{head}"));
+        assert_eq!(csp, "default-src 'self'; connect-src 'self'", "{path}");
+    }
+}
+
+/// CPU time (user + system, clock ticks) `pid` has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let after = &text[text.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+#[tokio::test]
+async fn out_of_descriptors_the_accept_loop_pauses_instead_of_spinning_and_recovers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = system_tests::free_port();
+    let mut command = std::process::Command::new("/bin/sh");
+    command
+        .args(["-c", "ulimit -n 64 && exec \"$0\""])
+        .arg(system_tests::binaries::cpu_server())
+        .current_dir(dir.path())
+        .env_clear()
+        .env("CPU_HOST", format!("127.0.0.1:{port}"))
+        .env("ORB_SPAWN_ON", "manual")
+        .env("ORB_LOG_DIR", dir.path().join("logs"))
+        .env("RUST_LOG", "info")
+        .env("MAX_CONNECTIONS", "1000")
+        .env("MAX_PENDING_CONNECTIONS_PER_IP", "1000")
+        .env("HTTP_HEADER_TIMEOUT", "60000")
+        .env("WS_UPGRADE_TIMEOUT", "60000");
+    let proc = system_tests::process::Proc::spawn("cpu-server-nofile", command, dir.path());
+    assert!(wait_served(LOOPBACK, port).await, "not ready:\n{}", proc.stderr());
+    assert!(
+        proc.stderr().contains("MAX_CONNECTIONS is above the open-file limit"),
+        "no start-up warning:\n{}",
+        proc.stderr()
+    );
+    // More idle connections than descriptors: accept fails with EMFILE.
+    let idle = open(LOOPBACK, port, 80, b"").await;
+    let failing = until(5 * SECOND, || proc.stderr().contains("accept failed").then_some(())).await;
+    assert!(failing.is_some(), "accept never failed:\n{}", proc.stderr());
+    // A window proving the loop does not spin while descriptors stay exhausted.
+    let before = cpu_ticks(proc.pid());
+    tokio::time::sleep(SECOND).await;
+    let used = cpu_ticks(proc.pid()) - before;
+    eprintln!("accept failing (EMFILE): {used} clock ticks of CPU in 1 s");
+    assert!(
+        used < 30,
+        "the server used {used} ticks of CPU in 1 s with accept failing"
+    );
+    assert_eq!(
+        proc.stderr().matches("accept failed").count(),
+        1,
+        "rate-limited warning"
+    );
+    drop(idle);
+    assert!(wait_served(LOOPBACK, port).await, "never recovered:\n{}", proc.stderr());
 }

@@ -99,7 +99,16 @@ fn coturn_accepts_shared_secret_credentials_and_refuses_wrong_or_expired_ones() 
         ("TURN_TTL", "1"),
     ]);
     let (old_user, old_credential) = turn_entry(&fetch(&short));
-    std::thread::sleep(Duration::from_millis(2500));
+    // Wait (bounded) for the event itself: the clock passing the expiry the username carries.
+    let old_expiry: u64 = old_user
+        .split_once(':')
+        .and_then(|(e, _)| e.parse().ok())
+        .expect("<expiry>:<userId>");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while now() <= old_expiry {
+        assert!(std::time::Instant::now() < deadline, "expiry {old_expiry} never passed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let (ok, output) = coturn.allocate(&old_user, &old_credential);
     assert!(!ok, "coturn accepted expired credentials:\n{output}");
 

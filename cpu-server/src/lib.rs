@@ -46,7 +46,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
 
-use crate::http::{AppState, ClientAddr};
+use crate::http::AppState;
 use crate::rooms::events::room_event_channel;
 use crate::rooms::limits::IpLimiter;
 use crate::rooms::registry::spawn_registry;
@@ -93,6 +93,8 @@ pub async fn run_until(
     let auth = auth::Auth::new(&settings.security);
     auth.log_startup();
     let lifecycle = Lifecycle::default();
+    let connections = settings.connections;
+    let trusted_proxies = settings.rooms.trusted_proxies.clone();
     let admin = http::admin::AdminState {
         orbs: orbs.clone(),
         registry: registry.clone(),
@@ -126,33 +128,36 @@ pub async fn run_until(
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on ADMIN_HOST={addr}: {e}"))?;
             info!(admin = %addr, "admin API and /metrics only on ADMIN_HOST");
-            let stop = lifecycle.draining.clone().cancelled_owned();
             let operator = http::pages::operator_router(admin.clone(), lifecycle.draining.clone());
-            let serve =
-                axum::serve(admin_listener, http::admin::router(admin).merge(operator)).with_graceful_shutdown(stop);
-            (http::router(state), Some(tokio::spawn(serve.into_future())))
+            // Its own caps: a flood of the public port never locks the operator out.
+            let serve = http::serve::serve(
+                admin_listener,
+                http::admin::router(admin).merge(operator),
+                None,
+                connections.clone(),
+                trusted_proxies.clone(),
+                lifecycle.draining.clone(),
+            );
+            (http::router(state), Some(tokio::spawn(serve)))
         }
     };
-    let app = public.into_make_service_with_connect_info::<ClientAddr>();
-    let stop = lifecycle.draining.clone().cancelled_owned();
     info!(%local, tls = tls.is_some(), "listening");
-    let mut server = match tls {
-        None => tokio::spawn(
-            axum::serve(http::PlainListener(listener), app)
-                .with_graceful_shutdown(stop)
-                .into_future(),
-        ),
-        Some(config) => {
-            let listener = http::tls::TlsListener::new(listener, config)?;
-            tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(stop).into_future())
-        }
-    };
+    http::serve::warn_if_above_fd_limit(connections.max_connections);
+    let public = http::serve::serve(
+        listener,
+        public,
+        tls,
+        connections,
+        trusted_proxies,
+        lifecycle.draining.clone(),
+    );
+    let mut server = tokio::spawn(public);
     let systemd = systemd::Systemd::ready();
     let vital = (orbs.clone(), vital_registry);
     tokio::select! {
         () = shutdown => {}
         result = &mut server => {
-            result??;
+            result?;
             anyhow::bail!("the HTTP server stopped by itself");
         }
         () = vital.0.failed() => return fatal(&orbs, &lifecycle, "the OrbManager"),

@@ -12,6 +12,7 @@
 //! - [`wait`]: bounded polling.
 //! - [`room_harness`]: a cpu-server on a free loopback port, raw HTTP requests.
 //! - [`security_kit`]: JWTs, raw upgrades with headers, orb tokens from `/proc`, hostile frames.
+//! - [`slow_clients`]: idle and half-request connections from chosen loopback addresses.
 //! - [`manager_kit`]: fake orb scripts and orb process counting for OrbManager tests.
 //! - [`operator_kit`]: admin API requests, CLI runs and a strict metrics parser.
 //! - [`orb_fake_server`], [`orb_ipc`], [`orb_chat_stub`]: a fake room server, the
@@ -40,6 +41,7 @@ pub mod process;
 pub mod procfs;
 pub mod room_harness;
 pub mod security_kit;
+pub mod slow_clients;
 pub mod turn_coturn;
 pub mod wait;
 pub mod ws;

@@ -3,18 +3,23 @@
 //! # Layout
 //! - [`admin`]: the admin API (`/api/orbs*`, `/api/rooms`) behind a bearer token.
 //! - [`client_ip`]: the client address behind a trusted reverse proxy (`X-Forwarded-For`).
+//! - [`serve`]: the accept loop of a listener; [`conn_limits`]: its caps (total, per peer
+//!   before the upgrade); [`conn`]: one connection (TLS, HTTP/1.1, timeouts).
 //! - [`health`]: `GET /health` and `GET /healthz`.
 //! - [`metrics`]: `GET /metrics` (Prometheus text, same token).
 //! - [`pages`]: the embedded browser pages (`/room/{room_id}`, `/dashboard`) and `/api/events`.
 //! - [`ws_upgrade`]: `GET /ws-simple/{room_id}`, checks before the upgrade.
-//! - [`tls`]: a TLS-accepting listener for native HTTPS/WSS.
+//! - [`tls`]: the certificate and key of native HTTPS/WSS.
 //! - [`turn`]: `GET /api/turn-credentials`, the ICE servers for browsers (public).
 
 pub mod admin;
 pub mod client_ip;
+pub mod conn;
+pub mod conn_limits;
 pub mod health;
 pub mod metrics;
 pub mod pages;
+pub mod serve;
 pub mod tls;
 pub mod turn;
 pub mod ws_upgrade;
@@ -24,10 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use axum::Router;
-use axum::extract::connect_info::Connected;
 use axum::routing::get;
-use axum::serve::{IncomingStream, Listener};
-use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -66,21 +68,9 @@ pub struct AppState {
     pub turn: Arc<TurnSettings>,
 }
 
-/// The peer address of an HTTP connection, for plain and TLS listeners alike.
+/// The TCP peer address of an HTTP connection (set on every request by [`conn`]).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub SocketAddr);
-
-impl Connected<IncomingStream<'_, PlainListener>> for ClientAddr {
-    fn connect_info(stream: IncomingStream<'_, PlainListener>) -> Self {
-        Self(*stream.remote_addr())
-    }
-}
-
-impl Connected<IncomingStream<'_, tls::TlsListener>> for ClientAddr {
-    fn connect_info(stream: IncomingStream<'_, tls::TlsListener>) -> Self {
-        Self(*stream.remote_addr())
-    }
-}
 
 /// Every route of the server.
 pub fn router(state: AppState) -> Router {
@@ -91,23 +81,4 @@ pub fn router(state: AppState) -> Router {
         .route("/api/turn-credentials", get(turn::turn_credentials))
         .merge(pages::router())
         .with_state(state)
-}
-
-/// Plain TCP with `TCP_NODELAY`, so relayed signalling is never held back by Nagle.
-#[derive(Debug)]
-pub struct PlainListener(pub TcpListener);
-
-impl Listener for PlainListener {
-    type Io = TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (stream, addr) = Listener::accept(&mut self.0).await;
-        let _ = stream.set_nodelay(true);
-        (stream, addr)
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.0.local_addr()
-    }
 }

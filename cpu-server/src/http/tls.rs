@@ -1,26 +1,16 @@
-//! Native TLS (`TLS_CERT` + `TLS_KEY`): a listener whose connections are TLS
-//! streams. Handshakes run in their own tasks (bounded by a timeout), so one
-//! slow client never holds up accepting the others.
+//! Native TLS (`TLS_CERT` + `TLS_KEY`): the rustls server configuration. Each
+//! connection shakes hands in its own task, bounded by `TLS_HANDSHAKE_TIMEOUT`
+//! (see [`super::conn`]).
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
-use tracing::debug;
 
 use crate::settings::TlsPaths;
-
-/// Longest TLS handshake allowed.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Loads the certificate chain and key into a rustls server config (ring provider).
 pub fn load_config(paths: &TlsPaths) -> anyhow::Result<Arc<ServerConfig>> {
@@ -44,59 +34,4 @@ fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
         .with_context(|| format!("TLS_CERT {}: bad PEM", path.display()))?;
     anyhow::ensure!(!certs.is_empty(), "TLS_CERT {}: no certificate", path.display());
     Ok(certs)
-}
-
-/// A listener yielding TLS streams whose handshake completed.
-#[derive(Debug)]
-pub struct TlsListener {
-    local: SocketAddr,
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-}
-
-impl TlsListener {
-    /// Accepts on `tcp` and shakes hands with `config` in background tasks.
-    pub fn new(tcp: TcpListener, config: Arc<ServerConfig>) -> std::io::Result<Self> {
-        let local = tcp.local_addr()?;
-        let acceptor = TlsAcceptor::from(config);
-        let (tx, ready) = mpsc::channel(64);
-        let mut tcp = tcp;
-        tokio::spawn(async move {
-            loop {
-                let (stream, addr) = tokio::select! {
-                    accepted = axum::serve::Listener::accept(&mut tcp) => accepted,
-                    () = tx.closed() => break,
-                };
-                let _ = stream.set_nodelay(true);
-                let acceptor = acceptor.clone();
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, addr)).await;
-                        }
-                        Ok(Err(e)) => debug!(%addr, error = %e, "TLS handshake failed"),
-                        Err(_) => debug!(%addr, "TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        Ok(Self { local, ready })
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(accepted) => accepted,
-            // The accept task only ends once this listener is dropped.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
-    }
 }

@@ -1,20 +1,24 @@
 //! `GET /ws-simple/{room_id}`: refuses upgrades while draining (503), bad room
 //! ids (400), other sites' origins (403, `ALLOWED_ORIGINS`), missing or bad
 //! client tokens (401, `JWT_SECRET`) and too many sockets from one address
-//! (429) before upgrading; then hands the socket to a tracked [`Connection`] task.
+//! (429) before upgrading; then hands the socket to a tracked [`Connection`] task,
+//! which keeps the connection's place in `MAX_CONNECTIONS` and leaves its
+//! peer's pending count ([`ConnSlot::upgraded`]).
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::Json;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::json;
 use shared::room::ErrorCode;
 use tracing::warn;
 
+use super::conn_limits::ConnSlot;
 use super::{AppState, ClientAddr};
 use crate::rooms::connection::Connection;
 use crate::rooms::room_id::validate_room_id;
@@ -51,6 +55,7 @@ pub async fn ws_simple(
     Path(room_id): Path<String>,
     ConnectInfo(ClientAddr(addr)): ConnectInfo<ClientAddr>,
     Query(query): Query<UpgradeQuery>,
+    conn_slot: Option<Extension<Arc<ConnSlot>>>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -108,5 +113,14 @@ pub async fn ws_simple(
         // tungstenite's default 128 KiB read buffer is zero-filled before the first
         // read: 144 KiB resident per idle socket. It grows for larger messages.
         .read_buffer_size(READ_BUFFER_BYTES)
-        .on_upgrade(move |socket| tracker.track_future(connection.run(socket)))
+        .on_upgrade(move |socket| {
+            let conn_slot = conn_slot.map(|Extension(slot)| slot);
+            if let Some(slot) = &conn_slot {
+                slot.upgraded();
+            }
+            tracker.track_future(async move {
+                connection.run(socket).await;
+                drop(conn_slot);
+            })
+        })
 }

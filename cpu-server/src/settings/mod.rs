@@ -4,6 +4,7 @@
 //! [`ServerArgs::validate`] builds all of them and reports every error at once.
 
 pub mod admin;
+pub mod connections;
 pub mod logs;
 pub mod orbs;
 pub mod rooms;
@@ -17,6 +18,7 @@ use clap::Args;
 use shared::settings::{DotEnv, Key, SettingErrors, Validator};
 
 pub use admin::{AdminArgs, AdminSettings};
+pub use connections::{ConnectionArgs, ConnectionSettings};
 pub use logs::{LogsArgs, LogsSettings};
 pub use orbs::{OrbArgs, OrbSettings, SpawnOn};
 pub use rooms::{RoomArgs, RoomSettings};
@@ -42,6 +44,9 @@ pub struct ServerArgs {
     /// Room and relay settings.
     #[command(flatten)]
     pub rooms: RoomArgs,
+    /// Connection timeouts and caps of the listeners.
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
     /// OrbManager settings.
     #[command(flatten)]
     pub orbs: OrbArgs,
@@ -70,6 +75,8 @@ pub struct Settings {
     pub tls: Option<TlsPaths>,
     /// Room and relay settings.
     pub rooms: RoomSettings,
+    /// Connection timeouts and caps of the listeners.
+    pub connections: ConnectionSettings,
     /// OrbManager settings.
     pub orbs: OrbSettings,
     /// Admin API settings.
@@ -101,6 +108,7 @@ impl ServerArgs {
         );
         let tls = tls_paths(&mut v, self.tls_cert, self.tls_key);
         let rooms = self.rooms.validate(&mut v);
+        let connections = self.connections.validate(&mut v);
         let orbs = self.orbs.validate(&mut v, production, has_ai_key);
         let admin = self.admin.validate(&mut v, production);
         let logs = self.logs.validate(&mut v, production);
@@ -112,6 +120,7 @@ impl ServerArgs {
             production,
             tls,
             rooms,
+            connections,
             orbs,
             admin,
             logs,

@@ -1,0 +1,137 @@
+//! Settings of the listeners' connections before they become room sockets:
+//! how long a connection may take to shake hands and send its request, and
+//! how many may be open (in total, and per client address before the upgrade).
+
+use std::time::Duration;
+
+use clap::Args;
+use shared::settings::{Key, Validator};
+
+/// Raw flags of this area (each also readable from its environment variable).
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConnectionArgs {
+    /// Longest wait for a complete request header, ms, from the start of the connection
+    /// (after TLS) and again after each response (an idle keep-alive connection) [default: 10000].
+    #[arg(long, env = "HTTP_HEADER_TIMEOUT")]
+    pub http_header_timeout: Option<String>,
+    /// Longest TLS handshake, ms (native TLS only) [default: 10000].
+    #[arg(long, env = "TLS_HANDSHAKE_TIMEOUT")]
+    pub tls_handshake_timeout: Option<String>,
+    /// Longest time from accepting a connection to its first complete request (for a room
+    /// socket: its completed WebSocket upgrade), TLS handshake included, ms [default: 15000].
+    #[arg(long, env = "WS_UPGRADE_TIMEOUT")]
+    pub ws_upgrade_timeout: Option<String>,
+    /// Most open connections (room sockets included); more are accepted and closed at once,
+    /// with a rate-limited warning [default: 16384].
+    #[arg(long, env = "MAX_CONNECTIONS")]
+    pub max_connections: Option<String>,
+    /// Most open connections from one TCP peer address that are not (yet) room sockets;
+    /// peers in TRUSTED_PROXIES are exempt [default: 64].
+    #[arg(long, env = "MAX_PENDING_CONNECTIONS_PER_IP")]
+    pub max_pending_connections_per_ip: Option<String>,
+}
+
+/// Typed settings of this area.
+#[derive(Debug, Clone)]
+pub struct ConnectionSettings {
+    /// `HTTP_HEADER_TIMEOUT`.
+    pub header_timeout: Duration,
+    /// `TLS_HANDSHAKE_TIMEOUT`.
+    pub tls_handshake_timeout: Duration,
+    /// `WS_UPGRADE_TIMEOUT`.
+    pub upgrade_timeout: Duration,
+    /// `MAX_CONNECTIONS`.
+    pub max_connections: usize,
+    /// `MAX_PENDING_CONNECTIONS_PER_IP`.
+    pub max_pending_per_ip: usize,
+}
+
+impl Default for ConnectionSettings {
+    fn default() -> Self {
+        let dotenv = shared::settings::DotEnv::default();
+        let mut v = Validator::new(&dotenv);
+        ConnectionArgs::default().validate(&mut v)
+    }
+}
+
+impl ConnectionArgs {
+    /// Validates into [`ConnectionSettings`], recording every error in `v`.
+    pub fn validate(self, v: &mut Validator<'_>) -> ConnectionSettings {
+        let header_timeout = v.millis(
+            Key::new("HTTP_HEADER_TIMEOUT", "http-header-timeout"),
+            self.http_header_timeout,
+            10_000,
+            10,
+        );
+        let tls_handshake_timeout = v.millis(
+            Key::new("TLS_HANDSHAKE_TIMEOUT", "tls-handshake-timeout"),
+            self.tls_handshake_timeout,
+            10_000,
+            10,
+        );
+        let upgrade_timeout = v.millis(
+            Key::new("WS_UPGRADE_TIMEOUT", "ws-upgrade-timeout"),
+            self.ws_upgrade_timeout,
+            15_000,
+            10,
+        );
+        let max_connections = v.number(
+            Key::new("MAX_CONNECTIONS", "max-connections"),
+            self.max_connections,
+            16_384,
+            1,
+            10_000_000,
+        ) as usize;
+        let max_pending_per_ip = v.number(
+            Key::new("MAX_PENDING_CONNECTIONS_PER_IP", "max-pending-connections-per-ip"),
+            self.max_pending_connections_per_ip,
+            64,
+            1,
+            10_000_000,
+        ) as usize;
+        ConnectionSettings {
+            header_timeout,
+            tls_handshake_timeout,
+            upgrade_timeout,
+            max_connections,
+            max_pending_per_ip,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::settings::DotEnv;
+
+    #[test]
+    fn defaults_and_every_bad_value_named() {
+        let s = ConnectionSettings::default();
+        assert_eq!(s.header_timeout, Duration::from_secs(10));
+        assert_eq!(s.tls_handshake_timeout, Duration::from_secs(10));
+        assert_eq!(s.upgrade_timeout, Duration::from_secs(15));
+        assert_eq!((s.max_connections, s.max_pending_per_ip), (16_384, 64));
+        let dotenv = DotEnv::default();
+        let mut v = Validator::new(&dotenv);
+        ConnectionArgs {
+            http_header_timeout: Some("0".into()),
+            tls_handshake_timeout: Some("99999999999".into()),
+            ws_upgrade_timeout: Some("soon".into()),
+            max_connections: Some("0".into()),
+            max_pending_connections_per_ip: Some("-3".into()),
+        }
+        .validate(&mut v);
+        let errors = v.finish().expect_err("five bad values");
+        assert_eq!(errors.0.len(), 5, "{errors}");
+        let text = errors.to_string();
+        for name in [
+            "HTTP_HEADER_TIMEOUT",
+            "TLS_HANDSHAKE_TIMEOUT",
+            "WS_UPGRADE_TIMEOUT",
+            "MAX_CONNECTIONS",
+            "MAX_PENDING_CONNECTIONS_PER_IP",
+        ] {
+            assert!(text.contains(name), "{name}: {text}");
+        }
+    }
+}
