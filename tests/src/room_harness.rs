@@ -38,9 +38,37 @@ impl RoomServer {
         Self::start_on_with_probe(crate::free_port(), env, ready)
     }
 
+    /// Like [`RoomServer::start`], the server being exec'd by `sh -c SCRIPT`
+    /// (where `"$0"` is the server binary), e.g. `exec 7</dev/null; exec "$0"`
+    /// to hand it a descriptor that is not close-on-exec.
+    pub fn start_through_shell(script: &str, env: &[(&str, &str)]) -> Self {
+        Self::launch(
+            crate::free_port(),
+            env,
+            |port| http_get(port, "/healthz").map(|(status, _)| status) == Some(200),
+            Some(script),
+        )
+    }
+
     fn start_on_with_probe(port: u16, env: &[(&str, &str)], ready: impl Fn(u16) -> bool) -> Self {
+        Self::launch(port, env, ready, None)
+    }
+
+    fn launch(port: u16, env: &[(&str, &str)], ready: impl Fn(u16) -> bool, shell: Option<&str>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut command = Self::command(dir.path());
+        if let Some(script) = shell {
+            // Same environment and directory, started through the shell.
+            let mut wrapped = Command::new("sh");
+            wrapped.arg("-c").arg(script).arg(crate::binaries::cpu_server());
+            wrapped.current_dir(dir.path()).env_clear();
+            for (name, value) in command.get_envs() {
+                if let Some(value) = value {
+                    wrapped.env(name, value);
+                }
+            }
+            command = wrapped;
+        }
         command.env("CPU_HOST", format!("127.0.0.1:{port}"));
         for (name, value) in env {
             command.env(name, value);
