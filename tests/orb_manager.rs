@@ -216,6 +216,45 @@ while beat; do sleep 0.1; done
 }
 
 #[tokio::test]
+async fn a_grandchild_that_left_the_orbs_group_is_killed_and_reaped_by_the_server() {
+    // `setsid` takes the grandchild out of the orb's process group and session:
+    // the group kill misses it, it is re-parented to the server (child
+    // subreaper), and the reaper must recognise it by the ORB_SUPERVISED marker.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let body = r#"setsid sleep 300 &
+echo $! > "$ORB_TEST_DIR/grandchild"
+ready
+while beat; do sleep 0.1; done
+"#;
+    let server = server_with_fake(dir.path(), body, &[]);
+    let server_pid = server.proc.pid() as i32;
+    let (coach, _) = Client::join(&server.url("r-escape"), "coach-1", "coach").await;
+    let orb = single_orb("r-escape", 5 * SECOND).await;
+    let grandchild = grandchild_pid(dir.path()).await;
+    assert!(
+        until_true(5 * SECOND, || procfs::stat(grandchild)
+            .is_some_and(|s| s.pgrp == grandchild))
+        .await,
+        "the grandchild leads its own group: {:?}",
+        procfs::stat(grandchild)
+    );
+    coach.close().await;
+    assert!(
+        until_true(10 * SECOND, || procfs::stat(orb).is_none()).await,
+        "orb did not stop"
+    );
+    assert!(
+        until_true(10 * SECOND, || procfs::stat(grandchild).is_none()).await,
+        "the escaped grandchild survived (or stayed a zombie): {:?}",
+        procfs::stat(grandchild)
+    );
+    assert!(
+        until_true(5 * SECOND, || procfs::zombie_children(server_pid).is_empty()).await,
+        "zombies left"
+    );
+}
+
+#[tokio::test]
 async fn an_orb_that_ignores_sigterm_is_sigkilled_after_the_grace() {
     let dir = tempfile::tempdir().expect("tempdir");
     let body = r#"trap '' TERM
@@ -385,7 +424,10 @@ async fn a_descriptor_the_server_inherited_never_reaches_an_orb_with_or_without_
         let (_coach, _) = Client::join(&server.url(&room), "coach-1", "coach").await;
         let orb = single_orb(&room, 5 * SECOND).await;
         // Read once the shell runs the script (its fds settled after exec).
-        until_true(5 * SECOND, || procfs::cmdline(orb).iter().any(|a| a.ends_with("fake-orb"))).await;
+        until_true(5 * SECOND, || {
+            procfs::cmdline(orb).iter().any(|a| a.ends_with("fake-orb"))
+        })
+        .await;
         let fds = orb_descriptors(orb);
         let numbers: Vec<i32> = fds.iter().map(|(n, _)| *n).collect();
         assert_eq!(

@@ -205,6 +205,10 @@ impl OrbsHandle {
 
 /// Starts the OrbManager with a [`LocalLauncher`]; orbs connect back to `cpu_host`
 /// and run as `isolation` says (user, group, rlimits).
+///
+/// The production path: this server also becomes the child subreaper of its
+/// orbs' descendants and runs the [`reaper`], and sweeps strays of an earlier
+/// server before the first spawn.
 pub fn spawn_manager(
     settings: OrbSettings,
     events: RoomEventReceiver,
@@ -212,14 +216,25 @@ pub fn spawn_manager(
     cpu_host: String,
     isolation: process_spawn::Isolation,
 ) -> OrbsHandle {
+    // Before any orb exists, so that none of its descendants can go to init.
+    reaper::become_subreaper();
     let sweep_host = cpu_host.clone();
-    let sweep = tokio::task::spawn_blocking(move || stray_sweep::sweep(&sweep_host));
+    let sweep = tokio::task::spawn_blocking(move || stray_sweep::sweep(&sweep_host, isolation.uid));
     let launcher: Arc<dyn Launcher> =
         Arc::new(LocalLauncher::new(settings.clone(), cpu_host).with_isolation(isolation));
-    spawn_manager_inner(settings, events, notifier, launcher, Some(sweep))
+    let handle = spawn_manager_inner(settings, events, notifier, launcher, Some(sweep));
+    reaper::spawn_reaper(
+        handle.table.clone(),
+        isolation.uid,
+        Duration::from_secs(2),
+        handle.background.clone(),
+    );
+    handle
 }
 
-/// Starts the OrbManager with any [`Launcher`].
+/// Starts the OrbManager with any [`Launcher`]. No subreaper and no reaper:
+/// a process using this (a unit test with a fake launcher) keeps its own
+/// children to itself.
 pub fn spawn_manager_with(
     settings: OrbSettings,
     events: RoomEventReceiver,
@@ -236,7 +251,6 @@ fn spawn_manager_inner(
     launcher: Arc<dyn Launcher>,
     before_first_spawn: Option<tokio::task::JoinHandle<usize>>,
 ) -> OrbsHandle {
-    reaper::become_subreaper();
     let table = ProcessTable::default();
     let background = CancellationToken::new();
     let (counts_tx, counts_rx) = watch::channel(OrbCounts {
@@ -247,7 +261,6 @@ fn spawn_manager_inner(
     let (samples_tx, samples_rx) = mpsc::channel(4);
     let sample_period = settings.health_check_interval.max(Duration::from_millis(500));
     sampler::spawn_sampler(table.clone(), sample_period, samples_tx, background.clone());
-    reaper::spawn_reaper(table.clone(), Duration::from_secs(2), background.clone());
     let stop_bound = settings.stop_grace + settings.kill_grace + Duration::from_secs(5);
     let (manager, reports) = Manager::new(settings, launcher, notifier, table.clone(), counts_tx);
     let inputs = Inputs {
