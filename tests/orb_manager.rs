@@ -221,6 +221,45 @@ while beat; do sleep 0.1; done
 }
 
 #[tokio::test]
+async fn a_grandchild_that_left_the_orbs_group_is_killed_and_reaped_by_the_server() {
+    // `setsid` takes the grandchild out of the orb's process group and session:
+    // the group kill misses it, it is re-parented to the server (child
+    // subreaper), and the reaper must recognise it by the ORB_SUPERVISED marker.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let body = r#"setsid sleep 300 &
+echo $! > "$ORB_TEST_DIR/grandchild"
+ready
+while beat; do sleep 0.1; done
+"#;
+    let server = server_with_fake(dir.path(), body, &[]);
+    let server_pid = server.proc.pid() as i32;
+    let (coach, _) = Client::join(&server.url("r-escape"), "coach-1", "coach").await;
+    let orb = single_orb("r-escape", 5 * SECOND).await;
+    let grandchild = grandchild_pid(dir.path()).await;
+    assert!(
+        until_true(5 * SECOND, || procfs::stat(grandchild)
+            .is_some_and(|s| s.pgrp == grandchild))
+        .await,
+        "the grandchild leads its own group: {:?}",
+        procfs::stat(grandchild)
+    );
+    coach.close().await;
+    assert!(
+        until_true(10 * SECOND, || procfs::stat(orb).is_none()).await,
+        "orb did not stop"
+    );
+    assert!(
+        until_true(10 * SECOND, || procfs::stat(grandchild).is_none()).await,
+        "the escaped grandchild survived (or stayed a zombie): {:?}",
+        procfs::stat(grandchild)
+    );
+    assert!(
+        until_true(5 * SECOND, || procfs::zombie_children(server_pid).is_empty()).await,
+        "zombies left"
+    );
+}
+
+#[tokio::test]
 async fn an_orb_that_ignores_sigterm_is_sigkilled_after_the_grace() {
     let dir = tempfile::tempdir().expect("tempdir");
     let body = r#"trap '' TERM
@@ -358,6 +397,63 @@ async fn two_hundred_spawn_kill_cycles_leak_nothing() {
         "server fds grew from {baseline} to {}",
         procfs::fds(server_pid).len()
     );
+}
+
+/// The descriptors `orb` holds, leaving out the script the shell opens itself after exec.
+fn orb_descriptors(orb: i32) -> Vec<(i32, std::path::PathBuf)> {
+    procfs::fds(orb)
+        .into_iter()
+        .filter(|(_, target)| !target.ends_with("fake-orb"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_descriptor_the_server_inherited_never_reaches_an_orb_with_or_without_close_range() {
+    // The shell hands the server fd 7 without close-on-exec, as a careless
+    // parent process would. `MUC_TEST_NO_CLOSE_RANGE=1` makes the orb's
+    // pre-exec hook behave as on a kernel before 5.11 (no close_range CLOEXEC):
+    // the one-by-one fallback must then mark fd 7 itself.
+    for no_close_range in ["0", "1"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let program = system_tests::manager_kit::fake_orb(dir.path(), "fake-orb", HEALTHY);
+        let (dir_s, program_s, path) = (
+            dir.path().display().to_string(),
+            program.display().to_string(),
+            path_env(),
+        );
+        let server = RoomServer::start_through_shell(
+            r#"exec 7</dev/null; exec "$0""#,
+            &[
+                ("PATH", &path),
+                ("ORB_SPAWN_ON", "coach"),
+                ("GPU_SERVER_PATH", &dir_s),
+                ("ORB_COMMAND", &program_s),
+                ("ORB_TEST_DIR", &dir_s),
+                ("ORB_READY_TIMEOUT", "5000"),
+                ("MUC_TEST_NO_CLOSE_RANGE", no_close_range),
+            ],
+        );
+        let server_fds = procfs::fds(server.proc.pid() as i32);
+        assert!(
+            server_fds.iter().any(|(n, t)| *n == 7 && t.ends_with("null")),
+            "needs root (the server is not dumpable, its /proc/<pid>/fd is root's):              the server should hold fd 7: {server_fds:?}"
+        );
+        let room = format!("r-fd-{no_close_range}");
+        let (_coach, _) = Client::join(&server.url(&room), "coach-1", "coach").await;
+        let orb = single_orb(&room, 5 * SECOND).await;
+        // Read once the shell runs the script (its fds settled after exec).
+        until_true(5 * SECOND, || {
+            procfs::cmdline(orb).iter().any(|a| a.ends_with("fake-orb"))
+        })
+        .await;
+        let fds = orb_descriptors(orb);
+        let numbers: Vec<i32> = fds.iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            numbers,
+            [0, 1, 2, 3],
+            "MUC_TEST_NO_CLOSE_RANGE={no_close_range}: the orb holds extra descriptors: {fds:?}"
+        );
+    }
 }
 
 #[tokio::test]

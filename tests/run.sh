@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 # System packages the tests use: Node.js (the legacy-orb test supervises a Node orb);
 # nginx, apache2, logrotate, systemd (systemd-analyze) and openssl check the deploy
 # files (tests/deploy_files.rs); coturn (turnserver, turnutils_uclient) checks TURN
-# credentials (tests/turn_credentials.rs).
+# credentials (tests/turn_credentials.rs); setpriv (util-linux) and useradd (passwd)
+# run a cpu-server as an unprivileged user with the unit's capabilities
+# (tests/security.rs; those tests need root and say so).
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
 missing=()
 have node || missing+=(nodejs)
@@ -17,6 +19,8 @@ have logrotate || missing+=(logrotate)
 have systemd-analyze || missing+=(systemd)
 have openssl || missing+=(openssl)
 { have turnserver && have turnutils_uclient; } || missing+=(coturn)
+have setpriv || missing+=(util-linux)
+have useradd || missing+=(passwd)
 if ((${#missing[@]})); then
   echo "== installing ${missing[*]}"
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi

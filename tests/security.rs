@@ -839,3 +839,249 @@ async fn out_of_descriptors_the_accept_loop_pauses_instead_of_spinning_and_recov
     drop(idle);
     assert!(wait_served(LOOPBACK, port).await, "never recovered:\n{}", proc.stderr());
 }
+
+/// A fake orb that reports who it is, its capabilities and what it could read
+/// of the server's secrets (`/proc/<server>/environ`, the env file,
+/// `STATE_DIR/admin-token`) into `ORB_TEST_DIR/report-<room>`; then leaves one
+/// grandchild in its group and one that escaped it (`setsid`), and ignores
+/// every polite end: only signals from the server can stop it.
+const PRYING_ORB: &str = r#"report="$ORB_TEST_DIR/report-$room"
+{
+  echo "uid $(id -u)"
+  grep '^Cap' "/proc/$$/status"
+  echo "--- environ"; tr '\0' '\n' < "/proc/$PPID/environ"
+  echo "--- envfile"; cat "$ORB_TEST_ENV_FILE"
+  echo "--- token"; cat "$ORB_TEST_STATE_DIR/admin-token"
+  echo "--- end"
+} > "$report.tmp" 2>&1
+mv "$report.tmp" "$report"
+sleep 300 &
+echo $! > "$ORB_TEST_DIR/grouped-$room"
+setsid sleep 300 &
+echo $! > "$ORB_TEST_DIR/escaped-$room"
+trap '' TERM HUP PIPE
+ready
+while :; do beat 2>/dev/null; sleep 0.1; done
+"#;
+
+/// The lines of `report` between `--- name` and the next `---`.
+fn section<'a>(report: &'a str, name: &str) -> &'a str {
+    let start = report
+        .find(&format!("--- {name}\n"))
+        .unwrap_or_else(|| panic!("no {name} section: {report}"));
+    let rest = &report[start + name.len() + 5..];
+    &rest[..rest.find("--- ").unwrap_or(rest.len())]
+}
+
+/// Asserts `orb` holds no capability at all (from its `/proc/<pid>/status`).
+fn assert_no_capabilities(orb: i32) {
+    for set in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+        assert_eq!(
+            proc_status(orb, set).as_deref(),
+            Some("0000000000000000"),
+            "orb {orb} holds capabilities in {set}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn orbs_of_an_unprivileged_server_run_as_orb_user_without_capabilities_and_read_no_secret() {
+    use std::os::unix::fs::MetadataExt;
+    use system_tests::privileged_kit::{ORB_USER, SERVER_USER, UnprivilegedServer, ensure_user, require_root};
+    require_root("the server runs as a throwaway user with ambient capabilities (setpriv)");
+    let (orb_uid, orb_gid) = ensure_user(ORB_USER);
+    let (srv_uid, _) = ensure_user(SERVER_USER);
+    let server = UnprivilegedServer::start(PRYING_ORB, &[("ORB_USER", ORB_USER)]);
+    let server_pid = server.proc.pid() as i32;
+    let uid = proc_status(server_pid, "Uid").expect("server status");
+    assert!(
+        uid.split_whitespace().all(|id| id == srv_uid.to_string()),
+        "the server runs as {SERVER_USER}: Uid {uid}"
+    );
+    assert_eq!(
+        proc_status(server_pid, "CapEff").as_deref(),
+        Some("00000000000000e0"),
+        "the server has exactly CAP_KILL, CAP_SETGID, CAP_SETUID"
+    );
+    // Non-dumpable: its /proc files belong to root, not to its own user.
+    let environ_owner = std::fs::metadata(format!("/proc/{server_pid}/environ"))
+        .expect("server environ")
+        .uid();
+    assert_eq!(environ_owner, 0, "PR_SET_DUMPABLE 0: /proc/<server>/environ is root's");
+
+    let (status, body) = server.api("POST", "/api/orbs", Some(r#"{"room":"sec-priv"}"#));
+    assert!(status == 200 || status == 201 || status == 202, "{status} {body}");
+    let report = server
+        .report("report-sec-priv", 10 * SECOND)
+        .await
+        .unwrap_or_else(|| panic!("the orb wrote no report:\n{}", server.proc.stderr()));
+    let orb = single_orb("sec-priv", 5 * SECOND).await;
+
+    // Who it is.
+    assert!(report.starts_with(&format!("uid {orb_uid}\n")), "{report}");
+    let ids = proc_status(orb, "Uid").expect("orb status");
+    assert!(ids.split_whitespace().all(|id| id == orb_uid.to_string()), "Uid {ids}");
+    let gids = proc_status(orb, "Gid").expect("orb status");
+    assert!(
+        gids.split_whitespace().all(|id| id == orb_gid.to_string()),
+        "Gid {gids}"
+    );
+    assert_eq!(proc_status(orb, "NoNewPrivs").as_deref(), Some("1"));
+    assert!(
+        server.proc.stderr().contains("orbs run as ORB_USER"),
+        "{}",
+        server.proc.stderr()
+    );
+    // No capabilities, seen by the orb itself and from outside.
+    for set in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+        assert!(
+            report.contains(&format!("{set}:\t0000000000000000\n")),
+            "{set} in {report}"
+        );
+    }
+    assert_no_capabilities(orb);
+    // No secret, by any of the three ways.
+    let token = server.admin_token();
+    for secret in [
+        &server.secrets.jwt,
+        &server.secrets.turn,
+        &server.secrets.admin_in_env_file,
+        &token,
+    ] {
+        assert!(!report.contains(secret.as_str()), "the orb read a secret: {report}");
+    }
+    for name in ["environ", "envfile", "token"] {
+        assert!(
+            section(&report, name).contains("Permission denied"),
+            "{name} was not refused: {report}"
+        );
+    }
+
+    // The selective kill still ends the orb and its whole group across the uid
+    // (CAP_KILL), and the reaper recognises the escaped grandchild by its uid.
+    let grouped: i32 = server
+        .report("grouped-sec-priv", 5 * SECOND)
+        .await
+        .expect("grouped")
+        .trim()
+        .parse()
+        .expect("pid");
+    let escaped: i32 = server
+        .report("escaped-sec-priv", 5 * SECOND)
+        .await
+        .expect("escaped")
+        .trim()
+        .parse()
+        .expect("pid");
+    assert!(
+        until(5 * SECOND, || procfs::stat(escaped).filter(|s| s.pgrp == escaped))
+            .await
+            .is_some(),
+        "the escaped grandchild leads its own group"
+    );
+    let (status, body) = server.api("DELETE", "/api/orbs/sec-priv", None);
+    assert_eq!(status, 200, "{body}");
+    for (what, pid) in [
+        ("orb", orb),
+        ("grandchild in its group", grouped),
+        ("escaped grandchild", escaped),
+    ] {
+        let gone = until(10 * SECOND, || procfs::stat(pid).is_none().then_some(())).await;
+        if gone.is_none() {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            panic!(
+                "the {what} ({pid}) survived: {:?}\n{}",
+                procfs::stat(pid),
+                server.proc.stderr()
+            );
+        }
+    }
+    assert!(
+        until(5 * SECOND, || procfs::zombie_children(server_pid)
+            .is_empty()
+            .then_some(()))
+        .await
+        .is_some(),
+        "zombies left"
+    );
+}
+
+#[tokio::test]
+async fn an_orb_of_the_servers_own_user_cannot_read_its_environ_nor_keep_its_capabilities() {
+    use system_tests::privileged_kit::{SERVER_USER, UnprivilegedServer, ensure_user, require_root};
+    require_root("the server runs as a throwaway user (setpriv)");
+    let (srv_uid, _) = ensure_user(SERVER_USER);
+    // No ORB_USER: the orb is the server's own user. Without capabilities, only
+    // PR_SET_DUMPABLE 0 keeps /proc/<server>/environ from it; with the ambient
+    // capabilities (but no user switch), only the pre-exec hook keeps them from
+    // surviving the orb's exec.
+    for caps in [false, true] {
+        let server = UnprivilegedServer::start_with_caps(PRYING_ORB, &[], caps);
+        let room = format!("sec-same-{caps}");
+        let (status, body) = server.api("POST", "/api/orbs", Some(&format!(r#"{{"room":"{room}"}}"#)));
+        assert!(status == 200 || status == 201 || status == 202, "{status} {body}");
+        let report = server
+            .report(&format!("report-{room}"), 10 * SECOND)
+            .await
+            .unwrap_or_else(|| panic!("the orb wrote no report:\n{}", server.proc.stderr()));
+        let orb = single_orb(&room, 5 * SECOND).await;
+        assert!(report.starts_with(&format!("uid {srv_uid}\n")), "{report}");
+        let environ = section(&report, "environ");
+        assert!(environ.contains("Permission denied"), "caps {caps}: {report}");
+        for secret in [&server.secrets.jwt, &server.secrets.turn] {
+            assert!(
+                !report.contains(secret.as_str()),
+                "caps {caps}: the orb read a secret: {report}"
+            );
+        }
+        assert_no_capabilities(orb);
+        let (status, body) = server.api("DELETE", &format!("/api/orbs/{room}"), None);
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            until(10 * SECOND, || procfs::stat(orb).is_none().then_some(()))
+                .await
+                .is_some(),
+            "orb survived"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unprivileged_server_sweeps_what_orbs_of_orb_user_left_behind() {
+    use system_tests::privileged_kit::{ORB_USER, SERVER_USER, UnprivilegedServer, ensure_user, require_root};
+    require_root("the server runs as a throwaway user with ambient capabilities (setpriv)");
+    ensure_user(ORB_USER);
+    ensure_user(SERVER_USER);
+    let first = UnprivilegedServer::start(PRYING_ORB, &[("ORB_USER", ORB_USER)]);
+    let (status, body) = first.api("POST", "/api/orbs", Some(r#"{"room":"sec-sweep"}"#));
+    assert!(status == 200 || status == 201 || status == 202, "{status} {body}");
+    let escaped: i32 = first
+        .report("escaped-sec-sweep", 10 * SECOND)
+        .await
+        .expect("escaped")
+        .trim()
+        .parse()
+        .expect("pid");
+    first.proc.signal(Signal::SIGKILL);
+    drop(first);
+    // The orb died with its server; the escaped grandchild lives on, and its
+    // environment is unreadable to the next server (another user's process).
+    assert!(
+        until(5 * SECOND, || orb_pids("sec-sweep").is_empty().then_some(()))
+            .await
+            .is_some()
+    );
+    assert!(
+        procfs::stat(escaped).is_some_and(|s| s.state != 'Z'),
+        "the escaped grandchild should still run"
+    );
+    let _second = UnprivilegedServer::start(PRYING_ORB, &[("ORB_USER", ORB_USER)]);
+    let swept = until(5 * SECOND, || {
+        procfs::stat(escaped).is_none_or(|s| s.state == 'Z').then_some(())
+    })
+    .await;
+    if swept.is_none() {
+        let _ = kill(Pid::from_raw(escaped), Signal::SIGKILL);
+        panic!("the new server did not sweep the stray of {ORB_USER}");
+    }
+}

@@ -2,6 +2,7 @@
 //! logging, binds `CPU_HOST` and runs the server until SIGTERM/SIGINT.
 //! A second signal exits at once; SIGHUP reopens every log file.
 //! With a subcommand (`orbs …`, `check`) it is the operator CLI instead.
+//! Either way the process is made non-dumpable first (`PR_SET_DUMPABLE 0`).
 
 use std::process::ExitCode;
 
@@ -23,6 +24,12 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    // Not dumpable: /proc/<pid>/environ, mem, fd... become root's, so an orb
+    // (even one running as our own user) cannot read the secrets in our
+    // environment or memory, nor ptrace us. Before anything reads a secret.
+    if let Err(error) = nix::sys::prctl::set_dumpable(false) {
+        eprintln!("cannot make cpu-server non-dumpable (PR_SET_DUMPABLE): {error}");
+    }
     let cli = Cli::parse();
     let dotenv = match std::env::current_dir().and_then(|dir| DotEnv::load_from_dir(&dir)) {
         Ok(dotenv) => dotenv,

@@ -15,6 +15,8 @@
 //! - [`slow_clients`]: idle and half-request connections from chosen loopback addresses.
 //! - [`manager_kit`]: fake orb scripts and orb process counting for OrbManager tests.
 //! - [`operator_kit`]: admin API requests, CLI runs and a strict metrics parser.
+//! - [`privileged_kit`]: a cpu-server run as an unprivileged user with only the
+//!   capabilities of the shipped unit, throwaway users, `require_root`.
 //! - [`orb_fake_server`], [`orb_ipc`], [`orb_chat_stub`]: a fake room server, the
 //!   manager's end of an orb's IPC channel and an OpenAI-compatible stub for orb tests.
 //! - [`deploy_tools`], [`deploy_tls`]: operator tools (nginx, openssl, ...) on the shipped
@@ -37,6 +39,7 @@ pub mod operator_kit;
 pub mod orb_chat_stub;
 pub mod orb_fake_server;
 pub mod orb_ipc;
+pub mod privileged_kit;
 pub mod process;
 pub mod procfs;
 pub mod room_harness;

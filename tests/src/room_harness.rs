@@ -40,21 +40,44 @@ impl RoomServer {
 
     /// Like [`RoomServer::start`], with `dotenv` as the `.env` file of its working directory.
     pub fn start_with_dotenv(env: &[(&str, &str)], dotenv: &str) -> Self {
-        Self::start_in(crate::free_port(), env, Some(dotenv), |port| {
-            http_get(port, "/healthz").map(|(status, _)| status) == Some(200)
-        })
+        Self::launch(crate::free_port(), env, healthy, None, Some(dotenv))
+    }
+
+    /// Like [`RoomServer::start`], the server being exec'd by `sh -c SCRIPT`
+    /// (where `"$0"` is the server binary), e.g. `exec 7</dev/null; exec "$0"`
+    /// to hand it a descriptor that is not close-on-exec.
+    pub fn start_through_shell(script: &str, env: &[(&str, &str)]) -> Self {
+        Self::launch(crate::free_port(), env, healthy, Some(script), None)
     }
 
     fn start_on_with_probe(port: u16, env: &[(&str, &str)], ready: impl Fn(u16) -> bool) -> Self {
-        Self::start_in(port, env, None, ready)
+        Self::launch(port, env, ready, None, None)
     }
 
-    fn start_in(port: u16, env: &[(&str, &str)], dotenv: Option<&str>, ready: impl Fn(u16) -> bool) -> Self {
+    fn launch(
+        port: u16,
+        env: &[(&str, &str)],
+        ready: impl Fn(u16) -> bool,
+        shell: Option<&str>,
+        dotenv: Option<&str>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         if let Some(text) = dotenv {
             std::fs::write(dir.path().join(".env"), text).expect("write .env");
         }
         let mut command = Self::command(dir.path());
+        if let Some(script) = shell {
+            // Same environment and directory, started through the shell.
+            let mut wrapped = Command::new("sh");
+            wrapped.arg("-c").arg(script).arg(crate::binaries::cpu_server());
+            wrapped.current_dir(dir.path()).env_clear();
+            for (name, value) in command.get_envs() {
+                if let Some(value) = value {
+                    wrapped.env(name, value);
+                }
+            }
+            command = wrapped;
+        }
         command.env("CPU_HOST", format!("127.0.0.1:{port}"));
         for (name, value) in env {
             command.env(name, value);
@@ -94,6 +117,11 @@ impl RoomServer {
     pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         self.proc.wait_exit_async(timeout).await
     }
+}
+
+/// The default readiness probe: `/healthz` answers 200.
+fn healthy(port: u16) -> bool {
+    http_get(port, "/healthz").map(|(status, _)| status) == Some(200)
 }
 
 /// A GET with a 5 s bound: status and body, `None` when the server does not answer.

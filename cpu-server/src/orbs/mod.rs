@@ -226,6 +226,10 @@ impl OrbsHandle {
 
 /// Starts the OrbManager with a [`LocalLauncher`]; orbs connect back to `cpu_host`
 /// and run as `isolation` says (user, group, rlimits).
+///
+/// The production path: this server also becomes the child subreaper of its
+/// orbs' descendants and runs the [`reaper`], and sweeps strays of an earlier
+/// server before the first spawn.
 pub fn spawn_manager(
     settings: OrbSettings,
     events: RoomEventReceiver,
@@ -233,14 +237,26 @@ pub fn spawn_manager(
     cpu_host: String,
     isolation: process_spawn::Isolation,
 ) -> OrbsHandle {
+    // Before any orb exists, so that none of its descendants can go to init.
+    reaper::become_subreaper();
     let sweep_host = cpu_host.clone();
-    let sweep = tokio::task::spawn_blocking(move || stray_sweep::sweep(&sweep_host));
+    let sweep = tokio::task::spawn_blocking(move || stray_sweep::sweep(&sweep_host, isolation.uid));
     let launcher: Arc<dyn Launcher> =
         Arc::new(LocalLauncher::new(settings.clone(), cpu_host).with_isolation(isolation));
-    spawn_manager_inner(settings, events, notifier, launcher, Some(sweep))
+    let handle = spawn_manager_inner(settings, events, notifier, launcher, Some(sweep));
+    let reaper = reaper::spawn_reaper(
+        handle.table.clone(),
+        isolation.uid,
+        Duration::from_secs(2),
+        handle.background.clone(),
+    );
+    watch_vital("orphan reaper", reaper, &handle.background, &handle.failed);
+    handle
 }
 
-/// Starts the OrbManager with any [`Launcher`].
+/// Starts the OrbManager with any [`Launcher`]. No subreaper and no reaper:
+/// a process using this (a unit test with a fake launcher) keeps its own
+/// children to itself.
 pub fn spawn_manager_with(
     settings: OrbSettings,
     events: RoomEventReceiver,
@@ -257,7 +273,6 @@ fn spawn_manager_inner(
     launcher: Arc<dyn Launcher>,
     before_first_spawn: Option<tokio::task::JoinHandle<usize>>,
 ) -> OrbsHandle {
-    reaper::become_subreaper();
     let table = ProcessTable::default();
     let background = CancellationToken::new();
     let (counts_tx, counts_rx) = watch::channel(OrbCounts {
@@ -270,8 +285,6 @@ fn spawn_manager_inner(
     let failed = CancellationToken::new();
     let sampler = sampler::spawn_sampler(table.clone(), sample_period, samples_tx, background.clone());
     watch_vital("resource sampler", sampler, &background, &failed);
-    let reaper = reaper::spawn_reaper(table.clone(), Duration::from_secs(2), background.clone());
-    watch_vital("orphan reaper", reaper, &background, &failed);
     let stop_bound = settings.stop_grace + settings.kill_grace + Duration::from_secs(5);
     let spawner = spawner::Spawner::start(tokio::runtime::Handle::current(), settings.max_concurrent)
         .unwrap_or_else(|error| panic!("cannot start the orb spawner thread: {error}"));

@@ -17,7 +17,9 @@ pub struct ProcessTable {
 }
 
 impl ProcessTable {
-    /// Locks the table (briefly: never across a spawn or a scan of `/proc`).
+    /// Locks the table. The reaper takes it only briefly, after its `/proc`
+    /// scan, and does not rely on a spawn holding it: it leaves a child alone
+    /// until it has been untracked for a second (see `reaper`).
     pub fn lock(&self) -> MutexGuard<'_, HashMap<u32, String>> {
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }

@@ -6,6 +6,11 @@
 //! server's `CPU_SERVER_HOST` in their environment; at start-up, before the
 //! first spawn, the manager SIGKILLs every process (readable by us) that
 //! carries both with our own address.
+//!
+//! A server that is not root cannot read the environment of another user's
+//! process: when orbs run as `ORB_USER` (not our own user), a process of that
+//! user whose environment we cannot read counts as a stray too. `ORB_USER`
+//! must therefore be dedicated to the orbs of this one server.
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -15,12 +20,13 @@ use nix::unistd::Pid;
 const MAX_PASSES: usize = 10;
 
 /// Kills leftovers of an earlier server at `cpu_host`; returns how many.
+/// `orb_uid`: the uid orbs run as (`ORB_USER`), when they are switched to it.
 /// Repeats until a pass finds nothing (bounded), killing each stray's whole
 /// process group too. Blocking (reads `/proc`): run it off the async runtime.
-pub fn sweep(cpu_host: &str) -> usize {
+pub fn sweep(cpu_host: &str, orb_uid: Option<u32>) -> usize {
     let mut killed = 0;
     for _ in 0..MAX_PASSES {
-        let found = sweep_once(cpu_host);
+        let found = sweep_once(cpu_host, orb_uid);
         if found == 0 {
             break;
         }
@@ -30,8 +36,9 @@ pub fn sweep(cpu_host: &str) -> usize {
     killed
 }
 
-fn sweep_once(cpu_host: &str) -> usize {
+fn sweep_once(cpu_host: &str, orb_uid: Option<u32>) -> usize {
     let me = std::process::id() as i32;
+    let foreign_orb_uid = orb_uid.filter(|uid| *uid != nix::unistd::geteuid().as_raw());
     let my_group = nix::unistd::getpgrp().as_raw();
     let marker = format!("CPU_SERVER_HOST={cpu_host}");
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -42,16 +49,20 @@ fn sweep_once(cpu_host: &str) -> usize {
         if pid == me {
             continue;
         }
-        let Ok(raw) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
+        let stray = match std::fs::read(format!("/proc/{pid}/environ")) {
+            Ok(raw) => {
+                let mut supervised = false;
+                let mut ours = false;
+                for var in raw.split(|b| *b == 0) {
+                    supervised |= var == b"ORB_SUPERVISED=1";
+                    ours |= var == marker.as_bytes();
+                }
+                supervised && ours
+            }
+            // Not ours to read: a process of the dedicated orb user is a stray.
+            Err(_) => foreign_orb_uid.is_some_and(|uid| super::reaper::real_uid(pid) == Some(uid)),
         };
-        let mut supervised = false;
-        let mut ours = false;
-        for var in raw.split(|b| *b == 0) {
-            supervised |= var == b"ORB_SUPERVISED=1";
-            ours |= var == marker.as_bytes();
-        }
-        if !(supervised && ours) {
+        if !stray {
             continue;
         }
         // Read the group before the kill: afterwards the process may be gone.

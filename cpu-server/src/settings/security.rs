@@ -6,7 +6,7 @@
 //! | `JWT_SECRET` | unset (required in production unless `ALLOW_ANONYMOUS=true`) | human joins need an HS256 JWT |
 //! | `ALLOW_ANONYMOUS` | `false` | lets production run without `JWT_SECRET` |
 //! | `ALLOWED_ORIGINS` | unset (any) | browsers from other sites cannot open room sockets |
-//! | `ORB_USER` / `ORB_GROUP` | unset | orbs run as that user/group when the server is root |
+//! | `ORB_USER` / `ORB_GROUP` | unset | orbs run as that user/group when the server may switch (root, or `CAP_SETUID`, `CAP_SETGID` and `CAP_KILL` effective) |
 //! | `ORB_NOFILE` / `ORB_NPROC` | unset | rlimits of each orb process |
 
 use clap::Args;
@@ -37,10 +37,11 @@ pub struct SecurityArgs {
     /// https://app.example.com) [default: any].
     #[arg(long, env = "ALLOWED_ORIGINS")]
     pub allowed_origins: Option<String>,
-    /// User orbs run as, when cpu-server runs as root [default: the server's user].
+    /// User orbs run as (dedicated to this server's orbs), when cpu-server is root or
+    /// has CAP_SETUID, CAP_SETGID and CAP_KILL [default: the server's user].
     #[arg(long, env = "ORB_USER")]
     pub orb_user: Option<String>,
-    /// Group orbs run as, when cpu-server runs as root [default: ORB_USER's primary group].
+    /// Group orbs run as, when ORB_USER applies [default: ORB_USER's primary group].
     #[arg(long, env = "ORB_GROUP")]
     pub orb_group: Option<String>,
     /// RLIMIT_NOFILE of each orb process [default: inherited].
@@ -102,17 +103,57 @@ impl Default for SecuritySettings {
     }
 }
 
+/// What switching orbs to `ORB_USER`/`ORB_GROUP` needs in our effective
+/// capability set: `CAP_SETUID` (7) and `CAP_SETGID` (6) for the switch, and
+/// `CAP_KILL` (5) to signal orbs that then run as another user.
+pub const SWITCH_CAPABILITIES: u64 = (1 << 7) | (1 << 6) | (1 << 5);
+
+/// This process's effective capability set (`CapEff` of `/proc/self/status`;
+/// empty when unreadable).
+pub fn effective_capabilities() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| cap_eff(&status))
+        .unwrap_or(0)
+}
+
+/// The `CapEff:` line of a `/proc/<pid>/status` text.
+fn cap_eff(status: &str) -> Option<u64> {
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim();
+    u64::from_str_radix(hex, 16).ok()
+}
+
 impl SecuritySettings {
-    /// What the launcher applies to each orb process. The user and group are
-    /// only switched when this server runs as root (otherwise it could not).
+    /// What the launcher applies to each orb process, for this process's
+    /// capabilities (see [`SecuritySettings::isolation_with`]).
     pub fn isolation(&self) -> Isolation {
-        let root = nix::unistd::geteuid().is_root();
-        if !root && (self.orb_user.is_some() || self.orb_group.is_some()) {
-            tracing::warn!("ORB_USER/ORB_GROUP ignored: cpu-server is not running as root");
+        self.isolation_with(effective_capabilities())
+    }
+
+    /// What the launcher applies to each orb process when our effective
+    /// capability set is `effective`. The user and group are switched only
+    /// when it holds all of [`SWITCH_CAPABILITIES`] (root does; the shipped
+    /// unit grants them as ambient capabilities); otherwise a warning says
+    /// `ORB_USER` cannot apply.
+    pub fn isolation_with(&self, effective: u64) -> Isolation {
+        let wanted = self.orb_user.is_some() || self.orb_group.is_some();
+        let can_switch = effective & SWITCH_CAPABILITIES == SWITCH_CAPABILITIES;
+        if wanted && !can_switch {
+            tracing::warn!(
+                "ORB_USER/ORB_GROUP ignored: cpu-server is not root and lacks CAP_SETUID, CAP_SETGID \
+                 and CAP_KILL (give them, e.g. AmbientCapabilities= in the unit; see deploy/README.md); \
+                 orbs run as the server's own user and can read everything it can"
+            );
+        } else if wanted {
+            tracing::info!(
+                user = self.orb_user.as_ref().map(|(name, _)| name.as_str()),
+                group = self.orb_group.as_ref().map(|(name, _)| name.as_str()),
+                "orbs run as ORB_USER/ORB_GROUP"
+            );
         }
         Isolation {
-            uid: self.orb_user.as_ref().filter(|_| root).map(|(_, uid)| *uid),
-            gid: self.orb_group.as_ref().filter(|_| root).map(|(_, gid)| *gid),
+            uid: self.orb_user.as_ref().filter(|_| can_switch).map(|(_, uid)| *uid),
+            gid: self.orb_group.as_ref().filter(|_| can_switch).map(|(_, gid)| *gid),
             nofile: self.orb_nofile,
             nproc: self.orb_nproc,
         }
@@ -282,5 +323,39 @@ mod tests {
         assert_eq!(s.orb_group.map(|(_, gid)| gid), Some(0));
         assert_eq!(s.orb_nofile, Some(256));
         assert_eq!(s.allowed_origins, ["https://app.example.com", "http://localhost:5173"]);
+    }
+
+    #[test]
+    fn orb_user_applies_with_the_switch_capabilities_not_only_as_root() {
+        let args = SecurityArgs {
+            orb_user: Some("root".into()),
+            orb_group: Some("root".into()),
+            ..SecurityArgs::default()
+        };
+        let s = validate(args, false).expect("valid");
+        let ids = |caps: u64| {
+            let iso = s.isolation_with(caps);
+            (iso.uid, iso.gid)
+        };
+        // A non-root server given exactly CAP_SETUID, CAP_SETGID and CAP_KILL.
+        assert_eq!(ids(SWITCH_CAPABILITIES), (Some(0), Some(0)));
+        // Root: every capability.
+        assert_eq!(ids(u64::MAX >> 23), (Some(0), Some(0)));
+        // Without one of the three (no CAP_KILL: it could not stop its orbs), nothing switches.
+        for missing in [5, 6, 7] {
+            assert_eq!(
+                ids(SWITCH_CAPABILITIES & !(1 << missing)),
+                (None, None),
+                "without cap {missing}"
+            );
+        }
+        assert_eq!(ids(0), (None, None));
+    }
+
+    #[test]
+    fn the_effective_set_is_read_from_proc_status() {
+        let status = "Name:\tx\nCapInh:\t0000000000000000\nCapPrm:\t00000000000000e0\nCapEff:\t00000000000000e0\n";
+        assert_eq!(cap_eff(status), Some(SWITCH_CAPABILITIES));
+        assert_eq!(cap_eff("Name:\tx\n"), None);
     }
 }
