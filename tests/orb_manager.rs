@@ -54,6 +54,7 @@ async fn a_client_alone_starts_no_orb_and_a_coach_does() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = server_with_fake(dir.path(), HEALTHY, &[]);
     let (_client, _) = Client::join(&server.url("r-client"), "client-1", "client").await;
+    // A window in which nothing may happen (no orb for a client alone).
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(orb_pids("r-client").is_empty(), "a client alone must not start an orb");
     let (_coach, _) = Client::join(&server.url("r-client"), "coach-1", "coach").await;
@@ -110,6 +111,7 @@ async fn an_orb_that_exits_at_once_is_parked_after_max_restarts() {
     assert_eq!(parked["code"], "orb_parked");
     // One first start and exactly ORB_MAX_RESTARTS restarts, then nothing more.
     assert_eq!(starts(dir.path(), "r-loop").len(), 4);
+    // A window in which nothing may happen (a parked orb stays down).
     tokio::time::sleep(2 * SECOND).await;
     assert_eq!(starts(dir.path(), "r-loop").len(), 4, "parked orb was started again");
 }
@@ -328,7 +330,7 @@ async fn sigterm_stops_every_orb_gracefully_and_exits_zero() {
         left.is_some_and(|l| l["participantType"] == "ai"),
         "orb did not leave the room first"
     );
-    let log = server.proc.stderr();
+    let log = system_tests::bench_kit::strip_ansi(&server.proc.stderr());
     for room in ["r-term-a", "r-term-b"] {
         let announced = log
             .lines()
@@ -539,7 +541,8 @@ process.on('message', (m) => {
     let (coach, _) = Client::join(&server.url("r-node"), "coach-1", "coach").await;
     let orb = single_orb("r-node", 10 * SECOND).await;
     assert!(procfs::cmdline(orb).iter().any(|a| a.ends_with("aiorb.js")));
-    // Alive past the unresponsive timeout: its IPC heartbeats are being heard.
+    // Alive past the unresponsive timeout (a window in which no restart may
+    // happen): its IPC heartbeats are being heard.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(orb_pids("r-node"), [orb], "node orb was restarted: heartbeats not seen");
     let (client, _) = Client::join(&server.url("r-node"), "client-1", "client").await;
@@ -580,7 +583,8 @@ while beat; do sleep 0.1; done
     let orb = single_orb("r-force", 5 * SECOND).await;
     let grandchild = grandchild_pid(dir.path()).await;
     server.proc.signal(Signal::SIGTERM);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let draining = until_true(5 * SECOND, || server.proc.stderr().contains("stopping orb")).await;
+    assert!(draining, "the drain started:\n{}", server.proc.stderr());
     assert!(procfs::stat(orb).is_some(), "the graceful stop should still be waiting");
     server.proc.signal(Signal::SIGTERM);
     let status = server
@@ -691,7 +695,8 @@ async fn a_coach_back_while_the_orb_is_stopping_gets_a_new_orb() {
     let first = single_orb("r-back", 5 * SECOND).await;
     coach.close().await;
     // Back during the stop grace: the stopping orb is still there.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopping = until_true(5 * SECOND, || server.proc.stderr().contains("stopping orb")).await;
+    assert!(stopping, "the orb's stop began:\n{}", server.proc.stderr());
     let (_coach, _) = Client::join(&server.url("r-back"), "coach-1", "coach").await;
     assert_eq!(orb_pids("r-back"), [first], "the first orb should still be stopping");
     let second = replacement_orb("r-back", first, 10 * SECOND).await;

@@ -95,10 +95,11 @@
     const el = $('ai-presence');
     el.textContent = present ? 'in room' : 'not in room';
     el.className = 'badge' + (present ? ' ok' : '');
-    // The server's own statuses (`queued`, `error`) say why the AI is away: keep them.
+    // The server's own statuses (`queued`, `error`, `ended`) say why the AI is away: keep them.
     const current = $('ai-status').dataset.status;
-    if (!present && current !== 'queued' && current !== 'error') setAiStatus('—', '');
-    if (present && (current === 'queued' || current === 'error')) setAiStatus('joining', '');
+    const why = current === 'queued' || current === 'error' || current === 'ended';
+    if (!present && !why) setAiStatus('—', '');
+    if (present && why) setAiStatus('joining', '');
   }
 
   function setAiStatus(status, detail, kind) {
@@ -177,6 +178,8 @@
         if (status === 'queued') {
           const pos = msg.position != null ? ' (position ' + msg.position + ')' : '';
           setAiStatus('queued', 'Waiting for a free AI slot' + pos + '.', '');
+        } else if (status === 'ended') {
+          setAiStatus('ended', String(msg.message || 'The AI left the room.') + (msg.code ? ' (' + msg.code + ')' : ''), '');
         } else if (status === 'error') {
           setAiStatus('error', String(msg.error || msg.message || 'the AI reported an error'), 'bad');
         } else {

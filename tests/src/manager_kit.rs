@@ -43,10 +43,12 @@ pub fn starts(dir: &Path, room: &str) -> Vec<i32> {
 }
 
 /// Orb leaders alive whose argv holds `--room=<room>` (a process leading its
-/// own group: not a shell orb's forked child that has not exec'd yet).
+/// own group: not a shell orb's forked child that has not exec'd yet), of the
+/// servers this test process started (see [`crate::room_harness::is_our_orb`]).
 pub fn orb_pids(room: &str) -> Vec<i32> {
     crate::procfs::with_arg(&format!("--room={room}"))
         .into_iter()
+        .filter(|pid| crate::room_harness::is_our_orb(&crate::procfs::cmdline(*pid)))
         .filter(|pid| crate::procfs::stat(*pid).is_some_and(|s| s.pgrp == *pid))
         .collect()
 }
@@ -68,7 +70,10 @@ pub fn orb_pids_with_prefix(prefix: &str) -> Vec<i32> {
     let needle = format!("--room={prefix}");
     crate::procfs::all()
         .into_iter()
-        .filter(|p| p.state != 'Z' && crate::procfs::cmdline(p.pid).iter().any(|a| a.starts_with(&needle)))
+        .filter(|p| {
+            let argv = crate::procfs::cmdline(p.pid);
+            p.state != 'Z' && argv.iter().any(|a| a.starts_with(&needle)) && crate::room_harness::is_our_orb(&argv)
+        })
         .map(|p| p.pid)
         .collect()
 }

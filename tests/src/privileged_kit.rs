@@ -181,6 +181,7 @@ impl UnprivilegedServer {
             .current_dir(&srv)
             .env_clear();
         let p = |path: PathBuf| path.display().to_string();
+        crate::room_harness::register_server_host(&format!("127.0.0.1:{port}"));
         let env = [
             ("PATH", crate::manager_kit::path_env()),
             ("CPU_HOST", format!("127.0.0.1:{port}")),

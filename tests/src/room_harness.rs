@@ -82,6 +82,12 @@ impl RoomServer {
         for (name, value) in env {
             command.env(name, value);
         }
+        let host = env
+            .iter()
+            .rev()
+            .find(|(name, _)| *name == "CPU_HOST")
+            .map_or_else(|| format!("127.0.0.1:{port}"), |(_, host)| (*host).to_owned());
+        register_server_host(&host);
         let proc = Proc::spawn("cpu-server", command, dir.path());
         let server = Self { proc, port, _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -117,6 +123,27 @@ impl RoomServer {
     pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         self.proc.wait_exit_async(timeout).await
     }
+}
+
+/// The `CPU_HOST`s of the servers this test process started: their orbs carry
+/// `--cpu-host=<host>`, which is how the kits count only the orbs of the
+/// servers under test, never other processes on the machine.
+static SERVER_HOSTS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Records a server started by this test process (done by every `RoomServer`).
+pub fn register_server_host(host: &str) {
+    let mut hosts = SERVER_HOSTS.lock().unwrap_or_else(|p| p.into_inner());
+    if !hosts.iter().any(|h| h == host) {
+        hosts.push(host.to_owned());
+    }
+}
+
+/// Whether `argv` is an orb of a server this test process started.
+pub fn is_our_orb(argv: &[String]) -> bool {
+    let hosts = SERVER_HOSTS.lock().unwrap_or_else(|p| p.into_inner());
+    argv.iter()
+        .filter_map(|a| a.strip_prefix("--cpu-host="))
+        .any(|host| hosts.iter().any(|h| h == host))
 }
 
 /// The default readiness probe: `/healthz` answers 200.
