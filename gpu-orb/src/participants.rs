@@ -48,10 +48,11 @@ fn is_human(p: &Participant) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn p(id: &str, role: &str, kind: &str) -> Participant {
+    /// A participant for tests (also used by `presence`'s tests).
+    pub(crate) fn p(id: &str, role: &str, kind: &str) -> Participant {
         Participant {
             user_id: id.into(),
             user_name: id.into(),

@@ -53,18 +53,8 @@ impl Presence {
 
 #[cfg(test)]
 mod tests {
-    use shared::room::Participant;
-
     use super::*;
-
-    fn p(id: &str, role: &str, kind: &str) -> Participant {
-        Participant {
-            user_id: id.into(),
-            user_name: id.into(),
-            user_role: role.into(),
-            participant_type: kind.into(),
-        }
-    }
+    use crate::participants::tests::p;
 
     #[test]
     fn present_if_either_view_says_so() {
