@@ -273,6 +273,7 @@ async fn client_jwts_are_checked_at_the_upgrade_and_the_join() {
 
 #[tokio::test]
 async fn orbs_run_isolated_with_only_allowlisted_environment() {
+    system_tests::privileged_kit::require_root("orbs are switched to ORB_USER=nobody");
     let server = server_with_real_orbs(&[
         ("CANARY_SECRET", "canary-9c1e"),
         ("DATABASE_URL", "postgres://canary-9c1e@db/x"),
@@ -505,6 +506,7 @@ async fn orb_auth_false_lets_tokenless_legacy_orbs_join_with_a_warning() {
 #[tokio::test]
 async fn the_parent_death_signal_survives_the_switch_to_orb_user() {
     use std::os::unix::fs::PermissionsExt;
+    system_tests::privileged_kit::require_root("orbs are switched to ORB_USER=nobody");
     // A fake orb that ignores every polite end (TERM, HUP, a closed channel):
     // only PR_SET_PDEATHSIG's SIGKILL can stop it once the server is gone.
     let dir = tempfile::tempdir().expect("tempdir");
