@@ -1,5 +1,5 @@
 //! The room server end to end: the real cpu-server binary on loopback, driven
-//! by real WebSocket clients (PROTOCOL.md §1). Orbs are spawned by hand only
+//! by real WebSocket clients (docs/protocol.md §1). Orbs are spawned by hand only
 //! (`ORB_SPAWN_ON=manual`), so no orb process is involved; the `ai` participant
 //! is a test client joining as the AI.
 

@@ -1,4 +1,4 @@
-// The room page: joins /ws-simple/{roomId} as a coach or a client (PROTOCOL.md §1),
+// The room page: joins /ws-simple/{roomId} as a coach or a client (docs/protocol.md §1),
 // shows the participants and the AI, and reconnects with backoff after a drop.
 // No WebRTC media: only the room's signalling and the AI's messages.
 'use strict';

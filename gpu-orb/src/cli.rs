@@ -1,4 +1,4 @@
-//! The command line of PROTOCOL.md §2, as clap sees it.
+//! The command line of docs/protocol.md §2.1, as clap sees it.
 //!
 //! Every field is a raw `Option<String>`: clap resolves flag > environment,
 //! and [`crate::settings`] does the rest (`.env`, defaults, validation) so that

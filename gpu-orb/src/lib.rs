@@ -5,7 +5,7 @@
 //! reports health to its manager over the inherited `NODE_CHANNEL_FD` channel,
 //! and ends cleanly on a signal, a manager request, its lifetime, idleness or
 //! the end of the session. Run by hand (no `NODE_CHANNEL_FD`) it behaves the
-//! same minus IPC. See PROTOCOL.md §1–§4 for the wire formats.
+//! same minus IPC. See docs/protocol.md §1–§3 for the wire formats.
 //!
 //! # Layout
 //! - [`cli`]: the clap command line (`--room=… --session=…`, each flag with its env name).

@@ -1,4 +1,4 @@
-//! Who may open a room socket and join as whom (PROTOCOL.md §6.1).
+//! Who may open a room socket and join as whom (docs/protocol.md §1.8, §6.1).
 //!
 //! Two identities, checked at two moments:
 //! - **at the upgrade** ([`Auth::check_upgrade`]): the `Origin` against

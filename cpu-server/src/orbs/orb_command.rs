@@ -105,7 +105,7 @@ pub struct OrbLaunch {
     pub client: Option<String>,
 }
 
-/// The orb's own arguments, PROTOCOL.md §2.
+/// The orb's own arguments, docs/protocol.md §2.1.
 pub fn orb_args(launch: &OrbLaunch, cpu_host: &str, settings: &OrbSettings) -> Vec<String> {
     // 0 is "no limit" for gpu-orb, as for the server.
     let ms = |d: Option<Duration>| d.map_or(0, |d| d.as_millis()).to_string();

@@ -1,5 +1,5 @@
 //! The environment an orb gets: an explicit allowlist, never the server's whole
-//! environment (PROTOCOL.md §6.10: orbs used to inherit every secret).
+//! environment (docs/protocol.md §2.2; §6.10: orbs used to inherit every secret).
 
 /// Names passed through by default; `PREFIX_*` entries match by prefix.
 pub const DEFAULT_ALLOWLIST: &[&str] = &[

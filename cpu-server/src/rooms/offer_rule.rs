@@ -1,4 +1,4 @@
-//! Who sends the WebRTC offer between an existing peer and a joiner (PROTOCOL.md §1).
+//! Who sends the WebRTC offer between an existing peer and a joiner (docs/protocol.md §1.4).
 
 /// The facts of one participant the offer rule looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! Typed IPC messages in both directions (PROTOCOL.md §3).
+//! Typed IPC messages in both directions (docs/protocol.md §3).
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Map, Value};

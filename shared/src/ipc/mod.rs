@@ -1,4 +1,4 @@
-//! The manager ↔ orb IPC channel (PROTOCOL.md §3), in Node's convention.
+//! The manager ↔ orb IPC channel (docs/protocol.md §3), in Node's convention.
 //!
 //! A Unix stream socket pair; the orb's end is inherited at the descriptor
 //! named by `NODE_CHANNEL_FD`. Each message is one JSON object on one line.

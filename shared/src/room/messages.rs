@@ -1,4 +1,4 @@
-//! Typed model of every room message of PROTOCOL.md §1, both directions.
+//! Typed model of every room message of docs/protocol.md §1, both directions.
 //!
 //! Each variant's payload keeps the fields it does not know in `extra`, so a
 //! parse followed by a serialize gives back the same object.

@@ -1,4 +1,4 @@
-//! The room protocol spoken on `/ws-simple/{roomId}` (PROTOCOL.md §1).
+//! The room protocol spoken on `/ws-simple/{roomId}` (docs/protocol.md §1).
 //!
 //! Two views of the same frames:
 //! - [`RoomMessage`] is the typed, round-trippable model of every message
