@@ -105,7 +105,6 @@ pub fn ended_message(cause: &str) -> &'static str {
         "session_complete" => "The AI session was ended.",
         "max_lifetime" => "The AI session reached its time limit.",
         "manual_termination" => "An operator stopped the AI.",
-        "memory_limit" => "The AI was stopped: it used too much memory.",
         _ => "The AI left the room.",
     }
 }
