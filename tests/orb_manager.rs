@@ -712,23 +712,6 @@ async fn a_coach_back_while_the_orb_is_stopping_gets_a_new_orb() {
 
 // ---- Audit fixes (issue 13) ------------------------------------------------
 
-/// The next frame that `pick` accepts, skipping others; `None` on close or timeout.
-async fn recv_where(
-    client: &mut Client,
-    timeout: Duration,
-    pick: impl Fn(&serde_json::Value) -> bool,
-) -> Option<serde_json::Value> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match client.read(left).await {
-            system_tests::ws::Read::Json(v) if pick(&v) => return Some(v),
-            system_tests::ws::Read::Json(_) => continue,
-            _ => return None,
-        }
-    }
-}
-
 /// Item 1: in a real call the humans talk over media and their signalling is
 /// targeted, so nothing they send reaches the orb. With IDLE_TIMEOUT=1500 and
 /// 4 s of targeted ice-candidates only, the AI stays (same pid, no user-left).
@@ -750,7 +733,9 @@ async fn humans_exchanging_only_targeted_signalling_keep_their_ai() {
         client
             .send(json!({"type":"ice-candidate","toId":"coach-1","candidate":{"candidate":"k"}}))
             .await;
-        let frame = recv_where(&mut coach, Duration::from_millis(200), |v| v["type"] == "user-left").await;
+        let frame = coach
+            .try_recv_where(Duration::from_millis(200), |v| v["type"] == "user-left")
+            .await;
         ai_left |= frame.is_some_and(|v| v["userId"] == ai_id.as_str());
     }
     assert!(!ai_left, "the AI left a live call");
@@ -784,7 +769,9 @@ exit 0
         starts(dir.path(), "r-own-idle"),
         server.proc.stderr()
     );
-    let parked = recv_where(&mut coach, Duration::from_millis(300), |v| v["code"] == "orb_parked").await;
+    let parked = coach
+        .try_recv_where(Duration::from_millis(300), |v| v["code"] == "orb_parked")
+        .await;
     assert!(
         parked.is_none(),
         "idle restarts counted toward the crash loop: {parked:?}"
@@ -799,11 +786,10 @@ async fn a_final_end_tells_the_room_why_the_ai_left() {
     coach.recv_type("user-joined", 15 * SECOND).await;
     let pid = single_orb("r-ended", 5 * SECOND).await;
     coach.send(json!({"type":"ai_control","action":"end_session"})).await;
-    let ended = recv_where(&mut coach, 10 * SECOND, |v| {
-        v["type"] == "ai_status" && v["status"] == "ended"
-    })
-    .await
-    .expect("ai_status ended");
+    let ended = coach
+        .try_recv_where(10 * SECOND, |v| v["type"] == "ai_status" && v["status"] == "ended")
+        .await
+        .expect("ai_status ended");
     assert_eq!(ended["code"], "session_complete", "{ended}");
     assert!(ended["message"].as_str().is_some_and(|m| !m.is_empty()), "{ended}");
     assert!(until_true(5 * SECOND, || orb_pids("r-ended").is_empty()).await);
@@ -835,7 +821,7 @@ async fn a_human_joining_with_the_ai_user_id_is_refused_and_the_ai_stays() {
     impostor.send(json!({"type":"ping"})).await;
     impostor.recv_type("pong", 5 * SECOND).await;
     // A window where nothing may happen: the AI is neither evicted nor replaced.
-    let left = recv_where(&mut coach, 2 * SECOND, |v| v["type"] == "user-left").await;
+    let left = coach.try_recv_where(2 * SECOND, |v| v["type"] == "user-left").await;
     assert!(left.is_none(), "the AI was evicted: {left:?}");
     assert_eq!(orb_pids("r-impostor"), [pid]);
 }

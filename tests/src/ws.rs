@@ -90,11 +90,16 @@ impl Client {
 
     /// The next frame of `kind`, skipping others; `None` on close or timeout.
     pub async fn try_recv_type(&mut self, kind: &str, timeout: Duration) -> Option<Value> {
+        self.try_recv_where(timeout, |v| v["type"] == kind).await
+    }
+
+    /// The next frame that `pick` accepts, skipping others; `None` on close or timeout.
+    pub async fn try_recv_where(&mut self, timeout: Duration, pick: impl Fn(&Value) -> bool) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match self.read(left).await {
-                Read::Json(v) if v["type"] == kind => return Some(v),
+                Read::Json(v) if pick(&v) => return Some(v),
                 Read::Json(_) => continue,
                 _ => return None,
             }
