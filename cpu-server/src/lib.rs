@@ -90,6 +90,7 @@ pub async fn run_until(
         loopback_host(local),
         settings.security.isolation(),
     );
+    reopen_orb_logs_on_sighup(orbs.clone())?;
     let auth = auth::Auth::new(&settings.security);
     auth.log_startup();
     let lifecycle = Lifecycle::default();
@@ -194,6 +195,17 @@ pub async fn run_until(
 /// A vital task died: `/health` fails from now on, every orb group is
 /// SIGKILLed, and the error makes the process exit non-zero (dropping the
 /// systemd link stops the watchdog), so systemd restarts a working server.
+/// SIGHUP (logrotate's postrotate) reopens every orb's log file.
+fn reopen_orb_logs_on_sighup(orbs: orbs::OrbsHandle) -> std::io::Result<()> {
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            orbs.reopen_logs();
+        }
+    });
+    Ok(())
+}
+
 fn fatal(orbs: &orbs::OrbsHandle, lifecycle: &Lifecycle, what: &str) -> anyhow::Result<()> {
     lifecycle.draining.cancel();
     let killed = orbs.kill_all_now();

@@ -117,7 +117,7 @@ fn main() -> ExitCode {
     code
 }
 
-/// SIGHUP (logrotate's postrotate) reopens the cpu log and every orb log.
+/// SIGHUP (logrotate's postrotate) reopens the cpu log (the orb logs: see `cpu_server::run_until`).
 fn reopen_logs_on_sighup(log_file: Option<cpu_server::logging::LogFile>) -> std::io::Result<()> {
     let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     tokio::spawn(async move {
@@ -127,7 +127,6 @@ fn reopen_logs_on_sighup(log_file: Option<cpu_server::logging::LogFile>) -> std:
             {
                 error!(path = %file.path().display(), error = %e, "SIGHUP: cannot reopen the log file; still writing the old one");
             }
-            cpu_server::orbs::output_log::request_reopen();
             info!("SIGHUP: log files reopened");
         }
     });

@@ -1,42 +1,22 @@
-//! The launcher seam: how an orb process comes to exist.
-//!
-//! Supervision only needs a started process and its IPC channel; where the
-//! process runs is the launcher's business. [`LocalLauncher`] starts it on this
-//! machine; a cluster scheduler can implement [`Launcher`] later without
-//! touching the supervisor or the manager.
+//! [`LocalLauncher`]: orbs as child processes of this server, implementing the
+//! [`Launcher`] seam (`process_control`) with fork/exec, an IPC socket pair,
+//! a per-orb log file and a [`LocalDriver`].
 
 use std::path::PathBuf;
 
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use super::local_driver::LocalDriver;
 use super::orb_command::{self, OrbLaunch};
 use super::orb_env;
+use super::output_log::{LogReopen, spawn_output_capture};
+use super::process_control::{EventSink, LaunchEnv, Launcher, Started, StartedOrb, Supervision};
 use super::process_spawn::{Isolation, ProcessSpec, SpawnedProcess, spawn_process};
 use crate::settings::OrbSettings;
 
-/// Per-orb values the launcher puts in the orb's environment (`Debug` hides the token).
-#[derive(Clone)]
-pub struct LaunchEnv {
-    /// `ORB_AUTH_TOKEN`: the orb's own credential for the room socket.
-    pub auth_token: String,
-    /// `ORB_HEARTBEAT_INTERVAL` in ms.
-    pub heartbeat_interval_ms: u64,
-}
-
-impl std::fmt::Debug for LaunchEnv {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LaunchEnv")
-            .field("auth_token", &"<redacted>")
-            .field("heartbeat_interval_ms", &self.heartbeat_interval_ms)
-            .finish()
-    }
-}
-
-/// Starts orb processes.
-pub trait Launcher: Send + Sync + 'static {
-    /// Starts one orb for `launch`. Called on a runtime worker thread.
-    fn launch(&self, launch: &OrbLaunch, env: &LaunchEnv) -> Result<SpawnedProcess, String>;
-    /// Where this orb's output is logged.
-    fn log_path(&self, room: &str) -> PathBuf;
-}
+/// Orders waiting for one orb's driver.
+const ORDER_QUEUE: usize = 64;
 
 /// Starts orbs as child processes of this server.
 #[derive(Debug, Clone)]
@@ -44,6 +24,7 @@ pub struct LocalLauncher {
     settings: OrbSettings,
     cpu_host: String,
     isolation: Isolation,
+    reopen: LogReopen,
 }
 
 impl LocalLauncher {
@@ -53,6 +34,7 @@ impl LocalLauncher {
             settings,
             cpu_host,
             isolation: Isolation::default(),
+            reopen: LogReopen::default(),
         }
     }
 
@@ -61,10 +43,14 @@ impl LocalLauncher {
         self.isolation = isolation;
         self
     }
-}
 
-impl Launcher for LocalLauncher {
-    fn launch(&self, launch: &OrbLaunch, env: &LaunchEnv) -> Result<SpawnedProcess, String> {
+    /// Where this orb's output is logged.
+    pub fn log_path(&self, room: &str) -> PathBuf {
+        self.settings.log_dir.join(format!("orb-{room}.log"))
+    }
+
+    /// Forks and execs the orb, with its arguments and environment.
+    fn spawn(&self, launch: &OrbLaunch, env: &LaunchEnv) -> Result<SpawnedProcess, String> {
         let command = orb_command::resolve(&self.settings).map_err(|e| e.to_string())?;
         let mut args = command.leading_args.clone();
         args.extend(orb_command::orb_args(launch, &self.cpu_host, &self.settings));
@@ -94,8 +80,35 @@ impl Launcher for LocalLauncher {
         };
         spawn_process(&spec).map_err(|e| format!("cannot start {}: {e}", command.program.display()))
     }
+}
 
-    fn log_path(&self, room: &str) -> PathBuf {
-        self.settings.log_dir.join(format!("orb-{room}.log"))
+impl Launcher for LocalLauncher {
+    fn start(&self, launch: &OrbLaunch, env: &LaunchEnv, events: EventSink) -> Result<Started, String> {
+        let mut process = self.spawn(launch, env)?;
+        if let (Some(stdout), Some(stderr)) = (process.child.stdout.take(), process.child.stderr.take()) {
+            spawn_output_capture(stdout, stderr, self.log_path(&launch.room), &self.reopen);
+        }
+        let (orders, orders_rx) = mpsc::channel(ORDER_QUEUE);
+        let pid = process.pid;
+        let span = tracing::info_span!("orb", room = %launch.room, pid);
+        let driver = LocalDriver {
+            child: process.child,
+            pid,
+            ipc: process.ipc,
+            orders: orders_rx,
+            events,
+        };
+        Ok(Started {
+            orb: StartedOrb {
+                pid: Some(pid),
+                orders,
+                supervision: Supervision::Ipc,
+            },
+            driver: Box::pin(driver.run().instrument(span)),
+        })
+    }
+
+    fn reopen_logs(&self) {
+        self.reopen.request();
     }
 }

@@ -1,12 +1,15 @@
 //! The OrbManager: one supervised gpu-orb process per room.
 //!
 //! # Layout
-//! - [`manager`]: the actor owning every orb record, the slots and the queue.
-//! - [`supervisor`]: one task per orb process (child, IPC channel, timers, stop path).
-//! - [`exit_rule`]: what an exit leads to (end, restart, failure) and the closed set of causes.
-//! - [`restart_policy`]: backoff with jitter and the crash-loop limit (pure).
-//! - [`record`]: the orb states and the public record operators see.
-//! - [`launcher`]: the seam that starts an orb ([`launcher::LocalLauncher`] today).
+//! - [`lifecycle`]: every supervision rule as a pure state machine (phases,
+//!   causes, the restart rule, the stop escalation, the spawn trigger).
+//! - [`manager`]: the actor, a thin IO shell carrying out the lifecycle's actions.
+//! - [`process_control`]: the seam between the manager and an orb wherever it
+//!   runs: start it, give it orders, hear its events.
+//! - [`launcher`]: [`launcher::LocalLauncher`], orbs as children of this server.
+//! - [`local_driver`]: one task per local orb process (child, IPC channel).
+//! - [`process_group`]: where an orb's process group gets a signal.
+//! - [`record`]: the public record operators see.
 //! - [`process_spawn`]: fork/exec hygiene (process group, parent-death signal, fds).
 //! - [`orb_command`]: which program, in which directory, with which arguments.
 //! - [`orb_env`]: the environment allowlist.
@@ -17,21 +20,22 @@
 //! - [`reaper`]: child subreaper; kills and reaps orphaned orb descendants.
 //! - [`stray_sweep`]: at start-up, kills what an earlier (SIGKILLed) server's orbs left.
 
-pub mod exit_rule;
 pub mod launcher;
+pub mod lifecycle;
+pub mod local_driver;
 pub(crate) mod manager;
 pub mod orb_command;
 pub mod orb_env;
 pub mod output_log;
+pub mod process_control;
+pub mod process_group;
 pub mod process_spawn;
 pub mod process_table;
 pub mod reaper;
 pub mod record;
-pub mod restart_policy;
 pub mod sampler;
 pub mod spawner;
 pub mod stray_sweep;
-pub mod supervisor;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,9 +45,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::rooms::events::{RoomEventReceiver, RoomNotifier};
 use crate::settings::OrbSettings;
-use launcher::{Launcher, LocalLauncher};
+use launcher::LocalLauncher;
+pub use lifecycle::{ExitCause, StopReason};
 use manager::{Inputs, Manager};
-use process_table::ProcessTable;
+use process_control::Launcher;
+use process_table::{ProcessTable, TableWriter};
 pub use record::{ExitRecord, OrbRecord, OrbState};
 
 /// Orb counts for `/health` and metrics.
@@ -84,11 +90,11 @@ pub(crate) enum Command {
     Spawn(SpawnRequest, oneshot::Sender<Result<SpawnOutcome, String>>),
     Stop {
         room: String,
-        reason: String,
+        reason: StopReason,
         reply: oneshot::Sender<Option<ExitRecord>>,
     },
     StopAll {
-        reason: String,
+        reason: StopReason,
         reply: oneshot::Sender<Vec<(String, ExitRecord)>>,
     },
     Reset(String, oneshot::Sender<Result<OrbRecord, String>>),
@@ -111,6 +117,7 @@ pub struct OrbsHandle {
     commands: mpsc::Sender<Command>,
     counts: watch::Receiver<OrbCounts>,
     table: ProcessTable,
+    launcher: Arc<dyn Launcher>,
     stop_bound: Duration,
     background: CancellationToken,
     /// Cancelled when a task that supervision depends on (the manager, the
@@ -157,14 +164,13 @@ impl OrbsHandle {
 
     /// Stops one room's orb by the graceful path; answers after it exited.
     /// `None` when the room had no orb.
-    pub async fn stop(&self, room: &str, reason: &str) -> Option<ExitRecord> {
-        let (room, reason) = (room.to_owned(), reason.to_owned());
+    pub async fn stop(&self, room: &str, reason: StopReason) -> Option<ExitRecord> {
+        let room = room.to_owned();
         self.ask(|reply| Command::Stop { room, reason, reply }).await.flatten()
     }
 
     /// Stops every orb at once; answers after the last one exited.
-    pub async fn stop_all(&self, reason: &str) -> Vec<(String, ExitRecord)> {
-        let reason = reason.to_owned();
+    pub async fn stop_all(&self, reason: StopReason) -> Vec<(String, ExitRecord)> {
         self.ask(|reply| Command::StopAll { reason, reply })
             .await
             .unwrap_or_default()
@@ -222,6 +228,11 @@ impl OrbsHandle {
     pub fn kill_all_now(&self) -> usize {
         self.table.kill_all_groups()
     }
+
+    /// SIGHUP: the orbs' log files are reopened before their next line.
+    pub fn reopen_logs(&self) {
+        self.launcher.reopen_logs();
+    }
 }
 
 /// Starts the OrbManager with a [`LocalLauncher`]; orbs connect back to `cpu_host`
@@ -273,7 +284,7 @@ fn spawn_manager_inner(
     launcher: Arc<dyn Launcher>,
     before_first_spawn: Option<tokio::task::JoinHandle<usize>>,
 ) -> OrbsHandle {
-    let table = ProcessTable::default();
+    let (writer, table) = TableWriter::new();
     let background = CancellationToken::new();
     let (counts_tx, counts_rx) = watch::channel(OrbCounts {
         max: settings.max_concurrent,
@@ -288,7 +299,7 @@ fn spawn_manager_inner(
     let stop_bound = settings.stop_grace + settings.kill_grace + Duration::from_secs(5);
     let spawner = spawner::Spawner::start(tokio::runtime::Handle::current(), settings.max_concurrent)
         .unwrap_or_else(|error| panic!("cannot start the orb spawner thread: {error}"));
-    let (manager, reports) = Manager::new(settings, launcher, notifier, table.clone(), counts_tx, spawner);
+    let (manager, reports) = Manager::new(&settings, Arc::clone(&launcher), notifier, writer, counts_tx, spawner);
     let inputs = Inputs {
         commands: commands_rx,
         events,
@@ -305,6 +316,7 @@ fn spawn_manager_inner(
         commands: commands_tx,
         counts: counts_rx,
         table,
+        launcher,
         stop_bound,
         background,
         failed,

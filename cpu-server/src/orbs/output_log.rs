@@ -5,8 +5,8 @@
 //! When the writer falls behind, lines are dropped and counted instead of
 //! stalling the orb on a full pipe or growing memory; the count is written to
 //! the file when the writer catches up. Orb output never enters the server log.
-//! [`request_reopen`] (SIGHUP) makes every writer reopen its path before its
-//! next line, so logrotate can rename the file without `copytruncate`.
+//! [`LogReopen::request`] (SIGHUP) makes every writer reopen its path before
+//! its next line, so logrotate can rename the file without `copytruncate`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,15 +21,25 @@ pub const MAX_LINE_BYTES: usize = 16 * 1024;
 /// Lines waiting for the writer before new ones are dropped.
 const QUEUE_LINES: usize = 1024;
 
-/// The reopen generation every orb log writer watches.
-fn reopen_generation() -> &'static watch::Sender<u64> {
-    static GENERATION: std::sync::OnceLock<watch::Sender<u64>> = std::sync::OnceLock::new();
-    GENERATION.get_or_init(|| watch::channel(0).0)
+/// The reopen generation the orb log writers of one launcher watch.
+#[derive(Debug, Clone)]
+pub struct LogReopen(Arc<watch::Sender<u64>>);
+
+impl Default for LogReopen {
+    fn default() -> Self {
+        Self(Arc::new(watch::channel(0).0))
+    }
 }
 
-/// Makes every orb log writer reopen its file before its next line (SIGHUP).
-pub fn request_reopen() {
-    reopen_generation().send_modify(|generation| *generation += 1);
+impl LogReopen {
+    /// Makes every orb log writer reopen its file before its next line (SIGHUP).
+    pub fn request(&self) {
+        self.0.send_modify(|generation| *generation += 1);
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.0.subscribe()
+    }
 }
 
 async fn open_log(path: &std::path::Path) -> std::io::Result<tokio::fs::File> {
@@ -45,12 +55,13 @@ pub fn spawn_output_capture(
     stdout: impl AsyncRead + Unpin + Send + 'static,
     stderr: impl AsyncRead + Unpin + Send + 'static,
     path: PathBuf,
+    reopen: &LogReopen,
 ) -> JoinHandle<()> {
     let (tx, rx) = mpsc::channel(QUEUE_LINES);
     let dropped = Arc::new(AtomicU64::new(0));
     tokio::spawn(read_lines(stdout, tx.clone(), dropped.clone()));
     tokio::spawn(read_lines(stderr, tx, dropped.clone()));
-    tokio::spawn(write_lines(rx, path, dropped))
+    tokio::spawn(write_lines(rx, path, dropped, reopen.subscribe()))
 }
 
 /// Splits `stream` into lines and queues them; never waits on the writer.
@@ -93,8 +104,12 @@ async fn read_lines(mut stream: impl AsyncRead + Unpin, tx: mpsc::Sender<Vec<u8>
 }
 
 /// Appends queued lines to the file; reports drops as they are noticed.
-async fn write_lines(mut rx: mpsc::Receiver<Vec<u8>>, path: PathBuf, dropped: Arc<AtomicU64>) {
-    let mut generation = reopen_generation().subscribe();
+async fn write_lines(
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    path: PathBuf,
+    dropped: Arc<AtomicU64>,
+    mut generation: watch::Receiver<u64>,
+) {
     generation.mark_unchanged();
     let mut file = match open_log(&path).await {
         Ok(file) => Some(file),
@@ -144,7 +159,7 @@ mod tests {
         let path = dir.path().join("orb-r.log");
         let (mut out_w, out_r) = tokio::io::duplex(64);
         let (err_w, err_r) = tokio::io::duplex(64);
-        let task = spawn_output_capture(out_r, err_r, path.clone());
+        let task = spawn_output_capture(out_r, err_r, path.clone(), &LogReopen::default());
         out_w.write_all(b"hello ").await.expect("write");
         out_w.write_all(b"world\nsecond").await.expect("write");
         out_w.write_all(b" line\n").await.expect("write");

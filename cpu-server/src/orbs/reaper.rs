@@ -17,8 +17,8 @@
 //! server every child is an orb or an adopted orb descendant; reaping never
 //! harms a live process).
 //!
-//! Each pass reads `/proc` without holding the [`ProcessTable`] lock, then
-//! takes it only to check which children are tracked. An orb is recorded
+//! Each pass reads `/proc`, then checks which children are tracked in the
+//! manager's latest [`ProcessTable`] snapshot (nothing is locked meanwhile). An orb is recorded
 //! there shortly *after* its fork, so a child is acted upon only once it was
 //! already an untracked child on an earlier pass at least [`MIN_AGE`] before
 //! (remembered by pid and start time, so a reused pid starts afresh; at most
@@ -151,15 +151,16 @@ impl Reaper {
 
     /// Decides and acts on `children` (one scan's result).
     pub fn apply(&mut self, children: &[ChildProc], now: Instant) -> usize {
-        // The only moment the table is locked: no /proc read, no signal under it.
-        let tracked: Vec<bool> = {
-            let table = self.table.lock();
-            if self.table.spawn_in_progress() {
-                // A child of this scan may be an orb between fork and its table entry.
-                return 0;
-            }
-            children.iter().map(|c| table.contains_key(&(c.pid as u32))).collect()
-        };
+        // The manager's latest snapshot, taken after the scan.
+        let table = self.table.current();
+        if table.launching > 0 {
+            // A child of this scan may be an orb between fork and its table entry.
+            return 0;
+        }
+        let tracked: Vec<bool> = children
+            .iter()
+            .map(|c| table.pids.contains_key(&(c.pid as u32)))
+            .collect();
         let mut remembered = HashMap::with_capacity(self.seen.len().min(MAX_REMEMBERED));
         let mut handled = 0;
         for (child, tracked) in children.iter().zip(tracked) {
@@ -346,7 +347,7 @@ mod tests {
 
     /// Runs two passes over `child` only, [`MIN_AGE`] apart (simulated).
     fn two_passes(child: ChildProc) -> usize {
-        let mut reaper = Reaper::new(ProcessTable::default(), None);
+        let mut reaper = Reaper::new(super::super::process_table::TableWriter::new().1, None);
         let start = Instant::now();
         reaper.apply(&[child], start) + reaper.apply(&[child], start + MIN_AGE * 2)
     }
@@ -365,7 +366,7 @@ mod tests {
     fn an_untracked_child_with_the_orb_marker_is_killed_on_the_second_pass_and_reaped() {
         let mut sleeper = Sleeper::start(true);
         let child = sleeper.scanned(true);
-        let mut reaper = Reaper::new(ProcessTable::default(), None);
+        let mut reaper = Reaper::new(super::super::process_table::TableWriter::new().1, None);
         let start = Instant::now();
         assert_eq!(reaper.apply(&[child], start), 0, "first sight: wait");
         assert_eq!(reaper.apply(&[child], start + MIN_AGE * 2), 1, "killed");

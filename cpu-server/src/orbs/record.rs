@@ -1,6 +1,9 @@
-//! The public record of one room's orb, and the states it moves through.
+//! The public record of one room's orb, and the states operators see it in
+//! (a view of the lifecycle's `OrbPhase`).
 
 use serde::Serialize;
+
+use super::lifecycle::ExitCause;
 
 /// Where a room's orb is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -29,7 +32,9 @@ pub struct ExitRecord {
     pub code: Option<i32>,
     /// Signal number, when killed by one.
     pub signal: Option<i32>,
-    /// Why it ended: the stop reason asked for, the orb's own reason, or `crash`.
+    /// What it is counted under.
+    pub cause: ExitCause,
+    /// Why it ended, in words: the stop's label, the orb's own reason, or `crash` (with detail).
     pub reason: String,
     /// Whether the manager counts it as a normal end (no restart).
     pub normal: bool,

@@ -12,13 +12,13 @@ use serde_json::json;
 
 use super::AdminState;
 use super::error::ApiError;
-use crate::orbs::{OrbRecord, SpawnOutcome, SpawnRequest};
+use crate::orbs::{OrbRecord, SpawnOutcome, SpawnRequest, StopReason};
 use crate::rooms::room_id::validate_room_id;
 
 /// Lifetime of a one-time operator token.
 pub const OPERATOR_TOKEN_TTL: Duration = Duration::from_secs(300);
 /// The reason of a kill asked for through the API.
-pub const MANUAL_REASON: &str = "manual_termination";
+pub const MANUAL_REASON: StopReason = StopReason::ManualTermination;
 
 /// `POST /api/orbs` body.
 #[derive(Debug, Deserialize)]

@@ -1,128 +1,66 @@
-//! The OrbManager actor: the one owner of every room's orb record, the slot
-//! count and the spawn queue.
+//! The OrbManager: the IO shell around the [`Lifecycle`].
 //!
-//! Its loop selects over operator commands, room events from the registry,
-//! reports from orb tasks, resource samples and its own timers (room-empty
-//! grace, idle, restart backoff, park expiry). Nothing else mutates orb state.
-//! A slot is taken before a spawn starts and freed only when the process has
-//! been reaped, so `MAX_CONCURRENT_ORBS` is never exceeded.
+//! One task owns the lifecycle and everything the rules do not decide: the
+//! handles of started orbs, the timers, the reply channels, the orb tokens
+//! and the published process table. Its loop selects over operator commands,
+//! room events, launcher and driver reports, resource samples and its timers;
+//! each input becomes a lifecycle event, and the actions that come back are
+//! carried out ([`effects`]). Nothing else mutates orb state.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::StreamExt;
-use serde_json::json;
-use shared::ipc::{ManagerToOrb, ParticipantJoined, ParticipantLeft};
-use shared::room::{AiStatus, RoomMessage};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
-use tokio_util::time::{DelayQueue, delay_queue};
-use tracing::{info, warn};
 
-use super::exit_rule::{AfterExit, after_exit, cause_label, ended_message};
-use super::launcher::{LaunchEnv, Launcher};
-use super::orb_command::OrbLaunch;
-use super::output_log::spawn_output_capture;
-use super::process_spawn::SpawnedProcess;
-use super::process_table::ProcessTable;
-use super::record::{ExitRecord, OrbRecord, OrbState};
-use super::restart_policy::{FIRST_BACKOFF, RestartDecision, RestartPolicy};
+use super::Command;
+use super::OrbCounts;
+use super::lifecycle::{Action, Event, Lifecycle, Rules, WaiterId};
+use super::process_control::{Launcher, Order, Report};
+use super::process_table::TableWriter;
+use super::record::ExitRecord;
 use super::sampler::Sample;
 use super::spawner::Spawner;
-use super::supervisor::{Control, OrbTask, Report, ReportKind, Timing};
-use super::{Command, OrbCounts, SpawnOutcome, SpawnRequest};
-use crate::rooms::events::{RoomEvent, RoomEventReceiver, RoomNotifier};
-use crate::settings::{OrbSettings, SpawnOn};
-use tokens::{constant_time_eq, random_token};
+use crate::rooms::events::{RoomEventReceiver, RoomNotifier};
+use crate::settings::OrbSettings;
+use credentials::Credentials;
+use timers::Timers;
 
 mod commands;
-mod reports;
-mod room_events;
-mod spawning;
-mod tokens;
+mod credentials;
+mod effects;
+mod intake;
+mod timers;
 
 #[cfg(test)]
 mod tests;
 
-/// A live process of a room's orb.
-struct Running {
-    pid: u32,
-    generation: u64,
-    started: Instant,
-    started_ms: u64,
-    control: mpsc::Sender<Control>,
-}
+/// Capacity of the reports channel (launches and drivers → manager).
+const REPORT_QUEUE: usize = 1024;
 
-/// One room's orb, from the wish for it to its last exit.
-struct OrbEntry {
-    session: String,
-    state: OrbState,
-    process: Option<Running>,
-    policy: RestartPolicy,
-    last_exit: Option<ExitRecord>,
-    last_heartbeat: Option<Instant>,
-    ipc_delay_ms: Option<f64>,
-    sample: Option<(f64, u64)>,
-    /// A stop was asked for: the entry goes when the process exits.
-    stop_reason: Option<String>,
-    /// Callers waiting for the current process to exit.
-    waiters: Vec<oneshot::Sender<Option<ExitRecord>>>,
-    /// Generation of a process the spawner thread is starting (slot taken, no pid yet).
-    launching: Option<u64>,
-    /// Position last told to the room while queued.
-    told_position: Option<usize>,
-    auth_token: String,
-    /// Spawn → `orb_ready` of the current (or last) process, ms.
-    spawn_to_ready_ms: Option<f64>,
-}
-
-/// The humans of one room, as the registry reported them.
-#[derive(Default)]
-struct People {
-    humans: HashMap<String, String>,
-}
-
-/// A room has at most one timer of each kind: setting one replaces the last,
-/// a join cancels the room-empty ones, removing the orb cancels them all. So
-/// no stale timer can fire and the queue stays bounded under join/leave churn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum TimerKind {
-    EmptyGrace,
-    Idle,
-    RestartDue,
-    ParkExpired,
-}
-
-impl TimerKind {
-    const ALL: [TimerKind; 4] = [Self::EmptyGrace, Self::Idle, Self::RestartDue, Self::ParkExpired];
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Timer {
+/// A started orb's handle, by generation.
+struct Handle {
     room: String,
-    kind: TimerKind,
+    pid: Option<u32>,
+    orders: mpsc::Sender<Order>,
 }
 
 /// The actor's state and channels.
 pub struct Manager {
-    settings: OrbSettings,
+    life: Lifecycle,
     launcher: Arc<dyn Launcher>,
     notifier: Arc<dyn RoomNotifier>,
-    table: ProcessTable,
-    orbs: HashMap<String, OrbEntry>,
-    people: HashMap<String, People>,
-    queue: VecDeque<String>,
-    slots_used: usize,
-    next_generation: u64,
-    draining: bool,
-    timers: DelayQueue<Timer>,
-    timer_keys: HashMap<Timer, delay_queue::Key>,
     spawner: Spawner,
-    reports_tx: mpsc::Sender<Report>,
+    heartbeat_interval_ms: u64,
+    timers: Timers,
+    handles: HashMap<u64, Handle>,
+    waiters: HashMap<WaiterId, oneshot::Sender<Option<ExitRecord>>>,
+    next_waiter: u64,
+    credentials: Credentials,
+    table: TableWriter,
     counts: watch::Sender<OrbCounts>,
-    /// One-time tokens for hand-started orbs, per room, with their expiry.
-    operator_tokens: HashMap<String, Vec<(String, Instant)>>,
+    reports_tx: mpsc::Sender<Report>,
 }
 
 /// The channels the manager listens on.
@@ -138,31 +76,28 @@ pub struct Inputs {
 impl Manager {
     /// A manager with no orbs.
     pub fn new(
-        settings: OrbSettings,
+        settings: &OrbSettings,
         launcher: Arc<dyn Launcher>,
         notifier: Arc<dyn RoomNotifier>,
-        table: ProcessTable,
+        table: TableWriter,
         counts: watch::Sender<OrbCounts>,
         spawner: Spawner,
     ) -> (Self, mpsc::Receiver<Report>) {
-        let (reports_tx, reports_rx) = mpsc::channel(1024);
+        let (reports_tx, reports_rx) = mpsc::channel(REPORT_QUEUE);
         let manager = Self {
-            settings,
+            life: Lifecycle::new(Rules::from(settings), fastrand::u64(..)),
             launcher,
             notifier,
-            table,
-            orbs: HashMap::new(),
-            people: HashMap::new(),
-            queue: VecDeque::new(),
-            slots_used: 0,
-            next_generation: 1,
-            draining: false,
-            timers: DelayQueue::new(),
-            timer_keys: HashMap::new(),
             spawner,
-            reports_tx,
+            heartbeat_interval_ms: settings.health_check_interval.as_millis() as u64,
+            timers: Timers::default(),
+            handles: HashMap::new(),
+            waiters: HashMap::new(),
+            next_waiter: 1,
+            credentials: Credentials::default(),
+            table,
             counts,
-            operator_tokens: HashMap::new(),
+            reports_tx,
         };
         (manager, reports_rx)
     }
@@ -186,86 +121,35 @@ impl Manager {
                 },
                 Some(report) = reports.recv() => self.on_report(report),
                 Some(samples) = inputs.samples.recv() => self.on_samples(samples),
-                Some(expired) = self.timers.next(), if !self.timers.is_empty() => self.on_expired(expired.into_inner()),
+                Some(timer) = self.timers.next(), if !self.timers.is_empty() => self.feed(Event::Timer(timer)),
             }
-            if !commands_open && self.orbs.values().all(|e| e.process.is_none() && e.launching.is_none()) {
+            if !commands_open && self.life.idle() {
                 break;
             }
         }
     }
 
-    // ---- helpers --------------------------------------------------------
-
-    fn on_expired(&mut self, timer: Timer) {
-        self.timer_keys.remove(&timer);
-        self.on_timer(timer);
+    /// Passes `event` to the lifecycle and carries out what it says.
+    fn feed(&mut self, event: Event) {
+        let actions = self.life.on(event, Instant::now());
+        self.carry_out(actions);
     }
 
-    /// Arms the room's timer of `kind` to fire after `delay`, replacing any earlier one.
-    fn set_timer(&mut self, room: &str, kind: TimerKind, delay: Duration) {
-        self.set_timer_at(room, kind, Instant::now() + delay);
+    /// Carries out the actions the lifecycle queued outside [`Lifecycle::on`].
+    fn carry_out_pending(&mut self) {
+        let actions = self.life.take_actions();
+        self.carry_out(actions);
     }
 
-    fn set_timer_at(&mut self, room: &str, kind: TimerKind, at: Instant) {
-        let timer = Timer {
-            room: room.to_owned(),
-            kind,
-        };
-        match self.timer_keys.get(&timer) {
-            Some(key) => self.timers.reset_at(key, at),
-            None => {
-                let key = self.timers.insert_at(timer.clone(), at);
-                self.timer_keys.insert(timer, key);
-            }
+    fn carry_out(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            self.apply(action);
         }
-    }
-
-    fn cancel_timer(&mut self, room: &str, kind: TimerKind) {
-        let timer = Timer {
-            room: room.to_owned(),
-            kind,
-        };
-        if let Some(key) = self.timer_keys.remove(&timer) {
-            self.timers.remove(&key);
-        }
-    }
-
-    fn remove_entry(&mut self, room: &str) {
-        for kind in TimerKind::ALL {
-            self.cancel_timer(room, kind);
-        }
-        self.queue.retain(|r| r != room);
-        if let Some(entry) = self.orbs.remove(room) {
-            for waiter in entry.waiters {
-                let _ = waiter.send(entry.last_exit.clone());
-            }
-        }
-        self.tell_queue_positions();
         self.publish_counts();
     }
 
-    /// Whether the humans now in `room` call for an orb under `ORB_SPAWN_ON`.
-    fn wants_orb(&self, room: &str) -> bool {
-        let Some(people) = self.people.get(room) else {
-            return false;
-        };
-        match self.settings.spawn_on {
-            SpawnOn::Coach => people.humans.values().any(|role| role == "coach"),
-            SpawnOn::Any => !people.humans.is_empty(),
-            SpawnOn::Manual => false,
-        }
-    }
-
-    fn humans(&self, room: &str) -> usize {
-        self.people.get(room).map_or(0, |p| p.humans.len())
-    }
-
     fn publish_counts(&self) {
-        let counts = OrbCounts {
-            active: self.slots_used,
-            max: self.settings.max_concurrent,
-            queued: self.queue.len(),
-        };
+        let counts = self.life.counts();
         self.counts.send_if_modified(|current| {
             let changed = *current != counts;
             *current = counts;
@@ -273,43 +157,16 @@ impl Manager {
         });
     }
 
-    fn record(&self, room: &str) -> Option<OrbRecord> {
-        let entry = self.orbs.get(room)?;
-        let running = entry.process.as_ref();
-        Some(OrbRecord {
-            room: room.to_owned(),
-            session: entry.session.clone(),
-            pid: running.map(|r| r.pid),
-            state: entry.state,
-            started_at_ms: running.map(|r| r.started_ms),
-            uptime_ms: running.map_or(0, |r| r.started.elapsed().as_millis() as u64),
-            restarts: entry.policy.restarts,
-            last_exit: entry.last_exit.clone(),
-            last_heartbeat_ms: entry.last_heartbeat.map(|t| t.elapsed().as_millis() as u64),
-            ipc_rtt_ms: entry.ipc_delay_ms,
-            spawn_to_ready_ms: entry.spawn_to_ready_ms,
-            cpu_percent: entry.sample.map(|s| s.0),
-            rss_bytes: entry.sample.map(|s| s.1),
-            participants: self.humans(room),
-            queue_position: self.queue.iter().position(|r| r == room).map(|i| i + 1),
-        })
+    fn new_waiter(&mut self, reply: oneshot::Sender<Option<ExitRecord>>) -> WaiterId {
+        let id = WaiterId(self.next_waiter);
+        self.next_waiter += 1;
+        self.waiters.insert(id, reply);
+        id
     }
 }
 
-fn ai_status(status: &str, extra: serde_json::Value) -> RoomMessage {
-    let extra = match extra {
-        serde_json::Value::Object(map) => map,
-        _ => Default::default(),
-    };
-    RoomMessage::AiStatus(AiStatus {
-        status: status.to_owned(),
-        session_id: None,
-        from_id: None,
-        extra,
-    })
-}
-
-fn now_ms() -> u64 {
+/// Milliseconds since the Unix epoch, for the records operators read.
+fn wall_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

@@ -1,23 +1,54 @@
-//! The manager's decisions driven in-process with a paused clock: timers,
-//! retries of orders and notifications that could not be delivered.
+//! The shell around the lifecycle, in-process with a fake launcher: orders
+//! reach the orb's handle, tokens follow processes, notices the registry
+//! dropped are told again, the timer queue stays bounded.
 
 use std::sync::Mutex;
+use std::time::Duration;
 
-use futures_util::FutureExt;
+use shared::room::RoomMessage;
 use shared::settings::{DotEnv, Validator};
 
 use super::*;
+use crate::orbs::lifecycle::StopReason;
+use crate::orbs::orb_command::OrbLaunch;
+use crate::orbs::process_control::{EventSink, LaunchEnv, ProcessEvent, Started, StartedOrb, Supervision};
+use crate::rooms::events::{RoomEvent, room_event_channel};
 use crate::settings::OrbArgs;
 
-/// A launcher that never starts anything (these tests need no process).
-struct NoLauncher;
+/// One launch the fake launcher saw: what the test can drive.
+struct Launched {
+    launch: OrbLaunch,
+    env: LaunchEnv,
+    events: EventSink,
+    orders: mpsc::Receiver<Order>,
+}
 
-impl Launcher for NoLauncher {
-    fn launch(&self, _: &OrbLaunch, _: &LaunchEnv) -> Result<SpawnedProcess, String> {
-        Err("no launcher in this test".to_owned())
-    }
-    fn log_path(&self, room: &str) -> std::path::PathBuf {
-        std::path::PathBuf::from(format!("/nonexistent/orb-{room}.log"))
+/// A launcher that starts nothing: each launch is handed to the test.
+struct FakeLauncher {
+    launched: std::sync::mpsc::Sender<Launched>,
+    refuse: bool,
+}
+
+impl Launcher for FakeLauncher {
+    fn start(&self, launch: &OrbLaunch, env: &LaunchEnv, events: EventSink) -> Result<Started, String> {
+        if self.refuse {
+            return Err("no launcher in this test".to_owned());
+        }
+        let (orders_tx, orders) = mpsc::channel(4);
+        let _ = self.launched.send(Launched {
+            launch: launch.clone(),
+            env: env.clone(),
+            events,
+            orders,
+        });
+        Ok(Started {
+            orb: StartedOrb {
+                pid: None,
+                orders: orders_tx,
+                supervision: Supervision::Ipc,
+            },
+            driver: Box::pin(async {}),
+        })
     }
 }
 
@@ -44,26 +75,12 @@ impl RoomNotifier for Notes {
     }
 }
 
-fn manager(args: OrbArgs, notes: Arc<Notes>) -> Manager {
+fn settings(args: OrbArgs) -> OrbSettings {
     let dotenv = DotEnv::default();
     let mut v = Validator::new(&dotenv);
-    let settings = OrbArgs {
-        orb_spawn_on: Some("manual".to_owned()),
-        ..args
-    }
-    .validate(&mut v, false, false);
+    let settings = args.validate(&mut v, false, false);
     v.finish().expect("valid settings");
-    let (counts, _) = watch::channel(OrbCounts::default());
-    let spawner = Spawner::start(tokio::runtime::Handle::current(), 4).expect("spawner");
-    let (manager, _reports) = Manager::new(
-        settings,
-        Arc::new(NoLauncher),
-        notes,
-        ProcessTable::default(),
-        counts,
-        spawner,
-    );
-    manager
+    settings
 }
 
 fn joined(room: &str, user: &str, role: &str) -> RoomEvent {
@@ -83,128 +100,132 @@ fn left(room: &str, user: &str) -> RoomEvent {
     }
 }
 
-/// Runs every timer that is due now.
-fn fire_due(m: &mut Manager) {
-    while let Some(Some(expired)) = m.timers.next().now_or_never() {
-        m.on_expired(expired.into_inner());
+/// Waits (bounded) for the fake launcher's next launch.
+async fn next_launch(rx: &std::sync::mpsc::Receiver<Launched>) -> Launched {
+    for _ in 0..500 {
+        if let Ok(launched) = rx.try_recv() {
+            return launched;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    panic!("no launch within 5 s");
 }
 
-async fn advance_to(start: Instant, at_secs: u64, m: &mut Manager) {
-    let target = start + Duration::from_secs(at_secs);
-    tokio::time::advance(target.saturating_duration_since(Instant::now())).await;
-    fire_due(m);
-}
-
-/// Rule (audit item 3): a room-empty timer of an earlier absence never stops
-/// the orb of a later one early. Coach leaves at 0 s, is back at 10 s, blips
-/// out at 58 s: the orb stays until 58 + 60 s, not 60 s.
-#[tokio::test(start_paused = true)]
-async fn a_stale_room_empty_timer_does_not_cut_a_later_absence_short() {
-    let mut m = manager(
-        OrbArgs {
-            room_empty_grace: Some("60000".to_owned()),
-            idle_timeout: Some("300000".to_owned()),
-            ..OrbArgs::default()
-        },
-        Arc::default(),
+/// Rule: through the real actor, a coach's join launches an orb with its own
+/// token; an operator's stop reaches the orb's handle as a graceful ask; the
+/// exit answers the stop; the token dies with the process.
+#[tokio::test]
+async fn a_launched_orb_is_driven_through_its_handle() {
+    let (launched_tx, launched) = std::sync::mpsc::channel();
+    let launcher = Arc::new(FakeLauncher {
+        launched: launched_tx,
+        refuse: false,
+    });
+    let (events_tx, events_rx) = room_event_channel();
+    let orbs = crate::orbs::spawn_manager_with(
+        settings(OrbArgs::default()),
+        events_rx,
+        Arc::new(Notes::default()),
+        launcher,
     );
-    let start = Instant::now();
-    m.on_room_event(joined("r", "coach", "coach"));
-    m.create_entry("r", None);
-    m.on_room_event(left("r", "coach"));
-    advance_to(start, 10, &mut m).await;
-    m.on_room_event(joined("r", "coach", "coach"));
-    advance_to(start, 58, &mut m).await;
-    m.on_room_event(left("r", "coach"));
-    advance_to(start, 61, &mut m).await;
-    assert!(
-        m.orbs.contains_key("r"),
-        "the 0 s absence's timer must not stop the orb at 60 s"
-    );
-    advance_to(start, 119, &mut m).await;
-    assert!(!m.orbs.contains_key("r"), "stopped 60 s after the last leave");
-}
-
-/// Rule (audit item 10): the timer queue stays bounded under join/leave churn:
-/// one timer of each kind per room at most.
-#[tokio::test(start_paused = true)]
-async fn join_leave_churn_keeps_the_timer_queue_bounded() {
-    let mut m = manager(OrbArgs::default(), Arc::default());
-    m.on_room_event(joined("r", "coach", "coach"));
-    m.create_entry("r", None);
-    for _ in 0..1000 {
-        m.on_room_event(left("r", "coach"));
-        m.on_room_event(joined("r", "coach", "coach"));
-    }
-    m.on_room_event(left("r", "coach"));
-    assert_eq!(m.timers.len(), 2, "one room-empty and one idle timer");
-    assert_eq!(m.timer_keys.len(), 2);
-}
-
-/// Rule: IDLE_TIMEOUT=0 turns the idle limit off; the room-empty grace still applies.
-#[tokio::test(start_paused = true)]
-async fn idle_timeout_zero_sets_no_idle_timer() {
-    let mut m = manager(
-        OrbArgs {
-            idle_timeout: Some("0".to_owned()),
-            ..OrbArgs::default()
-        },
-        Arc::default(),
-    );
-    m.create_entry("admin-started", None);
-    assert_eq!(m.timers.len(), 0, "no idle timer for an orb started in an empty room");
-    m.on_room_event(joined("r", "coach", "coach"));
-    m.create_entry("r", None);
-    m.on_room_event(left("r", "coach"));
-    assert_eq!(m.timers.len(), 1, "only the room-empty grace");
-}
-
-/// Rule (audit item 12): a memory-limit kill that cannot be queued is sent
-/// again at the next sample, not marked as done.
-#[tokio::test(start_paused = true)]
-async fn a_memory_limit_kill_that_cannot_be_sent_is_retried() {
-    let mut m = manager(
-        OrbArgs {
-            orb_memory_limit_mb: Some("10".to_owned()),
-            ..OrbArgs::default()
-        },
-        Arc::default(),
-    );
-    m.on_room_event(joined("r", "coach", "coach"));
-    m.create_entry("r", None);
-    let (control, mut orders) = mpsc::channel(1);
-    control.try_send(Control::Activity).expect("fill the channel");
-    if let Some(entry) = m.orbs.get_mut("r") {
-        entry.state = OrbState::Ready;
-        entry.process = Some(Running {
-            pid: 4242,
-            generation: 1,
-            started: Instant::now(),
-            started_ms: 0,
-            control,
-        });
-    }
-    let sample = || Sample {
-        room: "r".to_owned(),
-        pid: 4242,
-        cpu_percent: 1.0,
-        rss_bytes: 64 * 1024 * 1024,
+    events_tx.send(joined("r", "coach", "coach")).await.expect("send");
+    let mut orb = next_launch(&launched).await;
+    assert_eq!(orb.launch.coach.as_deref(), Some("coach"));
+    let token = orb.env.auth_token.clone();
+    assert!(orbs.verify_orb_token("r", &token).await);
+    assert!(!orbs.verify_orb_token("r", "wrong").await);
+    orb.events.send(ProcessEvent::Ready).await;
+    let ready = async {
+        for _ in 0..500 {
+            if orbs
+                .get("r")
+                .await
+                .is_some_and(|r| r.state == crate::orbs::OrbState::Ready)
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
     };
-    m.on_samples(vec![sample()]);
-    assert!(matches!(orders.try_recv(), Ok(Control::Activity)));
-    assert!(orders.try_recv().is_err(), "the kill did not fit");
-    m.on_samples(vec![sample()]);
+    assert!(ready.await, "ready");
+    let stop = tokio::spawn({
+        let orbs = orbs.clone();
+        async move { orbs.stop("r", StopReason::ManualTermination).await }
+    });
+    let order = loop {
+        match tokio::time::timeout(Duration::from_secs(5), orb.orders.recv()).await {
+            Ok(Some(Order::Tell(_))) => continue,
+            other => break other,
+        }
+    };
     assert!(
-        matches!(orders.try_recv(), Ok(Control::Kill { ref reason }) if reason == "memory_limit"),
-        "the kill is sent at the next sample"
+        matches!(
+            order,
+            Ok(Some(Order::AskToStop {
+                reason: "manual_termination",
+                ..
+            }))
+        ),
+        "{order:?}"
     );
-    assert_eq!(m.orbs.get("r").map(|e| e.state), Some(OrbState::Stopping));
+    orb.events
+        .send(ProcessEvent::Exited {
+            code: Some(0),
+            signal: None,
+        })
+        .await;
+    let exit = stop.await.expect("join").expect("an exit");
+    assert_eq!(exit.cause, crate::orbs::ExitCause::ManualTermination);
+    assert!(
+        !orbs.verify_orb_token("r", &token).await,
+        "the token died with the process"
+    );
+    assert!(orbs.get("r").await.is_none());
 }
 
-/// Rule (audit item 12): a queue position that could not be told is told
-/// again, not recorded as told.
-#[tokio::test(start_paused = true)]
+fn manager(args: OrbArgs, notes: Arc<Notes>) -> Manager {
+    let (launched, _) = std::sync::mpsc::channel();
+    let (table, _) = TableWriter::new();
+    let (counts, _) = watch::channel(OrbCounts::default());
+    let spawner = Spawner::start(tokio::runtime::Handle::current(), 4).expect("spawner");
+    let settings = settings(OrbArgs {
+        orb_spawn_on: Some("coach".to_owned()),
+        ..args
+    });
+    let launcher = Arc::new(FakeLauncher { launched, refuse: true });
+    Manager::new(&settings, launcher, notes, table, counts, spawner).0
+}
+
+/// Rule: a stop or kill that does not fit in the orb's order queue is still
+/// delivered (a message for the orb may be dropped; a kill never is).
+#[tokio::test]
+async fn a_kill_that_does_not_fit_is_still_delivered() {
+    let mut m = manager(OrbArgs::default(), Arc::default());
+    let (orders_tx, mut orders) = mpsc::channel(1);
+    m.handles.insert(
+        1,
+        Handle {
+            room: "r".to_owned(),
+            pid: None,
+            orders: orders_tx,
+        },
+    );
+    m.apply(Action::Order {
+        generation: 1,
+        order: Order::Terminate,
+    });
+    m.apply(Action::Order {
+        generation: 1,
+        order: Order::Kill,
+    });
+    assert_eq!(orders.recv().await, Some(Order::Terminate));
+    let kill = tokio::time::timeout(Duration::from_secs(5), orders.recv()).await;
+    assert_eq!(kill, Ok(Some(Order::Kill)), "the kill is delivered once there is room");
+}
+
+/// Rule: a queue position the registry dropped is told again, not recorded as told.
+#[tokio::test]
 async fn a_queue_position_the_registry_dropped_is_told_again() {
     let notes = Arc::new(Notes {
         refuse: Mutex::new(1),
@@ -217,22 +238,27 @@ async fn a_queue_position_the_registry_dropped_is_told_again() {
         },
         Arc::clone(&notes),
     );
-    m.slots_used = 1; // the one slot is taken
-    m.on_room_event(joined("a", "coach", "coach"));
-    m.create_entry("a", None);
-    m.try_start("a");
-    assert_eq!(
-        m.orbs.get("a").and_then(|e| e.told_position),
-        None,
-        "dropped, so not told"
-    );
+    m.on_room_event(joined("busy", "coach", "coach")); // takes the one slot
+    m.on_room_event(joined("a", "coach", "coach")); // queued: the notice is refused
     m.on_room_event(joined("b", "coach", "coach"));
-    m.create_entry("b", None);
-    m.try_start("b");
     let told = notes.told.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let positions: Vec<(String, u64)> = told
         .iter()
         .map(|(room, v)| (room.clone(), v["position"].as_u64().unwrap_or(0)))
         .collect();
     assert_eq!(positions, [("a".to_owned(), 1), ("b".to_owned(), 2)]);
+}
+
+/// Rule: the timer queue stays bounded under join/leave churn: one timer of
+/// each kind per room at most.
+#[tokio::test(start_paused = true)]
+async fn join_leave_churn_keeps_the_timer_queue_bounded() {
+    let mut m = manager(OrbArgs::default(), Arc::default());
+    m.on_room_event(joined("r", "coach", "coach"));
+    for _ in 0..1000 {
+        m.on_room_event(left("r", "coach"));
+        m.on_room_event(joined("r", "coach", "coach"));
+    }
+    m.on_room_event(left("r", "coach"));
+    assert_eq!(m.timers.len(), 2, "one room-empty and one idle timer");
 }

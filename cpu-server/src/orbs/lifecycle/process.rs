@@ -1,0 +1,312 @@
+//! What happens to processes: the launcher's answer, ready, heartbeats,
+//! errors, resources, the start of a stop, and the exit (with the restart rule).
+
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::escalation::Escalation;
+use super::exit_rule::{AfterExit, after_exit, classify};
+use super::restart_policy::FIRST_BACKOFF;
+use super::*;
+
+impl Lifecycle {
+    pub(super) fn spawned(&mut self, room: &str, generation: u64, result: Result<StartedInfo, String>, now: Instant) {
+        let waiting = self
+            .orbs
+            .get(room)
+            .is_some_and(|o| o.phase.generation() == Some(generation) && o.phase.live().is_none());
+        let info = match result {
+            Err(error) => {
+                // No process: the slot taken for it is free again.
+                self.slots_used = self.slots_used.saturating_sub(1);
+                if waiting {
+                    self.start_failed(room, &error, now);
+                }
+                self.fill_free_slots();
+                return;
+            }
+            Ok(info) => info,
+        };
+        if !waiting {
+            // The room's orb was stopped or replaced while this one started:
+            // kill it; its exit frees the slot.
+            self.order(generation, Order::Kill);
+            return;
+        }
+        let live = Live {
+            pid: info.pid,
+            supervision: info.supervision,
+            started: now,
+            last_heard: now,
+            announced: None,
+        };
+        self.push(Action::Count(Tally::Spawn));
+        let Some(orb) = self.orbs.get_mut(room) else { return };
+        let restart = orb.last_exit.is_some();
+        if restart {
+            orb.policy.note_restart();
+        }
+        orb.sample = None;
+        info!(%room, pid = ?info.pid, generation, session = %orb.session, "orb started");
+        let stopping = match &mut orb.phase {
+            OrbPhase::Starting { live: slot, .. } => {
+                *slot = Some(live);
+                None
+            }
+            OrbPhase::Stopping {
+                live: slot,
+                reason,
+                escalation,
+                ..
+            } => {
+                // A stop was asked for while it started: carry it out now.
+                *slot = Some(live);
+                Some(escalation.begin(*reason, now, self.rules.graces))
+            }
+            _ => None,
+        };
+        if restart {
+            self.push(Action::Count(Tally::Restart));
+        }
+        match stopping {
+            Some(step) => self.take_step(room, generation, step),
+            None => {
+                self.arm(room, TimerKind::ReadyDue, now + self.rules.ready_timeout);
+                if let Some(life) = self.rules.max_lifetime {
+                    self.arm(room, TimerKind::LifetimeEnd, now + life);
+                }
+            }
+        }
+    }
+
+    pub(super) fn process_event(&mut self, room: &str, generation: u64, event: ProcessEvent, now: Instant) {
+        if let ProcessEvent::Exited { code, signal } = event {
+            return self.exited(room, generation, code, signal, now);
+        }
+        let current = self
+            .orbs
+            .get(room)
+            .is_some_and(|o| o.phase.generation() == Some(generation) && o.phase.live().is_some());
+        if !current {
+            return; // an older process's news
+        }
+        if !matches!(event, ProcessEvent::Resources { .. } | ProcessEvent::CannotAsk) {
+            self.heard_from(room, now);
+        }
+        match event {
+            ProcessEvent::Ready => self.became_ready(room, generation, now),
+            ProcessEvent::Heartbeat { metrics, delay_ms } => {
+                self.push(Action::Count(Tally::Heartbeat(delay_ms)));
+                if let Some(orb) = self.orbs.get_mut(room) {
+                    orb.ipc_delay_ms = delay_ms;
+                    if orb.sample.is_none() && metrics.memory > 0.0 {
+                        orb.sample = Some((metrics.cpu, (metrics.memory * 1024.0 * 1024.0) as u64));
+                    }
+                }
+            }
+            ProcessEvent::Error { error, critical } => {
+                warn!(%room, %error, critical, "orb error");
+                if critical {
+                    self.begin_stop(room, StopReason::OrbError, None, now);
+                }
+            }
+            ProcessEvent::Summary(summary) => {
+                let session = self.orbs.get(room).map(|o| o.session.clone()).unwrap_or_default();
+                info!(%room, %session, summary = %summary, "session summary");
+            }
+            ProcessEvent::Announced(reason) => {
+                if let Some(live) = self.orbs.get_mut(room).and_then(|o| o.phase.live_mut()) {
+                    live.announced = Some(reason);
+                }
+            }
+            ProcessEvent::CannotAsk => {
+                let graces = self.rules.graces;
+                let step = match self.orbs.get_mut(room).map(|o| &mut o.phase) {
+                    Some(OrbPhase::Stopping { escalation, .. }) => escalation.cannot_ask(now, graces),
+                    _ => None,
+                };
+                if let Some(step) = step {
+                    self.take_step(room, generation, step);
+                }
+            }
+            ProcessEvent::Resources { cpu_percent, rss_bytes } => {
+                self.resources(room, generation, cpu_percent, rss_bytes, now)
+            }
+            ProcessEvent::Exited { .. } => {}
+        }
+    }
+
+    pub(super) fn became_ready(&mut self, room: &str, generation: u64, now: Instant) {
+        let Some(orb) = self.orbs.get_mut(room) else { return };
+        let OrbPhase::Starting {
+            generation: g,
+            live: Some(live),
+        } = &orb.phase
+        else {
+            return;
+        };
+        let (g, live) = (*g, live.clone());
+        if g != generation {
+            return;
+        }
+        let ready_after = now.saturating_duration_since(live.started);
+        orb.spawn_to_ready_ms = Some(ready_after.as_secs_f64() * 1000.0);
+        orb.phase = OrbPhase::Ready { generation, live };
+        info!(%room, ready_ms = ready_after.as_secs_f64() * 1000.0, "orb ready");
+        self.push(Action::Count(Tally::SpawnToReady(ready_after)));
+        self.cancel(room, TimerKind::ReadyDue);
+        self.arm(room, TimerKind::Watchdog, now + self.rules.unresponsive_timeout);
+        self.tell_orb_who_is_here(room);
+    }
+
+    /// CPU and memory of process `generation`'s tree; over `ORB_MEMORY_LIMIT_MB` it is killed.
+    pub fn resources(&mut self, room: &str, generation: u64, cpu_percent: f64, rss_bytes: u64, now: Instant) {
+        let limit = self.rules.memory_limit_bytes;
+        let Some(orb) = self.orbs.get_mut(room) else { return };
+        if orb.phase.generation() != Some(generation) || orb.phase.live().is_none() {
+            return;
+        }
+        orb.sample = Some((cpu_percent, rss_bytes));
+        let running = matches!(orb.phase, OrbPhase::Starting { .. } | OrbPhase::Ready { .. });
+        if let Some(limit) = limit
+            && rss_bytes > limit
+            && running
+        {
+            warn!(%room, rss = rss_bytes, limit, "orb over ORB_MEMORY_LIMIT_MB; killing it");
+            self.begin_stop(room, StopReason::MemoryLimit, None, now);
+        }
+    }
+
+    /// Starts stopping the room's orb for `reason` (or joins a stop under way).
+    /// Returns false when the room has no process to stop.
+    pub(super) fn begin_stop(
+        &mut self,
+        room: &str,
+        reason: StopReason,
+        waiter: Option<WaiterId>,
+        now: Instant,
+    ) -> bool {
+        let graces = self.rules.graces;
+        let Some(orb) = self.orbs.get_mut(room) else {
+            return false;
+        };
+        match &mut orb.phase {
+            OrbPhase::Starting { .. } | OrbPhase::Ready { .. } => {}
+            OrbPhase::Stopping {
+                reason: current,
+                waiters,
+                ..
+            } => {
+                waiters.extend(waiter);
+                // A stop that ends the orb's life overrides one that would restart it.
+                if !reason.ends_life() || current.ends_life() {
+                    return true;
+                }
+                *current = reason;
+                self.push(Action::Count(Tally::Stop(reason)));
+                return true;
+            }
+            _ => return false,
+        }
+        let Some((generation, live)) =
+            std::mem::replace(&mut orb.phase, OrbPhase::Queued { told: None }).into_process()
+        else {
+            return false;
+        };
+        let mut escalation = Escalation::Pending;
+        let step = live.is_some().then(|| escalation.begin(reason, now, graces));
+        orb.phase = OrbPhase::Stopping {
+            generation,
+            live,
+            reason,
+            waiters: waiter.into_iter().collect(),
+            escalation,
+        };
+        info!(%room, %reason, "stopping orb");
+        self.push(Action::Count(Tally::Stop(reason)));
+        for kind in [TimerKind::ReadyDue, TimerKind::Watchdog, TimerKind::LifetimeEnd] {
+            self.cancel(room, kind);
+        }
+        if let Some(step) = step {
+            self.take_step(room, generation, step);
+        }
+        true
+    }
+
+    /// Delivers a step of the stop escalation and arms the next.
+    pub(super) fn take_step(&mut self, room: &str, generation: u64, step: escalation::Step) {
+        self.order(generation, step.order);
+        match step.next {
+            Some(at) => self.arm(room, TimerKind::Escalate, at),
+            None => self.cancel(room, TimerKind::Escalate),
+        }
+    }
+
+    /// Process `generation` is gone: its slot is free, and the restart rule decides.
+    fn exited(&mut self, room: &str, generation: u64, code: Option<i32>, signal: Option<i32>, now: Instant) {
+        // The slot belongs to the process: freed now that it is gone, whatever else happens.
+        self.slots_used = self.slots_used.saturating_sub(1);
+        let humans = self.humans(room);
+        let draining = self.draining;
+        let current = self
+            .orbs
+            .get(room)
+            .is_some_and(|o| o.phase.generation() == Some(generation));
+        if !current {
+            // A process killed because nobody wanted it any more.
+            let exit = classify(code, signal, Some(StopReason::ManualTermination), None);
+            self.push(Action::Count(Tally::Exit(exit.cause)));
+            self.fill_free_slots();
+            return;
+        }
+        let Some(orb) = self.orbs.get_mut(room) else { return };
+        let phase = std::mem::replace(&mut orb.phase, OrbPhase::Queued { told: None });
+        let (ending, waiters, live) = match phase {
+            OrbPhase::Stopping {
+                reason, waiters, live, ..
+            } => (Some(reason), waiters, live),
+            OrbPhase::Starting { live, .. } => (None, Vec::new(), live),
+            OrbPhase::Ready { live, .. } => (None, Vec::new(), Some(live)),
+            _ => (None, Vec::new(), None),
+        };
+        let announced = live.as_ref().and_then(|l| l.announced.clone());
+        let ran_for = live.map_or(Duration::ZERO, |l| now.saturating_duration_since(l.started));
+        let exit = classify(code, signal, ending, announced.as_deref());
+        info!(%room, code = ?exit.code, signal = ?exit.signal, reason = %exit.reason, normal = exit.normal, "orb exited");
+        orb.last_exit = Some(exit.clone());
+        self.push(Action::Count(Tally::Exit(exit.cause)));
+        for kind in TimerKind::PROCESS {
+            self.cancel(room, kind);
+        }
+        for waiter in waiters {
+            self.push(Action::Reply {
+                waiter,
+                exit: Some(exit.clone()),
+            });
+        }
+        match after_exit(ending, &exit, humans, draining) {
+            AfterExit::Remove { tell_room, respawn } => {
+                self.remove_entry(room);
+                if let Some(cause) = tell_room {
+                    self.notify(room, Notice::Ended(cause));
+                }
+                // Stopped because the room was empty, but someone came back during the stop:
+                // they get a fresh orb (a join while an entry exists starts nothing).
+                if respawn && self.room_calls_for_orb(room) {
+                    self.create_entry(room, None, now);
+                    self.try_start(room);
+                }
+            }
+            AfterExit::RestartNotFailure => {
+                info!(%room, humans, "orb ended itself for idleness with humans present; restarting it");
+                let due = now + FIRST_BACKOFF;
+                if let Some(orb) = self.orbs.get_mut(room) {
+                    orb.phase = OrbPhase::Restarting { due };
+                }
+                self.arm(room, TimerKind::RestartDue, due);
+            }
+            AfterExit::Failure => self.after_failure(room, ran_for, now),
+        }
+        self.fill_free_slots();
+    }
+}

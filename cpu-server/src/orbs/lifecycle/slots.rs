@@ -1,0 +1,169 @@
+//! Slots, the FIFO queue, launching, failures and forgetting a room's orb.
+//!
+//! A slot is taken when a launch is asked for and freed only when the
+//! launcher failed or the process is gone, so `MAX_CONCURRENT_ORBS` is never
+//! exceeded.
+
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::exit_rule::spawn_failed;
+use super::phase::OrbLife;
+use super::restart_policy::{RestartDecision, RestartPolicy};
+use super::spawn_rule::Role;
+use super::*;
+
+impl Lifecycle {
+    pub(super) fn create_entry(&mut self, room: &str, session: Option<String>, now: Instant) {
+        let life = OrbLife {
+            session: session.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            phase: OrbPhase::Queued { told: None },
+            policy: RestartPolicy::new(self.rules.max_restarts, self.rules.restart_window),
+            last_exit: None,
+            ipc_delay_ms: None,
+            sample: None,
+            spawn_to_ready_ms: None,
+        };
+        self.orbs.insert(room.to_owned(), life);
+        if let Some(idle) = self.rules.idle_timeout
+            && self.humans(room) == 0
+        {
+            // Started with nobody in the room (admin API): the idle timeout applies.
+            self.arm(room, TimerKind::Idle, now + idle);
+        }
+    }
+
+    /// Starts the room's orb if a slot is free, else queues it.
+    pub(super) fn try_start(&mut self, room: &str) {
+        if self.slots_used < self.rules.max_concurrent {
+            self.launch(room);
+        } else if !self.queue.iter().any(|r| r == room) {
+            if let Some(orb) = self.orbs.get_mut(room) {
+                orb.phase = OrbPhase::Queued { told: None };
+            }
+            self.queue.push_back(room.to_owned());
+            self.tell_queue_positions();
+        }
+    }
+
+    pub(super) fn fill_free_slots(&mut self) {
+        while self.slots_used < self.rules.max_concurrent && !self.draining {
+            let Some(room) = self.queue.pop_front() else { break };
+            if self
+                .orbs
+                .get(&room)
+                .is_some_and(|o| matches!(o.phase, OrbPhase::Queued { .. }))
+            {
+                self.launch(&room);
+            }
+        }
+        self.tell_queue_positions();
+    }
+
+    /// Tells each queued room its position when it changed.
+    pub(super) fn tell_queue_positions(&mut self) {
+        let changed: Vec<(String, usize)> = self
+            .queue
+            .iter()
+            .enumerate()
+            .filter_map(|(index, room)| {
+                let told = match self.orbs.get(room).map(|o| &o.phase) {
+                    Some(OrbPhase::Queued { told }) => *told,
+                    _ => return None,
+                };
+                (told != Some(index + 1)).then(|| (room.clone(), index + 1))
+            })
+            .collect();
+        for (room, position) in changed {
+            self.notify(&room, Notice::Queued(position));
+        }
+    }
+
+    /// The room heard its queue position (a busy registry hears it at the next change).
+    pub fn note_told(&mut self, room: &str, position: usize) {
+        if let Some(OrbPhase::Queued { told }) = self.orbs.get_mut(room).map(|o| &mut o.phase) {
+            *told = Some(position);
+        }
+    }
+
+    /// Takes a slot and asks for process `generation` of the room.
+    fn launch(&mut self, room: &str) {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let humans = self.people.get(room);
+        let coach = humans.and_then(|h| h.first_with(&Role::Coach));
+        let client = humans.and_then(|h| h.first_with(&Role::Client));
+        let Some(orb) = self.orbs.get_mut(room) else { return };
+        orb.phase = OrbPhase::Starting { generation, live: None };
+        let launch = OrbLaunch {
+            room: room.to_owned(),
+            session: orb.session.clone(),
+            coach,
+            client,
+        };
+        self.slots_used += 1;
+        self.push(Action::Launch { generation, launch });
+    }
+
+    /// A start that produced no process: counts as a failed start.
+    pub(super) fn start_failed(&mut self, room: &str, error: &str, now: Instant) {
+        warn!(%room, %error, "orb failed to start");
+        self.push(Action::Count(Tally::Exit(ExitCause::SpawnFailed)));
+        let Some(orb) = self.orbs.get_mut(room) else { return };
+        let exit = spawn_failed(error);
+        orb.last_exit = Some(exit.clone());
+        if let OrbPhase::Stopping { waiters, .. } = &mut orb.phase {
+            // Stopped while it was starting: nothing to restart.
+            let waiters = std::mem::take(waiters);
+            for waiter in waiters {
+                self.push(Action::Reply {
+                    waiter,
+                    exit: Some(exit.clone()),
+                });
+            }
+            self.remove_entry(room);
+        } else {
+            self.after_failure(room, Duration::ZERO, now);
+        }
+    }
+
+    /// After a failed start or an unexpected exit: restart after a backoff, or
+    /// park the orb (and tell the room) when the crash-loop limit is reached.
+    pub(super) fn after_failure(&mut self, room: &str, ran_for: Duration, now: Instant) {
+        let jitter = self.jitter.f64();
+        let Some(orb) = self.orbs.get_mut(room) else { return };
+        let reason = orb.last_exit.as_ref().map_or("crash", |e| e.reason.as_str()).to_owned();
+        match orb.policy.on_failure(now, ran_for, jitter) {
+            RestartDecision::After(delay) => {
+                info!(%room, %reason, delay_ms = delay.as_millis() as u64, "orb failed; restarting");
+                orb.phase = OrbPhase::Restarting { due: now + delay };
+                self.arm(room, TimerKind::RestartDue, now + delay);
+            }
+            RestartDecision::Park { until } => {
+                warn!(%room, %reason, "orb crash loop; parked");
+                orb.phase = OrbPhase::Parked { until };
+                self.arm(room, TimerKind::ParkExpired, until);
+                self.notify(room, Notice::Parked);
+            }
+        }
+    }
+
+    /// Forgets the room's orb: its timers, its queue place, its waiters.
+    pub(super) fn remove_entry(&mut self, room: &str) {
+        for kind in TimerKind::ALL {
+            self.cancel(room, kind);
+        }
+        self.queue.retain(|r| r != room);
+        if let Some(orb) = self.orbs.remove(room) {
+            if let OrbPhase::Stopping { waiters, .. } = orb.phase {
+                for waiter in waiters {
+                    self.push(Action::Reply {
+                        waiter,
+                        exit: orb.last_exit.clone(),
+                    });
+                }
+            }
+        }
+        self.tell_queue_positions();
+    }
+}

@@ -1,0 +1,172 @@
+//! The driver of one local orb process: it owns the child and its IPC socket,
+//! turns what they say into [`ProcessEvent`]s and carries out [`Order`]s on
+//! the process group. No supervision rule lives here (they are the
+//! lifecycle's); it ends only after the process has been reaped and its whole
+//! process group killed, and its last event is always [`ProcessEvent::Exited`].
+
+use std::os::unix::process::ExitStatusExt;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use shared::ipc::{IpcCodec, IpcEvent, ManagerToOrb, OrbToManager, ShutdownGraceful};
+use tokio::net::UnixStream;
+use tokio::process::Child;
+use tokio::sync::mpsc;
+use tokio_util::codec::Framed;
+use tracing::{debug, warn};
+
+use super::process_control::{EventSink, Order, ProcessEvent};
+use super::process_group;
+
+type Ipc = Framed<UnixStream, IpcCodec<OrbToManager, ManagerToOrb>>;
+
+/// One local orb process under supervision.
+pub struct LocalDriver {
+    /// The process.
+    pub child: Child,
+    /// Its pid (= its process group).
+    pub pid: u32,
+    /// The manager's end of the IPC channel.
+    pub ipc: UnixStream,
+    /// Orders.
+    pub orders: mpsc::Receiver<Order>,
+    /// Where events go.
+    pub events: EventSink,
+}
+
+impl LocalDriver {
+    /// Drives the process until it is gone.
+    pub async fn run(self) {
+        let LocalDriver {
+            mut child,
+            pid,
+            ipc,
+            mut orders,
+            events,
+        } = self;
+        let mut ipc: Ipc = Framed::new(ipc, IpcCodec::new(shared::ipc::DEFAULT_MAX_LINE_BYTES));
+        let mut ipc_open = true;
+        let mut orders_open = true;
+        let status = loop {
+            tokio::select! {
+                status = child.wait() => break status,
+                event = ipc.next(), if ipc_open => match event {
+                    Some(Ok(IpcEvent::Message(message))) => events.send(translate(message)).await,
+                    Some(Ok(IpcEvent::Unknown { type_name, .. })) => debug!(%type_name, "ignored unknown IPC message"),
+                    Some(Ok(IpcEvent::Invalid(error))) => warn!(%error, "ignored invalid IPC line"),
+                    Some(Err(error)) => {
+                        warn!(%error, "IPC channel failed");
+                        ipc_open = false;
+                    }
+                    None => {
+                        debug!("orb closed its IPC channel");
+                        ipc_open = false;
+                    }
+                },
+                order = orders.recv(), if orders_open => match order {
+                    Some(Order::AskToStop { reason, grace }) => {
+                        if !(ipc_open && ask_to_stop(&mut ipc, reason, grace)) {
+                            events.send(ProcessEvent::CannotAsk).await;
+                        }
+                    }
+                    Some(Order::Terminate) => process_group::terminate(pid),
+                    Some(Order::Kill) => process_group::kill(pid),
+                    Some(Order::Tell(message)) => {
+                        if ipc_open && send_ipc(&mut ipc, message).await.is_err() {
+                            ipc_open = false;
+                        }
+                    }
+                    // The manager is gone: nothing may outlive it.
+                    None => {
+                        orders_open = false;
+                        process_group::kill(pid);
+                    }
+                },
+            }
+        };
+        // The leader is reaped; anything left in its group goes too.
+        process_group::kill(pid);
+        // What it wrote just before exiting may still be unread: its last word
+        // (`orb_shutdown`) decides how the exit counts. Bounded: EOF comes as
+        // soon as the group is gone.
+        if ipc_open && let Some(reason) = last_announcement(&mut ipc).await {
+            events.send(ProcessEvent::Announced(reason)).await;
+        }
+        let (code, signal) = match &status {
+            Ok(s) => (s.code(), s.signal()),
+            Err(_) => (None, None),
+        };
+        events.send(ProcessEvent::Exited { code, signal }).await;
+    }
+}
+
+/// What an IPC message means to the lifecycle.
+fn translate(message: OrbToManager) -> ProcessEvent {
+    match message {
+        OrbToManager::OrbReady(_) => ProcessEvent::Ready,
+        OrbToManager::OrbHeartbeat(beat) => ProcessEvent::Heartbeat {
+            delay_ms: shared_epoch_ms().checked_sub(beat.timestamp).map(|d| d as f64),
+            metrics: beat.metrics,
+        },
+        OrbToManager::OrbError(error) => ProcessEvent::Error {
+            error: error.error,
+            critical: error.critical,
+        },
+        OrbToManager::SessionSummary(summary) => ProcessEvent::Summary(summary.summary),
+        OrbToManager::OrbShutdown(shutdown) => ProcessEvent::Announced(shutdown.reason),
+    }
+}
+
+/// Queues `shutdown_graceful` and flushes without waiting: a full socket
+/// buffer must not hold up the stop (the escalation's deadlines do the rest).
+fn ask_to_stop(ipc: &mut Ipc, reason: &str, grace: Duration) -> bool {
+    let message = ManagerToOrb::ShutdownGraceful(ShutdownGraceful {
+        reason: reason.to_owned(),
+        timeout: grace.as_millis() as u64,
+        extra: Default::default(),
+    });
+    if ipc.start_send_unpin(message).is_err() {
+        return false;
+    }
+    let waker = futures_util::task::noop_waker_ref();
+    let mut cx = std::task::Context::from_waker(waker);
+    matches!(ipc.poll_flush_unpin(&mut cx), std::task::Poll::Ready(Ok(())))
+}
+
+/// Reads what is left on the channel of an exited orb (at most 100 ms, 64
+/// lines) and returns the reason of an `orb_shutdown` among it.
+async fn last_announcement(ipc: &mut Ipc) -> Option<String> {
+    let mut announced = None;
+    let read = async {
+        for _ in 0..64 {
+            match ipc.next().await {
+                Some(Ok(IpcEvent::Message(OrbToManager::OrbShutdown(shutdown)))) => announced = Some(shutdown.reason),
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(100), read).await;
+    announced
+}
+
+async fn send_ipc(ipc: &mut Ipc, message: ManagerToOrb) -> Result<(), ()> {
+    match tokio::time::timeout(Duration::from_secs(1), ipc.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => {
+            warn!(%error, "IPC send failed");
+            Err(())
+        }
+        Err(_) => {
+            warn!("IPC send timed out: orb not reading its channel");
+            Ok(())
+        }
+    }
+}
+
+fn shared_epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

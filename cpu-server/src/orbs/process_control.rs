@@ -1,0 +1,194 @@
+//! The process-control seam: how the OrbManager starts an orb, gives it
+//! orders and hears what happens to it, without assuming the orb is a child
+//! of this server.
+//!
+//! A [`Launcher`] starts one orb and hands back a [`Started`]: a handle
+//! ([`StartedOrb`]) taking [`Order`]s, and a driver future that turns whatever
+//! the launcher watches (a local child and its IPC socket; a cluster job) into
+//! [`ProcessEvent`]s on an [`EventSink`]. The driver's last event is always
+//! [`ProcessEvent::Exited`]. Every supervision rule (ready and unresponsive
+//! timeouts, lifetime, the stop escalation, restarts) lives in the lifecycle
+//! and applies the same whatever launched the orb. An orb supervised over its
+//! room WebSocket alone ([`Supervision::WebSocket`]) is ready when it joins
+//! its room and alive while it speaks there.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use shared::ipc::{ManagerToOrb, OrbMetrics};
+use tokio::sync::mpsc;
+
+use super::orb_command::OrbLaunch;
+
+/// An order for one orb.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Order {
+    /// Ask the orb to stop by itself within `grace` (`shutdown_graceful`).
+    /// A driver that cannot deliver it reports [`ProcessEvent::CannotAsk`].
+    AskToStop {
+        /// The reason told to the orb.
+        reason: &'static str,
+        /// Its grace.
+        grace: Duration,
+    },
+    /// SIGTERM (and SIGCONT) to the orb's whole process group.
+    Terminate,
+    /// SIGKILL to the orb's whole process group.
+    Kill,
+    /// Pass a message to the orb (best effort).
+    Tell(ManagerToOrb),
+}
+
+/// Something that happened to one orb.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProcessEvent {
+    /// It said `orb_ready`.
+    Ready,
+    /// An IPC heartbeat, with its delay (the orb's timestamp → arrival).
+    Heartbeat {
+        /// Metrics the orb sent.
+        metrics: OrbMetrics,
+        /// Its delay in ms, when the orb's clock allows.
+        delay_ms: Option<f64>,
+    },
+    /// It reported an error.
+    Error {
+        /// Its text.
+        error: String,
+        /// It asks to be restarted.
+        critical: bool,
+    },
+    /// A session summary to pass on.
+    Summary(serde_json::Value),
+    /// It announced its end, with this reason (`orb_shutdown`).
+    Announced(String),
+    /// An [`Order::AskToStop`] could not be delivered.
+    CannotAsk,
+    /// Resources of its whole process tree (from a launcher that measures them itself).
+    Resources {
+        /// CPU, percent of one core.
+        cpu_percent: f64,
+        /// Resident memory, bytes.
+        rss_bytes: u64,
+    },
+    /// It is gone (reaped, with everything in its process group); the last event.
+    Exited {
+        /// Exit status, when it exited.
+        code: Option<i32>,
+        /// Signal number, when a signal ended it.
+        signal: Option<i32>,
+    },
+}
+
+/// How the manager hears from an orb.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Supervision {
+    /// IPC: `orb_ready`, heartbeats, errors and `orb_shutdown` arrive as [`ProcessEvent`]s.
+    Ipc,
+    /// The orb's room WebSocket only: joining its room makes it ready, any frame it sends is a heartbeat.
+    WebSocket,
+}
+
+/// The handle of a started orb.
+#[derive(Debug)]
+pub struct StartedOrb {
+    /// Its pid (= process group) when it is a local process.
+    pub pid: Option<u32>,
+    /// Where orders go.
+    pub orders: mpsc::Sender<Order>,
+    /// How it is heard from.
+    pub supervision: Supervision,
+}
+
+/// A future that drives one orb until it is gone.
+pub type Driver = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// What a launcher hands back.
+pub struct Started {
+    /// The handle.
+    pub orb: StartedOrb,
+    /// Spawned by the manager once the handle is registered, so that every
+    /// event of this orb arrives after its start.
+    pub driver: Driver,
+}
+
+/// Per-orb values the launcher passes to the orb (`Debug` hides the token).
+#[derive(Clone)]
+pub struct LaunchEnv {
+    /// `ORB_AUTH_TOKEN`: the orb's own credential for the room socket.
+    pub auth_token: String,
+    /// `ORB_HEARTBEAT_INTERVAL` in ms.
+    pub heartbeat_interval_ms: u64,
+}
+
+impl std::fmt::Debug for LaunchEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LaunchEnv")
+            .field("auth_token", &"<redacted>")
+            .field("heartbeat_interval_ms", &self.heartbeat_interval_ms)
+            .finish()
+    }
+}
+
+/// Starts orbs, wherever they run.
+pub trait Launcher: Send + Sync + 'static {
+    /// Starts one orb. Called on the spawner thread (blocking work allowed,
+    /// inside the runtime's context); events go to `events`.
+    fn start(&self, launch: &OrbLaunch, env: &LaunchEnv, events: EventSink) -> Result<Started, String>;
+
+    /// Reopens the orbs' log files (SIGHUP, after logrotate moved them).
+    fn reopen_logs(&self) {}
+}
+
+/// What reaches the manager from launches and drivers.
+#[derive(Debug)]
+pub enum Report {
+    /// The answer to a launch.
+    Spawned {
+        /// The room.
+        room: String,
+        /// Which process of the room.
+        generation: u64,
+        /// The started orb, or why not.
+        result: Result<StartedOrb, String>,
+    },
+    /// An event of a started orb.
+    Process {
+        /// The room.
+        room: String,
+        /// Which process of the room.
+        generation: u64,
+        /// What happened.
+        event: ProcessEvent,
+    },
+}
+
+/// Where one orb's driver sends its events.
+#[derive(Debug, Clone)]
+pub struct EventSink {
+    room: String,
+    generation: u64,
+    reports: mpsc::Sender<Report>,
+}
+
+impl EventSink {
+    /// A sink tagging events with `room` and `generation`.
+    pub fn new(room: &str, generation: u64, reports: mpsc::Sender<Report>) -> Self {
+        Self {
+            room: room.to_owned(),
+            generation,
+            reports,
+        }
+    }
+
+    /// Sends one event (waits while the manager's queue is full; the manager never waits on a driver).
+    pub async fn send(&self, event: ProcessEvent) {
+        let report = Report::Process {
+            room: self.room.clone(),
+            generation: self.generation,
+            event,
+        };
+        let _ = self.reports.send(report).await;
+    }
+}
