@@ -2,7 +2,9 @@
 //!
 //! This crate owns what crosses a process boundary and nothing that runs:
 //! the room WebSocket protocol, the manager ↔ orb IPC channel and the
-//! layered settings helpers both binaries use. It holds no supervision logic.
+//! layered settings helpers both binaries use, plus the few small helpers
+//! both binaries would otherwise each write (secrets, clock).
+//! It holds no supervision logic.
 //!
 //! # Layout
 //! - [`room`]: the room protocol of `/ws-simple/{roomId}` — typed messages,
@@ -11,7 +13,9 @@
 //!   a Unix stream socket, its size-capped codec and typed messages both ways.
 //! - [`settings`]: `.env` parsing compatible with Node's `dotenv`, and a
 //!   validator that collects every bad setting before start-up stops (exit 64).
+//! - [`secret`]: [`secret::Secret`] (never printed) and the one constant-time compare.
 
 pub mod ipc;
 pub mod room;
+pub mod secret;
 pub mod settings;

@@ -14,7 +14,7 @@
 //! stays open, like every other refused frame.
 //!
 //! # Layout
-//! - [`token`]: where tokens come from, and [`Secret`], which never prints.
+//! - [`token`]: where tokens come from (each kept in a `shared::secret::Secret`).
 //! - [`jwt`]: HS256 verification.
 
 pub mod jwt;
@@ -26,10 +26,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::http::header::ORIGIN;
 use axum::http::{HeaderMap, StatusCode};
 use shared::room::{ErrorCode, JoinRequest};
+use shared::secret::Secret;
 use tracing::{info, warn};
 
 pub use jwt::{ClientClaims, JwtError, JwtKey};
-pub use token::Secret;
 
 use crate::orbs::OrbsHandle;
 use crate::settings::SecuritySettings;
@@ -381,7 +381,7 @@ mod tests {
             .check_join(&orbs, "r", &claims, None, &join("u1", "coach", "human"))
             .await;
         assert_eq!(code(other_role), Err(ErrorCode::Forbidden));
-        let opaque = Credential::Opaque(Secret::new("ab".into()));
+        let opaque = Credential::Opaque(Secret::new("ab"));
         let orb_as_human = auth
             .check_join(&orbs, "r", &opaque, None, &join("u1", "client", "human"))
             .await;

@@ -19,10 +19,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::stream;
 use serde::{Deserialize, Serialize};
+use shared::secret::constant_time_eq;
 use tokio_util::sync::CancellationToken;
 
 use super::admin::AdminState;
-use super::admin::auth::{bearer, constant_time_eq};
+use super::admin::auth::bearer;
 use super::admin::error::ApiError;
 use crate::orbs::OrbRecord;
 use crate::rooms::registry::RoomInfo;

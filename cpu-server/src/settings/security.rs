@@ -11,9 +11,9 @@
 
 use clap::Args;
 use nix::unistd::{Group, User};
+use shared::secret::Secret;
 use shared::settings::{Key, Validator};
 
-use crate::auth::Secret;
 use crate::orbs::process_spawn::Isolation;
 
 /// Shortest `JWT_SECRET` accepted, in bytes (HS256 wants a 256-bit key).

@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Map, json};
 use shared::ipc::{ManagerToOrb, OrbError, OrbHeartbeat, OrbMetrics, OrbToManager};
 use shared::room::{Join, OrbHeartbeatFrame, PARTICIPANT_AI, RoomMessage, orb_user_id};
+use shared::secret::Secret;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
@@ -29,7 +30,7 @@ use crate::ipc_link::{IpcInbound, IpcLink};
 use crate::metrics::{CpuSampler, rss_mb};
 use crate::presence::Presence;
 use crate::room_link::{LinkConfig, RoomCommand, RoomEvent, RoomLink};
-use crate::settings::{Secret, Settings};
+use crate::settings::Settings;
 use crate::signals::Signals;
 
 /// One orb's session and everything it owns.
