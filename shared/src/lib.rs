@@ -7,6 +7,7 @@
 //! It holds no supervision logic.
 //!
 //! # Layout
+//! - [`clock`]: wall-clock timestamps (`epoch_ms`, `epoch_secs`) for the wire.
 //! - [`room`]: the room protocol of `/ws-simple/{roomId}` — typed messages,
 //!   the size-capped envelope parser used by the relay, error codes.
 //! - [`ipc`]: Node's `NODE_CHANNEL_FD` convention — newline-delimited JSON over
@@ -15,6 +16,7 @@
 //!   validator that collects every bad setting before start-up stops (exit 64).
 //! - [`secret`]: [`secret::Secret`] (never printed) and the one constant-time compare.
 
+pub mod clock;
 pub mod ipc;
 pub mod room;
 pub mod secret;

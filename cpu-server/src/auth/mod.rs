@@ -21,10 +21,10 @@ pub mod jwt;
 pub mod token;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::http::header::ORIGIN;
 use axum::http::{HeaderMap, StatusCode};
+use shared::clock::epoch_secs;
 use shared::room::{ErrorCode, JoinRequest};
 use shared::secret::Secret;
 use tracing::{info, warn};
@@ -156,7 +156,7 @@ impl Auth {
             )),
             (None, None) => Ok(Credential::None),
             (Some(key), Some(token)) if jwt::looks_like_jwt(token.expose()) => {
-                jwt::verify(key, token.expose(), room, unix_now())
+                jwt::verify(key, token.expose(), room, epoch_secs())
                     .map(Credential::Client)
                     .map_err(|e| unauthorized(e.code(), e.to_string()))
             }
@@ -220,10 +220,6 @@ fn unauthorized(code: &'static str, message: String) -> Refusal {
         code,
         message,
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! and talk only to this server.
 
 use std::convert::Infallible;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::stream;
 use serde::{Deserialize, Serialize};
+use shared::clock::epoch_ms;
 use shared::secret::constant_time_eq;
 use tokio_util::sync::CancellationToken;
 
@@ -148,9 +149,7 @@ async fn snapshot(admin: &AdminState) -> Snapshot {
             max: counts.max,
             queued: counts.queued,
         },
-        at_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        at_ms: epoch_ms(),
     }
 }
 
