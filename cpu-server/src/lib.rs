@@ -11,7 +11,7 @@
 //!   the room and dashboard pages, `/api/turn-credentials`; plain or TLS serving.
 //! - [`rooms`]: the room registry actor and the per-socket relay; [`rooms::events`] is the seam to the OrbManager.
 //! - [`orbs`]: the OrbManager, one supervised gpu-orb process per room.
-//! - [`shutdown`]: signals and the bounded drain.
+//! - [`shutdown`]: the bounded drain (SIGTERM/SIGINT come from `shared::signals`).
 //! - [`logging`]: tracing to stderr and `CPU_LOG_FILE` (reopened on SIGHUP).
 //! - [`metrics`]: Prometheus counters, gauges and histograms behind `/metrics`.
 //! - [`state_file`]: the generated admin token file.

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use cpu_server::settings::ServerArgs;
-use cpu_server::shutdown::Signals;
 use shared::settings::{DotEnv, EXIT_USAGE};
+use shared::signals::Signals;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 

@@ -3,7 +3,7 @@
 //! This crate owns what crosses a process boundary and nothing that runs:
 //! the room WebSocket protocol, the manager ↔ orb IPC channel and the
 //! layered settings helpers both binaries use, plus the few small helpers
-//! both binaries would otherwise each write (secrets, clock).
+//! both binaries would otherwise each write (secrets, clock, stop signals).
 //! It holds no supervision logic.
 //!
 //! # Layout
@@ -14,6 +14,7 @@
 //!   a Unix stream socket, its size-capped codec and typed messages both ways.
 //! - [`settings`]: `.env` parsing compatible with Node's `dotenv`, and a
 //!   validator that collects every bad setting before start-up stops (exit 64).
+//! - [`signals`]: SIGTERM/SIGINT as one async stream (both binaries' stop requests).
 //! - [`secret`]: [`secret::Secret`] (never printed) and the one constant-time compare.
 
 pub mod clock;
@@ -21,3 +22,4 @@ pub mod ipc;
 pub mod room;
 pub mod secret;
 pub mod settings;
+pub mod signals;

@@ -18,6 +18,7 @@ use shared::clock::epoch_ms;
 use shared::ipc::{ManagerToOrb, OrbError, OrbHeartbeat, OrbMetrics, OrbToManager};
 use shared::room::{Join, OrbHeartbeatFrame, PARTICIPANT_AI, RoomMessage, orb_user_id};
 use shared::secret::Secret;
+use shared::signals::Signals;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
@@ -32,7 +33,6 @@ use crate::metrics::{CpuSampler, rss_mb};
 use crate::presence::Presence;
 use crate::room_link::{LinkConfig, RoomCommand, RoomEvent, RoomLink};
 use crate::settings::Settings;
-use crate::signals::Signals;
 
 /// One orb's session and everything it owns.
 pub struct Session<B: Brain> {
