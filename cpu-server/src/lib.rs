@@ -80,9 +80,20 @@ pub async fn run_until(
     let admin_token: Arc<str> = state_file::admin_token(&settings.admin)?.into();
     let admin_host = settings.admin.host;
     let stats = Arc::new(RelayStats::default());
+    // TODO(orbs): once `orbs::spawn_manager` takes the handle (`metrics.clone()`, below),
+    // create it here with `Arc::new(metrics::Metrics::new())` and delete
+    // `metrics::global`/`metrics::global_handle`; until then orbs/ counts into
+    // the process-wide instance, so the handle must be that same instance.
+    let metrics = metrics::global_handle();
     let (events_tx, events_rx) = room_event_channel();
-    let registry = spawn_registry(settings.rooms.clone(), events_tx, Arc::clone(&stats));
+    let registry = spawn_registry(
+        settings.rooms.clone(),
+        events_tx,
+        Arc::clone(&stats),
+        Arc::clone(&metrics),
+    );
     let vital_registry = registry.clone();
+    // TODO(orbs): pass `Arc::clone(&metrics)` here as the manager's last argument.
     let orbs = orbs::spawn_manager(
         settings.orbs.clone(),
         events_rx,
@@ -95,10 +106,11 @@ pub async fn run_until(
     let lifecycle = Lifecycle::default();
     let connections = settings.connections;
     let trusted_proxies = settings.rooms.trusted_proxies.clone();
-    let admin = http::admin::AdminState {
+    let admin = http::admin_state::AdminState {
         orbs: orbs.clone(),
         registry: registry.clone(),
         stats: Arc::clone(&stats),
+        metrics,
         connections: lifecycle.connections.clone(),
         token: admin_token,
     };
