@@ -33,6 +33,7 @@ pub use jwt::{ClientClaims, JwtError, JwtKey};
 
 use crate::orbs::OrbsHandle;
 use crate::settings::SecuritySettings;
+use crate::settings::security::normalize_origin;
 
 /// The authentication settings in force; cheap to clone.
 #[derive(Debug, Clone)]
@@ -79,11 +80,6 @@ pub struct Refusal {
 
 /// A refused `join`: the `error` code and message to send back.
 pub type JoinRefusal = (ErrorCode, String);
-
-/// `Origin` values compare case-insensitively and without a trailing `/`.
-pub fn normalize_origin(origin: &str) -> String {
-    origin.trim().trim_end_matches('/').to_ascii_lowercase()
-}
 
 impl Auth {
     /// The checks `settings` ask for. Logs, once, what is switched off.
