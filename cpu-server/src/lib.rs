@@ -101,7 +101,7 @@ pub async fn run_until(
         loopback_host(local),
         settings.security.isolation(),
     );
-    let auth = auth::Auth::new(&settings.security);
+    let auth = auth::Auth::new(&settings.security, Arc::new(orbs.clone()));
     auth.log_startup();
     let lifecycle = Lifecycle::default();
     let connections = settings.connections;

@@ -32,6 +32,7 @@ pub mod sampler;
 pub mod spawner;
 pub mod stray_sweep;
 pub mod supervisor;
+pub mod token_check;
 
 use std::sync::Arc;
 use std::time::Duration;
