@@ -8,14 +8,13 @@
 //! Both need `bash tests/browser/setup.sh` (Chromium, `npm ci`); without it they fail
 //! with that instruction rather than pass.
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use system_tests::http_client;
 use system_tests::manager_kit::orb_pids;
 use system_tests::procfs;
 use system_tests::room_harness::RoomServer;
@@ -151,18 +150,9 @@ fn room_and_dashboard_pages_in_chromium() {
 
 /// An admin API request with the bearer token: status and JSON body.
 fn admin(port: u16, method: &str, path: &str) -> Option<(u16, Value)> {
-    let mut stream = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), 2 * SECOND).ok()?;
-    stream.set_read_timeout(Some(20 * SECOND)).ok()?;
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
-         Content-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).ok()?;
-    let status = raw.split_whitespace().nth(1)?.parse().ok()?;
-    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
-    Some((status, serde_json::from_str(body).unwrap_or(Value::Null)))
+    let headers = [http_client::bearer(ADMIN_TOKEN)];
+    let (status, body) = http_client::request(port, method, path, &headers, None, 20 * SECOND)?;
+    Some((status, serde_json::from_str(&body).unwrap_or(Value::Null)))
 }
 
 /// What the legacy orb logged: one JSON object a line.

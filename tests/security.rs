@@ -761,17 +761,9 @@ async fn the_total_cap_refuses_with_one_warning_and_the_server_recovers() {
 
 /// The response head of `GET path` (5 s bound).
 fn response_head(port: u16, path: &str) -> String {
-    use std::io::{Read as _, Write as _};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream.set_read_timeout(Some(5 * SECOND)).expect("timeout");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).expect("write");
-    let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    text.split_once("\r\n\r\n")
-        .map(|(head, _)| head.to_owned())
-        .unwrap_or(text)
+    system_tests::http_client::get_answer(port, path)
+        .map(|answer| answer.head)
+        .unwrap_or_default()
 }
 
 #[tokio::test]

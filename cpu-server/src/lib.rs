@@ -11,7 +11,7 @@
 //!   the room and dashboard pages, `/api/turn-credentials`; plain or TLS serving.
 //! - [`rooms`]: the room registry actor and the per-socket relay; [`rooms::events`] is the seam to the OrbManager.
 //! - [`orbs`]: the OrbManager, one supervised gpu-orb process per room.
-//! - [`shutdown`]: signals and the bounded drain.
+//! - [`shutdown`]: the bounded drain (SIGTERM/SIGINT come from `shared::signals`).
 //! - [`logging`]: tracing to stderr and `CPU_LOG_FILE` (reopened on SIGHUP).
 //! - [`metrics`]: Prometheus counters, gauges and histograms behind `/metrics`.
 //! - [`state_file`]: the generated admin token file.
@@ -80,8 +80,14 @@ pub async fn run_until(
     let admin_token: Arc<str> = state_file::admin_token(&settings.admin)?.into();
     let admin_host = settings.admin.host;
     let stats = Arc::new(RelayStats::default());
+    let metrics = Arc::new(metrics::Metrics::new());
     let (events_tx, events_rx) = room_event_channel();
-    let registry = spawn_registry(settings.rooms.clone(), events_tx, Arc::clone(&stats));
+    let registry = spawn_registry(
+        settings.rooms.clone(),
+        events_tx,
+        Arc::clone(&stats),
+        Arc::clone(&metrics),
+    );
     let vital_registry = registry.clone();
     let orbs = orbs::spawn_manager(
         settings.orbs.clone(),
@@ -89,17 +95,19 @@ pub async fn run_until(
         Arc::new(registry.clone()),
         loopback_host(local),
         settings.security.isolation(),
+        Arc::clone(&metrics),
     );
     reopen_orb_logs_on_sighup(orbs.clone())?;
-    let auth = auth::Auth::new(&settings.security);
+    let auth = auth::Auth::new(&settings.security, Arc::new(orbs.clone()));
     auth.log_startup();
     let lifecycle = Lifecycle::default();
     let connections = settings.connections;
     let trusted_proxies = settings.rooms.trusted_proxies.clone();
-    let admin = http::admin::AdminState {
+    let admin = http::admin_state::AdminState {
         orbs: orbs.clone(),
         registry: registry.clone(),
         stats: Arc::clone(&stats),
+        metrics,
         connections: lifecycle.connections.clone(),
         token: admin_token,
     };

@@ -7,11 +7,13 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use cpu_server::logging::{FileLog, LogFile};
 use cpu_server::settings::ServerArgs;
-use cpu_server::shutdown::Signals;
 use shared::settings::{DotEnv, EXIT_USAGE};
+use shared::signals::Signals;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
+use tracing_appender::non_blocking::ErrorCounter;
 
 /// Client-facing room server and OrbManager.
 #[derive(Debug, Parser)]
@@ -51,7 +53,7 @@ fn main() -> ExitCode {
     if let Some(command) = cli.command {
         return cpu_server::cli::run(command, &settings);
     }
-    let log_file = match cpu_server::logging::init(&settings.logs) {
+    let file_log = match cpu_server::logging::init(&settings.logs) {
         Ok(file) => file,
         Err(e) => {
             // Serving matters more than the file: stderr (the journal) still gets every line.
@@ -67,6 +69,13 @@ fn main() -> ExitCode {
             cpu_server::logging::init(&stderr_only).ok().flatten()
         }
     };
+    // The file's writer thread must outlive every log line: its guard stays
+    // here and is finished after the runtime stopped, writing out the queue.
+    let (log_file, log_guard) = match file_log {
+        Some(FileLog { file, guard }) => (Some(file.clone()), Some((guard, file))),
+        None => (None, None),
+    };
+    let dropped = log_guard.as_ref().map(|(guard, _)| guard.counter());
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -90,7 +99,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        if let Err(e) = reopen_logs_on_sighup(log_file) {
+        if let Err(e) = reopen_logs_on_sighup(log_file, dropped) {
             eprintln!("cannot install the SIGHUP handler: {e}");
             return ExitCode::FAILURE;
         }
@@ -114,11 +123,16 @@ fn main() -> ExitCode {
         }
     });
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    if let Some((guard, file)) = log_guard {
+        guard.finish(file.path());
+    }
     code
 }
 
-/// SIGHUP (logrotate's postrotate) reopens the cpu log (the orb logs: see `cpu_server::run_until`).
-fn reopen_logs_on_sighup(log_file: Option<cpu_server::logging::LogFile>) -> std::io::Result<()> {
+/// SIGHUP (logrotate's postrotate) reopens the cpu log (the orb logs: see
+/// `cpu_server::run_until`), and says how many lines the cpu log's full queue
+/// dropped so far, if any.
+fn reopen_logs_on_sighup(log_file: Option<LogFile>, dropped: Option<ErrorCounter>) -> std::io::Result<()> {
     let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
@@ -128,6 +142,12 @@ fn reopen_logs_on_sighup(log_file: Option<cpu_server::logging::LogFile>) -> std:
                 error!(path = %file.path().display(), error = %e, "SIGHUP: cannot reopen the log file; still writing the old one");
             }
             info!("SIGHUP: log files reopened");
+            if let Some(dropped) = dropped.as_ref().map(ErrorCounter::dropped_lines).filter(|n| *n > 0) {
+                warn!(
+                    dropped,
+                    "lines dropped for CPU_LOG_FILE since start: its writer fell behind (stderr has them)"
+                );
+            }
         }
     });
     Ok(())

@@ -1,4 +1,4 @@
-//! Shutdown: SIGTERM/SIGINT as a stream of requests, and the bounded drain.
+//! Shutdown: the bounded drain (the signals come from `shared::signals`).
 //!
 //! Order of the drain: `/health` turns 503 and upgrades are refused, the
 //! listener stops accepting, the OrbManager stops every orb (their sockets
@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -16,31 +15,6 @@ use crate::orbs::OrbsHandle;
 
 /// Longest wait for connection tasks after their close frames were asked for.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// SIGTERM and SIGINT, merged.
-#[derive(Debug)]
-pub struct Signals {
-    term: Signal,
-    int: Signal,
-}
-
-impl Signals {
-    /// Installs the handlers (do it before serving so no signal is lost).
-    pub fn install() -> std::io::Result<Self> {
-        Ok(Self {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-        })
-    }
-
-    /// Waits for the next SIGTERM or SIGINT; returns its name.
-    pub async fn recv(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.int.recv() => "SIGINT",
-        }
-    }
-}
 
 /// The phases of shutdown, as tokens the tasks watch.
 #[derive(Debug, Clone, Default)]

@@ -17,7 +17,7 @@
 //! - [`brain`]: the [`brain::Brain`] trait, [`brain::TestBrain`] and [`brain::OpenAiBrain`].
 //! - [`presence`] (room and manager views of who is there), [`idle`] (idle means nobody
 //!   there), [`participants`], [`backoff`], [`metrics`]: small pure pieces.
-//! - [`signals`]: SIGTERM/SIGINT; [`exit`]: exit codes.
+//! - [`exit`]: exit codes (SIGTERM/SIGINT come from `shared::signals`).
 //!
 //! # Tasks and channels
 //! One current-thread runtime, three tasks. The session task owns all mutable
@@ -61,16 +61,15 @@ pub mod presence;
 pub mod room_link;
 pub mod session;
 pub mod settings;
-pub mod signals;
 
 use std::os::unix::net::UnixStream;
 
+use shared::signals::Signals;
 use tracing::Instrument;
 
 use crate::brain::{Brain, OpenAiBrain, TestBrain};
 use crate::session::Session;
 use crate::settings::{BrainSettings, Settings};
-use crate::signals::Signals;
 
 /// Runs one orb until it ends; returns the process exit code.
 ///
@@ -79,7 +78,7 @@ use crate::signals::Signals;
 pub async fn run(settings: Settings, channel: Option<UnixStream>) -> i32 {
     let span = tracing::info_span!("orb", room = %settings.room, session = %settings.session);
     async move {
-        let mut signals = match Signals::new() {
+        let mut signals = match Signals::install() {
             Ok(signals) => signals,
             Err(error) => {
                 tracing::error!(%error, "cannot install signal handlers");

@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use shared::room::{DEFAULT_MAX_MESSAGE_BYTES, ErrorCode, Participant, RoomMessage};
+use shared::secret::Secret;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -20,7 +21,6 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::backoff;
-use crate::settings::Secret;
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 

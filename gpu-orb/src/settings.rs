@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use shared::secret::Secret;
 use shared::settings::{DotEnv, Key, SettingErrors, Validator};
 
 use crate::cli::Cli;
@@ -33,28 +34,6 @@ const OPENAI_KEY: Key = Key::env("OPENAI_API_KEY");
 const OPENAI_URL: Key = Key::env("OPENAI_BASE_URL");
 const OPENAI_MODEL: Key = Key::env("OPENAI_MODEL");
 const OPENAI_TIMEOUT: Key = Key::env("OPENAI_TIMEOUT");
-
-/// A value that must never reach a log line (`Debug` prints `<redacted>`).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
 
 /// Where the AI's answers come from.
 #[derive(Debug, Clone, PartialEq)]
@@ -145,7 +124,7 @@ impl Settings {
         let shutdown_timeout = v.millis(SHUTDOWN, env(SHUTDOWN.env), 5_000, 1);
         let log_dir = v.optional(LOG_DIR, env(LOG_DIR.env)).map(PathBuf::from);
         // The token comes from the process environment only: never argv, never `.env`.
-        let auth_token = env(AUTH_TOKEN.env).filter(|t| !t.is_empty()).map(Secret);
+        let auth_token = env(AUTH_TOKEN.env).filter(|t| !t.is_empty()).map(Secret::new);
         let brain = if test_mode {
             BrainSettings::Echo
         } else {
@@ -239,7 +218,7 @@ fn resolve_openai(v: &mut Validator<'_>, env: &dyn Fn(&str) -> Option<String>) -
     match api_key {
         Some(key) => BrainSettings::OpenAi(OpenAiSettings {
             base_url: base_url.trim_end_matches('/').to_owned(),
-            api_key: Secret(key),
+            api_key: Secret::new(key),
             model,
             timeout,
         }),

@@ -10,7 +10,8 @@
 //! - [`procfs`]: reading `/proc` to prove process hygiene (zombies, groups, fds).
 //! - [`ws`]: a small WebSocket test client speaking JSON frames.
 //! - [`wait`]: bounded polling.
-//! - [`room_harness`]: a cpu-server on a free loopback port, raw HTTP requests.
+//! - [`http_client`]: the one HTTP/1.1 client of the kits (raw, upgrade and usual requests).
+//! - [`room_harness`]: a cpu-server on a free loopback port.
 //! - [`security_kit`]: JWTs, raw upgrades with headers, orb tokens from `/proc`, hostile frames.
 //! - [`slow_clients`]: idle and half-request connections from chosen loopback addresses.
 //! - [`manager_kit`]: fake orb scripts and orb process counting for OrbManager tests.
@@ -34,6 +35,7 @@ pub mod binaries;
 pub mod chaos_kit;
 pub mod deploy_tls;
 pub mod deploy_tools;
+pub mod http_client;
 pub mod manager_kit;
 pub mod operator_kit;
 pub mod orb_chat_stub;

@@ -1,8 +1,6 @@
 //! A cpu-server started for one room test: the real binary on a free loopback
 //! port, in its own temp directory, with orbs spawned only by hand.
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
@@ -151,69 +149,11 @@ fn healthy(port: u16) -> bool {
     http_get(port, "/healthz").map(|(status, _)| status) == Some(200)
 }
 
-/// A GET with a 5 s bound: status and body, `None` when the server does not answer.
-pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    raw_request(
-        port,
-        &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"),
-    )
-}
+pub use crate::http_client::get as http_get;
 
 /// A WebSocket upgrade request for `path`: status and body of the answer.
 pub fn upgrade_request(port: u16, path: &str) -> Option<(u16, String)> {
-    raw_request(
-        port,
-        &format!(
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-        ),
-    )
-}
-
-fn raw_request(port: u16, request: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                raw.extend_from_slice(&buf[..n]);
-                if response_complete(&raw) {
-                    break;
-                }
-            }
-            Err(_) => break,
-        }
-    }
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Some((status, body))
-}
-
-/// A 101 ends with its head (the socket stays open); others when their
-/// `content-length` bytes of body arrived (the server may keep the connection).
-fn response_complete(raw: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(raw);
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        return false;
-    };
-    if head.starts_with("HTTP/1.1 101") {
-        return true;
-    }
-    head.lines()
-        .find_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse::<usize>().ok())?
-        })
-        .is_some_and(|len| body.len() >= len)
+    crate::http_client::upgrade(port, path, &[])
 }
 
 /// Every JSON frame that arrives within `window`, stopping early on close.

@@ -2,10 +2,6 @@
 //! server verifies with (`ring`, `base64`), raw upgrades with chosen headers,
 //! orb tokens read from `/proc/<pid>/environ`, and hostile frame generators.
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
-use std::time::Duration;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
@@ -26,63 +22,12 @@ pub fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// A WebSocket upgrade of `path` with extra header lines (`"Name: value"`):
-/// the status and body of the answer (5 s bound), `None` if nobody answered.
-pub fn upgrade_with(port: u16, path: &str, headers: &[String]) -> Option<(u16, String)> {
-    let mut request = format!(
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-    );
-    for header in headers {
-        request.push_str(header);
-        request.push_str("\r\n");
-    }
-    request.push_str("\r\n");
-    exchange(port, &request)
-}
-
-/// Sends `request`, reads the answer (5 s bound): status and body.
-fn exchange(port: u16, request: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = stream.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        raw.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&raw);
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let length = head.lines().find_map(|l| {
-                let (name, value) = l.split_once(':')?;
-                name.eq_ignore_ascii_case("content-length")
-                    .then(|| value.trim().parse::<usize>().ok())?
-            });
-            if head.starts_with("HTTP/1.1 101") || length.is_some_and(|len| body.len() >= len) {
-                break;
-            }
-        }
-    }
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Some((status, body))
-}
+pub use crate::http_client::upgrade as upgrade_with;
 
 /// A `POST path` with an empty body and `Authorization: Bearer <token>`: status and body.
 pub fn post(port: u16, path: &str, token: &str) -> Option<(u16, String)> {
-    exchange(
-        port,
-        &format!(
-            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
-             Content-Length: 0\r\nConnection: close\r\n\r\n"
-        ),
-    )
+    let headers = [crate::http_client::bearer(token)];
+    crate::http_client::request(port, "POST", path, &headers, None, crate::http_client::DEFAULT_TIMEOUT)
 }
 
 /// The `code` of a JSON refusal body (empty when there is none).

@@ -11,7 +11,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::hmac;
 use serde_json::{Map, Value};
 
-use super::token::Secret;
+use shared::secret::Secret;
 
 /// Longest user id accepted from a claim (as in a `join`).
 const MAX_ID_LEN: usize = 128;
@@ -197,7 +197,7 @@ mod tests {
     }
 
     fn key() -> JwtKey {
-        JwtKey::new(&Secret::new(SECRET.into()))
+        JwtKey::new(&Secret::new(SECRET))
     }
 
     #[test]

@@ -8,31 +8,35 @@
 //!   candidate orb credential, verified at the join.
 //! - **at the `join`** ([`Auth::check_join`]): an AI join needs the room's orb
 //!   token (from the upgrade or the join's `token` field, which is stripped),
-//!   verified by the OrbManager; a human join must match the JWT's id and role.
+//!   verified through the [`OrbTokenCheck`] seam (the OrbManager in the
+//!   server); a human join must match the JWT's id and role.
 //!
 //! Refused joins get an `error` (`unauthorized` or `forbidden`) and the socket
 //! stays open, like every other refused frame.
 //!
 //! # Layout
-//! - [`token`]: where tokens come from, and [`Secret`], which never prints.
+//! - [`token`]: where tokens come from (each kept in a `shared::secret::Secret`).
 //! - [`jwt`]: HS256 verification.
+//! - [`orb_tokens`]: [`OrbTokenCheck`], who says whether an orb token is valid.
 
 pub mod jwt;
+pub mod orb_tokens;
 pub mod token;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::http::header::ORIGIN;
 use axum::http::{HeaderMap, StatusCode};
+use shared::clock::epoch_secs;
 use shared::room::{ErrorCode, JoinRequest};
+use shared::secret::Secret;
 use tracing::{info, warn};
 
 pub use jwt::{ClientClaims, JwtError, JwtKey};
-pub use token::Secret;
+pub use orb_tokens::{NoOrbTokens, OrbTokenCheck};
 
-use crate::orbs::OrbsHandle;
 use crate::settings::SecuritySettings;
+use crate::settings::security::normalize_origin;
 
 /// The authentication settings in force; cheap to clone.
 #[derive(Debug, Clone)]
@@ -45,12 +49,13 @@ struct Inner {
     orb_auth: bool,
     jwt: Option<JwtKey>,
     origins: Vec<String>,
+    orb_tokens: Arc<dyn OrbTokenCheck>,
 }
 
 impl Default for Auth {
-    /// Orb tokens required, no client JWT, any origin.
+    /// Orb tokens required (and none valid), no client JWT, any origin.
     fn default() -> Self {
-        Self::new(&SecuritySettings::default())
+        Self::new(&SecuritySettings::default(), Arc::new(NoOrbTokens))
     }
 }
 
@@ -80,19 +85,15 @@ pub struct Refusal {
 /// A refused `join`: the `error` code and message to send back.
 pub type JoinRefusal = (ErrorCode, String);
 
-/// `Origin` values compare case-insensitively and without a trailing `/`.
-pub fn normalize_origin(origin: &str) -> String {
-    origin.trim().trim_end_matches('/').to_ascii_lowercase()
-}
-
 impl Auth {
-    /// The checks `settings` ask for. Logs, once, what is switched off.
-    pub fn new(settings: &SecuritySettings) -> Self {
+    /// The checks `settings` ask for; `orb_tokens` verifies the tokens of AI joins.
+    pub fn new(settings: &SecuritySettings, orb_tokens: Arc<dyn OrbTokenCheck>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 orb_auth: settings.orb_auth,
                 jwt: settings.jwt_secret.as_ref().map(JwtKey::new),
                 origins: settings.allowed_origins.clone(),
+                orb_tokens,
             }),
         }
     }
@@ -156,7 +157,7 @@ impl Auth {
             )),
             (None, None) => Ok(Credential::None),
             (Some(key), Some(token)) if jwt::looks_like_jwt(token.expose()) => {
-                jwt::verify(key, token.expose(), room, unix_now())
+                jwt::verify(key, token.expose(), room, epoch_secs())
                     .map(Credential::Client)
                     .map_err(|e| unauthorized(e.code(), e.to_string()))
             }
@@ -169,7 +170,6 @@ impl Auth {
     /// at its upgrade; `join_token` is the join's own `token` field (already stripped).
     pub async fn check_join(
         &self,
-        orbs: &OrbsHandle,
         room: &str,
         credential: &Credential,
         join_token: Option<Secret>,
@@ -189,7 +189,7 @@ impl Auth {
                     "joining as the AI needs the room's orb token".to_owned(),
                 ));
             };
-            if orbs.verify_orb_token(room, token.expose()).await {
+            if self.inner.orb_tokens.verify(room, &token).await {
                 return Ok(());
             }
             return Err((
@@ -222,22 +222,31 @@ fn unauthorized(code: &'static str, message: String) -> Refusal {
     }
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
     use axum::http::header::AUTHORIZATION;
 
+    /// Accepts exactly `valid` in room `r1`.
+    #[derive(Debug)]
+    struct OneToken(&'static str);
+
+    impl OrbTokenCheck for OneToken {
+        fn verify<'a>(&'a self, room: &'a str, token: &'a Secret) -> futures_util::future::BoxFuture<'a, bool> {
+            Box::pin(std::future::ready(room == "r1" && token.expose() == self.0))
+        }
+    }
+
     fn auth(jwt: bool, origins: &[&str]) -> Auth {
-        Auth::new(&SecuritySettings {
-            jwt_secret: jwt.then(|| Secret::new("k".repeat(32))),
-            allowed_origins: origins.iter().map(|o| normalize_origin(o)).collect(),
-            ..SecuritySettings::default()
-        })
+        Auth::new(
+            &SecuritySettings {
+                jwt_secret: jwt.then(|| Secret::new("k".repeat(32))),
+                allowed_origins: origins.iter().map(|o| normalize_origin(o)).collect(),
+                ..SecuritySettings::default()
+            },
+            Arc::new(OneToken("orb-token")),
+        )
     }
 
     #[test]
@@ -289,26 +298,6 @@ mod tests {
         ));
     }
 
-    /// An OrbManager that never launches anything (no room events are sent).
-    fn idle_manager() -> (OrbsHandle, crate::rooms::events::RoomEventSender) {
-        struct Nobody;
-        impl crate::rooms::events::RoomNotifier for Nobody {
-            fn notify_room(&self, _: &str, _: shared::room::RoomMessage) -> bool {
-                true
-            }
-        }
-        let dotenv = shared::settings::DotEnv::default();
-        let mut v = shared::settings::Validator::new(&dotenv);
-        let settings = crate::settings::OrbArgs::default().validate(&mut v, false, false);
-        let (events, events_rx) = crate::rooms::events::room_event_channel();
-        let launcher = Arc::new(crate::orbs::launcher::LocalLauncher::new(
-            settings.clone(),
-            "127.0.0.1:9".into(),
-        ));
-        let orbs = crate::orbs::spawn_manager_with(settings, events_rx, Arc::new(Nobody), launcher);
-        (orbs, events)
-    }
-
     fn join(user_id: &str, role: &str, participant_type: &str) -> JoinRequest {
         JoinRequest {
             user_id: user_id.into(),
@@ -319,49 +308,46 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn operator_tokens_work_once_and_only_in_their_room() {
-        let (orbs, _events) = idle_manager();
+    async fn ai_joins_need_a_token_the_check_accepts_from_the_upgrade_or_the_join() {
         let auth = auth(false, &[]);
         let ai = join("ai-orb-1", "ai", "ai");
-        let token = orbs
-            .issue_operator_token("r1", std::time::Duration::from_secs(60))
-            .await
-            .expect("token");
-        let secret = || Some(Secret::new(token.clone()));
-        let other_room = auth.check_join(&orbs, "r2", &Credential::None, secret(), &ai).await;
+        let good = || Some(Secret::new("orb-token"));
+        assert_eq!(auth.check_join("r1", &Credential::None, good(), &ai).await, Ok(()));
+        let upgrade = Credential::Opaque(Secret::new("orb-token"));
+        assert_eq!(auth.check_join("r1", &upgrade, None, &ai).await, Ok(()));
+        let other_room = auth.check_join("r2", &Credential::None, good(), &ai).await;
         assert_eq!(other_room.map_err(|e| e.0), Err(ErrorCode::Forbidden));
-        // From the upgrade (opaque credential) as well as from the join.
-        let upgrade = Credential::Opaque(Secret::new(token.clone()));
-        assert_eq!(auth.check_join(&orbs, "r1", &upgrade, None, &ai).await, Ok(()));
-        let again = auth.check_join(&orbs, "r1", &Credential::None, secret(), &ai).await;
-        assert_eq!(
-            again.map_err(|e| e.0),
-            Err(ErrorCode::Forbidden),
-            "one-time token reused"
-        );
-        let none = auth.check_join(&orbs, "r1", &Credential::None, None, &ai).await;
+        let wrong = auth
+            .check_join("r1", &Credential::None, Some(Secret::new("nope")), &ai)
+            .await;
+        assert_eq!(wrong.map_err(|e| e.0), Err(ErrorCode::Forbidden));
+        let none = auth.check_join("r1", &Credential::None, None, &ai).await;
         assert_eq!(none.map_err(|e| e.0), Err(ErrorCode::Unauthorized));
         // userRole ai alone is an AI join too.
         let role_only = join("x", "ai", "human");
-        let refused = auth.check_join(&orbs, "r1", &Credential::None, None, &role_only).await;
+        let refused = auth.check_join("r1", &Credential::None, None, &role_only).await;
         assert_eq!(refused.map_err(|e| e.0), Err(ErrorCode::Unauthorized));
         // Humans need nothing without JWT_SECRET.
         assert_eq!(
-            auth.check_join(&orbs, "r1", &Credential::None, None, &join("u", "coach", "human"))
+            auth.check_join("r1", &Credential::None, None, &join("u", "coach", "human"))
                 .await,
             Ok(())
         );
-        // ORB_AUTH=false lets a tokenless AI in.
-        let open = Auth::new(&SecuritySettings {
-            orb_auth: false,
-            ..SecuritySettings::default()
-        });
-        assert_eq!(open.check_join(&orbs, "r1", &Credential::None, None, &ai).await, Ok(()));
+        // ORB_AUTH=false lets a tokenless AI in; the default check accepts no token.
+        let open = Auth::new(
+            &SecuritySettings {
+                orb_auth: false,
+                ..SecuritySettings::default()
+            },
+            Arc::new(NoOrbTokens),
+        );
+        assert_eq!(open.check_join("r1", &Credential::None, None, &ai).await, Ok(()));
+        let closed = Auth::default().check_join("r1", &Credential::None, good(), &ai).await;
+        assert_eq!(closed.map_err(|e| e.0), Err(ErrorCode::Forbidden));
     }
 
     #[tokio::test]
     async fn with_jwt_a_human_join_must_match_the_claims() {
-        let (orbs, _events) = idle_manager();
         let auth = auth(true, &[]);
         let claims = Credential::Client(ClientClaims {
             user_id: "u1".into(),
@@ -369,27 +355,23 @@ mod tests {
         });
         let code = |r: Result<(), JoinRefusal>| r.map_err(|e| e.0);
         assert_eq!(
-            auth.check_join(&orbs, "r", &claims, None, &join("u1", "client", "human"))
+            auth.check_join("r", &claims, None, &join("u1", "client", "human"))
                 .await,
             Ok(())
         );
         let other_id = auth
-            .check_join(&orbs, "r", &claims, None, &join("u2", "client", "human"))
+            .check_join("r", &claims, None, &join("u2", "client", "human"))
             .await;
         assert_eq!(code(other_id), Err(ErrorCode::Forbidden));
-        let other_role = auth
-            .check_join(&orbs, "r", &claims, None, &join("u1", "coach", "human"))
-            .await;
+        let other_role = auth.check_join("r", &claims, None, &join("u1", "coach", "human")).await;
         assert_eq!(code(other_role), Err(ErrorCode::Forbidden));
-        let opaque = Credential::Opaque(Secret::new("ab".into()));
+        let opaque = Credential::Opaque(Secret::new("ab"));
         let orb_as_human = auth
-            .check_join(&orbs, "r", &opaque, None, &join("u1", "client", "human"))
+            .check_join("r", &opaque, None, &join("u1", "client", "human"))
             .await;
         assert_eq!(code(orb_as_human), Err(ErrorCode::Forbidden));
         // A client token does not make its holder the AI.
-        let as_ai = auth
-            .check_join(&orbs, "r", &claims, None, &join("u1", "ai", "ai"))
-            .await;
+        let as_ai = auth.check_join("r", &claims, None, &join("u1", "ai", "ai")).await;
         assert_eq!(code(as_ai), Err(ErrorCode::Unauthorized));
     }
 }

@@ -1,35 +1,14 @@
 //! Where tokens come from (the upgrade's `Authorization: Bearer` header, its
-//! `token` query parameter, the `join` message's `token` field) and the
-//! [`Secret`] wrapper that keeps them out of `Debug` output and logs.
+//! `token` query parameter, the `join` message's `token` field), each kept in a
+//! [`Secret`] (`shared::secret`) so it stays out of `Debug` output and logs.
 
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use serde_json::{Map, Value};
+use shared::secret::Secret;
 
 /// Longest token read from anywhere; longer ones are treated as absent-and-invalid.
 pub const MAX_TOKEN_LEN: usize = 4096;
-
-/// A credential: compared and passed on, never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps `value`.
-    pub fn new(value: String) -> Self {
-        Self(value)
-    }
-
-    /// The value, for verification only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
 
 /// The token of an upgrade request: `Authorization: Bearer …` first, else the
 /// `token` query parameter. Empty or over-long values count as none given.
@@ -75,7 +54,10 @@ mod tests {
         assert_eq!(token.expose(), "abc123");
         assert_eq!(format!("{token:?}"), "Secret(<redacted>)");
         let none = HeaderMap::new();
-        assert_eq!(from_upgrade(&none, Some("q".into())).map(|t| t.0), Some("q".into()));
+        assert_eq!(
+            from_upgrade(&none, Some("q".into())).map(|t| t.expose().to_owned()),
+            Some("q".into())
+        );
         assert!(from_upgrade(&none, Some(String::new())).is_none());
         let mut basic = HeaderMap::new();
         basic.insert(AUTHORIZATION, HeaderValue::from_static("Basic dXNlcjpw"));
@@ -87,7 +69,10 @@ mod tests {
         let mut fields = Map::new();
         fields.insert("token".into(), Value::String("t0k".into()));
         fields.insert("userId".into(), Value::String("u".into()));
-        assert_eq!(take_join_token(&mut fields).map(|t| t.0), Some("t0k".into()));
+        assert_eq!(
+            take_join_token(&mut fields).map(|t| t.expose().to_owned()),
+            Some("t0k".into())
+        );
         assert!(!fields.contains_key("token"));
         fields.insert("token".into(), Value::from(5));
         assert!(take_join_token(&mut fields).is_none());

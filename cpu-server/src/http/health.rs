@@ -59,7 +59,7 @@ mod tests {
         let settings = args.validate(&DotEnv::default(), false).expect("settings");
         let (events, events_rx) = room_event_channel();
         let stats = Arc::new(RelayStats::default());
-        let registry = spawn_registry(settings.rooms.clone(), events, Arc::clone(&stats));
+        let registry = spawn_registry(settings.rooms.clone(), events, Arc::clone(&stats), Arc::default());
         // Not `spawn_manager`: no stray sweep or reaper inside the unit-test process.
         let launcher = crate::orbs::launcher::LocalLauncher::new(settings.orbs.clone(), "127.0.0.1:9".to_owned());
         let orbs = crate::orbs::spawn_manager_with(
@@ -67,6 +67,7 @@ mod tests {
             events_rx,
             Arc::new(registry.clone()),
             Arc::new(launcher),
+            Arc::default(),
         );
         let lifecycle = Lifecycle::default();
         let state = AppState {

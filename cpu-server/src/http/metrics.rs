@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 
-use super::admin::AdminState;
+use super::admin_state::AdminState;
 use crate::metrics::scrape::{self, Snapshot};
 use crate::rooms::stats::RelayStats;
 
@@ -21,6 +21,6 @@ pub async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
         relay_errors: RelayStats::get(&stats.errors),
         slow_consumers: RelayStats::get(&stats.slow_consumers),
     };
-    let body = crate::metrics::global().render(&snapshot);
+    let body = state.metrics.render(&snapshot);
     ([(CONTENT_TYPE, scrape::CONTENT_TYPE)], body)
 }

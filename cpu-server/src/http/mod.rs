@@ -1,7 +1,8 @@
 //! The HTTP face of the server: routes, shared state, and serving (plain or TLS).
 //!
 //! # Layout
-//! - [`admin`]: the admin API (`/api/orbs*`, `/api/rooms`) behind a bearer token.
+//! - [`admin`]: the admin API (`/api/orbs*`, `/api/rooms`) behind a bearer token;
+//!   [`admin_state`]: what it, `/metrics` and `/api/events` read.
 //! - [`client_ip`]: the client address behind a trusted reverse proxy (`X-Forwarded-For`).
 //! - [`serve`]: the accept loop of a listener; [`conn_limits`]: its caps (total, per peer
 //!   before the upgrade); [`conn`]: one connection (TLS, HTTP/1.1, timeouts).
@@ -13,6 +14,7 @@
 //! - [`turn`]: `GET /api/turn-credentials`, the ICE servers for browsers (public).
 
 pub mod admin;
+pub mod admin_state;
 pub mod client_ip;
 pub mod conn;
 pub mod conn_limits;

@@ -8,22 +8,26 @@
 //! and talk only to this server.
 
 use std::convert::Infallible;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::map_response_with_state;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::stream;
 use serde::{Deserialize, Serialize};
+use shared::clock::epoch_ms;
+use shared::secret::constant_time_eq;
 use tokio_util::sync::CancellationToken;
 
-use super::admin::AdminState;
-use super::admin::auth::{bearer, constant_time_eq};
-use super::admin::error::ApiError;
+use super::admin::auth::bearer;
+use super::admin::error::{ApiError, count_errors};
+use super::admin_state::AdminState;
 use crate::orbs::OrbRecord;
 use crate::rooms::registry::RoomInfo;
 use crate::rooms::room_id::validate_room_id;
@@ -60,8 +64,10 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
 /// `GET /api/events` (admin token); its stream ends when `draining` is cancelled,
 /// so open dashboards never hold up a graceful shutdown.
 pub fn events_router(admin: AdminState, draining: CancellationToken) -> Router {
+    let metrics = Arc::clone(&admin.metrics);
     Router::new()
         .route("/api/events", get(events))
+        .layer(map_response_with_state(metrics, count_errors))
         .with_state(EventsState { admin, draining })
 }
 
@@ -147,9 +153,7 @@ async fn snapshot(admin: &AdminState) -> Snapshot {
             max: counts.max,
             queued: counts.queued,
         },
-        at_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        at_ms: epoch_ms(),
     }
 }
 

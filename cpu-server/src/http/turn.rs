@@ -128,7 +128,7 @@ pub fn hmac_sha1_base64(secret: &str, message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settings::turn::Secret;
+    use shared::secret::Secret;
 
     /// Computed independently:
     /// `printf '%s' '1700000000:alice' | openssl dgst -sha1 -hmac 'north-sea#42$' -binary | base64`

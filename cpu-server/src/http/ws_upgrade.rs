@@ -98,7 +98,6 @@ pub async fn ws_simple(
         room: room_id,
         ip: addr.ip(),
         registry: state.registry.clone(),
-        orbs: state.orbs.clone(),
         auth: state.auth.clone(),
         credential,
         settings: state.settings.clone(),

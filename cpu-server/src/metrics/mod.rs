@@ -1,6 +1,8 @@
 //! Prometheus metrics of the server (`GET /metrics`).
 //!
-//! One process-wide [`Metrics`] owns the registry. Events (spawns, restarts,
+//! One [`Metrics`] owns the registry; it is created once per server in `lib.rs`
+//! and handed as an `Arc<Metrics>` to whoever counts (the room registry, the
+//! admin API, `/metrics`). Events (spawns, restarts,
 //! kills, exits, ready, heartbeats, error replies) bump counters and
 //! histograms where they happen; levels (orbs by state, per-orb CPU/RSS,
 //! heartbeat ages, queue, rooms, connections, relay totals) are refreshed from
@@ -11,8 +13,8 @@
 
 pub mod scrape;
 
+use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Mutex, OnceLock};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -74,8 +76,15 @@ fn label(name: &str, value: &str) -> Labels {
     vec![(name.to_owned(), label_value(value))]
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Metrics {
-    fn new() -> Self {
+    /// Every metric registered, all at zero.
+    pub fn new() -> Self {
         let mut registry = Registry::with_prefix("cpu_server");
         let spawns = Counter::default();
         registry.register("orb_spawns", "Orb processes started", spawns.clone());
@@ -138,12 +147,6 @@ impl Metrics {
     pub fn error(&self, code: &str) {
         self.errors.get_or_create(&label("code", code)).inc();
     }
-}
-
-/// The process-wide metrics.
-pub fn global() -> &'static Metrics {
-    static METRICS: OnceLock<Metrics> = OnceLock::new();
-    METRICS.get_or_init(Metrics::new)
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@ use super::orb_command::{self, OrbLaunch};
 use super::orb_env;
 use super::output_log::{LogReopen, spawn_output_capture};
 use super::process_control::{EventSink, LaunchEnv, Launcher, Started, StartedOrb, Supervision};
-use super::process_spawn::{Isolation, ProcessSpec, SpawnedProcess, spawn_process};
+use super::process_spawn::{ProcessSpec, SpawnedProcess, spawn_process};
+use crate::settings::Isolation;
 use crate::settings::OrbSettings;
 
 /// Orders waiting for one orb's driver.

@@ -105,7 +105,7 @@ fn translate(message: OrbToManager) -> ProcessEvent {
     match message {
         OrbToManager::OrbReady(_) => ProcessEvent::Ready,
         OrbToManager::OrbHeartbeat(beat) => ProcessEvent::Heartbeat {
-            delay_ms: shared_epoch_ms().checked_sub(beat.timestamp).map(|d| d as f64),
+            delay_ms: shared::clock::epoch_ms().checked_sub(beat.timestamp).map(|d| d as f64),
             metrics: beat.metrics,
         },
         OrbToManager::OrbError(error) => ProcessEvent::Error {
@@ -162,11 +162,4 @@ async fn send_ipc(ipc: &mut Ipc, message: ManagerToOrb) -> Result<(), ()> {
             Ok(())
         }
     }
-}
-
-fn shared_epoch_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }

@@ -36,6 +36,7 @@ pub mod record;
 pub mod sampler;
 pub mod spawner;
 pub mod stray_sweep;
+pub mod token_check;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +44,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::Metrics;
 use crate::rooms::events::{RoomEventReceiver, RoomNotifier};
 use crate::settings::OrbSettings;
 use launcher::LocalLauncher;
@@ -246,7 +248,8 @@ pub fn spawn_manager(
     events: RoomEventReceiver,
     notifier: Arc<dyn RoomNotifier>,
     cpu_host: String,
-    isolation: process_spawn::Isolation,
+    isolation: crate::settings::Isolation,
+    metrics: Arc<Metrics>,
 ) -> OrbsHandle {
     // Before any orb exists, so that none of its descendants can go to init.
     reaper::become_subreaper();
@@ -254,7 +257,7 @@ pub fn spawn_manager(
     let sweep = tokio::task::spawn_blocking(move || stray_sweep::sweep(&sweep_host, isolation.uid));
     let launcher: Arc<dyn Launcher> =
         Arc::new(LocalLauncher::new(settings.clone(), cpu_host).with_isolation(isolation));
-    let handle = spawn_manager_inner(settings, events, notifier, launcher, Some(sweep));
+    let handle = spawn_manager_inner(settings, events, notifier, launcher, metrics, Some(sweep));
     let reaper = reaper::spawn_reaper(
         handle.table.clone(),
         isolation.uid,
@@ -273,8 +276,9 @@ pub fn spawn_manager_with(
     events: RoomEventReceiver,
     notifier: Arc<dyn RoomNotifier>,
     launcher: Arc<dyn Launcher>,
+    metrics: Arc<Metrics>,
 ) -> OrbsHandle {
-    spawn_manager_inner(settings, events, notifier, launcher, None)
+    spawn_manager_inner(settings, events, notifier, launcher, metrics, None)
 }
 
 fn spawn_manager_inner(
@@ -282,6 +286,7 @@ fn spawn_manager_inner(
     events: RoomEventReceiver,
     notifier: Arc<dyn RoomNotifier>,
     launcher: Arc<dyn Launcher>,
+    metrics: Arc<Metrics>,
     before_first_spawn: Option<tokio::task::JoinHandle<usize>>,
 ) -> OrbsHandle {
     let (writer, table) = TableWriter::new();
@@ -299,7 +304,15 @@ fn spawn_manager_inner(
     let stop_bound = settings.stop_grace + settings.kill_grace + Duration::from_secs(5);
     let spawner = spawner::Spawner::start(tokio::runtime::Handle::current(), settings.max_concurrent)
         .unwrap_or_else(|error| panic!("cannot start the orb spawner thread: {error}"));
-    let (manager, reports) = Manager::new(&settings, Arc::clone(&launcher), notifier, writer, counts_tx, spawner);
+    let (manager, reports) = Manager::new(
+        &settings,
+        Arc::clone(&launcher),
+        notifier,
+        writer,
+        counts_tx,
+        spawner,
+        metrics,
+    );
     let inputs = Inputs {
         commands: commands_rx,
         events,

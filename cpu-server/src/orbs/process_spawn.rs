@@ -42,6 +42,9 @@ use nix::sys::signal::Signal;
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 
+/// Defined with the settings that produce it (`ORB_USER`, `ORB_GROUP`, `ORB_NOFILE`, `ORB_NPROC`).
+use crate::settings::Isolation;
+
 /// The descriptor number the orb finds its IPC channel at.
 pub const CHANNEL_FD: RawFd = 3;
 
@@ -99,19 +102,6 @@ pub struct ProcessSpec<'a> {
     pub env: &'a [(String, String)],
     /// User, group and resource limits of the process.
     pub isolation: &'a Isolation,
-}
-
-/// Who the orb runs as and what it may use (`ORB_USER`, `ORB_GROUP`, `ORB_NOFILE`, `ORB_NPROC`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Isolation {
-    /// Switch to this uid (needs `CAP_SETUID`: a root server, or one given the capability).
-    pub uid: Option<u32>,
-    /// Switch to this gid, dropping supplementary groups (needs `CAP_SETGID`).
-    pub gid: Option<u32>,
-    /// `RLIMIT_NOFILE` (soft and hard), capped at the current hard limit.
-    pub nofile: Option<u64>,
-    /// `RLIMIT_NPROC` (soft and hard), capped at the current hard limit.
-    pub nproc: Option<u64>,
 }
 
 /// Starts the process described by `spec`.

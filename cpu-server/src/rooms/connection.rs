@@ -21,7 +21,6 @@ use super::outbox::{
 use super::registry::RegistryHandle;
 use super::stats::RelayStats;
 use crate::auth::{Auth, Credential, token};
-use crate::orbs::OrbsHandle;
 use crate::settings::RoomSettings;
 
 /// How long a closing socket gets to flush its close frame.
@@ -38,9 +37,7 @@ pub struct Connection {
     pub ip: IpAddr,
     /// The registry.
     pub registry: RegistryHandle,
-    /// The OrbManager (verifies orb tokens of AI joins).
-    pub orbs: OrbsHandle,
-    /// Authentication settings.
+    /// Authentication (including the orb-token check of AI joins).
     pub auth: Auth,
     /// What the upgrade request proved (a client JWT, a candidate orb token, nothing).
     pub credential: Credential,
@@ -226,13 +223,7 @@ impl Reader<'_> {
                 let checked = self
                     .conn
                     .auth
-                    .check_join(
-                        &self.conn.orbs,
-                        &self.conn.room,
-                        &self.conn.credential,
-                        join_token,
-                        &request,
-                    )
+                    .check_join(&self.conn.room, &self.conn.credential, join_token, &request)
                     .await;
                 if let Err((code, message)) = checked {
                     self.refused_joins = self.refused_joins.saturating_add(1);

@@ -24,6 +24,7 @@ use super::events::{RoomEvent, RoomEventSender, RoomNotifier};
 use super::offer_rule::{Side, should_create_offer};
 use super::outbox::{CLOSE_REPLACED, CLOSE_SLOW_CONSUMER, ConnId, Outbox, QueueError};
 use super::stats::RelayStats;
+use crate::metrics::Metrics;
 use crate::settings::RoomSettings;
 
 /// Capacity of the command channel into the registry.
@@ -149,7 +150,12 @@ impl RoomNotifier for RegistryHandle {
 }
 
 /// Starts the registry actor.
-pub fn spawn_registry(settings: RoomSettings, events: RoomEventSender, stats: Arc<RelayStats>) -> RegistryHandle {
+pub fn spawn_registry(
+    settings: RoomSettings,
+    events: RoomEventSender,
+    stats: Arc<RelayStats>,
+    metrics: Arc<Metrics>,
+) -> RegistryHandle {
     let (commands, rx) = mpsc::channel(COMMAND_CAPACITY);
     let (rooms_tx, rooms) = watch::channel(0);
     let registry = Registry {
@@ -157,7 +163,7 @@ pub fn spawn_registry(settings: RoomSettings, events: RoomEventSender, stats: Ar
         rooms: HashMap::new(),
         by_conn: HashMap::new(),
         events: EventOutbox::new(events),
-        stats,
+        counters: Counters { stats, metrics },
         rooms_count: rooms_tx,
         dropped: Vec::new(),
     };
@@ -203,18 +209,26 @@ struct Registry {
     /// Which room and user each joined connection is.
     by_conn: HashMap<ConnId, (String, String)>,
     events: EventOutbox,
-    stats: Arc<RelayStats>,
+    counters: Counters,
     rooms_count: watch::Sender<usize>,
     /// Members whose outbox overflowed or closed, to remove after the command.
     dropped: Vec<ConnId>,
 }
 
+/// What the registry counts into: its relay totals and the server's metrics.
+#[derive(Debug)]
+struct Counters {
+    stats: Arc<RelayStats>,
+    metrics: Arc<Metrics>,
+}
+
 /// Queues `text` for `member`; a full queue kicks it as a slow consumer.
-fn deliver(member: &Member, text: &Utf8Bytes, stats: &RelayStats, dropped: &mut Vec<ConnId>) {
+fn deliver(member: &Member, text: &Utf8Bytes, counters: &Counters, dropped: &mut Vec<ConnId>) {
+    let stats = &counters.stats;
     match member.outbox.try_text(text.clone()) {
         Ok(()) => {
             RelayStats::bump(&stats.relayed);
-            crate::metrics::global().relayed_bytes.inc_by(text.len() as u64);
+            counters.metrics.relayed_bytes.inc_by(text.len() as u64);
         }
         Err(QueueError::Full) => {
             warn!(conn = member.conn, user = %member.participant.user_id, "outgoing queue full: dropping slow consumer");
@@ -227,11 +241,11 @@ fn deliver(member: &Member, text: &Utf8Bytes, stats: &RelayStats, dropped: &mut 
 }
 
 /// Queues an `error` reply for `member`.
-fn reply_error(member: &Member, code: ErrorCode, message: String, stats: &RelayStats, dropped: &mut Vec<ConnId>) {
-    RelayStats::bump(&stats.errors);
-    crate::metrics::global().error(&code.to_string());
+fn reply_error(member: &Member, code: ErrorCode, message: String, counters: &Counters, dropped: &mut Vec<ConnId>) {
+    RelayStats::bump(&counters.stats.errors);
+    counters.metrics.error(&code.to_string());
     let text = Utf8Bytes::from(ErrorReply::frame(code, message).to_json());
-    deliver(member, &text, stats, dropped);
+    deliver(member, &text, counters, dropped);
 }
 
 impl Registry {
@@ -367,13 +381,13 @@ impl Registry {
             peers: room.members.iter().map(|m| m.participant.clone()).collect(),
             room_id: room_id.clone(),
         });
-        deliver(&joiner, &discovery.to_json().into(), &self.stats, &mut self.dropped);
+        deliver(&joiner, &discovery.to_json().into(), &self.counters, &mut self.dropped);
         for member in &room.members {
             let joined = RoomMessage::UserJoined(UserJoined {
                 participant: joiner.participant.clone(),
                 should_create_offer: should_create_offer(member.side(), joiner.side()),
             });
-            deliver(member, &joined.to_json().into(), &self.stats, &mut self.dropped);
+            deliver(member, &joined.to_json().into(), &self.counters, &mut self.dropped);
         }
         let user_id = joiner.participant.user_id.clone();
         let role = joiner.participant.user_role.clone();
@@ -432,7 +446,7 @@ impl Registry {
         };
         if inbound.kind.is_ai_only() && !is_ai {
             let message = format!("only the AI participant may send {}", inbound.kind.as_str());
-            reply_error(sender, ErrorCode::Forbidden, message, &self.stats, &mut self.dropped);
+            reply_error(sender, ErrorCode::Forbidden, message, &self.counters, &mut self.dropped);
             return;
         }
         match inbound.kind {
@@ -463,21 +477,27 @@ impl Registry {
             Ok(None)
         };
         match target {
-            Err(e) => reply_error(sender, e.code(), e.to_string(), &self.stats, &mut self.dropped),
+            Err(e) => reply_error(sender, e.code(), e.to_string(), &self.counters, &mut self.dropped),
             Ok(Some(target)) => match room.members.iter().find(|m| m.participant.user_id == target) {
                 Some(recipient) => {
                     let text = Utf8Bytes::from(inbound.into_relayed(from));
-                    deliver(recipient, &text, &self.stats, &mut self.dropped);
+                    deliver(recipient, &text, &self.counters, &mut self.dropped);
                 }
                 None => {
                     let message = format!("no participant {target:?} in this room");
-                    reply_error(sender, ErrorCode::PeerNotFound, message, &self.stats, &mut self.dropped);
+                    reply_error(
+                        sender,
+                        ErrorCode::PeerNotFound,
+                        message,
+                        &self.counters,
+                        &mut self.dropped,
+                    );
                 }
             },
             Ok(None) => {
                 let text = Utf8Bytes::from(inbound.into_relayed(from));
                 for recipient in room.members.iter().filter(|m| m.conn != conn) {
-                    deliver(recipient, &text, &self.stats, &mut self.dropped);
+                    deliver(recipient, &text, &self.counters, &mut self.dropped);
                 }
             }
         }
@@ -497,7 +517,7 @@ impl Registry {
         let member = room.members.remove(pos);
         let left = Utf8Bytes::from(RoomMessage::UserLeft(member.participant.clone()).to_json());
         for other in &room.members {
-            deliver(other, &left, &self.stats, &mut self.dropped);
+            deliver(other, &left, &self.counters, &mut self.dropped);
         }
         let humans = room.humans();
         if room.members.is_empty() {
@@ -524,7 +544,7 @@ impl Registry {
         };
         let text = Utf8Bytes::from(message.to_json());
         for member in &room.members {
-            deliver(member, &text, &self.stats, &mut self.dropped);
+            deliver(member, &text, &self.counters, &mut self.dropped);
         }
     }
 }

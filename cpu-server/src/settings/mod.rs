@@ -22,7 +22,7 @@ pub use connections::{ConnectionArgs, ConnectionSettings};
 pub use logs::{LogsArgs, LogsSettings};
 pub use orbs::{OrbArgs, OrbSettings, SpawnOn};
 pub use rooms::{RoomArgs, RoomSettings};
-pub use security::{SecurityArgs, SecuritySettings};
+pub use security::{Isolation, SecurityArgs, SecuritySettings};
 pub use turn::{TurnArgs, TurnSettings};
 
 /// Raw server flags.

@@ -11,10 +11,26 @@
 
 use clap::Args;
 use nix::unistd::{Group, User};
+use shared::secret::Secret;
 use shared::settings::{Key, Validator};
 
-use crate::auth::Secret;
-use crate::orbs::process_spawn::Isolation;
+/// Who the orb runs as and what it may use (`ORB_USER`, `ORB_GROUP`, `ORB_NOFILE`, `ORB_NPROC`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Isolation {
+    /// Switch to this uid (needs `CAP_SETUID`: a root server, or one given the capability).
+    pub uid: Option<u32>,
+    /// Switch to this gid, dropping supplementary groups (needs `CAP_SETGID`).
+    pub gid: Option<u32>,
+    /// `RLIMIT_NOFILE` (soft and hard), capped at the current hard limit.
+    pub nofile: Option<u64>,
+    /// `RLIMIT_NPROC` (soft and hard), capped at the current hard limit.
+    pub nproc: Option<u64>,
+}
+
+/// `Origin` values compare case-insensitively and without a trailing `/`.
+pub fn normalize_origin(origin: &str) -> String {
+    origin.trim().trim_end_matches('/').to_ascii_lowercase()
+}
 
 /// Shortest `JWT_SECRET` accepted, in bytes (HS256 wants a 256-bit key).
 pub const MIN_JWT_SECRET_LEN: usize = 32;
@@ -199,7 +215,7 @@ impl SecurityArgs {
                     .split(',')
                     .map(str::trim)
                     .filter(|o| !o.is_empty())
-                    .map(crate::auth::normalize_origin)
+                    .map(normalize_origin)
                     .collect();
                 if origins.is_empty() || origins.iter().any(|o| !o.contains("://")) {
                     v.error(

@@ -9,6 +9,7 @@ use std::fmt;
 use std::time::Duration;
 
 use clap::Args;
+use shared::secret::Secret;
 use shared::settings::{Key, Validator};
 
 const STUN_URLS: Key = Key::new("STUN_URLS", "stun-urls");
@@ -60,28 +61,6 @@ impl fmt::Debug for TurnArgs {
             .field("turn_shared_secret", &redacted(&self.turn_shared_secret))
             .field("turn_ttl", &self.turn_ttl)
             .finish()
-    }
-}
-
-/// A value that must never be printed (logs, `Debug`).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself, for computing credentials only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
     }
 }
 

@@ -68,7 +68,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
-    use crate::settings::Secret;
+    use shared::secret::Secret;
 
     /// Serves one canned HTTP response on 127.0.0.1 and returns the request it read.
     async fn stub(status: &str, body: &str) -> (String, tokio::task::JoinHandle<String>) {

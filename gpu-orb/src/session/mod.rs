@@ -11,11 +11,14 @@ mod room_events;
 mod stop;
 
 use std::os::unix::net::UnixStream as StdUnixStream;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{Map, json};
+use shared::clock::epoch_ms;
 use shared::ipc::{ManagerToOrb, OrbError, OrbHeartbeat, OrbMetrics, OrbToManager};
 use shared::room::{Join, OrbHeartbeatFrame, PARTICIPANT_AI, RoomMessage, orb_user_id};
+use shared::secret::Secret;
+use shared::signals::Signals;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
@@ -29,8 +32,7 @@ use crate::ipc_link::{IpcInbound, IpcLink};
 use crate::metrics::{CpuSampler, rss_mb};
 use crate::presence::Presence;
 use crate::room_link::{LinkConfig, RoomCommand, RoomEvent, RoomLink};
-use crate::settings::{Secret, Settings};
-use crate::signals::Signals;
+use crate::settings::Settings;
 
 /// One orb's session and everything it owns.
 pub struct Session<B: Brain> {
@@ -265,12 +267,6 @@ async fn recv_if_open<T>(rx: Option<&mut mpsc::Receiver<T>>) -> Option<T> {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
-}
-
-fn epoch_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn round2(x: f64) -> f64 {

@@ -13,13 +13,13 @@ use std::time::Duration;
 use serde_json::Map;
 use shared::ipc::{OrbError, OrbShutdown, OrbToManager};
 use shared::room::{OrbShutdownFrame, RoomMessage};
+use shared::signals::Signals;
 
 use super::Session;
 use crate::brain::Brain;
 use crate::exit;
 use crate::room_link::RoomCommand;
 use crate::settings::Settings;
-use crate::signals::Signals;
 
 /// How long `main` lets the runtime wait for blocking work once the session ended.
 pub const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(250);

@@ -1,4 +1,4 @@
-//! The bearer check of the admin routes.
+//! The bearer check of the admin routes (`shared::secret::constant_time_eq`).
 
 use std::sync::Arc;
 
@@ -6,21 +6,9 @@ use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use shared::secret::constant_time_eq;
 
 use super::error::ApiError;
-
-/// Compares two secrets in time that depends only on their lengths, never on
-/// where they differ.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let len = a.len().max(b.len());
-    let mut diff = a.len() ^ b.len();
-    for i in 0..len {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0);
-        diff |= usize::from(x ^ y);
-    }
-    diff == 0
-}
 
 /// The token of an `Authorization: Bearer <token>` header.
 pub fn bearer(header: Option<&str>) -> Option<&str> {
@@ -40,15 +28,6 @@ pub async fn require_bearer(State(token): State<Arc<str>>, request: Request, nex
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn compare_is_exact() {
-        assert!(constant_time_eq(b"0123456789abcdef", b"0123456789abcdef"));
-        assert!(!constant_time_eq(b"0123456789abcdef", b"0123456789abcdeg"));
-        assert!(!constant_time_eq(b"0123456789abcdef", b"0123456789abcde"));
-        assert!(!constant_time_eq(b"", b"x"));
-        assert!(constant_time_eq(b"", b""));
-    }
 
     #[test]
     fn bearer_header_parsing() {

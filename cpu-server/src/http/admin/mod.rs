@@ -5,7 +5,7 @@
 //!
 //! # Layout
 //! - [`auth`]: the bearer check (constant-time compare).
-//! - [`error`]: JSON errors `{"error", "code"}`.
+//! - [`error`]: JSON errors `{"error", "code"}`, counted by code.
 //! - [`orbs`]: list, show, spawn, kill, kill all, reset, operator token.
 //! - [`rooms`]: rooms and their participants.
 
@@ -17,40 +17,15 @@ pub mod rooms;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::middleware::from_fn_with_state;
+use axum::middleware::{from_fn_with_state, map_response_with_state};
 use axum::routing::{get, post};
-use tokio_util::task::TaskTracker;
 
-use crate::orbs::OrbsHandle;
-use crate::rooms::registry::RegistryHandle;
-use crate::rooms::stats::RelayStats;
-
-/// What the admin handlers use; cheap to clone.
-#[derive(Clone)]
-pub struct AdminState {
-    /// The OrbManager.
-    pub orbs: OrbsHandle,
-    /// The room registry.
-    pub registry: RegistryHandle,
-    /// Relay counters (for `/metrics`).
-    pub stats: Arc<RelayStats>,
-    /// Open client sockets (for `/metrics`).
-    pub connections: TaskTracker,
-    /// The bearer token.
-    pub token: Arc<str>,
-}
-
-impl std::fmt::Debug for AdminState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdminState")
-            .field("orbs", &self.orbs)
-            .finish_non_exhaustive()
-    }
-}
+use super::admin_state::AdminState;
 
 /// The admin routes and `/metrics`, each requiring `Authorization: Bearer <ADMIN_TOKEN>`.
 pub fn router(state: AdminState) -> Router {
     let token = Arc::clone(&state.token);
+    let metrics = Arc::clone(&state.metrics);
     Router::new()
         .route("/api/orbs", get(orbs::list).post(orbs::spawn).delete(orbs::kill_all))
         .route("/api/orbs/{room}", get(orbs::show).delete(orbs::kill))
@@ -59,5 +34,6 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/rooms", get(rooms::list))
         .route("/metrics", get(super::metrics::metrics))
         .route_layer(from_fn_with_state(token, auth::require_bearer))
+        .layer(map_response_with_state(metrics, error::count_errors))
         .with_state(state)
 }

@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::AdminState;
 use super::error::ApiError;
+use crate::http::admin_state::AdminState;
 use crate::orbs::{OrbRecord, SpawnOutcome, SpawnRequest, StopReason};
 use crate::rooms::room_id::validate_room_id;
 

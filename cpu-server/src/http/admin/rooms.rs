@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 
-use super::AdminState;
+use crate::http::admin_state::AdminState;
 use crate::rooms::registry::RoomInfo;
 
 /// Every room with its participants.

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use shared::secret::constant_time_eq;
 use tokio::time::Instant;
 
 /// Most unexpired operator tokens kept per room (older ones are dropped).
@@ -87,14 +88,6 @@ fn random_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Compares two secrets without leaking where they differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,13 +128,5 @@ mod tests {
             c.issue_operator("r", Duration::from_secs(60), now);
         }
         assert!(c.operator["r"].len() <= MAX_OPERATOR_TOKENS, "bounded");
-    }
-
-    #[test]
-    fn constant_time_eq_compares_whole_values() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
-        assert!(!constant_time_eq(b"", b"a"));
     }
 }

@@ -6,6 +6,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
 
 use super::*;
+use crate::metrics::Metrics;
 use crate::orbs::lifecycle::{Notice, Tally};
 use crate::orbs::orb_command::OrbLaunch;
 use crate::orbs::process_control::{EventSink, LaunchEnv};
@@ -30,7 +31,7 @@ impl Manager {
                     let _ = reply.send(exit);
                 }
             }
-            Action::Count(tally) => count(tally),
+            Action::Count(tally) => count(&self.metrics, tally),
         }
     }
 
@@ -99,8 +100,7 @@ impl Manager {
     }
 }
 
-fn count(tally: Tally) {
-    let metrics = crate::metrics::global();
+fn count(metrics: &Metrics, tally: Tally) {
     match tally {
         Tally::Spawn => {
             metrics.spawns.inc();

@@ -22,6 +22,7 @@ use super::process_table::TableWriter;
 use super::record::ExitRecord;
 use super::sampler::Sample;
 use super::spawner::Spawner;
+use crate::metrics::Metrics;
 use crate::rooms::events::{RoomEventReceiver, RoomNotifier};
 use crate::settings::OrbSettings;
 use credentials::Credentials;
@@ -61,6 +62,7 @@ pub struct Manager {
     table: TableWriter,
     counts: watch::Sender<OrbCounts>,
     reports_tx: mpsc::Sender<Report>,
+    metrics: Arc<Metrics>,
 }
 
 /// The channels the manager listens on.
@@ -82,6 +84,7 @@ impl Manager {
         table: TableWriter,
         counts: watch::Sender<OrbCounts>,
         spawner: Spawner,
+        metrics: Arc<Metrics>,
     ) -> (Self, mpsc::Receiver<Report>) {
         let (reports_tx, reports_rx) = mpsc::channel(REPORT_QUEUE);
         let manager = Self {
@@ -98,6 +101,7 @@ impl Manager {
             table,
             counts,
             reports_tx,
+            metrics,
         };
         (manager, reports_rx)
     }
@@ -167,8 +171,5 @@ impl Manager {
 
 /// Milliseconds since the Unix epoch, for the records operators read.
 fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    shared::clock::epoch_ms()
 }

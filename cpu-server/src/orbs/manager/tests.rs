@@ -127,6 +127,7 @@ async fn a_launched_orb_is_driven_through_its_handle() {
         events_rx,
         Arc::new(Notes::default()),
         launcher,
+        Arc::default(),
     );
     events_tx.send(joined("r", "coach", "coach")).await.expect("send");
     let mut orb = next_launch(&launched).await;
@@ -194,7 +195,7 @@ fn manager(args: OrbArgs, notes: Arc<Notes>) -> Manager {
         ..args
     });
     let launcher = Arc::new(FakeLauncher { launched, refuse: true });
-    Manager::new(&settings, launcher, notes, table, counts, spawner).0
+    Manager::new(&settings, launcher, notes, table, counts, spawner, Arc::default()).0
 }
 
 /// Rule: a stop or kill that does not fit in the orb's order queue is still

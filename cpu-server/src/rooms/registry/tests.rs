@@ -44,7 +44,7 @@ fn queued_types(rx: &mut OutboxReceiver) -> Vec<String> {
 #[tokio::test]
 async fn room_events_follow_joins_ai_frames_replacement_and_leaves() {
     let (tx, mut events) = room_event_channel();
-    let registry = spawn_registry(RoomSettings::default(), tx, Arc::default());
+    let registry = spawn_registry(RoomSettings::default(), tx, Arc::default(), Arc::default());
     let (coach, mut coach_rx) = outbox(16);
     registry
         .join(1, "r", request("coach", "coach"), coach)
@@ -166,7 +166,7 @@ async fn room_events_follow_joins_ai_frames_replacement_and_leaves() {
 #[tokio::test]
 async fn a_full_outbox_kicks_its_socket_and_the_room_carries_on() {
     let (tx, mut events) = room_event_channel();
-    let registry = spawn_registry(RoomSettings::default(), tx, Arc::default());
+    let registry = spawn_registry(RoomSettings::default(), tx, Arc::default(), Arc::default());
     let (sender, mut sender_rx) = outbox(16);
     let (slow, mut slow_rx) = outbox(2);
     registry
@@ -221,7 +221,7 @@ async fn a_full_outbox_kicks_its_socket_and_the_room_carries_on() {
 #[tokio::test]
 async fn a_stuck_orb_manager_never_stalls_the_relay() {
     let (tx, mut events) = mpsc::channel(1);
-    let registry = spawn_registry(RoomSettings::default(), tx, Arc::default());
+    let registry = spawn_registry(RoomSettings::default(), tx, Arc::default(), Arc::default());
     let (ai, _ai_rx) = outbox(4096);
     registry
         .join(1, "a", request("ai-orb-1", "ai"), ai)
@@ -286,7 +286,7 @@ async fn a_stuck_orb_manager_never_stalls_the_relay() {
 #[tokio::test]
 async fn a_human_cannot_join_as_the_ai() {
     let (tx, _events) = room_event_channel();
-    let registry = spawn_registry(RoomSettings::default(), tx, Arc::default());
+    let registry = spawn_registry(RoomSettings::default(), tx, Arc::default(), Arc::default());
     let (ai, mut ai_rx) = outbox(16);
     registry
         .join(1, "r", request("ai-orb-s1", "ai"), ai)
