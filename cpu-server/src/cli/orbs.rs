@@ -1,4 +1,4 @@
-//! `cpu-server orbs …`: list, show, kill, kill-all, spawn, reset, logs —
+//! `cpu-server orbs …`: list, show, kill, kill-all, spawn, why, reset, logs —
 //! through the running server's admin API (logs read the file directly).
 
 use std::time::Duration;
@@ -47,6 +47,15 @@ pub enum OrbsCommand {
         /// Session id [default: generated].
         #[arg(long)]
         session: Option<String>,
+    },
+    /// Why the room's last orb ended or is not running, in one line, then its timeline.
+    /// Exit 0 with an answer, 1 when the server knows nothing of the room.
+    Why {
+        /// The room.
+        room: String,
+        /// The timeline as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Clears a parked orb's crash-loop state.
     Reset {
@@ -143,9 +152,53 @@ pub async fn run(command: OrbsCommand, settings: &Settings) -> Result<(), String
             let record: Value = parse(&answer)?;
             println!("{room}: reset (state {})", record["state"]);
         }
+        OrbsCommand::Why { room, json } => {
+            room_ok(&room)?;
+            let path = format!("/api/orbs/{room}/events");
+            let answer = expect(client.request("GET", &path, None, QUICK).await, 200)?;
+            let timeline: Value = parse(&answer)?;
+            if json {
+                println!("{}", answer.body);
+            } else {
+                print!("{}", why_text(&timeline));
+            }
+        }
         OrbsCommand::Logs { .. } => {}
     }
     Ok(())
+}
+
+/// The "why" line, then one line per timeline event: `HH:MM:SS.mmm event fields`.
+fn why_text(timeline: &Value) -> String {
+    let mut out = format!(
+        "{}: {}\n",
+        timeline["room"].as_str().unwrap_or("?"),
+        timeline["why"].as_str().unwrap_or("?")
+    );
+    for event in timeline["events"].as_array().into_iter().flatten() {
+        let at_ms = event["at_ms"].as_u64().unwrap_or(0);
+        let secs = (at_ms / 1000) % 86_400;
+        let mut fields = event.as_object().cloned().unwrap_or_default();
+        fields.remove("at_ms");
+        let name = fields
+            .remove("event")
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let rest: Vec<String> = fields
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| format!("{k}={}", v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+            .collect();
+        out.push_str(&format!(
+            "  {:02}:{:02}:{:02}.{:03} {name} {}\n",
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60,
+            at_ms % 1000,
+            rest.join(" ")
+        ));
+    }
+    out
 }
 
 fn expect(answer: Result<Answer, super::client::ClientError>, status: u16) -> Result<Answer, String> {

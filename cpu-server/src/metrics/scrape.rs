@@ -216,6 +216,7 @@ mod tests {
             rss_bytes: Some(1_048_576),
             participants: 0,
             queue_position: None,
+            media: None,
         }
     }
 

@@ -10,6 +10,7 @@
 //! - [`local_driver`]: one task per local orb process (child, IPC channel).
 //! - [`process_group`]: where an orb's process group gets a signal.
 //! - [`record`]: the public record operators see.
+//! - [`timeline`]: each room's orb timeline and the one-line "why" of its last end.
 //! - [`process_spawn`]: fork/exec hygiene (process group, parent-death signal, fds).
 //! - [`orb_command`]: which program, in which directory, with which arguments.
 //! - [`orb_env`]: the environment allowlist.
@@ -36,6 +37,7 @@ pub mod record;
 pub mod sampler;
 pub mod spawner;
 pub mod stray_sweep;
+pub mod timeline;
 pub mod token_check;
 
 use std::sync::Arc;
@@ -63,6 +65,19 @@ pub struct OrbCounts {
     pub max: usize,
     /// Rooms waiting for a slot.
     pub queued: usize,
+}
+
+/// A room's orb timeline, as `GET /api/orbs/{room}/events` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RoomTimeline {
+    /// The room.
+    pub room: String,
+    /// One line: why the last orb ended or is not running.
+    pub why: String,
+    /// The orb's state now (`None`: no orb).
+    pub state: Option<OrbState>,
+    /// Oldest first.
+    pub events: Vec<timeline::Entry>,
 }
 
 /// An operator's request to start a room's orb.
@@ -93,13 +108,16 @@ pub(crate) enum Command {
     Stop {
         room: String,
         reason: StopReason,
+        origin: Option<&'static str>,
         reply: oneshot::Sender<Option<ExitRecord>>,
     },
     StopAll {
         reason: StopReason,
+        origin: Option<&'static str>,
         reply: oneshot::Sender<Vec<(String, ExitRecord)>>,
     },
     Reset(String, oneshot::Sender<Result<OrbRecord, String>>),
+    Events(String, oneshot::Sender<Option<RoomTimeline>>),
     Shutdown(oneshot::Sender<()>),
     VerifyToken {
         room: String,
@@ -167,13 +185,30 @@ impl OrbsHandle {
     /// Stops one room's orb by the graceful path; answers after it exited.
     /// `None` when the room had no orb.
     pub async fn stop(&self, room: &str, reason: StopReason) -> Option<ExitRecord> {
+        self.stop_from(room, reason, None).await
+    }
+
+    /// [`OrbsHandle::stop`] asked for by `origin` (e.g. `DELETE /api/orbs/{room}`), for the timeline.
+    pub async fn stop_from(&self, room: &str, reason: StopReason, origin: Option<&'static str>) -> Option<ExitRecord> {
         let room = room.to_owned();
-        self.ask(|reply| Command::Stop { room, reason, reply }).await.flatten()
+        self.ask(|reply| Command::Stop {
+            room,
+            reason,
+            origin,
+            reply,
+        })
+        .await
+        .flatten()
+    }
+
+    /// The room's orb timeline and why its last orb ended (`None`: nothing known of the room).
+    pub async fn events(&self, room: &str) -> Option<RoomTimeline> {
+        self.ask(|tx| Command::Events(room.to_owned(), tx)).await.flatten()
     }
 
     /// Stops every orb at once; answers after the last one exited.
-    pub async fn stop_all(&self, reason: StopReason) -> Vec<(String, ExitRecord)> {
-        self.ask(|reply| Command::StopAll { reason, reply })
+    pub async fn stop_all(&self, reason: StopReason, origin: Option<&'static str>) -> Vec<(String, ExitRecord)> {
+        self.ask(|reply| Command::StopAll { reason, origin, reply })
             .await
             .unwrap_or_default()
     }

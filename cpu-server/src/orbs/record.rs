@@ -73,4 +73,7 @@ pub struct OrbRecord {
     pub participants: usize,
     /// Position in the spawn queue, when queued (1 = next).
     pub queue_position: Option<usize>,
+    /// Media health of the current process, per peer, from its last heartbeat
+    /// (`metrics.media`; absent for an orb without media).
+    pub media: Option<serde_json::Value>,
 }

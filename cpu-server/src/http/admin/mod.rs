@@ -30,6 +30,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/orbs", get(orbs::list).post(orbs::spawn).delete(orbs::kill_all))
         .route("/api/orbs/{room}", get(orbs::show).delete(orbs::kill))
         .route("/api/orbs/{room}/reset", post(orbs::reset))
+        .route("/api/orbs/{room}/events", get(orbs::events))
         .route("/api/orbs/{room}/token", post(orbs::token))
         .route("/api/rooms", get(rooms::list))
         .route("/metrics", get(super::metrics::metrics))

@@ -105,10 +105,17 @@ pub async fn kill(
         }
         let orbs = state.orbs.clone();
         let target = room.clone();
-        tokio::spawn(async move { orbs.stop(&target, MANUAL_REASON).await });
+        tokio::spawn(async move {
+            orbs.stop_from(&target, MANUAL_REASON, Some("DELETE /api/orbs/{room}"))
+                .await
+        });
         return Ok((StatusCode::ACCEPTED, Json(json!({"room": room, "state": "stopping"}))).into_response());
     }
-    match state.orbs.stop(&room, MANUAL_REASON).await {
+    match state
+        .orbs
+        .stop_from(&room, MANUAL_REASON, Some("DELETE /api/orbs/{room}"))
+        .await
+    {
         Some(exit) => Ok(Json(json!({"room": room, "exit": exit})).into_response()),
         None => Err(ApiError::no_orb(&room)),
     }
@@ -119,15 +126,31 @@ pub async fn kill_all(State(state): State<AdminState>, RawQuery(query): RawQuery
     if !wait_flag(query.as_deref())? {
         let orbs = state.orbs.clone();
         let rooms: Vec<String> = orbs.list().await.into_iter().map(|r| r.room).collect();
-        tokio::spawn(async move { orbs.stop_all(MANUAL_REASON).await });
+        tokio::spawn(async move { orbs.stop_all(MANUAL_REASON, Some("DELETE /api/orbs")).await });
         return Ok((StatusCode::ACCEPTED, Json(json!({"stopping": rooms}))).into_response());
     }
-    let exits = state.orbs.stop_all(MANUAL_REASON).await;
+    let exits = state.orbs.stop_all(MANUAL_REASON, Some("DELETE /api/orbs")).await;
     let stopped: Vec<_> = exits
         .into_iter()
         .map(|(room, exit)| json!({"room": room, "exit": exit}))
         .collect();
     Ok(Json(json!({"stopped": stopped})).into_response())
+}
+
+/// `GET /api/orbs/{room}/events`: the room's orb timeline and why its last orb
+/// ended or is not running (404 when the server knows nothing of the room).
+pub async fn events(State(state): State<AdminState>, Path(room): Path<String>) -> Result<Response, ApiError> {
+    checked(&room)?;
+    match state.orbs.events(&room).await {
+        Some(timeline) => Ok(Json(timeline).into_response()),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_orb",
+            &format!(
+                "nothing is known of room {room}: no orb ran there since the server started (or within the last hour)"
+            ),
+        )),
+    }
 }
 
 /// `POST /api/orbs/{room}/reset`: clears a parked orb's crash-loop state.

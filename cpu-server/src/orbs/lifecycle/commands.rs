@@ -37,15 +37,34 @@ impl Lifecycle {
     /// (`None` when the room had no orb). An orb with no process (queued,
     /// restarting, parked) is forgotten at once.
     pub fn stop(&mut self, room: &str, reason: StopReason, waiter: Option<WaiterId>, now: Instant) {
+        self.stop_from(room, reason, waiter, None, now);
+    }
+
+    /// [`Lifecycle::stop`] asked for by `origin` (e.g. `DELETE /api/orbs/{room}`), for the timeline.
+    pub fn stop_from(
+        &mut self,
+        room: &str,
+        reason: StopReason,
+        waiter: Option<WaiterId>,
+        origin: Option<&'static str>,
+        now: Instant,
+    ) {
         if !self.orbs.contains_key(room) {
             if let Some(waiter) = waiter {
                 self.push(Action::Reply { waiter, exit: None });
             }
             return;
         }
-        if self.begin_stop(room, reason, waiter, now) {
+        if self.begin_stop(room, reason, waiter, origin, now) {
             return;
         }
+        let asked = Note::StopAsked {
+            reason,
+            origin,
+            silent_ms: None,
+        };
+        self.note(room, asked);
+        self.note(room, Note::Ended { told_room: None });
         self.remove_entry(room);
         if let Some(waiter) = waiter {
             let exit = ExitRecord {

@@ -18,6 +18,7 @@
 pub mod cause;
 pub mod escalation;
 pub mod exit_rule;
+pub mod note;
 pub mod phase;
 pub mod restart_policy;
 pub mod spawn_rule;
@@ -39,6 +40,7 @@ use tokio::time::Instant;
 
 pub use cause::{ExitCause, StopReason};
 pub use commands::SpawnAnswer;
+pub use note::Note;
 pub use phase::{Live, OrbLife, OrbPhase, WaiterId};
 
 use super::orb_command::OrbLaunch;
@@ -126,6 +128,11 @@ pub enum Event {
     },
     /// The room's AI joined it.
     AiJoined {
+        /// The room.
+        room: String,
+    },
+    /// The room's AI left it.
+    AiLeft {
         /// The room.
         room: String,
     },
@@ -279,6 +286,13 @@ pub enum Action {
     },
     /// Count something.
     Count(Tally),
+    /// Add to the room's timeline (and the log).
+    Note {
+        /// The room.
+        room: String,
+        /// What happened.
+        note: Note,
+    },
 }
 
 /// Every room's orb and what the rules need to decide about them.
@@ -317,6 +331,11 @@ impl Lifecycle {
             Event::HumanJoined { room, user_id, role } => self.human_joined(&room, user_id, &role, now),
             Event::HumanLeft { room, user_id } => self.human_left(&room, &user_id, now),
             Event::AiJoined { room } => self.ai_joined(&room, now),
+            Event::AiLeft { room } => {
+                if self.orbs.contains_key(&room) {
+                    self.note(&room, Note::AiLeft);
+                }
+            }
             Event::AiActivity { room } => self.heard_from(&room, now),
             Event::AiAnnouncedEnd { room, reason } => {
                 let reason = reason.unwrap_or_else(|| "ai_shutdown".to_owned());
@@ -375,6 +394,13 @@ impl Lifecycle {
 
     fn order(&mut self, generation: u64, order: Order) {
         self.push(Action::Order { generation, order });
+    }
+
+    fn note(&mut self, room: &str, note: Note) {
+        self.push(Action::Note {
+            room: room.to_owned(),
+            note,
+        });
     }
 
     fn notify(&mut self, room: &str, notice: Notice) {

@@ -147,4 +147,6 @@ pub struct OrbLife {
     pub sample: Option<(f64, u64)>,
     /// Spawn → ready of the current (or last) process, ms.
     pub spawn_to_ready_ms: Option<f64>,
+    /// Media health from the last heartbeat (`metrics.media`: per peer), as the orb sent it.
+    pub media: Option<serde_json::Value>,
 }

@@ -9,6 +9,9 @@ use super::exit_rule::{AfterExit, after_exit, classify};
 use super::restart_policy::FIRST_BACKOFF;
 use super::*;
 
+/// An IPC heartbeat this late (its timestamp → arrival) goes on the timeline.
+const LATE_HEARTBEAT_MS: f64 = 1000.0;
+
 impl Lifecycle {
     pub(super) fn spawned(&mut self, room: &str, generation: u64, result: Result<StartedInfo, String>, now: Instant) {
         let waiting = self
@@ -41,12 +44,20 @@ impl Lifecycle {
             announced: None,
         };
         self.push(Action::Count(Tally::Spawn));
+        self.note(
+            room,
+            Note::Started {
+                generation,
+                pid: info.pid,
+            },
+        );
         let Some(orb) = self.orbs.get_mut(room) else { return };
         let restart = orb.last_exit.is_some();
         if restart {
             orb.policy.note_restart();
         }
         orb.sample = None;
+        orb.media = None;
         info!(%room, pid = ?info.pid, generation, session = %orb.session, "orb started");
         let stopping = match &mut orb.phase {
             OrbPhase::Starting { live: slot, .. } => {
@@ -97,8 +108,12 @@ impl Lifecycle {
             ProcessEvent::Ready => self.became_ready(room, generation, now),
             ProcessEvent::Heartbeat { metrics, delay_ms } => {
                 self.push(Action::Count(Tally::Heartbeat(delay_ms)));
+                if let Some(delay) = delay_ms.filter(|d| *d >= LATE_HEARTBEAT_MS) {
+                    self.note(room, Note::HeartbeatLate { delay_ms: delay as u64 });
+                }
                 if let Some(orb) = self.orbs.get_mut(room) {
                     orb.ipc_delay_ms = delay_ms;
+                    orb.media = metrics.extra.get("media").cloned();
                     if orb.sample.is_none() && metrics.memory > 0.0 {
                         orb.sample = Some((metrics.cpu, (metrics.memory * 1024.0 * 1024.0) as u64));
                     }
@@ -107,7 +122,7 @@ impl Lifecycle {
             ProcessEvent::Error { error, critical } => {
                 warn!(%room, %error, critical, "orb error");
                 if critical {
-                    self.begin_stop(room, StopReason::OrbError, None, now);
+                    self.begin_stop(room, StopReason::OrbError, None, None, now);
                 }
             }
             ProcessEvent::Summary(summary) => {
@@ -154,6 +169,8 @@ impl Lifecycle {
         orb.phase = OrbPhase::Ready { generation, live };
         info!(%room, ready_ms = ready_after.as_secs_f64() * 1000.0, "orb ready");
         self.push(Action::Count(Tally::SpawnToReady(ready_after)));
+        let after_ms = ready_after.as_millis() as u64;
+        self.note(room, Note::Ready { generation, after_ms });
         self.cancel(room, TimerKind::ReadyDue);
         self.arm(room, TimerKind::Watchdog, now + self.rules.unresponsive_timeout);
         self.tell_orb_who_is_here(room);
@@ -173,7 +190,12 @@ impl Lifecycle {
             && running
         {
             warn!(%room, rss = rss_bytes, limit, "orb over ORB_MEMORY_LIMIT_MB; killing it");
-            self.begin_stop(room, StopReason::MemoryLimit, None, now);
+            let over = Note::OverMemoryLimit {
+                rss_bytes,
+                limit_bytes: limit,
+            };
+            self.note(room, over);
+            self.begin_stop(room, StopReason::MemoryLimit, None, None, now);
         }
     }
 
@@ -184,6 +206,7 @@ impl Lifecycle {
         room: &str,
         reason: StopReason,
         waiter: Option<WaiterId>,
+        origin: Option<&'static str>,
         now: Instant,
     ) -> bool {
         let graces = self.rules.graces;
@@ -204,6 +227,12 @@ impl Lifecycle {
                 }
                 *current = reason;
                 self.push(Action::Count(Tally::Stop(reason)));
+                let asked = Note::StopAsked {
+                    reason,
+                    origin,
+                    silent_ms: None,
+                };
+                self.note(room, asked);
                 return true;
             }
             _ => return false,
@@ -213,6 +242,12 @@ impl Lifecycle {
         else {
             return false;
         };
+        let silent_ms = (reason == StopReason::Unresponsive)
+            .then(|| {
+                live.as_ref()
+                    .map(|l| now.saturating_duration_since(l.last_heard).as_millis() as u64)
+            })
+            .flatten();
         let mut escalation = Escalation::Pending;
         let step = live.is_some().then(|| escalation.begin(reason, now, graces));
         orb.phase = OrbPhase::Stopping {
@@ -224,6 +259,12 @@ impl Lifecycle {
         };
         info!(%room, %reason, "stopping orb");
         self.push(Action::Count(Tally::Stop(reason)));
+        let asked = Note::StopAsked {
+            reason,
+            origin,
+            silent_ms,
+        };
+        self.note(room, asked);
         for kind in [TimerKind::ReadyDue, TimerKind::Watchdog, TimerKind::LifetimeEnd] {
             self.cancel(room, kind);
         }
@@ -235,6 +276,13 @@ impl Lifecycle {
 
     /// Delivers a step of the stop escalation and arms the next.
     pub(super) fn take_step(&mut self, room: &str, generation: u64, step: escalation::Step) {
+        let sent = match step.order {
+            Order::AskToStop { .. } => "shutdown_graceful",
+            Order::Terminate => "SIGTERM",
+            Order::Kill => "SIGKILL",
+            Order::Tell(_) => "message",
+        };
+        self.note(room, Note::Signalled { sent });
         self.order(generation, step.order);
         match step.next {
             Some(at) => self.arm(room, TimerKind::Escalate, at),
@@ -275,6 +323,15 @@ impl Lifecycle {
         info!(%room, code = ?exit.code, signal = ?exit.signal, reason = %exit.reason, normal = exit.normal, "orb exited");
         orb.last_exit = Some(exit.clone());
         self.push(Action::Count(Tally::Exit(exit.cause)));
+        let exited = Note::Exited {
+            generation,
+            code: exit.code,
+            signal: exit.signal,
+            cause: exit.cause,
+            reason: exit.reason.clone(),
+            by_us: ending.is_some(),
+        };
+        self.note(room, exited);
         for kind in TimerKind::PROCESS {
             self.cancel(room, kind);
         }
@@ -286,6 +343,7 @@ impl Lifecycle {
         }
         match after_exit(ending, &exit, humans, draining) {
             AfterExit::Remove { tell_room, respawn } => {
+                self.note(room, Note::Ended { told_room: tell_room });
                 self.remove_entry(room);
                 if let Some(cause) = tell_room {
                     self.notify(room, Notice::Ended(cause));
@@ -304,6 +362,14 @@ impl Lifecycle {
                     orb.phase = OrbPhase::Restarting { due };
                 }
                 self.arm(room, TimerKind::RestartDue, due);
+                let delay_ms = FIRST_BACKOFF.as_millis() as u64;
+                self.note(
+                    room,
+                    Note::RestartScheduled {
+                        delay_ms,
+                        counted: false,
+                    },
+                );
             }
             AfterExit::Failure => self.after_failure(room, ran_for, now),
         }

@@ -60,6 +60,9 @@ impl Lifecycle {
             .and_then(|o| o.phase.live())
             .is_some_and(|l| l.supervision == Supervision::WebSocket);
         self.heard_from(room, now);
+        if self.orbs.contains_key(room) {
+            self.note(room, Note::AiJoined);
+        }
         if over_websocket && let Some(generation) = self.orbs.get(room).and_then(|o| o.phase.generation()) {
             self.became_ready(room, generation, now);
         }

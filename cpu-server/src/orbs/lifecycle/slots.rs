@@ -23,6 +23,7 @@ impl Lifecycle {
             ipc_delay_ms: None,
             sample: None,
             spawn_to_ready_ms: None,
+            media: None,
         };
         self.orbs.insert(room.to_owned(), life);
         if let Some(idle) = self.rules.idle_timeout
@@ -42,6 +43,12 @@ impl Lifecycle {
                 orb.phase = OrbPhase::Queued { told: None };
             }
             self.queue.push_back(room.to_owned());
+            self.note(
+                room,
+                Note::Queued {
+                    position: self.queue.len(),
+                },
+            );
             self.tell_queue_positions();
         }
     }
@@ -102,6 +109,7 @@ impl Lifecycle {
             client,
         };
         self.slots_used += 1;
+        self.note(room, Note::Launching { generation });
         self.push(Action::Launch { generation, launch });
     }
 
@@ -109,6 +117,14 @@ impl Lifecycle {
     pub(super) fn start_failed(&mut self, room: &str, error: &str, now: Instant) {
         warn!(%room, %error, "orb failed to start");
         self.push(Action::Count(Tally::Exit(ExitCause::SpawnFailed)));
+        if self.orbs.contains_key(room) {
+            self.note(
+                room,
+                Note::SpawnFailed {
+                    error: error.to_owned(),
+                },
+            );
+        }
         let Some(orb) = self.orbs.get_mut(room) else { return };
         let exit = spawn_failed(error);
         orb.last_exit = Some(exit.clone());
@@ -138,11 +154,21 @@ impl Lifecycle {
                 info!(%room, %reason, delay_ms = delay.as_millis() as u64, "orb failed; restarting");
                 orb.phase = OrbPhase::Restarting { due: now + delay };
                 self.arm(room, TimerKind::RestartDue, now + delay);
+                let delay_ms = delay.as_millis() as u64;
+                self.note(
+                    room,
+                    Note::RestartScheduled {
+                        delay_ms,
+                        counted: true,
+                    },
+                );
             }
             RestartDecision::Park { until } => {
                 warn!(%room, %reason, "orb crash loop; parked");
                 orb.phase = OrbPhase::Parked { until };
                 self.arm(room, TimerKind::ParkExpired, until);
+                let for_ms = until.saturating_duration_since(now).as_millis() as u64;
+                self.note(room, Note::Parked { for_ms });
                 self.notify(room, Notice::Parked);
             }
         }

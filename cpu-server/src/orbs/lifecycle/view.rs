@@ -29,6 +29,7 @@ impl Lifecycle {
             rss_bytes: orb.sample.map(|s| s.1),
             participants: self.humans(room),
             queue_position: self.queue.iter().position(|r| r == room).map(|i| i + 1),
+            media: orb.media.clone(),
         })
     }
 

@@ -5,7 +5,8 @@ use tokio::time::Instant;
 use super::*;
 use crate::orbs::lifecycle::SpawnAnswer;
 use crate::orbs::lifecycle::StopReason;
-use crate::orbs::{OrbRecord, SpawnOutcome, SpawnRequest};
+use crate::orbs::timeline::why;
+use crate::orbs::{OrbRecord, RoomTimeline, SpawnOutcome, SpawnRequest};
 
 impl Manager {
     pub(super) fn on_command(&mut self, command: Command) {
@@ -20,12 +21,30 @@ impl Manager {
             Command::Spawn(request, reply) => {
                 let _ = reply.send(self.spawn_request(request, now));
             }
-            Command::Stop { room, reason, reply } => {
+            Command::Stop {
+                room,
+                reason,
+                origin,
+                reply,
+            } => {
                 let waiter = self.new_waiter(reply);
-                self.life.stop(&room, reason, Some(waiter), now);
+                self.life.stop_from(&room, reason, Some(waiter), origin, now);
                 self.carry_out_pending();
             }
-            Command::StopAll { reason, reply } => self.stop_all(reason, reply),
+            Command::StopAll { reason, origin, reply } => {
+                let rooms = self.life.rooms();
+                self.stop_rooms(rooms, reason, origin, reply);
+            }
+            Command::Events(room, reply) => {
+                let state = self.life.phase(&room).map(|p| p.state());
+                let timeline = self.timelines.get(&room).map(|events| RoomTimeline {
+                    why: why::explain(&events, state),
+                    room,
+                    state,
+                    events,
+                });
+                let _ = reply.send(timeline);
+            }
             Command::Reset(room, reply) => {
                 let result = self.life.reset(&room, now);
                 self.carry_out_pending();
@@ -59,16 +78,12 @@ impl Manager {
         })
     }
 
-    /// Stops every orb at once; the answer comes when the last one is gone.
-    fn stop_all(&mut self, reason: StopReason, reply: oneshot::Sender<Vec<(String, ExitRecord)>>) {
-        let rooms = self.life.rooms();
-        self.stop_rooms(rooms, reason, reply);
-    }
-
+    /// Stops the orbs of `rooms` at once; the answer comes when the last one is gone.
     fn stop_rooms(
         &mut self,
         rooms: Vec<String>,
         reason: StopReason,
+        origin: Option<&'static str>,
         reply: oneshot::Sender<Vec<(String, ExitRecord)>>,
     ) {
         let now = Instant::now();
@@ -76,7 +91,7 @@ impl Manager {
         for room in rooms {
             let (tx, rx) = oneshot::channel();
             let waiter = self.new_waiter(tx);
-            self.life.stop(&room, reason, Some(waiter), now);
+            self.life.stop_from(&room, reason, Some(waiter), origin, now);
             waits.push((room, rx));
         }
         self.carry_out_pending();
@@ -95,7 +110,7 @@ impl Manager {
     pub(super) fn begin_shutdown(&mut self, reply: Option<oneshot::Sender<()>>) {
         let rooms = self.life.drain();
         let (tx, rx) = oneshot::channel();
-        self.stop_rooms(rooms, StopReason::SystemShutdown, tx);
+        self.stop_rooms(rooms, StopReason::SystemShutdown, None, tx);
         if let Some(reply) = reply {
             tokio::spawn(async move {
                 let _ = rx.await;

@@ -32,6 +32,7 @@ impl Manager {
                 }
             }
             Action::Count(tally) => count(&self.metrics, tally),
+            Action::Note { room, note } => self.timelines.push(&room, wall_ms(), note),
         }
     }
 

@@ -89,7 +89,7 @@ impl Manager {
             }
             RoomEvent::AiLeft { room, user_id } => {
                 tracing::info!(%room, %user_id, "orb left its room");
-                return;
+                Event::AiLeft { room }
             }
         };
         self.feed(event);

@@ -22,6 +22,7 @@ use super::process_table::TableWriter;
 use super::record::ExitRecord;
 use super::sampler::Sample;
 use super::spawner::Spawner;
+use super::timeline::Timelines;
 use crate::metrics::Metrics;
 use crate::rooms::events::{RoomEventReceiver, RoomNotifier};
 use crate::settings::OrbSettings;
@@ -63,6 +64,7 @@ pub struct Manager {
     counts: watch::Sender<OrbCounts>,
     reports_tx: mpsc::Sender<Report>,
     metrics: Arc<Metrics>,
+    timelines: Timelines,
 }
 
 /// The channels the manager listens on.
@@ -102,6 +104,7 @@ impl Manager {
             counts,
             reports_tx,
             metrics,
+            timelines: Timelines::default(),
         };
         (manager, reports_rx)
     }

@@ -1,0 +1,127 @@
+//! What the lifecycle observed and decided, as typed notes for a room's
+//! timeline (`orbs::timeline`) and the structured log. Emitted with
+//! [`super::Action::Note`]; the shell stamps them with the wall clock.
+
+use serde::Serialize;
+
+use super::cause::{ExitCause, StopReason};
+
+/// One thing that happened to a room's orb.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Note {
+    /// Waiting for a slot, at this position.
+    Queued {
+        /// 1 = next.
+        position: usize,
+    },
+    /// A slot was taken and the launcher asked to start process `generation`.
+    Launching {
+        /// Which process of the room.
+        generation: u64,
+    },
+    /// The launcher started it.
+    Started {
+        /// Which process.
+        generation: u64,
+        /// Its pid, when local.
+        pid: Option<u32>,
+    },
+    /// The launcher could not start it.
+    SpawnFailed {
+        /// Why.
+        error: String,
+    },
+    /// It became ready.
+    Ready {
+        /// Which process.
+        generation: u64,
+        /// Start → ready, ms.
+        after_ms: u64,
+    },
+    /// An IPC heartbeat arrived late.
+    HeartbeatLate {
+        /// Its delay, ms.
+        delay_ms: u64,
+    },
+    /// The AI joined its room (WebSocket).
+    AiJoined,
+    /// The AI left its room (WebSocket).
+    AiLeft,
+    /// Resident memory crossed `ORB_MEMORY_LIMIT_MB`.
+    OverMemoryLimit {
+        /// What was measured, bytes.
+        rss_bytes: u64,
+        /// The limit, bytes.
+        limit_bytes: u64,
+    },
+    /// A stop began.
+    StopAsked {
+        /// Why.
+        reason: StopReason,
+        /// Who asked, when from outside (e.g. `DELETE /api/orbs/{room}`).
+        origin: Option<&'static str>,
+        /// For a silent orb: how long it had been silent, ms.
+        silent_ms: Option<u64>,
+    },
+    /// A step of the stop was delivered (`shutdown_graceful`, `SIGTERM`, `SIGKILL`).
+    Signalled {
+        /// What was sent.
+        sent: &'static str,
+    },
+    /// The process is gone.
+    Exited {
+        /// Which process.
+        generation: u64,
+        /// Exit status.
+        code: Option<i32>,
+        /// Signal number.
+        signal: Option<i32>,
+        /// What it counts as.
+        cause: ExitCause,
+        /// In words.
+        reason: String,
+        /// Whether a stop of ours was under way (a signal then was ours).
+        by_us: bool,
+    },
+    /// A restart is due after `delay_ms`.
+    RestartScheduled {
+        /// The backoff, ms.
+        delay_ms: u64,
+        /// Whether it counts toward the crash-loop limit.
+        counted: bool,
+    },
+    /// Crash loop: parked for `for_ms`.
+    Parked {
+        /// Until the window has passed, ms.
+        for_ms: u64,
+    },
+    /// The room's orb is over (the room was told `cause`, when it was).
+    Ended {
+        /// What the room was told.
+        told_room: Option<ExitCause>,
+    },
+}
+
+impl Note {
+    /// The event name (the `event` field of its JSON).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Queued { .. } => "queued",
+            Self::Launching { .. } => "launching",
+            Self::Started { .. } => "started",
+            Self::SpawnFailed { .. } => "spawn_failed",
+            Self::Ready { .. } => "ready",
+            Self::HeartbeatLate { .. } => "heartbeat_late",
+            Self::AiJoined => "ai_joined",
+            Self::AiLeft => "ai_left",
+            Self::OverMemoryLimit { .. } => "over_memory_limit",
+            Self::StopAsked { .. } => "stop_asked",
+            Self::Signalled { .. } => "signalled",
+            Self::Exited { .. } => "exited",
+            Self::RestartScheduled { .. } => "restart_scheduled",
+            Self::Parked { .. } => "parked",
+            Self::Ended { .. } => "ended",
+        }
+    }
+}
