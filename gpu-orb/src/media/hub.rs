@@ -121,7 +121,8 @@ impl MediaHub {
             .ok_or_else(|| SignalError::invalid("the offer has no a=fingerprint line"))?
             .to_owned();
         let ufrag = signal::ice_ufrag(sdp).map(str::to_owned);
-        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| SignalError::invalid(format!("malformed SDP: {e}")))?;
+        let offer = SdpOffer::from_sdp_string(sdp)
+            .map_err(|e| SignalError::invalid(format!("malformed SDP: {}", parse_error(&e.to_string()))))?;
         self.closed.remove(from);
         match self.peers.get_mut(from) {
             Some(entry) if entry.fingerprint == fingerprint => {
@@ -322,6 +323,17 @@ fn parse_candidate(remote: &RemoteCandidate, ufrag: Option<&str>) -> Option<Cand
     Candidate::from_sdp_string(&remote.line).ok()
 }
 
+/// A parser's error for the sender: its lines, without the parser's memory offsets.
+fn parse_error(text: &str) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.contains("PointerOffset"))
+        .collect();
+    let joined = lines.join("; ");
+    joined.chars().take(200).collect()
+}
+
 fn busy(message: impl Into<String>) -> SignalError {
     SignalError {
         code: ErrorCode::RateLimited,
@@ -335,3 +347,7 @@ fn stale(message: &str) -> SignalError {
         message: message.to_owned(),
     }
 }
+
+#[cfg(test)]
+#[path = "hub_tests.rs"]
+mod tests;
