@@ -1,6 +1,8 @@
 //! The AI in the call's media, end to end: a real cpu-server spawns a real gpu-orb
 //! (test mode: it echoes each human's audio back to them) and two headless Chromiums,
-//! a coach page and a client page (`tests/browser/media.test.js`), connect to it.
+//! a coach page and a client page (`tests/browser/media.test.js`), connect to it:
+//! each hears its own echo, bad signals are refused, renegotiation holds, and 100
+//! connect/close cycles leave no descriptor, thread or memory growth in the orb.
 //!
 //! The test runs in a network namespace of its own with only `lo` up, so Chromium's
 //! candidates are loopback and nothing leaves the machine; it needs root (as CI runs)
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 use system_tests::media_kit::{enter_loopback_namespace, figures, require_browser_setup, run_node};
 use system_tests::room_harness::RoomServer;
 
-/// Bound of the whole browser run (it takes about 15 s).
+/// Bound of the whole browser run (it takes about 30 s).
 const NODE_TIMEOUT: Duration = Duration::from_secs(90);
 
 #[test]

@@ -3,7 +3,8 @@
 // and a client page, each in its own Chromium with its own fake microphone (a steady tone
 // of a different amplitude), connect to the AI and hear their own audio echoed back;
 // hostile signals get refusals while the other peer keeps its audio; a renegotiation
-// keeps the connection. Figures are printed as `MEDIA <json>` lines.
+// keeps the connection; 100 connect/close cycles leave nothing behind in the orb.
+// Figures are printed as `MEDIA <json>` lines.
 'use strict';
 
 const { test, before, after } = require('node:test');
@@ -187,4 +188,61 @@ test('coach and client each hear their own echo from the AI; bad signals are ref
   assert.deepEqual([...coach.errors, ...client.errors], []);
   const logs = await Promise.all([coach.page, client.page].map((p) => p.evaluate(() => window.mediaPeer.state.log)));
   assert.deepEqual(logs.flat(), [], 'signalling errors in the pages');
+});
+
+/** The gpu-orb process of `room` (found by its `--room=` argument), or null. */
+function orbPid(room) {
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const argv = fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+      if (argv[0].endsWith('gpu-orb') && argv.includes(`--room=${room}`)) return Number(entry);
+    } catch (_) { /* gone */ }
+  }
+  return null;
+}
+
+/** Open descriptors and resident KiB of `pid`. */
+function usage(pid) {
+  const fds = fs.readdirSync(`/proc/${pid}/fd`).length;
+  const rss = Number(fs.readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmRSS:\s+(\d+)/)[1]);
+  const threads = Number(fs.readFileSync(`/proc/${pid}/status`, 'utf8').match(/Threads:\s+(\d+)/)[1]);
+  return { fds, rssKiB: rss, threads };
+}
+
+test('100 connect/close cycles of one page leave no socket, thread or memory behind in the orb', async () => {
+  const CYCLES = 100;
+  const started = Date.now();
+  const room = uniqueRoom('media-cycles');
+  const coach = await openPeerPage(coachBrowser, 'cycles');
+  await coach.page.evaluate((r) => window.mediaPeer.start(r, 'coach-2', 'coach'), room);
+  const ai = await until('the AI', 15000, () => aiId(coach.page));
+  await waitConnected(coach.page, ai, 'coach -> AI');
+  const pid = await until('the orb process', 5000, () => orbPid(room));
+  const idle = usage(pid);
+  // Warm-up: allocator pools and str0m's lazily built tables reach their working size.
+  for (let i = 0; i < 10; i++) await coach.page.evaluate((id) => window.mediaPeer.reconnect(id), ai);
+  const warm = usage(pid);
+  const times = [];
+  for (let i = 0; i < CYCLES; i++) times.push(await coach.page.evaluate((id) => window.mediaPeer.reconnect(id), ai));
+  const afterCycles = usage(pid);
+  await stillHearsItself(coach.page, ai, 'coach after the cycles');
+  // The last connection closed without a new one: the orb frees it once ICE reports it gone.
+  await coach.page.evaluate((id) => window.mediaPeer.hangUp(id), ai);
+  const hungUp = Date.now();
+  const freed = await until('the last media socket closed', 20000, () => {
+    const u = usage(pid);
+    return u.fds < afterCycles.fds ? u : null;
+  }).catch(() => usage(pid));
+  times.sort((a, b) => a - b);
+  console.log('MEDIA ' + JSON.stringify({
+    cycles: CYCLES, connectMedianMs: times[CYCLES >> 1], connectMaxMs: times[CYCLES - 1], idle, warm, afterCycles, freed,
+    freedAfterHangUpMs: Date.now() - hungUp,
+    testMs: Date.now() - started,
+  }));
+  assert.equal(afterCycles.fds, warm.fds, 'descriptors grew over the cycles');
+  assert.equal(afterCycles.threads, warm.threads, 'threads grew over the cycles');
+  assert.ok(afterCycles.rssKiB - warm.rssKiB < 2048, `RSS grew ${afterCycles.rssKiB - warm.rssKiB} KiB over ${CYCLES} cycles`);
+  assert.equal(freed.fds, afterCycles.fds - 1, 'the closed connection\'s socket is freed');
+  assert.deepEqual(coach.errors, []);
 });

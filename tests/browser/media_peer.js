@@ -154,8 +154,31 @@
     await offerTo(peerId);
   }
 
+  /**
+   * Closes the connection to `peerId` and opens a new one (a new RTCPeerConnection: a new
+   * DTLS fingerprint), waiting until it is connected; the milliseconds it took.
+   */
+  async function reconnect(peerId, timeoutMs = 5000) {
+    const started = Date.now();
+    const old = state.pcs.get(peerId);
+    if (old) { old.pc.close(); state.pcs.delete(peerId); }
+    await offerTo(peerId);
+    const { pc } = state.pcs.get(peerId);
+    while (pc.connectionState !== 'connected') {
+      if (Date.now() - started > timeoutMs) throw new Error('reconnect: ' + pc.connectionState);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return Date.now() - started;
+  }
+
+  /** Closes the connection to `peerId` without a new one. */
+  function hangUp(peerId) {
+    const entry = state.pcs.get(peerId);
+    if (entry) { entry.pc.close(); state.pcs.delete(peerId); }
+  }
+
   /** The fingerprint line of a connection's local offer (to build hostile offers). */
   function localSdp(peerId) { return state.pcs.get(peerId)?.pc.localDescription?.sdp ?? null; }
 
-  window.mediaPeer = { start, send, probe, renegotiate, localSdp, aiId, state };
+  window.mediaPeer = { start, send, probe, renegotiate, reconnect, hangUp, localSdp, aiId, state };
 })();
