@@ -425,7 +425,7 @@ async fn chaos_soak_holds_every_invariant() {
             _ => {}
         }
         soak.check();
-        if ticks % 20 == 0 {
+        if ticks.is_multiple_of(20) {
             soak.check_coached_records();
         }
         if let Some(v) = seq_state.lock().ok().and_then(|s| s.violations.first().cloned()) {

@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 # files (tests/deploy_files.rs); coturn (turnserver, turnutils_uclient) checks TURN
 # credentials (tests/turn_credentials.rs); setpriv (util-linux) and useradd (passwd)
 # run a cpu-server as an unprivileged user with the unit's capabilities
-# (tests/security.rs; those tests need root and say so).
+# (tests/security.rs; those tests need root and say so); ip (iproute2) brings up `lo` in the
+# private network namespace of the WebRTC test (tests/webrtc_media.rs, root).
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
 missing=()
 have node || missing+=(nodejs)
@@ -21,6 +22,7 @@ have openssl || missing+=(openssl)
 { have turnserver && have turnutils_uclient; } || missing+=(coturn)
 have setpriv || missing+=(util-linux)
 have useradd || missing+=(passwd)
+have ip || missing+=(iproute2)
 if ((${#missing[@]})); then
   echo "== installing ${missing[*]}"
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi

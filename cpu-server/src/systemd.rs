@@ -69,10 +69,10 @@ fn notify_addr(address: &str) -> io::Result<SocketAddr> {
 /// meant for `our_pid` (`WATCHDOG_PID` unset or equal).
 pub fn watchdog_period(usec: Option<&str>, pid: Option<&str>, our_pid: u32) -> Option<Duration> {
     let usec: u64 = usec?.trim().parse().ok().filter(|&u| u > 0)?;
-    if let Some(pid) = pid {
-        if pid.trim().parse::<u32>().ok()? != our_pid {
-            return None;
-        }
+    if let Some(pid) = pid
+        && pid.trim().parse::<u32>().ok()? != our_pid
+    {
+        return None;
     }
     Some(Duration::from_micros(usec / 2).max(Duration::from_millis(1)))
 }

@@ -52,4 +52,7 @@ pub struct Cli {
         default_missing_value = "true"
     )]
     pub test_mode: Option<String>,
+    /// `ORB_MEDIA`, `ORB_MEDIA_IP`, `ORB_MEDIA_PORTS`.
+    #[command(flatten)]
+    pub media: crate::media::MediaArgs,
 }

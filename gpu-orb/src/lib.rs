@@ -15,6 +15,7 @@
 //! - [`room_link`]: the WebSocket task (join, ping, latency, reconnect with backoff).
 //! - [`ipc_link`]: the manager channel task (typed lines both ways).
 //! - [`brain`]: the [`brain::Brain`] trait, [`brain::TestBrain`] and [`brain::OpenAiBrain`].
+//! - [`media`]: the WebRTC answerer (one task per peer), the audio seam, test-mode echo.
 //! - [`presence`] (room and manager views of who is there), [`idle`] (idle means nobody
 //!   there), [`participants`], [`backoff`], [`metrics`]: small pure pieces.
 //! - [`exit`]: exit codes (SIGTERM/SIGINT come from `shared::signals`).
@@ -46,6 +47,7 @@
 //! `ORB_HEARTBEAT_INTERVAL` (30000 ms), `ORB_PING_INTERVAL` (30000 ms), `ORB_RECONNECT_GRACE`
 //! (60000 ms), `ORB_SHUTDOWN_TIMEOUT` (5000 ms), `ORB_LOG_DIR` (not written when `ORB_SUPERVISED` is set: the manager files stderr there), `ORB_AUTH_TOKEN` (never logged),
 //! `OPENAI_API_KEY`, `OPENAI_BASE_URL`, `OPENAI_MODEL`, `OPENAI_TIMEOUT` (30000 ms), `NODE_CHANNEL_FD`,
+//! `ORB_MEDIA` (true), `ORB_MEDIA_IP` (127.0.0.1), `ORB_MEDIA_PORTS` (any),
 //! `RUST_LOG`.
 
 pub mod backoff;
@@ -55,6 +57,7 @@ pub mod exit;
 pub mod idle;
 pub mod ipc_link;
 pub mod logging;
+pub mod media;
 pub mod metrics;
 pub mod participants;
 pub mod presence;

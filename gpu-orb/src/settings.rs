@@ -90,6 +90,8 @@ pub struct Settings {
     pub auth_token: Option<Secret>,
     /// Where answers come from.
     pub brain: BrainSettings,
+    /// WebRTC media (`ORB_MEDIA*`, gpu-orb/src/media/settings.rs).
+    pub media: crate::media::MediaSettings,
 }
 
 impl Settings {
@@ -130,6 +132,7 @@ impl Settings {
         } else {
             resolve_openai(&mut v, env)
         };
+        let media = cli.media.resolve(&mut v);
         v.finish()?;
         Ok(Self {
             room,
@@ -147,6 +150,7 @@ impl Settings {
             log_dir,
             auth_token,
             brain,
+            media,
         })
     }
 }

@@ -23,6 +23,7 @@
 //! - [`deploy_tools`], [`deploy_tls`]: operator tools (nginx, openssl, ...) on the shipped
 //!   deploy files, and TLS clients trusting a throwaway CA.
 //! - [`turn_coturn`]: a real coturn and `turnutils_uclient`.
+//! - [`media_kit`]: a private loopback-only network namespace and `node --test` runs for the WebRTC tests.
 //! - [`bench_kit`], [`bench_peers`], [`bench_server`], [`bench_orbs`]: the benchmark
 //!   suite's measures, reference peers (echo, nginx), bench servers and orb scenarios.
 //! - [`chaos_kit`]: the chaos soak's misbehaving orb, process counting and sequence checker.
@@ -37,6 +38,7 @@ pub mod deploy_tls;
 pub mod deploy_tools;
 pub mod http_client;
 pub mod manager_kit;
+pub mod media_kit;
 pub mod operator_kit;
 pub mod orb_chat_stub;
 pub mod orb_fake_server;

@@ -29,10 +29,11 @@ pub use stop::{EXIT_MARGIN, RUNTIME_SHUTDOWN, Stop};
 use crate::brain::{Brain, BrainQueue, MAX_WAITING};
 use crate::idle::IdleTimer;
 use crate::ipc_link::{IpcInbound, IpcLink};
+use crate::media::{EchoEngine, MediaHub, Outgoing, SilentEngine};
 use crate::metrics::{CpuSampler, rss_mb};
 use crate::presence::Presence;
 use crate::room_link::{LinkConfig, RoomCommand, RoomEvent, RoomLink};
-use crate::settings::Settings;
+use crate::settings::{BrainSettings, Settings};
 
 /// One orb's session and everything it owns.
 pub struct Session<B: Brain> {
@@ -52,6 +53,8 @@ pub struct Session<B: Brain> {
     latency: Duration,
     cpu: CpuSampler,
     paused: bool,
+    /// The media connections (`None` with `ORB_MEDIA=false`: offers are ignored).
+    media: Option<MediaHub>,
 }
 
 impl<B: Brain> Session<B> {
@@ -73,6 +76,11 @@ impl<B: Brain> Session<B> {
             None => (None, None, None),
         };
         let room_task = tokio::spawn(link.run().in_current_span());
+        let media = settings.media.enabled.then(|| match settings.brain {
+            // Test mode: each human hears their own audio back.
+            BrainSettings::Echo => MediaHub::new(settings.media.clone(), std::sync::Arc::new(EchoEngine)),
+            BrainSettings::OpenAi(_) => MediaHub::new(settings.media.clone(), std::sync::Arc::new(SilentEngine)),
+        });
         let now = Instant::now();
         tracing::info!(url = %settings.room_url, ipc = ipc.is_some(), test_mode = settings.test_mode, "orb starting");
         Ok(Self {
@@ -92,6 +100,7 @@ impl<B: Brain> Session<B> {
             latency: Duration::ZERO,
             cpu: CpuSampler::new(),
             paused: false,
+            media,
         })
     }
 
@@ -121,9 +130,13 @@ impl<B: Brain> Session<B> {
                     }
                 },
                 answered = self.brain.next_reply() => self.on_reply(answered),
+                outgoing = next_media(self.media.as_mut()) => self.on_media(outgoing),
                 _ = tick_if_started(self.heartbeat.as_mut()) => self.send_heartbeat(),
             }
         };
+        if let Some(media) = self.media.as_mut() {
+            media.close_all();
+        }
         self.finish(stop, signals).await
     }
 
@@ -179,6 +192,9 @@ impl<B: Brain> Session<B> {
             latency_ms = metrics.latency,
             "heartbeat"
         );
+        if let Some(media) = self.media.as_ref().filter(|m| !m.is_empty()) {
+            tracing::debug!(peers = ?media.snapshot(), "media");
+        }
         let frame = RoomMessage::OrbHeartbeat(OrbHeartbeatFrame {
             metrics: Some(json!({"cpu": metrics.cpu, "memory": metrics.memory, "latency": metrics.latency})),
             extra: Map::new(),
@@ -249,6 +265,14 @@ async fn tick_if_started(interval: Option<&mut Interval>) {
         Some(interval) => {
             interval.tick().await;
         }
+        None => std::future::pending().await,
+    }
+}
+
+/// The media table's next message for the room, or never without media.
+async fn next_media(media: Option<&mut MediaHub>) -> Outgoing {
+    match media {
+        Some(media) => media.next_outgoing().await,
         None => std::future::pending().await,
     }
 }

@@ -1,12 +1,15 @@
 //! What the session does with each room event: joins, participants (the
-//! room's view of who is present), `ai_control` and the brain's replies.
+//! room's view of who is present), `ai_control` and the brain's replies, and
+//! WebRTC signalling addressed to the AI (handed to the [`crate::media::MediaHub`]), with the
+//! answers and refusals it sends back.
 
 use serde_json::{Map, Value, json};
 use shared::ipc::{OrbReady, OrbToManager};
-use shared::room::{AiControl, AiResponse, AiStatus, ErrorCode, RoomMessage};
+use shared::room::{AiControl, AiResponse, AiStatus, ErrorCode, RoomMessage, Signal};
 
 use super::{Session, Stop};
 use crate::brain::{Admission, Answered, Ask, Brain};
+use crate::media::{Outgoing, SignalError};
 use crate::room_link::{RoomCommand, RoomEvent};
 
 impl<B: Brain> Session<B> {
@@ -63,6 +66,9 @@ impl<B: Brain> Session<B> {
             }
             RoomMessage::UserLeft(p) => {
                 tracing::info!(user_id = %p.user_id, "participant left");
+                if let Some(media) = self.media.as_mut() {
+                    media.left(&p.user_id);
+                }
                 self.presence.room.left(&p.user_id);
                 self.presence_changed();
             }
@@ -71,6 +77,9 @@ impl<B: Brain> Session<B> {
                 self.presence_changed();
             }
             RoomMessage::AiControl(control) => return self.on_control(control).await,
+            RoomMessage::Offer(signal) => self.on_signal(Kind::Offer, signal),
+            RoomMessage::IceCandidate(signal) => self.on_signal(Kind::Candidate, signal),
+            RoomMessage::Answer(signal) => self.on_signal(Kind::Answer, signal),
             RoomMessage::Error(error) => {
                 tracing::warn!(code = %error.code, message = %error.message, "room server reported an error");
             }
@@ -165,6 +174,68 @@ impl<B: Brain> Session<B> {
         }));
     }
 
+    /// An `offer`, `ice-candidate` or `answer`: handled only when addressed to the AI
+    /// (an untargeted one is for the others) and media is on (`ORB_MEDIA`).
+    fn on_signal(&mut self, kind: Kind, signal: Signal) {
+        let to = signal.to_id.as_deref().or(signal.target_id.as_deref());
+        let (Some(media), Some(from), true) = (
+            self.media.as_mut(),
+            signal.from_id.as_deref(),
+            to == Some(&*self.user_id),
+        ) else {
+            tracing::debug!(kind = ?kind, "signal not for the AI's media: ignored");
+            return;
+        };
+        let result = match kind {
+            Kind::Offer => media.offer(from, &signal.extra),
+            Kind::Candidate => media.candidate(from, &signal.extra),
+            Kind::Answer => Err(SignalError::invalid("the AI never offers, so it takes no answer")),
+        };
+        if let Err(error) = result {
+            tracing::warn!(peer = from, kind = ?kind, code = %error.code, message = %error.message, "signal refused");
+            let from = from.to_owned();
+            self.refuse(from, kind, error);
+        }
+    }
+
+    /// What the media table has for the room: an answer, or a refusal of a renegotiation.
+    pub(super) fn on_media(&mut self, outgoing: Outgoing) {
+        match outgoing {
+            Outgoing::Answer { to, sdp } => {
+                tracing::info!(peer = %to, "answer sent");
+                let mut extra = Map::new();
+                extra.insert("answer".into(), json!({"type": "answer", "sdp": sdp}));
+                self.to_room(RoomMessage::Answer(Signal {
+                    to_id: Some(to),
+                    target_id: None,
+                    from_id: None,
+                    extra,
+                }));
+            }
+            Outgoing::Refused { to, error } => {
+                tracing::warn!(peer = %to, code = %error.code, message = %error.message, "offer refused");
+                self.refuse(to, Kind::Offer, error);
+            }
+        }
+    }
+
+    /// The refusal of a signal: `ai_status` `error` with the code, a message and
+    /// `inReplyTo` the sender (the room relays an AI's non-signalling frames to
+    /// everyone, like `busy`; an orb cannot send `error` frames).
+    fn refuse(&self, to: String, kind: Kind, error: SignalError) {
+        let mut extra = Map::new();
+        extra.insert("code".into(), json!(error.code.as_str()));
+        extra.insert("message".into(), json!(error.message));
+        extra.insert("inReplyTo".into(), json!(to));
+        extra.insert("signal".into(), json!(kind.wire()));
+        self.to_room(RoomMessage::AiStatus(AiStatus {
+            status: String::from("error"),
+            session_id: Some(self.settings.session.clone()),
+            from_id: None,
+            extra,
+        }));
+    }
+
     fn status(&self, status: &str) {
         let frame = RoomMessage::AiStatus(AiStatus {
             status: status.to_owned(),
@@ -177,5 +248,23 @@ impl<B: Brain> Session<B> {
 
     fn to_room(&self, message: RoomMessage) {
         self.send_room(RoomCommand::Send(message));
+    }
+}
+
+/// Which signal a refusal is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Offer,
+    Candidate,
+    Answer,
+}
+
+impl Kind {
+    fn wire(self) -> &'static str {
+        match self {
+            Self::Offer => "offer",
+            Self::Candidate => "ice-candidate",
+            Self::Answer => "answer",
+        }
     }
 }

@@ -99,19 +99,19 @@ fn parse_assignment(line: &str, rest: &str) -> Option<(String, String, usize)> {
     let leading = value_text.len() - value_text.trim_start_matches([' ', '\t']).len();
     let value_text = &value_text[leading..];
     let quote = value_text.chars().next().filter(|c| matches!(c, '"' | '\'' | '`'));
-    if let Some(q) = quote {
-        if let Some(close) = value_text[1..].find(q) {
-            let inner = &value_text[1..1 + close];
-            let value = if q == '"' {
-                inner.replace("\\n", "\n").replace("\\r", "\r")
-            } else {
-                inner.to_owned()
-            };
-            let used = value_start + leading + close + 2;
-            // Skip the remainder of the closing line (trailing comment).
-            let line_rest = rest[used..].find('\n').map_or(rest.len(), |i| used + i + 1);
-            return Some((name.to_owned(), value, line_rest));
-        }
+    if let Some(q) = quote
+        && let Some(close) = value_text[1..].find(q)
+    {
+        let inner = &value_text[1..1 + close];
+        let value = if q == '"' {
+            inner.replace("\\n", "\n").replace("\\r", "\r")
+        } else {
+            inner.to_owned()
+        };
+        let used = value_start + leading + close + 2;
+        // Skip the remainder of the closing line (trailing comment).
+        let line_rest = rest[used..].find('\n').map_or(rest.len(), |i| used + i + 1);
+        return Some((name.to_owned(), value, line_rest));
     }
     // Unquoted (or an unmatched quote): up to `#` on this line, trimmed.
     let first_line = &value_text[..value_text.find('\n').unwrap_or(value_text.len())];

@@ -146,7 +146,7 @@ pub async fn events(State(state): State<AdminState>, Path(room): Path<String>) -
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "no_orb",
-            &format!(
+            format!(
                 "nothing is known of room {room}: no orb ran there since the server started (or within the last hour)"
             ),
         )),

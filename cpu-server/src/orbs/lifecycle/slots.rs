@@ -180,14 +180,14 @@ impl Lifecycle {
             self.cancel(room, kind);
         }
         self.queue.retain(|r| r != room);
-        if let Some(orb) = self.orbs.remove(room) {
-            if let OrbPhase::Stopping { waiters, .. } = orb.phase {
-                for waiter in waiters {
-                    self.push(Action::Reply {
-                        waiter,
-                        exit: orb.last_exit.clone(),
-                    });
-                }
+        if let Some(orb) = self.orbs.remove(room)
+            && let OrbPhase::Stopping { waiters, .. } = orb.phase
+        {
+            for waiter in waiters {
+                self.push(Action::Reply {
+                    waiter,
+                    exit: orb.last_exit.clone(),
+                });
             }
         }
         self.tell_queue_positions();
