@@ -37,25 +37,24 @@ impl Lifecycle {
     /// (`None` when the room had no orb). An orb with no process (queued,
     /// restarting, parked) is forgotten at once.
     pub fn stop(&mut self, room: &str, reason: StopReason, waiter: Option<WaiterId>, now: Instant) {
-        self.stop_from(room, reason, waiter, None, now);
+        let request = StopRequest {
+            reason,
+            waiter,
+            origin: None,
+        };
+        self.stop_for(room, request, now);
     }
 
-    /// [`Lifecycle::stop`] asked for by `origin` (e.g. `DELETE /api/orbs/{room}`), for the timeline.
-    pub fn stop_from(
-        &mut self,
-        room: &str,
-        reason: StopReason,
-        waiter: Option<WaiterId>,
-        origin: Option<&'static str>,
-        now: Instant,
-    ) {
+    /// [`Lifecycle::stop`] with who asked (for the timeline).
+    pub fn stop_for(&mut self, room: &str, request: StopRequest, now: Instant) {
+        let StopRequest { reason, waiter, origin } = request;
         if !self.orbs.contains_key(room) {
             if let Some(waiter) = waiter {
                 self.push(Action::Reply { waiter, exit: None });
             }
             return;
         }
-        if self.begin_stop(room, reason, waiter, origin, now) {
+        if self.begin_stop(room, request, now) {
             return;
         }
         let asked = Note::StopAsked {

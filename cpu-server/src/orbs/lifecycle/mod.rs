@@ -41,7 +41,7 @@ use tokio::time::Instant;
 pub use cause::{ExitCause, StopReason};
 pub use commands::SpawnAnswer;
 pub use note::Note;
-pub use phase::{Live, OrbLife, OrbPhase, WaiterId};
+pub use phase::{Live, OrbLife, OrbPhase, StopRequest, WaiterId};
 
 use super::orb_command::OrbLaunch;
 use super::process_control::{Order, ProcessEvent, Supervision};

@@ -13,6 +13,28 @@ use crate::orbs::record::{ExitRecord, OrbState};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct WaiterId(pub u64);
 
+/// A stop to carry out: why, who waits for the exit, who asked (for the timeline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopRequest {
+    /// Why.
+    pub reason: StopReason,
+    /// Answered with the exit.
+    pub waiter: Option<WaiterId>,
+    /// Who asked, when from outside (e.g. `DELETE /api/orbs/{room}`).
+    pub origin: Option<&'static str>,
+}
+
+impl StopRequest {
+    /// A stop the lifecycle decides on itself (nobody waits, nobody outside asked).
+    pub fn internal(reason: StopReason) -> Self {
+        Self {
+            reason,
+            waiter: None,
+            origin: None,
+        }
+    }
+}
+
 /// A started orb process, as the lifecycle knows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Live {

@@ -122,7 +122,7 @@ impl Lifecycle {
             ProcessEvent::Error { error, critical } => {
                 warn!(%room, %error, critical, "orb error");
                 if critical {
-                    self.begin_stop(room, StopReason::OrbError, None, None, now);
+                    self.begin_stop(room, StopRequest::internal(StopReason::OrbError), now);
                 }
             }
             ProcessEvent::Summary(summary) => {
@@ -195,20 +195,14 @@ impl Lifecycle {
                 limit_bytes: limit,
             };
             self.note(room, over);
-            self.begin_stop(room, StopReason::MemoryLimit, None, None, now);
+            self.begin_stop(room, StopRequest::internal(StopReason::MemoryLimit), now);
         }
     }
 
     /// Starts stopping the room's orb for `reason` (or joins a stop under way).
     /// Returns false when the room has no process to stop.
-    pub(super) fn begin_stop(
-        &mut self,
-        room: &str,
-        reason: StopReason,
-        waiter: Option<WaiterId>,
-        origin: Option<&'static str>,
-        now: Instant,
-    ) -> bool {
+    pub(super) fn begin_stop(&mut self, room: &str, request: StopRequest, now: Instant) -> bool {
+        let StopRequest { reason, waiter, origin } = request;
         let graces = self.rules.graces;
         let Some(orb) = self.orbs.get_mut(room) else {
             return false;

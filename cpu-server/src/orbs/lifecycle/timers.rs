@@ -40,7 +40,7 @@ impl Lifecycle {
             TimerKind::ReadyDue => {
                 if matches!(orb.phase, OrbPhase::Starting { live: Some(_), .. }) {
                     warn!(%room, "orb sent no orb_ready in time; killing it");
-                    self.begin_stop(room, StopReason::ReadyTimeout, None, None, now);
+                    self.begin_stop(room, StopRequest::internal(StopReason::ReadyTimeout), now);
                 }
             }
             TimerKind::Watchdog => {
@@ -50,7 +50,7 @@ impl Lifecycle {
                 let silent = now.saturating_duration_since(live.last_heard);
                 if silent >= self.rules.unresponsive_timeout {
                     warn!(%room, silent_ms = silent.as_millis() as u64, "orb unresponsive; killing it");
-                    self.begin_stop(room, StopReason::Unresponsive, None, None, now);
+                    self.begin_stop(room, StopRequest::internal(StopReason::Unresponsive), now);
                 } else {
                     let at = live.last_heard + self.rules.unresponsive_timeout;
                     self.arm(room, TimerKind::Watchdog, at);
@@ -62,7 +62,7 @@ impl Lifecycle {
                     OrbPhase::Starting { live: Some(_), .. } | OrbPhase::Ready { .. }
                 ) {
                     info!(%room, "orb reached MAX_ORB_LIFETIME");
-                    self.begin_stop(room, StopReason::MaxLifetime, None, None, now);
+                    self.begin_stop(room, StopRequest::internal(StopReason::MaxLifetime), now);
                 }
             }
             TimerKind::Escalate => {

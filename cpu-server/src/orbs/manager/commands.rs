@@ -4,7 +4,7 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::orbs::lifecycle::SpawnAnswer;
-use crate::orbs::lifecycle::StopReason;
+use crate::orbs::lifecycle::{StopReason, StopRequest};
 use crate::orbs::timeline::why;
 use crate::orbs::{OrbRecord, RoomTimeline, SpawnOutcome, SpawnRequest};
 
@@ -28,7 +28,12 @@ impl Manager {
                 reply,
             } => {
                 let waiter = self.new_waiter(reply);
-                self.life.stop_from(&room, reason, Some(waiter), origin, now);
+                let request = StopRequest {
+                    reason,
+                    waiter: Some(waiter),
+                    origin,
+                };
+                self.life.stop_for(&room, request, now);
                 self.carry_out_pending();
             }
             Command::StopAll { reason, origin, reply } => {
@@ -91,7 +96,12 @@ impl Manager {
         for room in rooms {
             let (tx, rx) = oneshot::channel();
             let waiter = self.new_waiter(tx);
-            self.life.stop_from(&room, reason, Some(waiter), origin, now);
+            let request = StopRequest {
+                reason,
+                waiter: Some(waiter),
+                origin,
+            };
+            self.life.stop_for(&room, request, now);
             waits.push((room, rx));
         }
         self.carry_out_pending();
