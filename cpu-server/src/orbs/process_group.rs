@@ -1,5 +1,6 @@
-//! Where an orb's process group gets a signal: every kill of an orb (the stop
-//! escalation, the emergency kill, the end of its driver) goes through here.
+//! Where an orb's process group gets a signal: every group kill (the stop
+//! escalation, the end of a driver, the emergency kill, the stray sweep) goes
+//! through here. (The reaper kills single orphaned processes, not groups.)
 //! An orb's pid is its process group id; ESRCH (already gone) is success.
 
 use nix::sys::signal::{Signal, killpg};

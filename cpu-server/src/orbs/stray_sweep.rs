@@ -73,7 +73,7 @@ fn sweep_once(cpu_host: &str, orb_uid: Option<u32>) -> usize {
         }
         // Its group holds only orb descendants (each orb leads its own group).
         if let Some(group) = group.filter(|g| *g != my_group && *g > 1) {
-            let _ = nix::sys::signal::killpg(Pid::from_raw(group), Signal::SIGKILL);
+            super::process_group::kill(group as u32);
         }
     }
     killed
