@@ -129,6 +129,32 @@ async fn three_participants_discover_signal_and_leave() {
         assert_eq!(status["fromId"], "ai-orb-s1");
         assert_eq!(status["status"], "listening");
     }
+    // ai_status, client_signal and ai_control naming a target reach only it.
+    ai.send(json!({"type":"ai_status","status":"error","code":"invalid_field","toId":"coach-1"}))
+        .await;
+    let status = coach.recv_type("ai_status", T).await;
+    assert_eq!(
+        (status["fromId"].as_str(), status["code"].as_str()),
+        (Some("ai-orb-s1"), Some("invalid_field"))
+    );
+    client
+        .send(json!({"type":"client_signal","action":"note","toId":"coach-1"}))
+        .await;
+    assert_eq!(coach.recv_type("client_signal", T).await["fromId"], "client-1");
+    coach
+        .send(json!({"type":"ai_control","action":"pause","toId":"ai-orb-s1"}))
+        .await;
+    assert_eq!(ai.recv_type("ai_control", T).await["fromId"], "coach-1");
+    assert!(
+        drain(&mut client, QUIET).await.is_empty(),
+        "the client saw targeted frames"
+    );
+    assert!(
+        drain(&mut ai, Duration::ZERO).await.is_empty(),
+        "the AI saw targeted frames"
+    );
+    assert!(drain(&mut coach, Duration::ZERO).await.is_empty());
+
     // orb_heartbeat is for the server only.
     ai.send(json!({"type":"orb_heartbeat","metrics":{"cpu":1.0}})).await;
     assert!(

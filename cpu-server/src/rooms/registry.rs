@@ -462,8 +462,9 @@ impl Registry {
         }
     }
 
-    /// Relays a frame to its target (WebRTC signalling naming `toId`/`targetId`)
-    /// or to all others; an unknown target is an error, never a silent drop.
+    /// Relays a frame to its target (signalling, `ai_status`, `client_signal`
+    /// or `ai_control` naming `toId`/`targetId`) or to all others; an unknown
+    /// target is an error, never a silent drop.
     fn forward(&mut self, room_id: &str, conn: ConnId, from: &str, inbound: Inbound) {
         let Some(room) = self.rooms.get(room_id) else {
             return;
@@ -471,7 +472,7 @@ impl Registry {
         let Some(sender) = room.members.iter().find(|m| m.conn == conn) else {
             return;
         };
-        let target = if inbound.kind.is_signalling() {
+        let target = if inbound.kind.honours_target() {
             inbound.target()
         } else {
             Ok(None)

@@ -80,9 +80,15 @@ impl MessageKind {
         )
     }
 
-    /// WebRTC signalling, relayed to a target when one is named.
+    /// WebRTC signalling.
     pub fn is_signalling(self) -> bool {
         matches!(self, Self::Offer | Self::Answer | Self::IceCandidate)
+    }
+
+    /// Relayed to its target alone when it names one (`toId`/`targetId`):
+    /// signalling, `ai_status`, `client_signal`, `ai_control`.
+    pub fn honours_target(self) -> bool {
+        self.is_signalling() || matches!(self, Self::AiStatus | Self::ClientSignal | Self::AiControl)
     }
 }
 
