@@ -10,7 +10,10 @@ cd "$(dirname "$0")/.."
 # credentials (tests/turn_credentials.rs); setpriv (util-linux) and useradd (passwd)
 # run a cpu-server as an unprivileged user with the unit's capabilities
 # (tests/security.rs; those tests need root and say so); ip (iproute2) brings up `lo` in the
-# private network namespace of the WebRTC test (tests/webrtc_media.rs, root).
+# private network namespace of the WebRTC test (tests/webrtc_media.rs, root); promtool
+# (Debian's prometheus package, ~19 MB download, ~96 MB installed, with small libjs-*
+# dependencies; it also ships a prometheus service, not started here) checks and unit-tests
+# deploy/prometheus/alerts.yml and the Grafana queries (tests/monitoring.rs).
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
 missing=()
 have node || missing+=(nodejs)
@@ -23,6 +26,7 @@ have openssl || missing+=(openssl)
 have setpriv || missing+=(util-linux)
 have useradd || missing+=(passwd)
 have ip || missing+=(iproute2)
+have promtool || missing+=(prometheus)
 if ((${#missing[@]})); then
   echo "== installing ${missing[*]}"
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi

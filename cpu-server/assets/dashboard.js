@@ -2,7 +2,9 @@
 // server-sent events of GET /api/events, and the admin API's kill/reset buttons.
 // The admin token is asked for once and kept in this tab (sessionStorage); it is
 // sent as a bearer header (the feed is read with fetch, not EventSource, so the
-// token never appears in a URL).
+// token never appears in a URL). Per room it shows why its last orb ended or is
+// not running (GET /api/orbs/{room}/events, fetched again when the room's orb
+// changes); a click on a room opens that timeline.
 'use strict';
 
 (() => {
@@ -18,6 +20,8 @@
   let retryTimer = null;
   let lastSnapshotAt = 0;
   let lastSnapshot = null;
+  const whys = new Map(); // room -> {sig, why, events}
+  let openRoom = null; // the room whose timeline is shown
 
   const token = () => sessionStorage.getItem(TOKEN_KEY);
 
@@ -153,6 +157,63 @@
   const resetOrb = (r) => act('Reset ' + r, 'POST', '/api/orbs/' + room(r) + '/reset');
   const startOrb = (r) => act('Start orb in ' + r, 'POST', '/api/orbs', { room: r });
 
+  // ---- why and timeline ------------------------------------------------
+
+  // What identifies the room's orb now: its why is fetched again when this changes.
+  const orbSig = (orb) => (orb ? orb.state + ':' + orb.pid + ':' + orb.restarts : 'none');
+
+  async function refreshWhy(r, sig, force) {
+    const known = whys.get(r);
+    if (!force && known && known.sig === sig) return;
+    whys.set(r, { sig, why: known ? known.why : '…', events: known ? known.events : [] });
+    try {
+      const data = await api('GET', '/api/orbs/' + room(r) + '/events');
+      whys.set(r, { sig, why: data.why || '–', events: data.events || [] });
+    } catch (e) {
+      whys.set(r, { sig, why: e.message === '404 Not Found' || /not.found|unknown/i.test(e.message) ? 'no orb yet' : '–', events: [] });
+    }
+    if (lastSnapshot) render(lastSnapshot);
+  }
+
+  function eventText(e) {
+    const fields = Object.entries(e)
+      .filter(([k, v]) => k !== 'at_ms' && k !== 'event' && v !== null && typeof v !== 'object')
+      .map(([k, v]) => k + '=' + v);
+    return new Date(e.at_ms).toLocaleTimeString() + ' ' + e.event + (fields.length ? ' ' + fields.join(' ') : '');
+  }
+
+  function timelineRow(r, columns) {
+    const tr = document.createElement('tr');
+    tr.className = 'timeline';
+    tr.dataset.room = r;
+    const td = document.createElement('td');
+    td.colSpan = columns;
+    const list = document.createElement('ol');
+    list.className = 'events';
+    for (const e of (whys.get(r) || { events: [] }).events) {
+      const li = document.createElement('li');
+      li.dataset.event = e.event;
+      li.textContent = eventText(e);
+      list.appendChild(li);
+    }
+    if (!list.children.length) td.textContent = 'No events.';
+    else td.appendChild(list);
+    tr.appendChild(td);
+    return tr;
+  }
+
+  // One line per peer of the orb's media (`media` is absent before the orb has media).
+  function mediaText(media) {
+    if (!Array.isArray(media) || !media.length) return '–';
+    return media
+      .map((peer) =>
+        Object.entries(peer || {})
+          .filter(([, v]) => v !== null && typeof v !== 'object')
+          .map(([k, v]) => k + ' ' + v)
+          .join(', '))
+      .join('; ');
+  }
+
   // ---- rendering -------------------------------------------------------
 
   function render(snapshot) {
@@ -183,6 +244,7 @@
       cell(tr, mb(orb.rss_bytes), 'num', 'RSS');
       cell(tr, pct(orb.cpu_percent), 'num', 'CPU');
       cell(tr, orb.last_heartbeat_ms == null ? '–' : duration(orb.last_heartbeat_ms) + ' ago', 'num', 'Heartbeat');
+      cell(tr, mediaText(orb.media), 'media', 'Media');
       const chartCell = cell(tr, '', '', 'RSS / CPU');
       const canvas = document.createElement('canvas');
       canvas.className = 'chart';
@@ -207,9 +269,20 @@
       cell(tr, people || '–', 'people', 'Participants').dataset.count = String(r.participants.length);
       const orb = withOrb.get(r.room);
       cell(tr, orb ? orb.state : 'none', '', 'Orb');
+      cell(tr, (whys.get(r.room) || { why: '…' }).why, 'why', 'Why');
+      refreshWhy(r.room, orbSig(orb), false);
       const actions = cell(tr, '');
       if (!orb) actions.appendChild(button('Start orb', 'secondary start', () => startOrb(r.room)));
+      tr.classList.add('clickable');
+      tr.title = 'Show the timeline of ' + r.room;
+      tr.addEventListener('click', (ev) => {
+        if (ev.target.closest('button')) return;
+        openRoom = openRoom === r.room ? null : r.room;
+        if (openRoom) refreshWhy(r.room, orbSig(orb), true);
+        else render(lastSnapshot);
+      });
       rbody.appendChild(tr);
+      if (openRoom === r.room) rbody.appendChild(timelineRow(r.room, 5));
     }
     $('no-rooms').classList.toggle('hidden', rooms.length > 0);
   }

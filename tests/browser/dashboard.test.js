@@ -155,3 +155,34 @@ test('kill all (confirmed) stops every orb and the dashboard shows none', async 
     await dash.context.close();
   }
 });
+
+test('a room whose orb was killed through the API shows why, and its timeline on click', async () => {
+  const room = uniqueRoom('dash-why');
+  const coach = await openPage(browser, VIEWPORTS[1], 'coach');
+  const dash = await openPage(browser, VIEWPORTS[1], 'dashboard');
+  try {
+    await joinRoom(coach.page, room, 'Coach Finn', 'coach');
+    await until('the orb to be ready', 20000, async () => {
+      const o = await orb(room);
+      return o && o.state === 'ready' && o.pid ? o : null;
+    });
+    await dash.page.goto(baseUrl() + '/dashboard');
+    await dash.page.fill('#token', adminToken());
+    await dash.page.click('#token-save');
+    await dash.page.waitForSelector(`#orbs tr[data-room="${room}"]`);
+    const res = await fetch(baseUrl() + '/api/orbs/' + room, {
+      method: 'DELETE', headers: { Authorization: 'Bearer ' + adminToken() },
+    });
+    assert.ok(res.status >= 200 && res.status < 300, `DELETE answered ${res.status}`);
+    const why = `#rooms tr[data-room="${room}"] td.why`;
+    await until('the why line to name the operator', 15000, async () => /operator/i.test(await text(dash.page, why)));
+    await dash.page.click(`#rooms tr[data-room="${room}"] td.room`);
+    const timeline = `#rooms tr.timeline[data-room="${room}"]`;
+    await dash.page.waitForSelector(`${timeline} li[data-event="exited"]`, { timeout: 5000 });
+    assert.ok(await dash.page.$(`${timeline} li[data-event="spawned"], ${timeline} li`), 'timeline has entries');
+    assertNoErrors([...coach.errors, ...dash.errors]);
+  } finally {
+    await coach.context.close();
+    await dash.context.close();
+  }
+});

@@ -6,7 +6,9 @@
 //! kills, exits, ready, heartbeats, error replies) bump counters and
 //! histograms where they happen; levels (orbs by state, per-orb CPU/RSS,
 //! heartbeat ages, queue, rooms, connections, relay totals) are refreshed from
-//! a [`scrape::Snapshot`] at each scrape.
+//! a [`scrape::Snapshot`] at each scrape. `cpu_server_start_time_seconds` is set
+//! once, when the server builds its `Metrics`: a change of it between scrapes is
+//! how `deploy/prometheus/alerts.yml` sees a restart.
 //!
 //! # Layout
 //! - [`scrape`]: the scrape-time snapshot and the text rendering.
@@ -49,6 +51,8 @@ pub struct Metrics {
     pub errors: Family<Labels, Counter>,
     /// Bytes of relayed messages (one copy per recipient).
     pub relayed_bytes: Counter,
+    /// Unix time (seconds) this server started: when its `Metrics` were built.
+    start_time: FloatGauge,
     levels: scrape::Levels,
     /// Serializes scrapes (the level refresh is read-modify-write).
     scrape_lock: Mutex<()>,
@@ -116,6 +120,13 @@ impl Metrics {
             "Bytes of relayed messages (one copy per recipient)",
             relayed_bytes.clone(),
         );
+        let start_time = FloatGauge::default();
+        start_time.set(unix_now_seconds());
+        registry.register(
+            "start_time_seconds",
+            "Unix time the server started, seconds",
+            start_time.clone(),
+        );
         let levels = scrape::Levels::register(&mut registry);
         Self {
             registry,
@@ -128,6 +139,7 @@ impl Metrics {
             ipc_delay,
             errors,
             relayed_bytes,
+            start_time,
             levels,
             scrape_lock: Mutex::new(()),
         }
@@ -143,10 +155,20 @@ impl Metrics {
         self.exits.get_or_create(&label("cause", cause)).inc();
     }
 
+    /// Unix time (seconds) this server started.
+    pub fn start_time_seconds(&self) -> f64 {
+        self.start_time.get()
+    }
+
     /// Counts an error of `code`.
     pub fn error(&self, code: &str) {
         self.errors.get_or_create(&label("code", code)).inc();
     }
+}
+
+/// Wall-clock seconds since the Unix epoch, to the millisecond.
+fn unix_now_seconds() -> f64 {
+    shared::clock::epoch_ms() as f64 / 1000.0
 }
 
 #[cfg(test)]
@@ -160,5 +182,18 @@ mod tests {
         assert_eq!(label_value("Weird Reason!"), "weird_reason_");
         assert_eq!(label_value(""), "unknown");
         assert_eq!(label_value(&"x".repeat(100)).len(), 40);
+    }
+
+    #[test]
+    fn start_time_is_set_once_at_creation() {
+        let before = unix_now_seconds();
+        let metrics = Metrics::new();
+        let start = metrics.start_time_seconds();
+        assert!(start >= before && start <= unix_now_seconds(), "{start}");
+        let text = metrics.render(&scrape::Snapshot::default());
+        assert!(
+            text.contains(&format!("cpu_server_start_time_seconds {start}")),
+            "{text}"
+        );
     }
 }
