@@ -4,15 +4,23 @@
 //! each hears its own echo, bad signals are refused, renegotiation holds, and 100
 //! connect/close cycles leave no descriptor, thread or memory growth in the orb.
 //!
-//! The test runs in a network namespace of its own with only `lo` up, so Chromium's
+//! The orb's heartbeat carries its per-peer media health, which the admin API shows
+//! (`GET /api/orbs/{room}` → `media`); with `ORB_MEDIA=false` there is none.
+//!
+//! The browser test runs in a network namespace of its own with only `lo` up, so Chromium's
 //! candidates are loopback and nothing leaves the machine; it needs root (as CI runs)
 //! and `bash tests/browser/setup.sh`, and fails with that instruction otherwise.
 
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use system_tests::media_kit::{enter_loopback_namespace, figures, require_browser_setup, run_node};
+use system_tests::operator_kit::request;
 use system_tests::room_harness::RoomServer;
+use system_tests::wait::until;
+use system_tests::ws::Client;
 
+const ADMIN_TOKEN: &str = "media-tests-admin-token-0123456789";
 /// Bound of the whole browser run (it takes about 30 s).
 const NODE_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -31,8 +39,13 @@ fn each_human_hears_their_own_echo_from_the_orb_and_bad_signals_are_refused() {
         ("ORB_STOP_GRACE", "2000"),
         ("ORB_KILL_GRACE", "1000"),
         ("RUST_LOG", "info,gpu_orb::media=debug"),
+        ("ADMIN_TOKEN", ADMIN_TOKEN),
+        ("ORB_HEALTH_CHECK_INTERVAL", "500"),
     ]);
-    let env = [("BASE_URL", format!("http://127.0.0.1:{}", server.port))];
+    let env = [
+        ("BASE_URL", format!("http://127.0.0.1:{}", server.port)),
+        ("ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
+    ];
     let (passed, output) = run_node(
         &["--test", "--test-concurrency=1", "media.test.js"],
         &env,
@@ -49,4 +62,37 @@ fn each_human_hears_their_own_echo_from_the_orb_and_bad_signals_are_refused() {
         "media browser test failed (log in tests/artifacts/browser-media.log):\n{output}\n--- cpu-server stderr ---\n{}",
         server.proc.stderr()
     );
+}
+
+#[tokio::test]
+async fn an_orb_without_media_reports_no_media_in_its_heartbeat() {
+    let target = system_tests::binaries::target_dir().display().to_string();
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_owned());
+    let server = RoomServer::start(&[
+        ("PATH", &path),
+        ("ORB_SPAWN_ON", "coach"),
+        ("GPU_SERVER_PATH", &target),
+        ("ROOM_EMPTY_GRACE", "0"),
+        ("ADMIN_TOKEN", ADMIN_TOKEN),
+        ("ORB_HEALTH_CHECK_INTERVAL", "200"),
+        ("ORB_MEDIA", "false"),
+    ]);
+    let (mut coach, _) = Client::join(&server.url("r-nomedia"), "coach-1", "coach").await;
+    coach.recv_type("user-joined", Duration::from_secs(15)).await;
+    let port = server.port;
+    let record = || {
+        let (status, body) = request(port, "GET", "/api/orbs/r-nomedia", Some(ADMIN_TOKEN), None);
+        (status == 200).then(|| serde_json::from_str::<Value>(&body).expect("record json"))
+    };
+    // Two heartbeats after ready: the record has heard from the orb.
+    let beating = until(Duration::from_secs(10), || {
+        record().filter(|r| r["state"] == "ready" && r["last_heartbeat_ms"].as_u64().is_some_and(|ms| ms < 300))
+    })
+    .await;
+    let record = beating.unwrap_or_else(|| panic!("no heartbeat: {:?}\n{}", record(), server.proc.stderr()));
+    assert!(
+        record["media"].is_null(),
+        "ORB_MEDIA=false still reports media: {record}"
+    );
+    coach.close().await;
 }

@@ -12,7 +12,7 @@ const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { until, uniqueRoom, baseUrl } = require('./lib.js');
+const { until, uniqueRoom, baseUrl, adminToken } = require('./lib.js');
 
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const PEER_JS = fs.readFileSync(path.join(__dirname, 'media_peer.js'), 'utf8');
@@ -102,6 +102,20 @@ async function stillHearsItself(page, peerId, what) {
   return now;
 }
 
+/** The orb record of `room` from the admin API (its `media`: the last heartbeat's per-peer snapshot). */
+async function orbRecord(room) {
+  const res = await fetch(`${baseUrl()}/api/orbs/${room}`, { headers: { authorization: `Bearer ${adminToken()}` } });
+  return res.ok ? res.json() : null;
+}
+
+/** Waits until the orb's heartbeat reports a live, connected media peer `userId`. */
+async function mediaOf(room, userId) {
+  return until(`the orb's heartbeat media for ${userId}`, 10000, async () => {
+    const peer = ((await orbRecord(room))?.media ?? []).find((p) => p.peer === userId);
+    return peer && peer.ice === 'connected' && peer.dtls === 'connected' && peer.packets_in > 20 ? peer : null;
+  });
+}
+
 let dir;
 let coachBrowser;
 let clientBrowser;
@@ -136,6 +150,16 @@ test('coach and client each hear their own echo from the AI; bad signals are ref
   // The humans' own connection, built by the same rules, is unaffected by the AI's.
   await waitConnected(coach.page, 'client-1', 'coach -> client');
   await waitConnected(client.page, 'coach-1', 'client -> coach');
+
+  // The orb's own view through the admin API: both peers connected, packets in and out,
+  // every datagram from loopback (the pages' host candidates).
+  const coachMedia = await mediaOf(room, 'coach-1');
+  const clientMedia = await mediaOf(room, 'client-1');
+  for (const m of [coachMedia, clientMedia]) {
+    assert.ok(m.packets_out > 0 && m.bytes_in > 0 && m.last_packet_age_ms < 2000, JSON.stringify(m));
+    assert.ok(m.sources.length > 0 && m.sources.every((s) => s.address.startsWith('127.0.0.1:')), JSON.stringify(m.sources));
+  }
+  console.log('MEDIA ' + JSON.stringify({ orbSaysCoach: coachMedia }));
 
   const coachEcho = await steadyLevel(coach.page, ai);
   const clientEcho = await steadyLevel(client.page, ai);
