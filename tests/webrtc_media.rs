@@ -54,7 +54,7 @@ fn each_human_hears_their_own_echo_from_the_orb_and_bad_signals_are_refused() {
         ("ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
     ];
     let (passed, output) = run_node(
-        &["--test", "--test-concurrency=1", "media.test.js"],
+        &["--test", "--test-concurrency=1", "media.test.js", "media_room.test.js"],
         &env,
         "browser-media.log",
         NODE_TIMEOUT,
