@@ -1,6 +1,7 @@
 // The room page: joins /ws-simple/{roomId} as a coach or a client (docs/protocol.md §1),
 // shows the participants and the AI, and reconnects with backoff after a drop.
-// No WebRTC media: only the room's signalling and the AI's messages.
+// The call's media (microphone, peer connections, the AI's audio and its level) is
+// room_media.js (window.RoomMedia), fed every frame in order.
 'use strict';
 
 (() => {
@@ -27,7 +28,23 @@
     hands: new Set(),
     handRaised: false,
     ai: null, // the AI participant when present
+    media: null, // window.RoomMedia of this socket
+    mediaChain: Promise.resolve(), // signalling handled one frame at a time, in order
   };
+
+  /** Hands `msg` to the call's media, after every frame before it. */
+  function toMedia(msg) {
+    const media = state.media;
+    if (!media) return;
+    state.mediaChain = state.mediaChain
+      .then(() => media.handle(msg))
+      .catch((e) => log('media: ' + msg.type + ': ' + (e && e.message ? e.message : e)));
+  }
+
+  function stopMedia() {
+    if (state.media) state.media.stop();
+    state.media = null;
+  }
 
   function userId() {
     let id = sessionStorage.getItem(USER_ID_KEY);
@@ -210,21 +227,17 @@
         showError('Server error' + (msg.code ? ' (' + msg.code + ')' : '') + ': ' + (msg.message || ''));
         log('error: ' + (msg.message || msg.code));
         break;
-      case 'pong':
-      case 'offer':
-      case 'answer':
-      case 'ice-candidate':
-        break; // media is out of scope for this page
       default:
         break;
     }
+    toMedia(msg);
     renderPeople();
   }
 
   // ---- connection ------------------------------------------------------
 
   async function turnCredentials() {
-    // As the old client: fetched before joining; failures are ignored (no media here).
+    // As the old client: fetched before joining; without them the call tries direct paths.
     try {
       const controller = new AbortController();
       const timer = setTimeout(() => controller.abort(), 3000);
@@ -239,8 +252,12 @@
     clearTimeout(state.retryTimer);
     if (!state.wanted) return;
     setConn(state.attempt ? 'reconnecting…' : 'connecting…', 'warn');
-    await turnCredentials();
+    const iceServers = await turnCredentials();
     if (!state.wanted) return;
+    stopMedia();
+    const media = window.RoomMedia.create({ send, log, me: state.me });
+    state.media = media;
+    state.mediaChain = media.start(iceServers);
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
     const url = scheme + '//' + location.host + '/ws-simple/' + encodeURIComponent(roomId);
     let socket;
@@ -278,6 +295,7 @@
       state.joined = false;
       state.peers.clear();
       state.ai = null;
+      stopMedia();
       setAiStatus('—', '');
       setAiPresence(false);
       renderPeople();
@@ -315,6 +333,7 @@
     }
     state.joined = false;
     state.peers.clear();
+    stopMedia();
     setAiStatus('—', '');
     setAiPresence(false);
     renderPeople();

@@ -12,62 +12,14 @@ const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { until, uniqueRoom, baseUrl } = require('./lib.js');
+const { until, uniqueRoom } = require('./lib.js');
+const { writeTone, launchWithMicrophone, openPeerPage, probe, aiId, mediaOf } = require('./media_kit.js');
 
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
-const PEER_JS = fs.readFileSync(path.join(__dirname, 'media_peer.js'), 'utf8');
 const COACH_AMPLITUDE = 0.5;
 const CLIENT_AMPLITUDE = 0.15;
 /** How far the echoed level may be from the page's own source (0.51 against 0.50 measured). */
 const LEVEL_TOLERANCE = 0.06;
 
-/** A mono 16-bit 48 kHz WAV of a sine at `amplitude` (0–1), looped by Chromium. */
-function writeTone(file, amplitude, frequency) {
-  const rate = 48000;
-  const samples = rate * 2;
-  const buf = Buffer.alloc(44 + samples * 2);
-  buf.write('RIFF', 0); buf.writeUInt32LE(36 + samples * 2, 4); buf.write('WAVE', 8);
-  buf.write('fmt ', 12); buf.writeUInt32LE(16, 16); buf.writeUInt16LE(1, 20); buf.writeUInt16LE(1, 22);
-  buf.writeUInt32LE(rate, 24); buf.writeUInt32LE(rate * 2, 28); buf.writeUInt16LE(2, 32); buf.writeUInt16LE(16, 34);
-  buf.write('data', 36); buf.writeUInt32LE(samples * 2, 40);
-  for (let i = 0; i < samples; i++) {
-    buf.writeInt16LE(Math.round(amplitude * 32767 * Math.sin((2 * Math.PI * frequency * i) / rate)), 44 + i * 2);
-  }
-  fs.writeFileSync(file, buf);
-}
-
-async function launchWithMicrophone(wav) {
-  if (!fs.existsSync(CHROMIUM)) throw new Error(`Chromium not found at ${CHROMIUM}: run \`bash tests/browser/setup.sh\``);
-  const { chromium } = require('playwright-core');
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync',
-      '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream', `--use-file-for-fake-audio-capture=${wav}`,
-      '--autoplay-policy=no-user-gesture-required', '--allow-loopback-in-peer-connection',
-      '--disable-features=WebRtcHideLocalIpsWithMdns',
-    ],
-  });
-}
-
-/**
- * A document of the server's own origin (a secure context on loopback, really loaded
- * from it: Chromium's local-network checks refuse sockets from a page Playwright
- * fulfilled itself) running media_peer.js. `/healthz` has no CSP to stop the script.
- */
-async function openPeerPage(browser, label) {
-  const page = await browser.newPage();
-  const errors = [];
-  page.on('pageerror', (err) => errors.push(`[${label}] ${err.message}`));
-  page.setDefaultTimeout(15000);
-  await page.goto(baseUrl() + '/healthz');
-  await page.addScriptTag({ content: PEER_JS });
-  return { page, errors };
-}
-
-const probe = (page, peerId) => page.evaluate((id) => window.mediaPeer.probe(id), peerId);
-const aiId = (page) => page.evaluate(() => window.mediaPeer.aiId());
 const aiErrors = (page) => page.evaluate(() => window.mediaPeer.state.aiErrors);
 const send = (page, msg) => page.evaluate((m) => window.mediaPeer.send(m), msg);
 
@@ -136,6 +88,16 @@ test('coach and client each hear their own echo from the AI; bad signals are ref
   // The humans' own connection, built by the same rules, is unaffected by the AI's.
   await waitConnected(coach.page, 'client-1', 'coach -> client');
   await waitConnected(client.page, 'coach-1', 'client -> coach');
+
+  // The orb's own view through the admin API: both peers connected, packets in and out,
+  // every datagram from loopback (the pages' host candidates).
+  const coachMedia = await mediaOf(room, 'coach-1');
+  const clientMedia = await mediaOf(room, 'client-1');
+  for (const m of [coachMedia, clientMedia]) {
+    assert.ok(m.packets_out > 0 && m.bytes_in > 0 && m.last_packet_age_ms < 2000, JSON.stringify(m));
+    assert.ok(m.sources.length > 0 && m.sources.every((s) => s.address.startsWith('127.0.0.1:')), JSON.stringify(m.sources));
+  }
+  console.log('MEDIA ' + JSON.stringify({ orbSaysCoach: coachMedia }));
 
   const coachEcho = await steadyLevel(coach.page, ai);
   const clientEcho = await steadyLevel(client.page, ai);

@@ -7,7 +7,7 @@
 
 (() => {
   const state = {
-    ws: null, me: null, role: null, stream: null,
+    ws: null, me: null, role: null, stream: null, rtcConfig: { iceServers: [] },
     pcs: new Map(), // peer id -> { pc, polite, pendingCandidates, answers }
     peers: new Map(), // peer id -> participant
     aiErrors: [], // ai_status error frames (any inReplyTo)
@@ -30,7 +30,7 @@
   function connection(peerId) {
     let entry = state.pcs.get(peerId);
     if (entry) return entry;
-    const pc = new RTCPeerConnection({ iceServers: [] });
+    const pc = new RTCPeerConnection(state.rtcConfig);
     entry = { pc, pendingCandidates: [], answers: 0, audio: null };
     state.pcs.set(peerId, entry);
     for (const track of state.stream.getTracks()) pc.addTrack(track, state.stream);
@@ -106,8 +106,16 @@
     }
   }
 
-  /** Captures the fake devices and joins `room` as `userId` / `role`. */
-  async function start(room, userId, role) {
+  /**
+   * Captures the fake devices and joins `room` as `userId` / `role`; with `turn`, every
+   * connection takes the ICE servers of /api/turn-credentials and relays only through them.
+   */
+  async function start(room, userId, role, turn = false) {
+    if (turn) {
+      const res = await fetch('/api/turn-credentials');
+      const { iceServers } = await res.json();
+      state.rtcConfig = { iceServers, iceTransportPolicy: 'relay' };
+    }
     state.me = userId;
     state.role = role;
     state.stream = await navigator.mediaDevices.getUserMedia({
@@ -143,6 +151,14 @@
         out.energy = r.totalAudioEnergy ?? 0;
       }
       if (r.type === 'media-source' && r.kind === 'audio') out.source = r.audioLevel ?? 0;
+    });
+    const stats = await entry.pc.getStats();
+    stats.forEach((r) => {
+      if (r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded') {
+        const local = stats.get(r.localCandidateId);
+        const remote = stats.get(r.remoteCandidateId);
+        out.pair = { local: local?.candidateType, localAddress: local?.address, remote: remote?.address, remotePort: remote?.port };
+      }
     });
     return out;
   }

@@ -7,7 +7,7 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 
 use super::client::Answer;
-use super::table::orb_table;
+use super::table::{media_section, orb_table};
 use crate::rooms::room_id::validate_room_id;
 use crate::settings::Settings;
 
@@ -100,11 +100,16 @@ pub async fn run(command: OrbsCommand, settings: &Settings) -> Result<(), String
                 client.request("GET", &format!("/api/orbs/{room}"), None, QUICK).await,
                 200,
             )?;
-            let record: Value = parse(&answer)?;
+            let mut record: Value = parse(&answer)?;
             if json {
                 println!("{}", answer.body);
             } else {
                 print!("{}", orb_table(std::slice::from_ref(&record)));
+                let media = record
+                    .as_object_mut()
+                    .and_then(|r| r.remove("media"))
+                    .unwrap_or_default();
+                print!("{}", media_section(&media));
                 println!("{}", serde_json::to_string_pretty(&record).unwrap_or_default());
             }
         }

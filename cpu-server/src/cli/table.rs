@@ -1,4 +1,5 @@
-//! The readable orb table of `cpu-server orbs list` (pure formatting).
+//! The readable orb table of `cpu-server orbs list` and the media section of
+//! `cpu-server orbs show` (pure formatting).
 
 use serde_json::Value;
 
@@ -46,11 +47,20 @@ pub fn orb_table(records: &[Value]) -> String {
             cell(r, "cpu_percent", |v| v.as_f64().map(|c| format!("{c:.1}%"))),
         ]);
     }
+    let mut out = aligned(&rows);
+    if records.is_empty() {
+        out.push_str("(no orbs)\n");
+    }
+    out
+}
+
+/// Rows as left-aligned columns two spaces apart, one line each.
+fn aligned(rows: &[Vec<String>]) -> String {
     let widths: Vec<usize> = (0..rows[0].len())
         .map(|col| rows.iter().map(|row| row[col].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
-    for row in &rows {
+    for row in rows {
         let line: Vec<String> = row
             .iter()
             .zip(&widths)
@@ -59,9 +69,58 @@ pub fn orb_table(records: &[Value]) -> String {
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }
-    if records.is_empty() {
-        out.push_str("(no orbs)\n");
+    out
+}
+
+/// The `media` of an orb record (its last heartbeat's per-peer snapshot,
+/// docs/protocol.md §4): one row per peer, then each peer's packets per source address.
+pub fn media_section(media: &Value) -> String {
+    let Some(peers) = media.as_array() else {
+        return "media: none reported (ORB_MEDIA=false, or no heartbeat yet)\n".to_owned();
+    };
+    if peers.is_empty() {
+        return "media: no peer connections\n".to_owned();
     }
+    let header = ["PEER", "ICE", "DTLS", "IN", "OUT", "LAST PACKET", "FWD P99"].map(str::to_owned);
+    let mut rows = vec![header.to_vec()];
+    let mut sources = String::new();
+    let count = |p: &Value, n: &str| p.get(n).and_then(Value::as_u64).unwrap_or(0);
+    for p in peers {
+        let peer = cell(p, "peer", |v| v.as_str().map(str::to_owned));
+        rows.push(vec![
+            peer.clone(),
+            cell(p, "ice", |v| v.as_str().map(str::to_owned)),
+            cell(p, "dtls", |v| v.as_str().map(str::to_owned)),
+            format!("{} pkt / {}", count(p, "packets_in"), bytes(count(p, "bytes_in"))),
+            format!("{} pkt / {}", count(p, "packets_out"), bytes(count(p, "bytes_out"))),
+            cell(p, "last_packet_age_ms", |v| v.as_u64().map(|ms| format!("{ms} ms ago"))),
+            cell(p, "forward_delay_p99_us", |v| v.as_u64().map(|us| format!("≤{us} µs"))),
+        ]);
+        let mut from: Vec<String> = p
+            .get("sources")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|s| format!("{} ({})", s["address"].as_str().unwrap_or("?"), count(s, "packets")))
+            .collect();
+        let others = count(p, "other_sources");
+        if others > 0 {
+            from.push(format!("others ({others})"));
+        }
+        sources.push_str(&format!(
+            "  {peer} from: {}\n",
+            if from.is_empty() {
+                "-".to_owned()
+            } else {
+                from.join(", ")
+            }
+        ));
+    }
+    let mut out = format!("media: {} peer connection(s)\n", peers.len());
+    for line in aligned(&rows).lines() {
+        out.push_str(&format!("  {line}\n"));
+    }
+    out.push_str(&sources);
     out
 }
 
@@ -100,5 +159,28 @@ mod tests {
             orb_table(&[]),
             "ROOM  PID  STATE  UPTIME  RESTARTS  RSS  CPU\n(no orbs)\n"
         );
+    }
+
+    #[test]
+    fn media_section_lists_peers_and_their_sources() {
+        let media = json!([{"peer": "coach-1", "ice": "connected", "dtls": "connected",
+            "packets_in": 1200, "bytes_in": 150_000, "packets_out": 1190, "bytes_out": 149_000,
+            "frames_in": 1000, "frames_out": 1000, "last_packet_age_ms": 12,
+            "sources": [{"address": "10.77.0.1:50000", "packets": 1200}], "other_sources": 3,
+            "forward_delay_p99_us": 63, "forward_delay_max_us": 900}]);
+        let text = media_section(&media);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "media: 1 peer connection(s)");
+        assert_eq!(
+            lines[1],
+            "  PEER     ICE        DTLS       IN                   OUT                  LAST PACKET  FWD P99"
+        );
+        assert_eq!(
+            lines[2],
+            "  coach-1  connected  connected  1200 pkt / 146.5KiB  1190 pkt / 145.5KiB  12 ms ago    ≤63 µs"
+        );
+        assert_eq!(lines[3], "  coach-1 from: 10.77.0.1:50000 (1200), others (3)");
+        assert_eq!(media_section(&json!([])), "media: no peer connections\n");
+        assert!(media_section(&Value::Null).starts_with("media: none reported"));
     }
 }

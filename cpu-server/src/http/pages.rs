@@ -34,12 +34,15 @@ use crate::rooms::room_id::validate_room_id;
 
 /// The Content-Security-Policy of every page and asset.
 /// `'self'` covers same-origin `ws:`/`wss:` in current browsers; no other host is reachable.
+/// The room page's WebRTC (its peers, the AI, TURN) is not governed by CSP, and
+/// `srcObject` playback fetches nothing, so the call needs no wider policy.
 pub const CSP: &str = "default-src 'self'; connect-src 'self'";
 /// How often `/api/events` pushes a snapshot.
 pub const EVENTS_INTERVAL: Duration = Duration::from_secs(1);
 
 const ROOM_HTML: &str = include_str!("../../assets/room.html");
 const ROOM_JS: &str = include_str!("../../assets/room.js");
+const ROOM_MEDIA_JS: &str = include_str!("../../assets/room_media.js");
 const DASHBOARD_HTML: &str = include_str!("../../assets/dashboard.html");
 const DASHBOARD_JS: &str = include_str!("../../assets/dashboard.js");
 const STYLE_CSS: &str = include_str!("../../assets/style.css");
@@ -56,6 +59,7 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/room/{room_id}", get(room))
         .route("/dashboard", get(|| async { page(HTML, DASHBOARD_HTML) }))
         .route("/assets/room.js", get(|| async { page(JS, ROOM_JS) }))
+        .route("/assets/room_media.js", get(|| async { page(JS, ROOM_MEDIA_JS) }))
         .route("/assets/dashboard.js", get(|| async { page(JS, DASHBOARD_JS) }))
         .route("/assets/style.css", get(|| async { page(CSS, STYLE_CSS) }))
         .route("/assets/icon.svg", get(|| async { page(SVG, ICON_SVG) }))
@@ -186,7 +190,14 @@ mod tests {
 
     #[test]
     fn pages_reference_only_embedded_files() {
-        for text in [ROOM_HTML, DASHBOARD_HTML, ROOM_JS, DASHBOARD_JS, STYLE_CSS] {
+        for text in [
+            ROOM_HTML,
+            DASHBOARD_HTML,
+            ROOM_JS,
+            ROOM_MEDIA_JS,
+            DASHBOARD_JS,
+            STYLE_CSS,
+        ] {
             assert!(
                 !text.contains("http://") && !text.contains("https://"),
                 "external reference"

@@ -33,4 +33,4 @@ pub use audio::{AudioEngine, AudioFrame, AudioOut, AudioSink, EchoEngine, Silent
 pub use hub::{ICE_TIMEOUT, MediaHub, Outgoing};
 pub use settings::{MediaArgs, MediaSettings};
 pub use signal::SignalError;
-pub use stats::PeerSnapshot;
+pub use stats::{PeerSnapshot, SourceCount};

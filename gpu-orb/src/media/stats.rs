@@ -86,7 +86,14 @@ impl PeerStats {
             last_packet_age_ms: self
                 .last_packet
                 .map(|t| u64::try_from(now.duration_since(t).as_millis()).unwrap_or(u64::MAX)),
-            sources: self.sources.iter().map(|(a, n)| (a.to_string(), *n)).collect(),
+            sources: self
+                .sources
+                .iter()
+                .map(|(a, n)| SourceCount {
+                    address: a.to_string(),
+                    packets: *n,
+                })
+                .collect(),
             other_sources: self.other_sources,
             forward_delay_p99_us: self.forward_delay.quantile_us(0.99),
             forward_delay_max_us: self.forward_delay.max_us,
@@ -94,9 +101,9 @@ impl PeerStats {
     }
 }
 
-/// One peer's media health at one moment (for heartbeats and logs).
+/// One peer's media health at one moment: an element of the heartbeat's
+/// `metrics.media` (docs/protocol.md §4), with the admin API's snake_case names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
 pub struct PeerSnapshot {
     /// The participant.
     pub peer: String,
@@ -118,14 +125,23 @@ pub struct PeerSnapshot {
     pub frames_out: u64,
     /// Milliseconds since the last datagram, if any came.
     pub last_packet_age_ms: Option<u64>,
-    /// Datagrams per source address.
-    pub sources: Vec<(String, u64)>,
+    /// Datagrams per source address (the first [`MAX_SOURCES`]).
+    pub sources: Vec<SourceCount>,
     /// Datagrams from addresses beyond the first few.
     pub other_sources: u64,
     /// 99th percentile of the forwarding delay (upper bucket bound), µs.
     pub forward_delay_p99_us: Option<u64>,
     /// Largest forwarding delay, µs.
     pub forward_delay_max_us: u64,
+}
+
+/// Datagrams from one source address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceCount {
+    /// `ip:port` the datagrams came from (the browser, or the TURN server's relay).
+    pub address: String,
+    /// How many.
+    pub packets: u64,
 }
 
 /// Delays in power-of-two microsecond buckets: fixed size, no allocation.
@@ -186,6 +202,12 @@ mod tests {
         assert_eq!(
             (snap.packets_out, snap.bytes_out, snap.last_packet_age_ms),
             (1, 50, Some(1500))
+        );
+        let json = serde_json::to_value(&snap).expect("snapshot json");
+        assert_eq!(json["packets_in"], 2 * (MAX_SOURCES as u64 + 3));
+        assert_eq!(
+            json["sources"][0],
+            serde_json::json!({"address": "127.0.0.1:5000", "packets": 2})
         );
     }
 

@@ -180,11 +180,16 @@ impl<B: Brain> Session<B> {
 
     /// `orb_heartbeat` to the manager (dropped rather than queued when the channel is full) and to the room.
     fn send_heartbeat(&mut self) {
+        let mut extra = Map::new();
+        if let Some(media) = self.media.as_ref() {
+            // Every heartbeat while media is on, `[]` without peers; none with ORB_MEDIA=false.
+            extra.insert("media".to_owned(), json!(media.snapshot()));
+        }
         let metrics = OrbMetrics {
             cpu: round2(self.cpu.sample()),
             memory: round2(rss_mb()),
             latency: round2(self.latency.as_secs_f64() * 1000.0),
-            extra: Map::new(),
+            extra,
         };
         tracing::debug!(
             cpu = metrics.cpu,
@@ -192,8 +197,12 @@ impl<B: Brain> Session<B> {
             latency_ms = metrics.latency,
             "heartbeat"
         );
-        if let Some(media) = self.media.as_ref().filter(|m| !m.is_empty()) {
-            tracing::debug!(peers = ?media.snapshot(), "media");
+        if let Some(peers) = metrics
+            .extra
+            .get("media")
+            .filter(|m| m.as_array().is_some_and(|a| !a.is_empty()))
+        {
+            tracing::debug!(%peers, "media");
         }
         let frame = RoomMessage::OrbHeartbeat(OrbHeartbeatFrame {
             metrics: Some(json!({"cpu": metrics.cpu, "memory": metrics.memory, "latency": metrics.latency})),
