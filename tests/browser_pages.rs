@@ -8,12 +8,12 @@
 //! Both need `bash tests/browser/setup.sh` (Chromium, `npm ci`); without it they fail
 //! with that instruction rather than pass.
 
-use std::os::unix::process::CommandExt as _;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::{Value, json};
+use system_tests::browser_kit::{self, browser_dir, require_browser_setup};
 use system_tests::http_client;
 use system_tests::manager_kit::orb_pids;
 use system_tests::procfs;
@@ -26,71 +26,13 @@ const ADMIN_TOKEN: &str = "browser-tests-admin-token-0123456789";
 /// Bound of the whole `node --test` run.
 const NODE_TIMEOUT: Duration = Duration::from_secs(600);
 
-fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("browser")
-}
-
 fn path_env() -> String {
     std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_owned())
 }
 
-/// Panics with the fix when node, Chromium or playwright-core is missing.
-fn require_browser_setup() {
-    let node = Command::new("node").arg("--version").output();
-    assert!(
-        node.is_ok_and(|o| o.status.success()),
-        "node is required: run `bash tests/browser/setup.sh` (or tests/run.sh)"
-    );
-    let chromium = std::env::var("CHROMIUM_PATH").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
-    assert!(
-        Path::new(&chromium).is_file(),
-        "Chromium not found at {chromium}: run `bash tests/browser/setup.sh` (apt-get install chromium)"
-    );
-    assert!(
-        browser_dir()
-            .join("node_modules/playwright-core/package.json")
-            .is_file(),
-        "playwright-core is not installed: run `bash tests/browser/setup.sh` (npm ci in tests/browser)"
-    );
-}
-
-/// Runs `node args…` in `tests/browser` with `env`, bounded; its output, and whether it passed.
+/// Runs `node args…` in `tests/browser` (log `tests/artifacts/browser-node.log`), bounded.
 fn run_node(args: &[&str], env: &[(&str, String)]) -> (bool, String) {
-    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("artifacts");
-    std::fs::create_dir_all(&artifacts).expect("tests/artifacts");
-    let log_path = artifacts.join("browser-node.log");
-    let log = std::fs::File::create(&log_path).expect("node log");
-    let mut command = Command::new("node");
-    command
-        .args(args)
-        .current_dir(browser_dir())
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log fd"))
-        .stderr(log)
-        .process_group(0);
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    let mut child = command.spawn().expect("spawn node");
-    let deadline = Instant::now() + NODE_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait node") {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            // The whole group: node and the Chromium it started.
-            let pgid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
-            let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let output = std::fs::read_to_string(&log_path).unwrap_or_default();
-    match status {
-        Some(status) => (status.success(), output),
-        None => (false, format!("node --test timed out after {NODE_TIMEOUT:?}\n{output}")),
-    }
+    browser_kit::run_node(args, env, "browser-node.log", NODE_TIMEOUT)
 }
 
 /// A server whose orbs are the real gpu-orb (test mode), with a known admin token.
@@ -112,6 +54,9 @@ fn server_with_real_orbs() -> RoomServer {
 #[test]
 fn room_and_dashboard_pages_in_chromium() {
     require_browser_setup();
+    // The room page joins the call's media (WebRTC): browser, server and orbs
+    // talk over a private loopback only.
+    browser_kit::enter_loopback_namespace();
     let server = server_with_real_orbs();
     let base = format!("http://127.0.0.1:{}", server.port);
     let mut env = vec![

@@ -119,7 +119,7 @@ test('coach and client each hear their own echo from the AI; bad signals are ref
   assert.equal(coachAi.connection, 'connected');
 
   // Malformed SDP, an offer without audio, a candidate of an earlier connection, an answer:
-  // each refused to the client (inReplyTo), while the coach's audio from the AI carries on.
+  // each refused to the client alone (toId, inReplyTo), while the coach's audio from the AI carries on.
   const good = await client.page.evaluate((id) => window.mediaPeer.localSdp(id), ai);
   const fingerprint = good.match(/a=fingerprint:[^\r\n]+/)[0];
   await send(client.page, { type: 'offer', toId: ai, offer: { type: 'offer', sdp: `v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n${fingerprint}\r\nthis is not sdp\r\n` } });
@@ -134,7 +134,8 @@ test('coach and client each hear their own echo from the AI; bad signals are ref
   assert.deepEqual(codes, ['offer:invalid_field', 'offer:invalid_field', 'ice-candidate:peer_not_found', 'answer:invalid_field']);
   assert.match(refusals[0].message, /malformed SDP/);
   assert.match(refusals[1].message, /no audio/);
-  assert.ok(refusals.every((e) => e.fromId === ai));
+  assert.ok(refusals.every((e) => e.fromId === ai && e.toId === 'client-1'));
+  assert.deepEqual(await aiErrors(coach.page), [], 'the coach saw refusals meant for the client');
   await stillHearsItself(coach.page, ai, 'coach after the client\'s bad signals');
   await stillHearsItself(client.page, ai, 'client after its own bad signals');
 

@@ -33,6 +33,7 @@ pub mod bench_orbs;
 pub mod bench_peers;
 pub mod bench_server;
 pub mod binaries;
+pub mod browser_kit;
 pub mod chaos_kit;
 pub mod deploy_tls;
 pub mod deploy_tools;

@@ -154,8 +154,7 @@ impl<B: Brain> Session<B> {
     }
 
     /// The refusal of a `say` beyond the queue: `ai_status` `error` with code
-    /// `busy` and `inReplyTo` the asker. Broadcast, because the room server
-    /// relays an AI's frames to everyone (it targets only WebRTC signalling).
+    /// `busy`, to the asker alone (`toId`, also named in `inReplyTo`).
     fn busy(&self, asker: Option<String>) {
         let mut extra = Map::new();
         extra.insert("code".into(), json!(ErrorCode::Busy.as_str()));
@@ -164,6 +163,7 @@ impl<B: Brain> Session<B> {
             json!("The AI is still answering earlier questions; ask again once it has answered."),
         );
         if let Some(asker) = asker {
+            extra.insert("toId".into(), json!(asker));
             extra.insert("inReplyTo".into(), json!(asker));
         }
         self.to_room(RoomMessage::AiStatus(AiStatus {
@@ -219,13 +219,14 @@ impl<B: Brain> Session<B> {
         }
     }
 
-    /// The refusal of a signal: `ai_status` `error` with the code, a message and
-    /// `inReplyTo` the sender (the room relays an AI's non-signalling frames to
-    /// everyone, like `busy`; an orb cannot send `error` frames).
+    /// The refusal of a signal: `ai_status` `error` with the code and a
+    /// message, to the sender alone (`toId`, also named in `inReplyTo`; the
+    /// room relays a targeted `ai_status` to its target only, docs/protocol.md §1.5).
     fn refuse(&self, to: String, kind: Kind, error: SignalError) {
         let mut extra = Map::new();
         extra.insert("code".into(), json!(error.code.as_str()));
         extra.insert("message".into(), json!(error.message));
+        extra.insert("toId".into(), json!(to));
         extra.insert("inReplyTo".into(), json!(to));
         extra.insert("signal".into(), json!(kind.wire()));
         self.to_room(RoomMessage::AiStatus(AiStatus {
