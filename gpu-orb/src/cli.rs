@@ -6,6 +6,10 @@
 
 use clap::Parser;
 
+use crate::settings::{
+    CLIENT, COACH, CPU_HOST, IDLE_TIMEOUT, MAX_LIFETIME, ROOM, SERVER_URL, SESSION, TEST_MODE, WS_URL,
+};
+
 /// `gpu-orb`: the per-room AI worker.
 ///
 /// Joins its room over WebSocket as the AI participant, reports health to its
@@ -15,37 +19,38 @@ use clap::Parser;
 #[derive(Debug, Clone, Default, Parser)]
 #[command(name = "gpu-orb", version, args_override_self = true)]
 pub struct Cli {
-    /// Room to join (required; 1–64 of A-Z a-z 0-9 _ . -).
-    #[arg(long, env = "ROOM_ID", value_name = "ROOM")]
+    /// [`ROOM`].
+    #[arg(long = ROOM.long(), env = ROOM.env(), help = ROOM.help(), value_name = "ROOM")]
     pub room: Option<String>,
-    /// Session id (the AI joins as `ai-orb-<session>`); a UUID v4 when absent.
-    #[arg(long, env = "SESSION_ID", value_name = "SESSION")]
+    /// [`SESSION`].
+    #[arg(long = SESSION.long(), env = SESSION.env(), help = SESSION.help(), value_name = "SESSION")]
     pub session: Option<String>,
-    /// The coach's user id (informational).
-    #[arg(long, env = "COACH_ID", value_name = "COACH")]
+    /// [`COACH`].
+    #[arg(long = COACH.long(), env = COACH.env(), help = COACH.help(), value_name = "COACH")]
     pub coach: Option<String>,
-    /// The client's user id (informational).
-    #[arg(long, env = "CLIENT_ID", value_name = "CLIENT")]
+    /// [`CLIENT`].
+    #[arg(long = CLIENT.long(), env = CLIENT.env(), help = CLIENT.help(), value_name = "CLIENT")]
     pub client: Option<String>,
-    /// cpu-server address; the orb connects to ws://HOST:PORT/ws-simple/ROOM [default: localhost:3000].
-    #[arg(long = "cpu-host", env = "CPU_SERVER_HOST", value_name = "HOST:PORT")]
+    /// [`CPU_HOST`].
+    #[arg(long = CPU_HOST.long(), env = CPU_HOST.env(), help = CPU_HOST.help(), value_name = "HOST:PORT")]
     pub cpu_host: Option<String>,
-    /// WebSocket base URL (e.g. wss://host/ws-simple); `/ROOM` is appended. Wins over --cpu-host.
-    #[arg(long = "cpu-websocket-url", env = "CPU_WEBSOCKET_URL", value_name = "URL")]
+    /// [`WS_URL`].
+    #[arg(long = WS_URL.long(), env = WS_URL.env(), help = WS_URL.help(), value_name = "URL")]
     pub cpu_websocket_url: Option<String>,
-    /// cpu-server base URL (e.g. https://host); used as ws(s)://host/ws-simple/ROOM when no WebSocket URL is set.
-    #[arg(long = "cpu-server-url", env = "CPU_SERVER_URL", value_name = "URL")]
+    /// [`SERVER_URL`].
+    #[arg(long = SERVER_URL.long(), env = SERVER_URL.env(), help = SERVER_URL.help(), value_name = "URL")]
     pub cpu_server_url: Option<String>,
-    /// Exit (reason `timeout`) after this many ms; 0 = no limit [default: 7200000].
-    #[arg(long = "max-lifetime", env = "MAX_ORB_LIFETIME", value_name = "MS")]
+    /// [`MAX_LIFETIME`].
+    #[arg(long = MAX_LIFETIME.long(), env = MAX_LIFETIME.env(), help = MAX_LIFETIME.help(), value_name = "MS")]
     pub max_lifetime: Option<String>,
-    /// Exit (reason `idle_timeout`) after no human was in the room for this many ms; 0 = never [default: 300000].
-    #[arg(long = "idle-timeout", env = "IDLE_TIMEOUT", value_name = "MS")]
+    /// [`IDLE_TIMEOUT`].
+    #[arg(long = IDLE_TIMEOUT.long(), env = IDLE_TIMEOUT.env(), help = IDLE_TIMEOUT.help(), value_name = "MS")]
     pub idle_timeout: Option<String>,
-    /// Test mode: no external AI calls; `say` is answered with `echo: <text>`.
+    /// [`TEST_MODE`].
     #[arg(
-        long = "test-mode",
-        env = "ORB_TEST_MODE",
+        long = TEST_MODE.long(),
+        env = TEST_MODE.env(),
+        help = TEST_MODE.help(),
         value_name = "BOOL",
         num_args = 0..=1,
         require_equals = true,

@@ -9,31 +9,114 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use shared::secret::Secret;
-use shared::settings::{DotEnv, Key, SettingErrors, Validator};
+use shared::settings::{DotEnv, Key, Setting, SettingErrors, Validator};
 
 use crate::cli::Cli;
 
-const ROOM: Key = Key::new("ROOM_ID", "room");
-const SESSION: Key = Key::new("SESSION_ID", "session");
-const COACH: Key = Key::new("COACH_ID", "coach");
-const CLIENT: Key = Key::new("CLIENT_ID", "client");
-const CPU_HOST: Key = Key::new("CPU_SERVER_HOST", "cpu-host");
-const WS_URL: Key = Key::new("CPU_WEBSOCKET_URL", "cpu-websocket-url");
-const SERVER_URL: Key = Key::new("CPU_SERVER_URL", "cpu-server-url");
-const MAX_LIFETIME: Key = Key::new("MAX_ORB_LIFETIME", "max-lifetime");
-const IDLE_TIMEOUT: Key = Key::new("IDLE_TIMEOUT", "idle-timeout");
-const TEST_MODE: Key = Key::new("ORB_TEST_MODE", "test-mode");
-const HEARTBEAT: Key = Key::env("ORB_HEARTBEAT_INTERVAL");
-const PING: Key = Key::env("ORB_PING_INTERVAL");
-const GRACE: Key = Key::env("ORB_RECONNECT_GRACE");
-const SHUTDOWN: Key = Key::env("ORB_SHUTDOWN_TIMEOUT");
-const LOG_DIR: Key = Key::env("ORB_LOG_DIR");
+pub(crate) const ROOM: Setting = Setting::documented(
+    Key::new("ROOM_ID", "room"),
+    "Room to join (required; 1–64 of A-Z a-z 0-9 _ . -)",
+);
+pub(crate) const SESSION: Setting = Setting::documented(
+    Key::new("SESSION_ID", "session"),
+    "Session id (the AI joins as `ai-orb-<session>`); a UUID v4 when absent",
+);
+pub(crate) const COACH: Setting =
+    Setting::documented(Key::new("COACH_ID", "coach"), "The coach's user id (informational)");
+pub(crate) const CLIENT: Setting =
+    Setting::documented(Key::new("CLIENT_ID", "client"), "The client's user id (informational)");
+pub(crate) const CPU_HOST: Setting = Setting::new(
+    Key::new("CPU_SERVER_HOST", "cpu-host"),
+    "localhost:3000",
+    "cpu-server address; the orb connects to ws://HOST:PORT/ws-simple/ROOM",
+);
+pub(crate) const WS_URL: Setting = Setting::documented(
+    Key::new("CPU_WEBSOCKET_URL", "cpu-websocket-url"),
+    "WebSocket base URL (e.g. wss://host/ws-simple); `/ROOM` is appended. Wins over --cpu-host",
+);
+pub(crate) const SERVER_URL: Setting = Setting::documented(
+    Key::new("CPU_SERVER_URL", "cpu-server-url"),
+    "cpu-server base URL (e.g. https://host); used as ws(s)://host/ws-simple/ROOM when no WebSocket URL is set",
+);
+pub(crate) const MAX_LIFETIME: Setting = Setting::new(
+    Key::new("MAX_ORB_LIFETIME", "max-lifetime"),
+    "7200000",
+    "Exit (reason `timeout`) after this many ms; 0 = no limit",
+);
+pub(crate) const IDLE_TIMEOUT: Setting = Setting::new(
+    Key::new("IDLE_TIMEOUT", "idle-timeout"),
+    "300000",
+    "Exit (reason `idle_timeout`) after no human was in the room for this many ms; 0 = never",
+);
+pub(crate) const TEST_MODE: Setting = Setting::new(
+    Key::new("ORB_TEST_MODE", "test-mode"),
+    "false",
+    "Test mode: no external AI calls; `say` is answered with `echo: <text>`",
+);
+const HEARTBEAT: Setting = Setting::new(
+    Key::env("ORB_HEARTBEAT_INTERVAL"),
+    "30000",
+    "IPC and WebSocket heartbeat period, ms",
+);
+const PING: Setting = Setting::new(Key::env("ORB_PING_INTERVAL"), "30000", "`ping` period, ms");
+const GRACE: Setting = Setting::new(
+    Key::env("ORB_RECONNECT_GRACE"),
+    "60000",
+    "Give up when the room stays unreachable this long, ms",
+);
+const SHUTDOWN: Setting = Setting::new(
+    Key::env("ORB_SHUTDOWN_TIMEOUT"),
+    "5000",
+    "Bound of a graceful shutdown, ms",
+);
+const LOG_DIR: Setting = Setting::derived(Key::env("ORB_LOG_DIR"), "unset", "Also log to <dir>/orb-<room>.log");
 /// Read from the process environment only (no flag, no `.env`).
-const AUTH_TOKEN: Key = Key::env("ORB_AUTH_TOKEN");
-const OPENAI_KEY: Key = Key::env("OPENAI_API_KEY");
-const OPENAI_URL: Key = Key::env("OPENAI_BASE_URL");
-const OPENAI_MODEL: Key = Key::env("OPENAI_MODEL");
-const OPENAI_TIMEOUT: Key = Key::env("OPENAI_TIMEOUT");
+const AUTH_TOKEN: Setting = Setting::derived(
+    Key::env("ORB_AUTH_TOKEN"),
+    "unset",
+    "Credential for the room socket (environment only, never argv)",
+);
+const OPENAI_KEY: Setting = Setting::derived(
+    Key::env("OPENAI_API_KEY"),
+    "required outside test mode",
+    "API key of the real brain",
+);
+const OPENAI_URL: Setting = Setting::new(
+    Key::env("OPENAI_BASE_URL"),
+    "https://api.openai.com/v1",
+    "OpenAI-compatible API base URL",
+);
+const OPENAI_MODEL: Setting = Setting::new(Key::env("OPENAI_MODEL"), "gpt-4o-mini", "Chat model");
+const OPENAI_TIMEOUT: Setting = Setting::new(Key::env("OPENAI_TIMEOUT"), "30000", "Bound of one brain request, ms");
+
+/// The orb's declarations (for the documentation checks).
+#[cfg(test)]
+const SETTINGS: &[&Setting] = &[
+    &ROOM,
+    &SESSION,
+    &COACH,
+    &CLIENT,
+    &CPU_HOST,
+    &WS_URL,
+    &SERVER_URL,
+    &MAX_LIFETIME,
+    &IDLE_TIMEOUT,
+    &TEST_MODE,
+    &HEARTBEAT,
+    &PING,
+    &GRACE,
+    &SHUTDOWN,
+    &LOG_DIR,
+    &AUTH_TOKEN,
+    &OPENAI_KEY,
+    &OPENAI_URL,
+    &OPENAI_MODEL,
+    &OPENAI_TIMEOUT,
+];
+
+/// The ones docs/protocol.md §4 describes.
+#[cfg(test)]
+const PROTOCOL: &[&Setting] = &[&HEARTBEAT, &PING, &GRACE, &SHUTDOWN];
 
 /// Where the AI's answers come from.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,35 +181,35 @@ impl Settings {
     /// Resolves and validates; `env` looks up variables that have no flag.
     pub fn resolve(cli: Cli, dotenv: &DotEnv, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, SettingErrors> {
         let mut v = Validator::new(dotenv);
-        let room = match v.optional(ROOM, cli.room) {
+        let room = match v.optional(&ROOM, cli.room) {
             None => {
-                v.error(ROOM, "", "required: pass --room=ROOM (or set ROOM_ID)");
+                v.error(&ROOM, "", "required: pass --room=ROOM (or set ROOM_ID)");
                 String::new()
             }
             Some(room) => {
                 if let Err(why) = check_room_id(&room) {
-                    v.error(ROOM, room.clone(), why);
+                    v.error(&ROOM, room.clone(), why);
                 }
                 room
             }
         };
         let session = v
-            .optional(SESSION, cli.session)
+            .optional(&SESSION, cli.session)
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let coach = v.optional(COACH, cli.coach);
-        let client = v.optional(CLIENT, cli.client);
+        let coach = v.optional(&COACH, cli.coach);
+        let client = v.optional(&CLIENT, cli.client);
         let room_url = resolve_room_url(&mut v, &room, cli.cpu_websocket_url, cli.cpu_server_url, cli.cpu_host);
         // Every duration is bounded by the validator (30 days); these two also take 0 = off.
-        let max_lifetime = v.millis_or_off(MAX_LIFETIME, cli.max_lifetime, 7_200_000, 1);
-        let idle_timeout = v.millis_or_off(IDLE_TIMEOUT, cli.idle_timeout, 300_000, 1);
-        let test_mode = v.boolean(TEST_MODE, cli.test_mode, false);
-        let heartbeat_interval = v.millis(HEARTBEAT, env(HEARTBEAT.env), 30_000, 10);
-        let ping_interval = v.millis(PING, env(PING.env), 30_000, 10);
-        let reconnect_grace = v.millis(GRACE, env(GRACE.env), 60_000, 1);
-        let shutdown_timeout = v.millis(SHUTDOWN, env(SHUTDOWN.env), 5_000, 1);
-        let log_dir = v.optional(LOG_DIR, env(LOG_DIR.env)).map(PathBuf::from);
+        let max_lifetime = v.millis_or_off(&MAX_LIFETIME, cli.max_lifetime, 1);
+        let idle_timeout = v.millis_or_off(&IDLE_TIMEOUT, cli.idle_timeout, 1);
+        let test_mode = v.boolean(&TEST_MODE, cli.test_mode);
+        let heartbeat_interval = v.millis(&HEARTBEAT, env(HEARTBEAT.env()), 10);
+        let ping_interval = v.millis(&PING, env(PING.env()), 10);
+        let reconnect_grace = v.millis(&GRACE, env(GRACE.env()), 1);
+        let shutdown_timeout = v.millis(&SHUTDOWN, env(SHUTDOWN.env()), 1);
+        let log_dir = v.optional(&LOG_DIR, env(LOG_DIR.env())).map(PathBuf::from);
         // The token comes from the process environment only: never argv, never `.env`.
-        let auth_token = env(AUTH_TOKEN.env).filter(|t| !t.is_empty()).map(Secret::new);
+        let auth_token = env(AUTH_TOKEN.env()).filter(|t| !t.is_empty()).map(Secret::new);
         let brain = if test_mode {
             BrainSettings::Echo
         } else {
@@ -172,12 +255,12 @@ fn resolve_room_url(
     server_url: Option<String>,
     cpu_host: Option<String>,
 ) -> String {
-    if let Some(base) = v.optional(WS_URL, ws_url) {
+    if let Some(base) = v.optional(&WS_URL, ws_url) {
         if base.starts_with("ws://") || base.starts_with("wss://") {
             return format!("{}/{room}", base.trim_end_matches('/'));
         }
-        v.error(WS_URL, base, "a ws:// or wss:// URL, e.g. wss://host/ws-simple");
-    } else if let Some(base) = v.optional(SERVER_URL, server_url) {
+        v.error(&WS_URL, base, "a ws:// or wss:// URL, e.g. wss://host/ws-simple");
+    } else if let Some(base) = v.optional(&SERVER_URL, server_url) {
         let mapped = [
             ("http://", "ws://"),
             ("https://", "wss://"),
@@ -188,37 +271,31 @@ fn resolve_room_url(
         .find_map(|(from, to)| base.strip_prefix(from).map(|rest| format!("{to}{rest}")));
         match mapped {
             Some(url) => return format!("{}/ws-simple/{room}", url.trim_end_matches('/')),
-            None => v.error(SERVER_URL, base, "an http(s):// or ws(s):// URL, e.g. https://host"),
+            None => v.error(&SERVER_URL, base, "an http(s):// or ws(s):// URL, e.g. https://host"),
         }
     }
-    let host = v.parse(
-        CPU_HOST,
-        cpu_host,
-        String::from("localhost:3000"),
-        "HOST:PORT, e.g. localhost:3000",
-        |raw| {
-            let port_ok = raw
-                .rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-            let clean = !raw.contains(['/', '?', '#', '@']) && !raw.contains(char::is_whitespace);
-            if port_ok && clean {
-                Ok(raw.to_owned())
-            } else {
-                Err(String::new())
-            }
-        },
-    );
+    let host = v.parse(&CPU_HOST, cpu_host, "HOST:PORT, e.g. localhost:3000", |raw| {
+        let port_ok = raw
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        let clean = !raw.contains(['/', '?', '#', '@']) && !raw.contains(char::is_whitespace);
+        if port_ok && clean {
+            Ok(raw.to_owned())
+        } else {
+            Err(String::new())
+        }
+    });
     format!("ws://{host}/ws-simple/{room}")
 }
 
 fn resolve_openai(v: &mut Validator<'_>, env: &dyn Fn(&str) -> Option<String>) -> BrainSettings {
-    let api_key = v.optional(OPENAI_KEY, env(OPENAI_KEY.env));
-    let base_url = v.string(OPENAI_URL, env(OPENAI_URL.env), "https://api.openai.com/v1");
+    let api_key = v.optional(&OPENAI_KEY, env(OPENAI_KEY.env()));
+    let base_url = v.string(&OPENAI_URL, env(OPENAI_URL.env()));
     if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-        v.error(OPENAI_URL, base_url.clone(), "an http(s):// URL");
+        v.error(&OPENAI_URL, base_url.clone(), "an http(s):// URL");
     }
-    let model = v.string(OPENAI_MODEL, env(OPENAI_MODEL.env), "gpt-4o-mini");
-    let timeout = v.millis(OPENAI_TIMEOUT, env(OPENAI_TIMEOUT.env), 30_000, 1);
+    let model = v.string(&OPENAI_MODEL, env(OPENAI_MODEL.env()));
+    let timeout = v.millis(&OPENAI_TIMEOUT, env(OPENAI_TIMEOUT.env()), 1);
     match api_key {
         Some(key) => BrainSettings::OpenAi(OpenAiSettings {
             base_url: base_url.trim_end_matches('/').to_owned(),
@@ -227,7 +304,7 @@ fn resolve_openai(v: &mut Validator<'_>, env: &dyn Fn(&str) -> Option<String>) -
             timeout,
         }),
         None => {
-            v.error(OPENAI_KEY, "", "required outside test mode (or run with --test-mode)");
+            v.error(&OPENAI_KEY, "", "required outside test mode (or run with --test-mode)");
             BrainSettings::Echo
         }
     }
@@ -416,5 +493,24 @@ mod tests {
         let from_file = resolve(&["--room=r1", "--test-mode"], &[("ORB_AUTH_TOKEN", "stale")], &[]).expect("valid");
         assert_eq!(from_file.auth_token, None, "the token is never read from .env");
         assert!(!shown.contains("sk-secret") && !shown.contains("tok\""), "{shown}");
+    }
+
+    #[test]
+    fn every_setting_is_documented_with_its_default() {
+        let readme = include_str!("../../README.md");
+        let mut all = SETTINGS.to_vec();
+        all.extend(crate::media::settings::SETTINGS);
+        let problems = shared::settings::undocumented(&all, readme);
+        assert!(problems.is_empty(), "README.md, gpu-orb: {problems:#?}");
+        let protocol = include_str!("../../docs/protocol.md");
+        let section = protocol
+            .split("\n## 4.")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## 5.").next())
+            .expect("docs/protocol.md has a §4");
+        let mut ours = PROTOCOL.to_vec();
+        ours.extend(crate::media::settings::SETTINGS);
+        let problems = shared::settings::undocumented(&ours, section);
+        assert!(problems.is_empty(), "docs/protocol.md §4: {problems:#?}");
     }
 }

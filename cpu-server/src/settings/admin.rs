@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Args;
-use shared::settings::{Key, Validator};
+use shared::settings::{Key, Rule, Setting, Validator};
 
 /// Where generated state (the admin token) lives in production.
 pub const PRODUCTION_STATE_DIR: &str = "/var/lib/myultracoach";
@@ -13,19 +13,37 @@ pub const DEVELOPMENT_STATE_DIR: &str = "./state";
 /// Shortest `ADMIN_TOKEN` accepted.
 pub const MIN_TOKEN_LEN: usize = 16;
 
+const ADMIN_TOKEN: Setting = Setting::derived(
+    Key::new("ADMIN_TOKEN", "admin-token"),
+    "generated at start into STATE_DIR/admin-token, mode 0600",
+    "Bearer token of the admin API and /metrics",
+);
+const ADMIN_HOST: Setting = Setting::derived(
+    Key::new("ADMIN_HOST", "admin-host"),
+    "served on CPU_HOST",
+    "Separate host:port for the admin API and /metrics (e.g. 127.0.0.1:3001)",
+);
+const STATE_DIR: Setting = Setting::derived(
+    Key::new("STATE_DIR", "state-dir"),
+    "./state, /var/lib/myultracoach in production",
+    "Directory of generated state",
+);
+
+/// This area's declarations (for the documentation checks).
+#[cfg(test)]
+pub(super) const SETTINGS: &[&Setting] = &[&ADMIN_TOKEN, &ADMIN_HOST, &STATE_DIR];
+
 /// Raw flags of this area (each also readable from its environment variable).
 #[derive(Clone, Default, Args)]
 pub struct AdminArgs {
-    /// Bearer token of the admin API and /metrics [default: generated at start
-    /// into STATE_DIR/admin-token, mode 0600].
-    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    /// `ADMIN_TOKEN`.
+    #[arg(long = ADMIN_TOKEN.long(), env = ADMIN_TOKEN.env(), help = ADMIN_TOKEN.help(), hide_env_values = true)]
     pub admin_token: Option<String>,
-    /// Separate host:port for the admin API and /metrics (e.g. 127.0.0.1:3001)
-    /// [default: served on CPU_HOST].
-    #[arg(long, env = "ADMIN_HOST")]
+    /// `ADMIN_HOST`.
+    #[arg(long = ADMIN_HOST.long(), env = ADMIN_HOST.env(), help = ADMIN_HOST.help())]
     pub admin_host: Option<String>,
-    /// Directory of generated state [default: ./state, /var/lib/myultracoach in production].
-    #[arg(long, env = "STATE_DIR")]
+    /// `STATE_DIR`.
+    #[arg(long = STATE_DIR.long(), env = STATE_DIR.env(), help = STATE_DIR.help())]
     pub state_dir: Option<String>,
 }
 
@@ -70,11 +88,10 @@ impl AdminSettings {
 impl AdminArgs {
     /// Validates into [`AdminSettings`], recording every error in `v`.
     pub fn validate(self, v: &mut Validator<'_>, production: bool) -> AdminSettings {
-        let token_key = Key::new("ADMIN_TOKEN", "admin-token");
-        let token = v.optional(token_key, self.admin_token).and_then(|token| {
+        let token = v.optional(&ADMIN_TOKEN, self.admin_token).and_then(|token| {
             if token.len() < MIN_TOKEN_LEN || token.chars().any(char::is_whitespace) {
                 v.error(
-                    token_key,
+                    &ADMIN_TOKEN,
                     "<redacted>",
                     format!("at least {MIN_TOKEN_LEN} characters without spaces (or unset to generate one)"),
                 );
@@ -83,16 +100,17 @@ impl AdminArgs {
                 Some(token)
             }
         });
-        let host_key = Key::new("ADMIN_HOST", "admin-host");
-        let host = v
-            .optional(host_key, self.admin_host.clone())
-            .map(|_| v.socket_addr(host_key, self.admin_host, "127.0.0.1:3001"));
-        let default_dir = if production {
-            PRODUCTION_STATE_DIR
-        } else {
-            DEVELOPMENT_STATE_DIR
-        };
-        let state_dir = PathBuf::from(v.string(Key::new("STATE_DIR", "state-dir"), self.state_dir, default_dir));
+        let host = v.opt(&ADMIN_HOST, self.admin_host, Rule::socket_addr());
+        let state_dir = v.optional(&STATE_DIR, self.state_dir).map_or_else(
+            || {
+                PathBuf::from(if production {
+                    PRODUCTION_STATE_DIR
+                } else {
+                    DEVELOPMENT_STATE_DIR
+                })
+            },
+            PathBuf::from,
+        );
         AdminSettings { token, host, state_dir }
     }
 }

@@ -5,29 +5,69 @@
 use std::time::Duration;
 
 use clap::Args;
-use shared::settings::{Key, Validator};
+use shared::settings::{Key, Setting, Validator};
+
+const HTTP_HEADER_TIMEOUT: Setting = Setting::new(
+    Key::new("HTTP_HEADER_TIMEOUT", "http-header-timeout"),
+    "10000",
+    "Longest wait for a complete request header, ms, from the start of the connection (after TLS) \
+     and again after each response (an idle keep-alive connection)",
+);
+const TLS_HANDSHAKE_TIMEOUT: Setting = Setting::new(
+    Key::new("TLS_HANDSHAKE_TIMEOUT", "tls-handshake-timeout"),
+    "10000",
+    "Longest TLS handshake, ms (native TLS only)",
+);
+const WS_UPGRADE_TIMEOUT: Setting = Setting::new(
+    Key::new("WS_UPGRADE_TIMEOUT", "ws-upgrade-timeout"),
+    "15000",
+    "Longest time from accepting a connection to its first complete request (for a room socket: its \
+     completed WebSocket upgrade), TLS handshake included, ms",
+);
+const MAX_CONNECTIONS: Setting = Setting::new(
+    Key::new("MAX_CONNECTIONS", "max-connections"),
+    "16384",
+    "Most open connections (room sockets included); more are accepted and closed at once, with a \
+     rate-limited warning",
+);
+const MAX_PENDING_CONNECTIONS_PER_IP: Setting = Setting::new(
+    Key::new("MAX_PENDING_CONNECTIONS_PER_IP", "max-pending-connections-per-ip"),
+    "64",
+    "Most open connections from one TCP peer address that are not (yet) room sockets; peers in \
+     TRUSTED_PROXIES are exempt",
+);
+
+/// This area's declarations (for the documentation checks).
+#[cfg(test)]
+pub(super) const SETTINGS: &[&Setting] = &[
+    &HTTP_HEADER_TIMEOUT,
+    &TLS_HANDSHAKE_TIMEOUT,
+    &WS_UPGRADE_TIMEOUT,
+    &MAX_CONNECTIONS,
+    &MAX_PENDING_CONNECTIONS_PER_IP,
+];
 
 /// Raw flags of this area (each also readable from its environment variable).
 #[derive(Debug, Clone, Default, Args)]
 pub struct ConnectionArgs {
-    /// Longest wait for a complete request header, ms, from the start of the connection
-    /// (after TLS) and again after each response (an idle keep-alive connection) [default: 10000].
-    #[arg(long, env = "HTTP_HEADER_TIMEOUT")]
+    /// `HTTP_HEADER_TIMEOUT`.
+    #[arg(long = HTTP_HEADER_TIMEOUT.long(), env = HTTP_HEADER_TIMEOUT.env(), help = HTTP_HEADER_TIMEOUT.help())]
     pub http_header_timeout: Option<String>,
-    /// Longest TLS handshake, ms (native TLS only) [default: 10000].
-    #[arg(long, env = "TLS_HANDSHAKE_TIMEOUT")]
+    /// `TLS_HANDSHAKE_TIMEOUT`.
+    #[arg(long = TLS_HANDSHAKE_TIMEOUT.long(), env = TLS_HANDSHAKE_TIMEOUT.env(), help = TLS_HANDSHAKE_TIMEOUT.help())]
     pub tls_handshake_timeout: Option<String>,
-    /// Longest time from accepting a connection to its first complete request (for a room
-    /// socket: its completed WebSocket upgrade), TLS handshake included, ms [default: 15000].
-    #[arg(long, env = "WS_UPGRADE_TIMEOUT")]
+    /// `WS_UPGRADE_TIMEOUT`.
+    #[arg(long = WS_UPGRADE_TIMEOUT.long(), env = WS_UPGRADE_TIMEOUT.env(), help = WS_UPGRADE_TIMEOUT.help())]
     pub ws_upgrade_timeout: Option<String>,
-    /// Most open connections (room sockets included); more are accepted and closed at once,
-    /// with a rate-limited warning [default: 16384].
-    #[arg(long, env = "MAX_CONNECTIONS")]
+    /// `MAX_CONNECTIONS`.
+    #[arg(long = MAX_CONNECTIONS.long(), env = MAX_CONNECTIONS.env(), help = MAX_CONNECTIONS.help())]
     pub max_connections: Option<String>,
-    /// Most open connections from one TCP peer address that are not (yet) room sockets;
-    /// peers in TRUSTED_PROXIES are exempt [default: 64].
-    #[arg(long, env = "MAX_PENDING_CONNECTIONS_PER_IP")]
+    /// `MAX_PENDING_CONNECTIONS_PER_IP`.
+    #[arg(
+        long = MAX_PENDING_CONNECTIONS_PER_IP.long(),
+        env = MAX_PENDING_CONNECTIONS_PER_IP.env(),
+        help = MAX_PENDING_CONNECTIONS_PER_IP.help()
+    )]
     pub max_pending_connections_per_ip: Option<String>,
 }
 
@@ -57,35 +97,13 @@ impl Default for ConnectionSettings {
 impl ConnectionArgs {
     /// Validates into [`ConnectionSettings`], recording every error in `v`.
     pub fn validate(self, v: &mut Validator<'_>) -> ConnectionSettings {
-        let header_timeout = v.millis(
-            Key::new("HTTP_HEADER_TIMEOUT", "http-header-timeout"),
-            self.http_header_timeout,
-            10_000,
-            10,
-        );
-        let tls_handshake_timeout = v.millis(
-            Key::new("TLS_HANDSHAKE_TIMEOUT", "tls-handshake-timeout"),
-            self.tls_handshake_timeout,
-            10_000,
-            10,
-        );
-        let upgrade_timeout = v.millis(
-            Key::new("WS_UPGRADE_TIMEOUT", "ws-upgrade-timeout"),
-            self.ws_upgrade_timeout,
-            15_000,
-            10,
-        );
-        let max_connections = v.number(
-            Key::new("MAX_CONNECTIONS", "max-connections"),
-            self.max_connections,
-            16_384,
-            1,
-            10_000_000,
-        ) as usize;
+        let header_timeout = v.millis(&HTTP_HEADER_TIMEOUT, self.http_header_timeout, 10);
+        let tls_handshake_timeout = v.millis(&TLS_HANDSHAKE_TIMEOUT, self.tls_handshake_timeout, 10);
+        let upgrade_timeout = v.millis(&WS_UPGRADE_TIMEOUT, self.ws_upgrade_timeout, 10);
+        let max_connections = v.number(&MAX_CONNECTIONS, self.max_connections, 1, 10_000_000) as usize;
         let max_pending_per_ip = v.number(
-            Key::new("MAX_PENDING_CONNECTIONS_PER_IP", "max-pending-connections-per-ip"),
+            &MAX_PENDING_CONNECTIONS_PER_IP,
             self.max_pending_connections_per_ip,
-            64,
             1,
             10_000_000,
         ) as usize;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use shared::settings::{Key, Validator};
+use shared::settings::{Key, Rule, Setting, Validator};
 
 /// The production default of `CPU_LOG_FILE`.
 pub const PRODUCTION_LOG_FILE: &str = "/var/log/myultracoach/cpu.log";
@@ -18,15 +18,29 @@ pub enum LogFormat {
     Json,
 }
 
+const CPU_LOG_FILE: Setting = Setting::derived(
+    Key::new("CPU_LOG_FILE", "cpu-log-file"),
+    "none; /var/log/myultracoach/cpu.log in production",
+    "Also log to this file, reopened on SIGHUP; `-` for none",
+);
+const LOG_FORMAT: Setting = Setting::derived(
+    Key::new("LOG_FORMAT", "log-format"),
+    "json in production, text in development",
+    "json or text",
+);
+
+/// This area's declarations (for the documentation checks).
+#[cfg(test)]
+pub(super) const SETTINGS: &[&Setting] = &[&CPU_LOG_FILE, &LOG_FORMAT];
+
 /// Raw flags of this area (each also readable from its environment variable).
 #[derive(Debug, Clone, Default, Args)]
 pub struct LogsArgs {
-    /// Also log to this file, reopened on SIGHUP; `-` for none
-    /// [default: none; /var/log/myultracoach/cpu.log in production].
-    #[arg(long, env = "CPU_LOG_FILE")]
+    /// `CPU_LOG_FILE`.
+    #[arg(long = CPU_LOG_FILE.long(), env = CPU_LOG_FILE.env(), help = CPU_LOG_FILE.help())]
     pub cpu_log_file: Option<String>,
-    /// json or text [default: json in production, text in development].
-    #[arg(long, env = "LOG_FORMAT")]
+    /// `LOG_FORMAT`.
+    #[arg(long = LOG_FORMAT.long(), env = LOG_FORMAT.env(), help = LOG_FORMAT.help())]
     pub log_format: Option<String>,
 }
 
@@ -42,24 +56,22 @@ pub struct LogsSettings {
 impl LogsArgs {
     /// Validates into [`LogsSettings`], recording every error in `v`.
     pub fn validate(self, v: &mut Validator<'_>, production: bool) -> LogsSettings {
-        let file = match v.optional(Key::new("CPU_LOG_FILE", "cpu-log-file"), self.cpu_log_file) {
+        let file = match v.optional(&CPU_LOG_FILE, self.cpu_log_file) {
             Some(path) if path == "-" => None,
             Some(path) => Some(PathBuf::from(path)),
             None if production => Some(PathBuf::from(PRODUCTION_LOG_FILE)),
             None => None,
         };
-        let default = if production { LogFormat::Json } else { LogFormat::Text };
-        let format = v.parse(
-            Key::new("LOG_FORMAT", "log-format"),
-            self.log_format,
-            default,
-            "json or text",
-            |raw| match raw {
-                "json" => Ok(LogFormat::Json),
-                "text" => Ok(LogFormat::Text),
-                _ => Err(String::new()),
-            },
-        );
+        let rule = Rule::new("json or text", |raw| match raw {
+            "json" => Ok(LogFormat::Json),
+            "text" => Ok(LogFormat::Text),
+            _ => Err(String::new()),
+        });
+        let format = v.opt(&LOG_FORMAT, self.log_format, rule).unwrap_or(if production {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        });
         LogsSettings { file, format }
     }
 }

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Args;
-use shared::settings::{DotEnv, Key, SettingErrors, Validator};
+use shared::settings::{DotEnv, Key, Setting, SettingErrors, Validator};
 
 pub use admin::{AdminArgs, AdminSettings};
 pub use connections::{ConnectionArgs, ConnectionSettings};
@@ -25,21 +25,41 @@ pub use rooms::{RoomArgs, RoomSettings};
 pub use security::{Isolation, SecurityArgs, SecuritySettings};
 pub use turn::{TurnArgs, TurnSettings};
 
+const CPU_HOST: Setting = Setting::new(
+    Key::new("CPU_HOST", "cpu-host"),
+    "localhost:3000",
+    "Address to listen on, host:port",
+);
+const NODE_ENV: Setting = Setting::new(
+    Key::new("NODE_ENV", "node-env"),
+    "development",
+    "production or development",
+);
+const TLS_CERT: Setting = Setting::derived(
+    Key::new("TLS_CERT", "tls-cert"),
+    "plain HTTP, TLS terminated by the reverse proxy",
+    "PEM certificate chain; with TLS_KEY the server speaks HTTPS/WSS itself",
+);
+const TLS_KEY: Setting = Setting::documented(Key::new("TLS_KEY", "tls-key"), "PEM private key matching TLS_CERT");
+
+/// The settings declared here (the areas have their own tables).
+#[cfg(test)]
+const SETTINGS: &[&Setting] = &[&CPU_HOST, &NODE_ENV, &TLS_CERT, &TLS_KEY];
+
 /// Raw server flags.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ServerArgs {
-    /// Address to listen on, host:port [default: localhost:3000].
-    #[arg(long, env = "CPU_HOST")]
+    /// `CPU_HOST`.
+    #[arg(long = CPU_HOST.long(), env = CPU_HOST.env(), help = CPU_HOST.help())]
     pub cpu_host: Option<String>,
-    /// production or development [default: development].
-    #[arg(long, env = "NODE_ENV")]
+    /// `NODE_ENV`.
+    #[arg(long = NODE_ENV.long(), env = NODE_ENV.env(), help = NODE_ENV.help())]
     pub node_env: Option<String>,
-    /// PEM certificate chain; with TLS_KEY the server speaks HTTPS/WSS itself
-    /// [default: plain HTTP, TLS terminated by the reverse proxy].
-    #[arg(long, env = "TLS_CERT")]
+    /// `TLS_CERT`.
+    #[arg(long = TLS_CERT.long(), env = TLS_CERT.env(), help = TLS_CERT.help())]
     pub tls_cert: Option<String>,
-    /// PEM private key matching TLS_CERT.
-    #[arg(long, env = "TLS_KEY")]
+    /// `TLS_KEY`.
+    #[arg(long = TLS_KEY.long(), env = TLS_KEY.env(), help = TLS_KEY.help())]
     pub tls_key: Option<String>,
     /// Room and relay settings.
     #[command(flatten)]
@@ -94,18 +114,12 @@ impl ServerArgs {
     /// `has_ai_key` tells whether `OPENAI_API_KEY` is set anywhere.
     pub fn validate(self, dotenv: &DotEnv, has_ai_key: bool) -> Result<Settings, SettingErrors> {
         let mut v = Validator::new(dotenv);
-        let listen = v.socket_addr(Key::new("CPU_HOST", "cpu-host"), self.cpu_host, "localhost:3000");
-        let production = v.parse(
-            Key::new("NODE_ENV", "node-env"),
-            self.node_env,
-            false,
-            "production or development",
-            |raw| match raw {
-                "production" => Ok(true),
-                "development" | "test" => Ok(false),
-                _ => Err(String::new()),
-            },
-        );
+        let listen = v.socket_addr(&CPU_HOST, self.cpu_host);
+        let production = v.parse(&NODE_ENV, self.node_env, "production or development", |raw| match raw {
+            "production" => Ok(true),
+            "development" | "test" => Ok(false),
+            _ => Err(String::new()),
+        });
         let tls = tls_paths(&mut v, self.tls_cert, self.tls_key);
         let rooms = self.rooms.validate(&mut v);
         let connections = self.connections.validate(&mut v);
@@ -141,32 +155,87 @@ pub struct TlsPaths {
 
 /// Both TLS files or neither; each must be a readable file.
 fn tls_paths(v: &mut Validator<'_>, cert: Option<String>, key: Option<String>) -> Option<TlsPaths> {
-    let cert_key = Key::new("TLS_CERT", "tls-cert");
-    let key_key = Key::new("TLS_KEY", "tls-key");
-    let cert = v.optional(cert_key, cert);
-    let key = v.optional(key_key, key);
-    let mut file = |k: Key, path: String| {
+    let cert = v.optional(&TLS_CERT, cert);
+    let key = v.optional(&TLS_KEY, key);
+    let mut file = |setting: &Setting, path: String| {
         if std::path::Path::new(&path).is_file() {
             Some(PathBuf::from(path))
         } else {
-            v.error(k, path, "a readable PEM file");
+            v.error(setting, path, "a readable PEM file");
             None
         }
     };
     match (cert, key) {
         (None, None) => None,
         (Some(cert), Some(key)) => {
-            let cert = file(cert_key, cert);
-            let key = file(key_key, key);
+            let cert = file(&TLS_CERT, cert);
+            let key = file(&TLS_KEY, key);
             Some(TlsPaths { cert: cert?, key: key? })
         }
         (Some(_), None) => {
-            v.error(key_key, "", "set together with TLS_CERT");
+            v.error(&TLS_KEY, "", "set together with TLS_CERT");
             None
         }
         (None, Some(_)) => {
-            v.error(cert_key, "", "set together with TLS_KEY");
+            v.error(&TLS_CERT, "", "set together with TLS_KEY");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every declaration of cpu-server, for the checks below.
+    fn all() -> Vec<&'static Setting> {
+        [
+            SETTINGS,
+            rooms::SETTINGS,
+            connections::SETTINGS,
+            orbs::SETTINGS,
+            admin::SETTINGS,
+            logs::SETTINGS,
+            security::SETTINGS,
+            turn::SETTINGS,
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn every_default_passes_its_own_rule() {
+        let dotenv = DotEnv::default();
+        for node_env in ["development", "production"] {
+            let args = ServerArgs {
+                node_env: Some(node_env.into()),
+                security: SecurityArgs {
+                    allow_anonymous: Some("true".into()),
+                    ..SecurityArgs::default()
+                },
+                ..ServerArgs::default()
+            };
+            if let Err(errors) = args.validate(&dotenv, true) {
+                panic!("defaults ({node_env}): {errors}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_setting_is_in_the_readme_with_its_default() {
+        let readme = include_str!("../../../README.md");
+        let problems = shared::settings::undocumented(&all(), readme);
+        assert!(problems.is_empty(), "README.md, Settings: {problems:#?}");
+    }
+
+    #[test]
+    fn the_protocol_settings_are_in_protocol_md_section_4_with_their_defaults() {
+        let protocol = include_str!("../../../docs/protocol.md");
+        let section = protocol
+            .split("\n## 4.")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## 5.").next())
+            .expect("docs/protocol.md has a §4");
+        let problems = shared::settings::undocumented(orbs::PROTOCOL, section);
+        assert!(problems.is_empty(), "docs/protocol.md §4: {problems:#?}");
     }
 }

@@ -4,73 +4,196 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
-use shared::settings::{Key, Validator};
+use shared::settings::{Key, Rule, Setting, Validator};
 
 /// Production fallback for `GPU_SERVER_PATH` (the old system's).
 pub const PRODUCTION_GPU_SERVER_PATH: &str = "/var/www/hybrid-coach-gpu";
 /// Production default for `ORB_LOG_DIR`.
 pub const PRODUCTION_ORB_LOG_DIR: &str = "/var/log/hybrid-coach-gpu";
 
+const GPU_SERVER_PATH: Setting = Setting::documented(
+    Key::new("GPU_SERVER_PATH", "gpu-server-path"),
+    "Directory the orb program runs in (and is found in). Default: the directory of the cpu-server binary in development, /var/www/hybrid-coach-gpu in production",
+);
+const ORB_COMMAND: Setting = Setting::documented(
+    Key::new("ORB_COMMAND", "orb-command"),
+    "Orb program and leading arguments, split like a shell (e.g. \"node aiorb.js\"). Default: GPU_SERVER_PATH/gpu-orb",
+);
+const MAX_CONCURRENT_ORBS: Setting = Setting::new(
+    Key::new("MAX_CONCURRENT_ORBS", "max-concurrent-orbs"),
+    "8",
+    "Most orb processes alive at once",
+);
+const ORB_HEALTH_CHECK_INTERVAL: Setting = Setting::new(
+    Key::new("ORB_HEALTH_CHECK_INTERVAL", "orb-health-check-interval"),
+    "30000",
+    "Heartbeat period of orbs, ms",
+);
+const ORB_UNRESPONSIVE_TIMEOUT: Setting = Setting::derived(
+    Key::new("ORB_UNRESPONSIVE_TIMEOUT", "orb-unresponsive-timeout"),
+    "3 × interval",
+    "Silence on IPC and WebSocket after which an orb is unresponsive, ms",
+);
+const ORB_READY_TIMEOUT: Setting = Setting::new(
+    Key::new("ORB_READY_TIMEOUT", "orb-ready-timeout"),
+    "30000",
+    "Time a new orb has to send orb_ready, ms",
+);
+const ORB_TEST_MODE: Setting = Setting::documented(
+    Key::new("ORB_TEST_MODE", "orb-test-mode"),
+    "Run orbs in test mode (no external AI). Unset: test mode when no OPENAI_API_KEY is set outside production",
+);
+const MAX_ORB_LIFETIME: Setting = Setting::new(
+    Key::new("MAX_ORB_LIFETIME", "max-orb-lifetime"),
+    "7200000",
+    "Longest life of one orb, ms; 0 = no limit",
+);
+const IDLE_TIMEOUT: Setting = Setting::new(
+    Key::new("IDLE_TIMEOUT", "idle-timeout"),
+    "300000",
+    "Stop an orb after this long with no human in its room, ms; 0 = never",
+);
+const ORB_SPAWN_ON: Setting = Setting::new(
+    Key::new("ORB_SPAWN_ON", "orb-spawn-on"),
+    "coach",
+    "Who starts a room's orb: coach, any (first human) or manual",
+);
+const ORB_ENV_PASSTHROUGH: Setting = Setting::documented(
+    Key::new("ORB_ENV_PASSTHROUGH", "orb-env-passthrough"),
+    "More environment names passed to orbs, comma-separated; PREFIX_* for prefixes",
+);
+const ORB_LOG_DIR: Setting = Setting::documented(
+    Key::new("ORB_LOG_DIR", "orb-log-dir"),
+    "Directory of the per-orb logs orb-<room>.log. Default: ./logs in development, /var/log/hybrid-coach-gpu in production",
+);
+const ORB_MAX_RESTARTS: Setting = Setting::new(
+    Key::new("ORB_MAX_RESTARTS", "orb-max-restarts"),
+    "5",
+    "Restarts allowed within ORB_RESTART_WINDOW before the orb is parked",
+);
+const ORB_RESTART_WINDOW: Setting = Setting::new(
+    Key::new("ORB_RESTART_WINDOW", "orb-restart-window"),
+    "300000",
+    "Window of the crash-loop limit, ms",
+);
+const ORB_MEMORY_LIMIT_MB: Setting = Setting::derived(
+    Key::new("ORB_MEMORY_LIMIT_MB", "orb-memory-limit-mb"),
+    "no limit",
+    "Kill an orb whose process tree uses more resident memory than this, MB",
+);
+const ROOM_EMPTY_GRACE: Setting = Setting::new(
+    Key::new("ROOM_EMPTY_GRACE", "room-empty-grace"),
+    "60000",
+    "Stop a room's orb this long after the last human left, ms",
+);
+const ORB_STOP_GRACE: Setting = Setting::new(
+    Key::new("ORB_STOP_GRACE", "orb-stop-grace"),
+    "10000",
+    "Time between shutdown_graceful and SIGTERM to the orb's group, ms",
+);
+const ORB_KILL_GRACE: Setting = Setting::new(
+    Key::new("ORB_KILL_GRACE", "orb-kill-grace"),
+    "5000",
+    "Time between SIGTERM and SIGKILL to the orb's group, ms",
+);
+
+/// This area's declarations (for the documentation checks).
+#[cfg(test)]
+pub(super) const SETTINGS: &[&Setting] = &[
+    &GPU_SERVER_PATH,
+    &ORB_COMMAND,
+    &MAX_CONCURRENT_ORBS,
+    &ORB_HEALTH_CHECK_INTERVAL,
+    &ORB_UNRESPONSIVE_TIMEOUT,
+    &ORB_READY_TIMEOUT,
+    &ORB_TEST_MODE,
+    &MAX_ORB_LIFETIME,
+    &IDLE_TIMEOUT,
+    &ORB_SPAWN_ON,
+    &ORB_ENV_PASSTHROUGH,
+    &ORB_LOG_DIR,
+    &ORB_MAX_RESTARTS,
+    &ORB_RESTART_WINDOW,
+    &ORB_MEMORY_LIMIT_MB,
+    &ROOM_EMPTY_GRACE,
+    &ORB_STOP_GRACE,
+    &ORB_KILL_GRACE,
+];
+
+/// The ones docs/protocol.md §4 describes.
+#[cfg(test)]
+pub(super) const PROTOCOL: &[&Setting] = &[
+    &ORB_HEALTH_CHECK_INTERVAL,
+    &ORB_UNRESPONSIVE_TIMEOUT,
+    &ORB_READY_TIMEOUT,
+    &IDLE_TIMEOUT,
+    &ROOM_EMPTY_GRACE,
+    &MAX_ORB_LIFETIME,
+    &ORB_STOP_GRACE,
+    &ORB_KILL_GRACE,
+    &ORB_MAX_RESTARTS,
+    &ORB_RESTART_WINDOW,
+    &ORB_MEMORY_LIMIT_MB,
+    &MAX_CONCURRENT_ORBS,
+    &ORB_SPAWN_ON,
+];
+
 /// Raw orb flags; every one also readable from its environment variable.
 #[derive(Debug, Clone, Default, Args)]
 pub struct OrbArgs {
-    /// Directory the orb program runs in (and is found in). Default: the directory of the
-    /// cpu-server binary in development, /var/www/hybrid-coach-gpu in production.
-    #[arg(long, env = "GPU_SERVER_PATH")]
+    /// `GPU_SERVER_PATH`.
+    #[arg(long = GPU_SERVER_PATH.long(), env = GPU_SERVER_PATH.env(), help = GPU_SERVER_PATH.help())]
     pub gpu_server_path: Option<String>,
-    /// Orb program and leading arguments, split like a shell (e.g. "node aiorb.js").
-    /// Default: GPU_SERVER_PATH/gpu-orb.
-    #[arg(long, env = "ORB_COMMAND")]
+    /// `ORB_COMMAND`.
+    #[arg(long = ORB_COMMAND.long(), env = ORB_COMMAND.env(), help = ORB_COMMAND.help())]
     pub orb_command: Option<String>,
-    /// Most orb processes alive at once [default: 8].
-    #[arg(long, env = "MAX_CONCURRENT_ORBS")]
+    /// `MAX_CONCURRENT_ORBS`.
+    #[arg(long = MAX_CONCURRENT_ORBS.long(), env = MAX_CONCURRENT_ORBS.env(), help = MAX_CONCURRENT_ORBS.help())]
     pub max_concurrent_orbs: Option<String>,
-    /// Heartbeat period of orbs, ms [default: 30000].
-    #[arg(long, env = "ORB_HEALTH_CHECK_INTERVAL")]
+    /// `ORB_HEALTH_CHECK_INTERVAL`.
+    #[arg(long = ORB_HEALTH_CHECK_INTERVAL.long(), env = ORB_HEALTH_CHECK_INTERVAL.env(), help = ORB_HEALTH_CHECK_INTERVAL.help())]
     pub orb_health_check_interval: Option<String>,
-    /// Silence on IPC and WebSocket after which an orb is unresponsive, ms [default: 3 × interval].
-    #[arg(long, env = "ORB_UNRESPONSIVE_TIMEOUT")]
+    /// `ORB_UNRESPONSIVE_TIMEOUT`.
+    #[arg(long = ORB_UNRESPONSIVE_TIMEOUT.long(), env = ORB_UNRESPONSIVE_TIMEOUT.env(), help = ORB_UNRESPONSIVE_TIMEOUT.help())]
     pub orb_unresponsive_timeout: Option<String>,
-    /// Time a new orb has to send orb_ready, ms [default: 30000].
-    #[arg(long, env = "ORB_READY_TIMEOUT")]
+    /// `ORB_READY_TIMEOUT`.
+    #[arg(long = ORB_READY_TIMEOUT.long(), env = ORB_READY_TIMEOUT.env(), help = ORB_READY_TIMEOUT.help())]
     pub orb_ready_timeout: Option<String>,
-    /// Run orbs in test mode (no external AI). Unset: test mode when no OPENAI_API_KEY
-    /// is set outside production.
-    #[arg(long, env = "ORB_TEST_MODE")]
+    /// `ORB_TEST_MODE`.
+    #[arg(long = ORB_TEST_MODE.long(), env = ORB_TEST_MODE.env(), help = ORB_TEST_MODE.help())]
     pub orb_test_mode: Option<String>,
-    /// Longest life of one orb, ms; 0 = no limit [default: 7200000].
-    #[arg(long, env = "MAX_ORB_LIFETIME")]
+    /// `MAX_ORB_LIFETIME`.
+    #[arg(long = MAX_ORB_LIFETIME.long(), env = MAX_ORB_LIFETIME.env(), help = MAX_ORB_LIFETIME.help())]
     pub max_orb_lifetime: Option<String>,
-    /// Stop an orb after this long with no human in its room, ms; 0 = never [default: 300000].
-    #[arg(long, env = "IDLE_TIMEOUT")]
+    /// `IDLE_TIMEOUT`.
+    #[arg(long = IDLE_TIMEOUT.long(), env = IDLE_TIMEOUT.env(), help = IDLE_TIMEOUT.help())]
     pub idle_timeout: Option<String>,
-    /// Who starts a room's orb: coach, any (first human) or manual [default: coach].
-    #[arg(long, env = "ORB_SPAWN_ON")]
+    /// `ORB_SPAWN_ON`.
+    #[arg(long = ORB_SPAWN_ON.long(), env = ORB_SPAWN_ON.env(), help = ORB_SPAWN_ON.help())]
     pub orb_spawn_on: Option<String>,
-    /// More environment names passed to orbs, comma-separated; PREFIX_* for prefixes.
-    #[arg(long, env = "ORB_ENV_PASSTHROUGH")]
+    /// `ORB_ENV_PASSTHROUGH`.
+    #[arg(long = ORB_ENV_PASSTHROUGH.long(), env = ORB_ENV_PASSTHROUGH.env(), help = ORB_ENV_PASSTHROUGH.help())]
     pub orb_env_passthrough: Option<String>,
-    /// Directory of the per-orb logs orb-<room>.log. Default: ./logs in development,
-    /// /var/log/hybrid-coach-gpu in production.
-    #[arg(long, env = "ORB_LOG_DIR")]
+    /// `ORB_LOG_DIR`.
+    #[arg(long = ORB_LOG_DIR.long(), env = ORB_LOG_DIR.env(), help = ORB_LOG_DIR.help())]
     pub orb_log_dir: Option<String>,
-    /// Restarts allowed within ORB_RESTART_WINDOW before the orb is parked [default: 5].
-    #[arg(long, env = "ORB_MAX_RESTARTS")]
+    /// `ORB_MAX_RESTARTS`.
+    #[arg(long = ORB_MAX_RESTARTS.long(), env = ORB_MAX_RESTARTS.env(), help = ORB_MAX_RESTARTS.help())]
     pub orb_max_restarts: Option<String>,
-    /// Window of the crash-loop limit, ms [default: 300000].
-    #[arg(long, env = "ORB_RESTART_WINDOW")]
+    /// `ORB_RESTART_WINDOW`.
+    #[arg(long = ORB_RESTART_WINDOW.long(), env = ORB_RESTART_WINDOW.env(), help = ORB_RESTART_WINDOW.help())]
     pub orb_restart_window: Option<String>,
-    /// Kill an orb whose process tree uses more resident memory than this, MB [default: no limit].
-    #[arg(long, env = "ORB_MEMORY_LIMIT_MB")]
+    /// `ORB_MEMORY_LIMIT_MB`.
+    #[arg(long = ORB_MEMORY_LIMIT_MB.long(), env = ORB_MEMORY_LIMIT_MB.env(), help = ORB_MEMORY_LIMIT_MB.help())]
     pub orb_memory_limit_mb: Option<String>,
-    /// Stop a room's orb this long after the last human left, ms [default: 60000].
-    #[arg(long, env = "ROOM_EMPTY_GRACE")]
+    /// `ROOM_EMPTY_GRACE`.
+    #[arg(long = ROOM_EMPTY_GRACE.long(), env = ROOM_EMPTY_GRACE.env(), help = ROOM_EMPTY_GRACE.help())]
     pub room_empty_grace: Option<String>,
-    /// Time between shutdown_graceful and SIGTERM to the orb's group, ms [default: 10000].
-    #[arg(long, env = "ORB_STOP_GRACE")]
+    /// `ORB_STOP_GRACE`.
+    #[arg(long = ORB_STOP_GRACE.long(), env = ORB_STOP_GRACE.env(), help = ORB_STOP_GRACE.help())]
     pub orb_stop_grace: Option<String>,
-    /// Time between SIGTERM and SIGKILL to the orb's group, ms [default: 5000].
-    #[arg(long, env = "ORB_KILL_GRACE")]
+    /// `ORB_KILL_GRACE`.
+    #[arg(long = ORB_KILL_GRACE.long(), env = ORB_KILL_GRACE.env(), help = ORB_KILL_GRACE.help())]
     pub orb_kill_grace: Option<String>,
 }
 
@@ -144,77 +267,46 @@ impl OrbArgs {
     /// `production` selects the production defaults; `has_ai_key` tells whether
     /// `OPENAI_API_KEY` is set (for the test-mode default).
     pub fn validate(self, v: &mut Validator<'_>, production: bool, has_ai_key: bool) -> OrbSettings {
-        let path_key = Key::new("GPU_SERVER_PATH", "gpu-server-path");
-        let gpu_server_path = match v.optional(path_key, self.gpu_server_path) {
+        let gpu_server_path = match v.optional(&GPU_SERVER_PATH, self.gpu_server_path) {
             Some(path) => PathBuf::from(path),
             None if production => PathBuf::from(PRODUCTION_GPU_SERVER_PATH),
             None => exe_dir(),
         };
-        let command_key = Key::new("ORB_COMMAND", "orb-command");
         let orb_command = v
-            .optional(command_key, self.orb_command)
+            .optional(&ORB_COMMAND, self.orb_command)
             .and_then(|raw| match split_command(&raw) {
                 Ok(words) if !words.is_empty() => Some(words),
                 Ok(_) => {
                     v.error(
-                        command_key,
+                        &ORB_COMMAND,
                         raw,
                         "a program and its leading arguments, e.g. \"node aiorb.js\"",
                     );
                     None
                 }
                 Err(reason) => {
-                    v.error(command_key, raw, format!("a shell-like command line ({reason})"));
+                    v.error(&ORB_COMMAND, raw, format!("a shell-like command line ({reason})"));
                     None
                 }
             });
-        let max_concurrent = v.number(
-            Key::new("MAX_CONCURRENT_ORBS", "max-concurrent-orbs"),
-            self.max_concurrent_orbs,
-            8,
-            1,
-            10_000,
-        ) as usize;
-        let health_check_interval = v.millis(
-            Key::new("ORB_HEALTH_CHECK_INTERVAL", "orb-health-check-interval"),
-            self.orb_health_check_interval,
-            30_000,
-            50,
-        );
-        let default_unresponsive = (health_check_interval * 3).as_millis() as u64;
-        let unresponsive_timeout = v.millis(
-            Key::new("ORB_UNRESPONSIVE_TIMEOUT", "orb-unresponsive-timeout"),
-            self.orb_unresponsive_timeout,
-            default_unresponsive,
-            100,
-        );
-        let ready_timeout = v.millis(
-            Key::new("ORB_READY_TIMEOUT", "orb-ready-timeout"),
-            self.orb_ready_timeout,
-            30_000,
-            100,
-        );
-        let test_key = Key::new("ORB_TEST_MODE", "orb-test-mode");
-        let test_mode = match v.optional(test_key, self.orb_test_mode.clone()) {
-            Some(_) => v.boolean(test_key, self.orb_test_mode, false),
-            None => !production && !has_ai_key,
-        };
-        let max_lifetime = v.millis_or_off(
-            Key::new("MAX_ORB_LIFETIME", "max-orb-lifetime"),
-            self.max_orb_lifetime,
-            7_200_000,
-            1000,
-        );
-        let idle_timeout = v.millis_or_off(
-            Key::new("IDLE_TIMEOUT", "idle-timeout"),
-            self.idle_timeout,
-            300_000,
-            100,
-        );
+        let max_concurrent = v.number(&MAX_CONCURRENT_ORBS, self.max_concurrent_orbs, 1, 10_000) as usize;
+        let health_check_interval = v.millis(&ORB_HEALTH_CHECK_INTERVAL, self.orb_health_check_interval, 50);
+        let unresponsive_timeout = v
+            .opt(
+                &ORB_UNRESPONSIVE_TIMEOUT,
+                self.orb_unresponsive_timeout,
+                Rule::millis(100),
+            )
+            .unwrap_or(health_check_interval * 3);
+        let ready_timeout = v.millis(&ORB_READY_TIMEOUT, self.orb_ready_timeout, 100);
+        let test_mode = v
+            .opt(&ORB_TEST_MODE, self.orb_test_mode, Rule::boolean())
+            .unwrap_or(!production && !has_ai_key);
+        let max_lifetime = v.millis_or_off(&MAX_ORB_LIFETIME, self.max_orb_lifetime, 1000);
+        let idle_timeout = v.millis_or_off(&IDLE_TIMEOUT, self.idle_timeout, 100);
         let spawn_on = v.parse(
-            Key::new("ORB_SPAWN_ON", "orb-spawn-on"),
+            &ORB_SPAWN_ON,
             self.orb_spawn_on,
-            SpawnOn::Coach,
             "coach, any or manual",
             |raw| match raw.to_ascii_lowercase().as_str() {
                 "coach" => Ok(SpawnOn::Coach),
@@ -224,10 +316,7 @@ impl OrbArgs {
             },
         );
         let env_passthrough = v
-            .optional(
-                Key::new("ORB_ENV_PASSTHROUGH", "orb-env-passthrough"),
-                self.orb_env_passthrough,
-            )
+            .optional(&ORB_ENV_PASSTHROUGH, self.orb_env_passthrough)
             .map(|raw| {
                 raw.split(',')
                     .map(str::trim)
@@ -236,57 +325,19 @@ impl OrbArgs {
                     .collect()
             })
             .unwrap_or_default();
-        let log_dir = match v.optional(Key::new("ORB_LOG_DIR", "orb-log-dir"), self.orb_log_dir) {
+        let log_dir = match v.optional(&ORB_LOG_DIR, self.orb_log_dir) {
             Some(dir) => PathBuf::from(dir),
             None if production => PathBuf::from(PRODUCTION_ORB_LOG_DIR),
             None => PathBuf::from("logs"),
         };
-        let max_restarts = v.number(
-            Key::new("ORB_MAX_RESTARTS", "orb-max-restarts"),
-            self.orb_max_restarts,
-            5,
-            0,
-            1000,
-        ) as u32;
-        let restart_window = v.millis(
-            Key::new("ORB_RESTART_WINDOW", "orb-restart-window"),
-            self.orb_restart_window,
-            300_000,
-            1000,
-        );
+        let max_restarts = v.number(&ORB_MAX_RESTARTS, self.orb_max_restarts, 0, 1000) as u32;
+        let restart_window = v.millis(&ORB_RESTART_WINDOW, self.orb_restart_window, 1000);
         let memory_limit_bytes = v
-            .optional(
-                Key::new("ORB_MEMORY_LIMIT_MB", "orb-memory-limit-mb"),
-                self.orb_memory_limit_mb.clone(),
-            )
-            .map(|_| {
-                v.number(
-                    Key::new("ORB_MEMORY_LIMIT_MB", "orb-memory-limit-mb"),
-                    self.orb_memory_limit_mb,
-                    0,
-                    1,
-                    1 << 20,
-                ) * 1024
-                    * 1024
-            });
-        let room_empty_grace = v.millis(
-            Key::new("ROOM_EMPTY_GRACE", "room-empty-grace"),
-            self.room_empty_grace,
-            60_000,
-            0,
-        );
-        let stop_grace = v.millis(
-            Key::new("ORB_STOP_GRACE", "orb-stop-grace"),
-            self.orb_stop_grace,
-            10_000,
-            0,
-        );
-        let kill_grace = v.millis(
-            Key::new("ORB_KILL_GRACE", "orb-kill-grace"),
-            self.orb_kill_grace,
-            5_000,
-            0,
-        );
+            .opt(&ORB_MEMORY_LIMIT_MB, self.orb_memory_limit_mb, Rule::number(1, 1 << 20))
+            .map(|mb| mb * 1024 * 1024);
+        let room_empty_grace = v.millis(&ROOM_EMPTY_GRACE, self.room_empty_grace, 0);
+        let stop_grace = v.millis(&ORB_STOP_GRACE, self.orb_stop_grace, 0);
+        let kill_grace = v.millis(&ORB_KILL_GRACE, self.orb_kill_grace, 0);
         OrbSettings {
             gpu_server_path,
             orb_command,

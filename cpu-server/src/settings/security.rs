@@ -1,18 +1,20 @@
 //! Settings of client authentication and orb isolation.
 //!
-//! | variable | default | protects |
-//! |---|---|---|
-//! | `ORB_AUTH` | `true` | AI joins need the room's orb token |
-//! | `JWT_SECRET` | unset (required in production unless `ALLOW_ANONYMOUS=true`) | human joins need an HS256 JWT |
-//! | `ALLOW_ANONYMOUS` | `false` | lets production run without `JWT_SECRET` |
-//! | `ALLOWED_ORIGINS` | unset (any) | browsers from other sites cannot open room sockets |
-//! | `ORB_USER` / `ORB_GROUP` | unset | orbs run as that user/group when the server may switch (root, or `CAP_SETUID`, `CAP_SETGID` and `CAP_KILL` effective) |
-//! | `ORB_NOFILE` / `ORB_NPROC` | unset | rlimits of each orb process |
+//! What each setting protects (the declarations below give their defaults):
+//!
+//! | variable | protects |
+//! |---|---|
+//! | `ORB_AUTH` | AI joins need the room's orb token |
+//! | `JWT_SECRET` | human joins need an HS256 JWT |
+//! | `ALLOW_ANONYMOUS` | lets production run without `JWT_SECRET` |
+//! | `ALLOWED_ORIGINS` | browsers from other sites cannot open room sockets |
+//! | `ORB_USER` / `ORB_GROUP` | orbs run as that user/group when the server may switch (root, or `CAP_SETUID`, `CAP_SETGID` and `CAP_KILL` effective) |
+//! | `ORB_NOFILE` / `ORB_NPROC` | rlimits of each orb process |
 
 use clap::Args;
 use nix::unistd::{Group, User};
 use shared::secret::Secret;
-use shared::settings::{Key, Validator};
+use shared::settings::{Key, Rule, Setting, Validator};
 
 /// Who the orb runs as and what it may use (`ORB_USER`, `ORB_GROUP`, `ORB_NOFILE`, `ORB_NPROC`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -35,36 +37,87 @@ pub fn normalize_origin(origin: &str) -> String {
 /// Shortest `JWT_SECRET` accepted, in bytes (HS256 wants a 256-bit key).
 pub const MIN_JWT_SECRET_LEN: usize = 32;
 
+const ORB_AUTH: Setting = Setting::new(
+    Key::new("ORB_AUTH", "orb-auth"),
+    "true",
+    "Require the room's orb token for AI joins; false accepts legacy orbs that cannot send one",
+);
+const JWT_SECRET: Setting = Setting::derived(
+    Key::new("JWT_SECRET", "jwt-secret"),
+    "unset, required when NODE_ENV=production unless ALLOW_ANONYMOUS=true",
+    "HS256 secret of client JWTs; when set, every room socket upgrade needs a token",
+);
+const ALLOW_ANONYMOUS: Setting = Setting::new(
+    Key::new("ALLOW_ANONYMOUS", "allow-anonymous"),
+    "false",
+    "Run in production without JWT_SECRET (no client authentication)",
+);
+const ALLOWED_ORIGINS: Setting = Setting::derived(
+    Key::new("ALLOWED_ORIGINS", "allowed-origins"),
+    "any",
+    "Origins allowed to open room sockets, comma-separated (e.g. https://app.example.com)",
+);
+const ORB_USER: Setting = Setting::derived(
+    Key::new("ORB_USER", "orb-user"),
+    "the server's user",
+    "User orbs run as (dedicated to this server's orbs), when cpu-server is root or has CAP_SETUID, \
+     CAP_SETGID and CAP_KILL",
+);
+const ORB_GROUP: Setting = Setting::derived(
+    Key::new("ORB_GROUP", "orb-group"),
+    "ORB_USER's primary group",
+    "Group orbs run as, when ORB_USER applies",
+);
+const ORB_NOFILE: Setting = Setting::derived(
+    Key::new("ORB_NOFILE", "orb-nofile"),
+    "inherited",
+    "RLIMIT_NOFILE of each orb process",
+);
+const ORB_NPROC: Setting = Setting::derived(
+    Key::new("ORB_NPROC", "orb-nproc"),
+    "inherited",
+    "RLIMIT_NPROC of each orb process (counts every process of its user)",
+);
+
+/// This area's declarations (for the documentation checks).
+#[cfg(test)]
+pub(super) const SETTINGS: &[&Setting] = &[
+    &ORB_AUTH,
+    &JWT_SECRET,
+    &ALLOW_ANONYMOUS,
+    &ALLOWED_ORIGINS,
+    &ORB_USER,
+    &ORB_GROUP,
+    &ORB_NOFILE,
+    &ORB_NPROC,
+];
+
 /// Raw flags of this area (each also readable from its environment variable).
 #[derive(Clone, Default, Args)]
 pub struct SecurityArgs {
-    /// Require the room's orb token for AI joins; false accepts legacy orbs
-    /// that cannot send one [default: true].
-    #[arg(long, env = "ORB_AUTH")]
+    /// `ORB_AUTH`.
+    #[arg(long = ORB_AUTH.long(), env = ORB_AUTH.env(), help = ORB_AUTH.help())]
     pub orb_auth: Option<String>,
-    /// HS256 secret of client JWTs; when set, every room socket upgrade needs a
-    /// token [default: unset, required when NODE_ENV=production unless ALLOW_ANONYMOUS=true].
-    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    /// `JWT_SECRET`.
+    #[arg(long = JWT_SECRET.long(), env = JWT_SECRET.env(), help = JWT_SECRET.help(), hide_env_values = true)]
     pub jwt_secret: Option<String>,
-    /// Run in production without JWT_SECRET (no client authentication) [default: false].
-    #[arg(long, env = "ALLOW_ANONYMOUS")]
+    /// `ALLOW_ANONYMOUS`.
+    #[arg(long = ALLOW_ANONYMOUS.long(), env = ALLOW_ANONYMOUS.env(), help = ALLOW_ANONYMOUS.help())]
     pub allow_anonymous: Option<String>,
-    /// Origins allowed to open room sockets, comma-separated (e.g.
-    /// https://app.example.com) [default: any].
-    #[arg(long, env = "ALLOWED_ORIGINS")]
+    /// `ALLOWED_ORIGINS`.
+    #[arg(long = ALLOWED_ORIGINS.long(), env = ALLOWED_ORIGINS.env(), help = ALLOWED_ORIGINS.help())]
     pub allowed_origins: Option<String>,
-    /// User orbs run as (dedicated to this server's orbs), when cpu-server is root or
-    /// has CAP_SETUID, CAP_SETGID and CAP_KILL [default: the server's user].
-    #[arg(long, env = "ORB_USER")]
+    /// `ORB_USER`.
+    #[arg(long = ORB_USER.long(), env = ORB_USER.env(), help = ORB_USER.help())]
     pub orb_user: Option<String>,
-    /// Group orbs run as, when ORB_USER applies [default: ORB_USER's primary group].
-    #[arg(long, env = "ORB_GROUP")]
+    /// `ORB_GROUP`.
+    #[arg(long = ORB_GROUP.long(), env = ORB_GROUP.env(), help = ORB_GROUP.help())]
     pub orb_group: Option<String>,
-    /// RLIMIT_NOFILE of each orb process [default: inherited].
-    #[arg(long, env = "ORB_NOFILE")]
+    /// `ORB_NOFILE`.
+    #[arg(long = ORB_NOFILE.long(), env = ORB_NOFILE.env(), help = ORB_NOFILE.help())]
     pub orb_nofile: Option<String>,
-    /// RLIMIT_NPROC of each orb process (counts every process of its user) [default: inherited].
-    #[arg(long, env = "ORB_NPROC")]
+    /// `ORB_NPROC`.
+    #[arg(long = ORB_NPROC.long(), env = ORB_NPROC.env(), help = ORB_NPROC.help())]
     pub orb_nproc: Option<String>,
 }
 
@@ -105,17 +158,11 @@ pub struct SecuritySettings {
 }
 
 impl Default for SecuritySettings {
+    /// The development defaults.
     fn default() -> Self {
-        Self {
-            orb_auth: true,
-            jwt_secret: None,
-            allow_anonymous: false,
-            allowed_origins: Vec::new(),
-            orb_user: None,
-            orb_group: None,
-            orb_nofile: None,
-            orb_nproc: None,
-        }
+        let dotenv = shared::settings::DotEnv::default();
+        let mut v = Validator::new(&dotenv);
+        SecurityArgs::default().validate(&mut v, false)
     }
 }
 
@@ -179,17 +226,12 @@ impl SecuritySettings {
 impl SecurityArgs {
     /// Validates into [`SecuritySettings`], recording every error in `v`.
     pub fn validate(self, v: &mut Validator<'_>, production: bool) -> SecuritySettings {
-        let orb_auth = v.boolean(Key::new("ORB_AUTH", "orb-auth"), self.orb_auth, true);
-        let allow_anonymous = v.boolean(
-            Key::new("ALLOW_ANONYMOUS", "allow-anonymous"),
-            self.allow_anonymous,
-            false,
-        );
-        let secret_key = Key::new("JWT_SECRET", "jwt-secret");
-        let jwt_secret = match v.optional(secret_key, self.jwt_secret) {
+        let orb_auth = v.boolean(&ORB_AUTH, self.orb_auth);
+        let allow_anonymous = v.boolean(&ALLOW_ANONYMOUS, self.allow_anonymous);
+        let jwt_secret = match v.optional(&JWT_SECRET, self.jwt_secret) {
             Some(secret) if secret.len() < MIN_JWT_SECRET_LEN => {
                 v.error(
-                    secret_key,
+                    &JWT_SECRET,
                     "<redacted>",
                     format!("at least {MIN_JWT_SECRET_LEN} bytes (an HS256 key of 256 bits)"),
                 );
@@ -198,7 +240,7 @@ impl SecurityArgs {
             Some(secret) => Some(Secret::new(secret)),
             None if production && !allow_anonymous => {
                 v.error(
-                    secret_key,
+                    &JWT_SECRET,
                     "",
                     "required when NODE_ENV=production (clients must authenticate); \
                      set ALLOW_ANONYMOUS=true to run without client authentication",
@@ -207,8 +249,7 @@ impl SecurityArgs {
             }
             None => None,
         };
-        let origins_key = Key::new("ALLOWED_ORIGINS", "allowed-origins");
-        let allowed_origins = match v.optional(origins_key, self.allowed_origins) {
+        let allowed_origins = match v.optional(&ALLOWED_ORIGINS, self.allowed_origins) {
             None => Vec::new(),
             Some(raw) => {
                 let origins: Vec<String> = raw
@@ -219,7 +260,7 @@ impl SecurityArgs {
                     .collect();
                 if origins.is_empty() || origins.iter().any(|o| !o.contains("://")) {
                     v.error(
-                        origins_key,
+                        &ALLOWED_ORIGINS,
                         raw,
                         "comma-separated origins with their scheme, e.g. https://app.example.com",
                     );
@@ -227,22 +268,20 @@ impl SecurityArgs {
                 origins
             }
         };
-        let user_key = Key::new("ORB_USER", "orb-user");
         let orb_user = v
-            .optional(user_key, self.orb_user)
+            .optional(&ORB_USER, self.orb_user)
             .and_then(|name| match User::from_name(&name) {
                 Ok(Some(user)) => Some((name, user.uid.as_raw(), user.gid.as_raw())),
                 _ => {
-                    v.error(user_key, name, "an existing user name (see /etc/passwd)");
+                    v.error(&ORB_USER, name, "an existing user name (see /etc/passwd)");
                     None
                 }
             });
-        let group_key = Key::new("ORB_GROUP", "orb-group");
-        let orb_group = match v.optional(group_key, self.orb_group) {
+        let orb_group = match v.optional(&ORB_GROUP, self.orb_group) {
             Some(name) => match Group::from_name(&name) {
                 Ok(Some(group)) => Some((name, group.gid.as_raw())),
                 _ => {
-                    v.error(group_key, name, "an existing group name (see /etc/group)");
+                    v.error(&ORB_GROUP, name, "an existing group name (see /etc/group)");
                     None
                 }
             },
@@ -250,8 +289,8 @@ impl SecurityArgs {
                 .as_ref()
                 .map(|(name, _, gid)| (format!("{name}'s group"), *gid)),
         };
-        let orb_nofile = limit(v, Key::new("ORB_NOFILE", "orb-nofile"), self.orb_nofile, 16);
-        let orb_nproc = limit(v, Key::new("ORB_NPROC", "orb-nproc"), self.orb_nproc, 1);
+        let orb_nofile = v.opt(&ORB_NOFILE, self.orb_nofile, Rule::number(16, 1 << 31));
+        let orb_nproc = v.opt(&ORB_NPROC, self.orb_nproc, Rule::number(1, 1 << 31));
         SecuritySettings {
             orb_auth,
             jwt_secret,
@@ -263,12 +302,6 @@ impl SecurityArgs {
             orb_nproc,
         }
     }
-}
-
-/// An optional rlimit value, at least `min`.
-fn limit(v: &mut Validator<'_>, key: Key, given: Option<String>, min: u64) -> Option<u64> {
-    v.optional(key, given.clone())
-        .map(|_| v.number(key, given, min, min, 1 << 31))
 }
 
 #[cfg(test)]

@@ -10,43 +10,81 @@ use std::time::Duration;
 
 use clap::Args;
 use shared::secret::Secret;
-use shared::settings::{Key, Validator};
+use shared::settings::{Key, Setting, Validator};
 
-const STUN_URLS: Key = Key::new("STUN_URLS", "stun-urls");
-const TURN_URLS: Key = Key::new("TURN_URLS", "turn-urls");
-const TURN_USERNAME: Key = Key::new("TURN_USERNAME", "turn-username");
-const TURN_PASSWORD: Key = Key::new("TURN_PASSWORD", "turn-password");
-const TURN_SHARED_SECRET: Key = Key::new("TURN_SHARED_SECRET", "turn-shared-secret");
-const TURN_TTL: Key = Key::new("TURN_TTL", "turn-ttl");
-
-/// Default lifetime of shared-secret credentials: one day.
-pub const DEFAULT_TURN_TTL_SECS: u64 = 86_400;
+const STUN_URLS: Setting = Setting::derived(
+    Key::new("STUN_URLS", "stun-urls"),
+    "none",
+    "Comma-separated STUN URLs handed to browsers, e.g. `stun:stun.example.com:3478`",
+);
+const TURN_URLS: Setting = Setting::derived(
+    Key::new("TURN_URLS", "turn-urls"),
+    "none",
+    "Comma-separated TURN URLs, e.g. `turn:turn.example.com:3478?transport=udp,turns:turn.example.com:5349`; \
+     needs TURN_SHARED_SECRET or TURN_USERNAME/TURN_PASSWORD",
+);
+const TURN_USERNAME: Setting = Setting::derived(
+    Key::new("TURN_USERNAME", "turn-username"),
+    "none",
+    "Static TURN username (prefer TURN_SHARED_SECRET)",
+);
+const TURN_PASSWORD: Setting = Setting::derived(
+    Key::new("TURN_PASSWORD", "turn-password"),
+    "none",
+    "Static TURN password, with TURN_USERNAME",
+);
+const TURN_SHARED_SECRET: Setting = Setting::derived(
+    Key::new("TURN_SHARED_SECRET", "turn-shared-secret"),
+    "none",
+    "Secret shared with coturn (`static-auth-secret` with `use-auth-secret`): the server hands out \
+     short-lived credentials `<expiry>:<userId>` / base64(HMAC-SHA1(secret, username))",
+);
+/// Lifetime of shared-secret credentials: one day unless set.
+const TURN_TTL: Setting = Setting::new(
+    Key::new("TURN_TTL", "turn-ttl"),
+    "86400",
+    "Lifetime of shared-secret credentials, seconds",
+);
 /// Longest accepted lifetime: 30 days.
 const MAX_TURN_TTL_SECS: u64 = 30 * 86_400;
+
+/// This area's declarations (for the documentation checks).
+#[cfg(test)]
+pub(super) const SETTINGS: &[&Setting] = &[
+    &STUN_URLS,
+    &TURN_URLS,
+    &TURN_USERNAME,
+    &TURN_PASSWORD,
+    &TURN_SHARED_SECRET,
+    &TURN_TTL,
+];
 
 /// Raw flags of this area (each also readable from its environment variable).
 /// Secret values are never echoed by `--help` nor by `Debug`.
 #[derive(Clone, Default, Args)]
 pub struct TurnArgs {
-    /// Comma-separated STUN URLs handed to browsers, e.g. `stun:stun.example.com:3478` [default: none].
-    #[arg(long, env = "STUN_URLS")]
+    /// `STUN_URLS`.
+    #[arg(long = STUN_URLS.long(), env = STUN_URLS.env(), help = STUN_URLS.help())]
     pub stun_urls: Option<String>,
-    /// Comma-separated TURN URLs, e.g. `turn:turn.example.com:3478?transport=udp,turns:turn.example.com:5349`;
-    /// needs TURN_SHARED_SECRET or TURN_USERNAME/TURN_PASSWORD [default: none].
-    #[arg(long, env = "TURN_URLS")]
+    /// `TURN_URLS`.
+    #[arg(long = TURN_URLS.long(), env = TURN_URLS.env(), help = TURN_URLS.help())]
     pub turn_urls: Option<String>,
-    /// Static TURN username (prefer TURN_SHARED_SECRET) [default: none].
-    #[arg(long, env = "TURN_USERNAME")]
+    /// `TURN_USERNAME`.
+    #[arg(long = TURN_USERNAME.long(), env = TURN_USERNAME.env(), help = TURN_USERNAME.help())]
     pub turn_username: Option<String>,
-    /// Static TURN password, with TURN_USERNAME [default: none].
-    #[arg(long, env = "TURN_PASSWORD", hide_env_values = true)]
+    /// `TURN_PASSWORD`.
+    #[arg(long = TURN_PASSWORD.long(), env = TURN_PASSWORD.env(), help = TURN_PASSWORD.help(), hide_env_values = true)]
     pub turn_password: Option<String>,
-    /// Secret shared with coturn (`static-auth-secret` with `use-auth-secret`): the server hands out
-    /// short-lived credentials `<expiry>:<userId>` / base64(HMAC-SHA1(secret, username)) [default: none].
-    #[arg(long, env = "TURN_SHARED_SECRET", hide_env_values = true)]
+    /// `TURN_SHARED_SECRET`.
+    #[arg(
+        long = TURN_SHARED_SECRET.long(),
+        env = TURN_SHARED_SECRET.env(),
+        help = TURN_SHARED_SECRET.help(),
+        hide_env_values = true
+    )]
     pub turn_shared_secret: Option<String>,
-    /// Lifetime of shared-secret credentials, seconds [default: 86400].
-    #[arg(long, env = "TURN_TTL")]
+    /// `TURN_TTL`.
+    #[arg(long = TURN_TTL.long(), env = TURN_TTL.env(), help = TURN_TTL.help())]
     pub turn_ttl: Option<String>,
 }
 
@@ -100,21 +138,21 @@ pub struct TurnSettings {
 impl TurnArgs {
     /// Validates into [`TurnSettings`], recording every error in `v`.
     pub fn validate(self, v: &mut Validator<'_>, _production: bool) -> TurnSettings {
-        let stun_urls = url_list(v, STUN_URLS, self.stun_urls, &["stun:", "stuns:"]);
-        let turn_urls = url_list(v, TURN_URLS, self.turn_urls, &["turn:", "turns:"]);
-        let username = v.optional(TURN_USERNAME, self.turn_username);
-        let password = v.optional(TURN_PASSWORD, self.turn_password);
-        let secret = v.optional(TURN_SHARED_SECRET, self.turn_shared_secret);
-        let ttl = v.number(TURN_TTL, self.turn_ttl, DEFAULT_TURN_TTL_SECS, 1, MAX_TURN_TTL_SECS);
+        let stun_urls = url_list(v, &STUN_URLS, self.stun_urls, &["stun:", "stuns:"]);
+        let turn_urls = url_list(v, &TURN_URLS, self.turn_urls, &["turn:", "turns:"]);
+        let username = v.optional(&TURN_USERNAME, self.turn_username);
+        let password = v.optional(&TURN_PASSWORD, self.turn_password);
+        let secret = v.optional(&TURN_SHARED_SECRET, self.turn_shared_secret);
+        let ttl = v.number(&TURN_TTL, self.turn_ttl, 1, MAX_TURN_TTL_SECS);
         let static_pair = match (username, password) {
             (Some(username), Some(password)) => Some((username, Secret::new(password))),
             (Some(_), None) => {
-                v.error(TURN_PASSWORD, "", "set together with TURN_USERNAME");
+                v.error(&TURN_PASSWORD, "", "set together with TURN_USERNAME");
                 None
             }
             (None, Some(_)) => {
                 // The value is a secret: never echo it.
-                v.error(TURN_USERNAME, "", "set together with TURN_PASSWORD");
+                v.error(&TURN_USERNAME, "", "set together with TURN_PASSWORD");
                 None
             }
             (None, None) => None,
@@ -122,7 +160,7 @@ impl TurnArgs {
         let credentials = match (secret, static_pair) {
             (Some(_), Some(_)) => {
                 v.error(
-                    TURN_SHARED_SECRET,
+                    &TURN_SHARED_SECRET,
                     "<redacted>",
                     "either TURN_SHARED_SECRET or TURN_USERNAME/TURN_PASSWORD, not both",
                 );
@@ -137,16 +175,16 @@ impl TurnArgs {
         };
         match (&credentials, turn_urls.is_empty()) {
             (TurnCredentials::None, false) => v.error(
-                TURN_URLS,
+                &TURN_URLS,
                 turn_urls.join(","),
                 "needs credentials: set TURN_SHARED_SECRET (preferred) or TURN_USERNAME and TURN_PASSWORD",
             ),
             (TurnCredentials::SharedSecret { .. }, true) => {
-                v.error(TURN_URLS, "", "set the TURN URLs that TURN_SHARED_SECRET is for");
+                v.error(&TURN_URLS, "", "set the TURN URLs that TURN_SHARED_SECRET is for");
             }
             (TurnCredentials::Static { .. }, true) => {
                 v.error(
-                    TURN_URLS,
+                    &TURN_URLS,
                     "",
                     "set the TURN URLs that TURN_USERNAME/TURN_PASSWORD are for",
                 );
@@ -162,8 +200,8 @@ impl TurnArgs {
 }
 
 /// A comma-separated list of URLs, each starting with one of `schemes`.
-fn url_list(v: &mut Validator<'_>, key: Key, given: Option<String>, schemes: &[&str]) -> Vec<String> {
-    let Some(raw) = v.optional(key, given) else {
+fn url_list(v: &mut Validator<'_>, setting: &Setting, given: Option<String>, schemes: &[&str]) -> Vec<String> {
+    let Some(raw) = v.optional(setting, given) else {
         return Vec::new();
     };
     let mut urls = Vec::new();
@@ -177,7 +215,7 @@ fn url_list(v: &mut Validator<'_>, key: Key, given: Option<String>, schemes: &[&
             urls.push(url.to_owned());
         } else {
             v.error(
-                key,
+                setting,
                 url,
                 format!("comma-separated URLs starting with {}", schemes.join(" or ")),
             );

@@ -7,33 +7,50 @@
 
 use std::net::IpAddr;
 
-use shared::settings::{Key, Validator};
+use shared::settings::{Key, Rule, Setting, Validator};
 
 use super::bind::{LocalAddr, local_addrs};
 
-const MEDIA: Key = Key::new("ORB_MEDIA", "media");
-const MEDIA_IP: Key = Key::new("ORB_MEDIA_IP", "media-ip");
-const MEDIA_PORTS: Key = Key::new("ORB_MEDIA_PORTS", "media-ports");
+const MEDIA: Setting = Setting::new(
+    Key::new("ORB_MEDIA", "media"),
+    "true",
+    "Answer the browsers' WebRTC offers (`false`: ignore them, the legacy behaviour)",
+);
+const MEDIA_IP: Setting = Setting::new(
+    Key::new("ORB_MEDIA_IP", "media-ip"),
+    "127.0.0.1",
+    "Where media UDP is bound: an IP address, an interface name (`eth1`) or a CIDR (`10.0.0.0/8`: \
+     the first local address inside it)",
+);
+const MEDIA_PORTS: Setting = Setting::derived(
+    Key::new("ORB_MEDIA_PORTS", "media-ports"),
+    "any free port",
+    "UDP ports for media, `FROM-TO` inclusive (e.g. `40000-40100`)",
+);
+
+/// The media declarations (for the documentation checks).
+#[cfg(test)]
+pub(crate) const SETTINGS: &[&Setting] = &[&MEDIA, &MEDIA_IP, &MEDIA_PORTS];
 
 /// The media flags, flattened into the orb's command line.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct MediaArgs {
-    /// Answer the browsers' WebRTC offers (`false`: ignore them, the legacy behaviour) [default: true].
+    /// `ORB_MEDIA`.
     #[arg(
-        long = "media",
-        env = "ORB_MEDIA",
+        long = MEDIA.long(),
+        env = MEDIA.env(),
+        help = MEDIA.help(),
         value_name = "BOOL",
         num_args = 0..=1,
         require_equals = true,
         default_missing_value = "true"
     )]
     pub media: Option<String>,
-    /// Where media UDP is bound: an IP address, an interface name (`eth1`) or a CIDR
-    /// (`10.0.0.0/8`: the first local address inside it) [default: 127.0.0.1].
-    #[arg(long = "media-ip", env = "ORB_MEDIA_IP", value_name = "IP|INTERFACE|CIDR")]
+    /// `ORB_MEDIA_IP`.
+    #[arg(long = MEDIA_IP.long(), env = MEDIA_IP.env(), help = MEDIA_IP.help(), value_name = "IP|INTERFACE|CIDR")]
     pub media_ip: Option<String>,
-    /// UDP ports for media, `FROM-TO` inclusive (e.g. `40000-40100`) [default: any free port].
-    #[arg(long = "media-ports", env = "ORB_MEDIA_PORTS", value_name = "FROM-TO")]
+    /// `ORB_MEDIA_PORTS`.
+    #[arg(long = MEDIA_PORTS.long(), env = MEDIA_PORTS.env(), help = MEDIA_PORTS.help(), value_name = "FROM-TO")]
     pub media_ports: Option<String>,
 }
 
@@ -49,12 +66,11 @@ pub struct MediaSettings {
 }
 
 impl Default for MediaSettings {
+    /// The declared defaults (`ORB_MEDIA`, `ORB_MEDIA_IP`, `ORB_MEDIA_PORTS` above).
     fn default() -> Self {
-        Self {
-            enabled: true,
-            ip: IpAddr::from([127, 0, 0, 1]),
-            ports: None,
-        }
+        let dotenv = shared::settings::DotEnv::default();
+        let mut v = Validator::new(&dotenv);
+        MediaArgs::default().resolve_with(&mut v, &[])
     }
 }
 
@@ -195,31 +211,31 @@ impl MediaArgs {
 
     /// Validates against `locals` (tests give their own).
     pub fn resolve_with(self, v: &mut Validator<'_>, locals: &[LocalAddr]) -> MediaSettings {
-        let defaults = MediaSettings::default();
-        let enabled = v.boolean(MEDIA, self.media, defaults.enabled);
-        let ip = match v.raw(MEDIA_IP, self.media_ip) {
-            None => defaults.ip,
+        let enabled = v.boolean(&MEDIA, self.media);
+        // The default is an address, taken as it is; a given value must name
+        // one of `locals`.
+        let default_ip = |v: &mut Validator<'_>| {
+            let rule = Rule::new("an IP address", |raw| raw.parse::<IpAddr>().map_err(|e| e.to_string()));
+            v.get(&MEDIA_IP, None, rule)
+        };
+        let ip = match v.raw(&MEDIA_IP, self.media_ip) {
+            None => default_ip(v),
             Some(raw) => match BindSpec::parse(&raw).map_err(String::from).and_then(|s| s.pick(locals)) {
                 Ok(ip) => ip,
                 Err(why) => {
-                    v.error(MEDIA_IP, raw, format!("{why}; e.g. 10.0.0.5, eth1 or 10.0.0.0/8"));
-                    defaults.ip
+                    v.error(&MEDIA_IP, raw, format!("{why}; e.g. 10.0.0.5, eth1 or 10.0.0.0/8"));
+                    default_ip(v)
                 }
             },
         };
-        let ports = v
-            .raw(MEDIA_PORTS, self.media_ports)
-            .and_then(|raw| match PortRange::parse(&raw) {
-                Some(range) => Some(range),
-                None => {
-                    v.error(
-                        MEDIA_PORTS,
-                        raw,
-                        "a UDP port range FROM-TO with 1 <= FROM <= TO <= 65535, e.g. 40000-40100",
-                    );
-                    None
-                }
-            });
+        let ports = v.opt(
+            &MEDIA_PORTS,
+            self.media_ports,
+            Rule::new(
+                "a UDP port range FROM-TO with 1 <= FROM <= TO <= 65535, e.g. 40000-40100",
+                |raw| PortRange::parse(raw).ok_or_else(String::new),
+            ),
+        );
         MediaSettings { enabled, ip, ports }
     }
 }
@@ -267,6 +283,10 @@ mod tests {
         let (settings, errors) = resolve(None, None, None);
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(settings, MediaSettings::default());
+        assert_eq!(
+            (settings.enabled, settings.ip, settings.ports),
+            (true, IpAddr::from([127, 0, 0, 1]), None)
+        );
         assert!(!resolve(Some("false"), None, None).0.enabled);
     }
 

@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use super::DotEnv;
+use super::{DotEnv, Setting};
 
 /// Exit code for a bad setting (`EX_USAGE` from sysexits.h).
 pub const EXIT_USAGE: i32 = 64;
@@ -83,8 +83,103 @@ impl SettingErrors {
     }
 }
 
+/// How a value is read: the accepted form (for the error) and the parser.
+///
+/// The same rule parses a given value and the setting's built-in default, so a
+/// default that its own rule refuses is caught by any test that validates
+/// with nothing given.
+pub struct Rule<T> {
+    expected: String,
+    parse: Box<Parser<T>>,
+}
+
+/// A rule's parser: the trimmed value, or why it is refused (maybe empty).
+type Parser<T> = dyn Fn(&str) -> Result<T, String>;
+
+impl<T> fmt::Debug for Rule<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rule")
+            .field("expected", &self.expected)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> Rule<T> {
+    /// `expected` describes the accepted form; `parse` gets the trimmed value
+    /// and returns why it is refused (or an empty reason).
+    pub fn new(expected: impl Into<String>, parse: impl Fn(&str) -> Result<T, String> + 'static) -> Self {
+        Self {
+            expected: expected.into(),
+            parse: Box::new(parse),
+        }
+    }
+}
+
+impl Rule<Duration> {
+    /// A duration in milliseconds, from `min_ms` to [`MAX_DURATION_MS`].
+    pub fn millis(min_ms: u64) -> Self {
+        let expected = format!("a whole number of milliseconds from {min_ms} to {MAX_DURATION_MS} (30 days)");
+        Self::new(expected, move |raw| {
+            parse_millis(raw, min_ms).map(Duration::from_millis)
+        })
+    }
+}
+
+impl Rule<Option<Duration>> {
+    /// A duration in milliseconds where `0` turns the limit off (`None`);
+    /// otherwise from `min_ms` to [`MAX_DURATION_MS`].
+    pub fn millis_or_off(min_ms: u64) -> Self {
+        let expected =
+            format!("0 (off) or a whole number of milliseconds from {min_ms} to {MAX_DURATION_MS} (30 days)");
+        Self::new(expected, move |raw| match raw {
+            "0" => Ok(None),
+            _ => parse_millis(raw, min_ms).map(|ms| Some(Duration::from_millis(ms))),
+        })
+    }
+}
+
+impl Rule<u64> {
+    /// A whole number within `min..=max`.
+    pub fn number(min: u64, max: u64) -> Self {
+        Self::new(format!("a whole number from {min} to {max}"), move |raw| {
+            let n: u64 = raw.parse().map_err(|_| String::new())?;
+            if (min..=max).contains(&n) {
+                Ok(n)
+            } else {
+                Err(format!("{n} is out of range"))
+            }
+        })
+    }
+}
+
+impl Rule<bool> {
+    /// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`).
+    pub fn boolean() -> Self {
+        Self::new("true or false", |raw| parse_bool(raw).ok_or_else(String::new))
+    }
+}
+
+impl Rule<SocketAddr> {
+    /// A `host:port` listen or connect address (names are resolved once).
+    pub fn socket_addr() -> Self {
+        Self::new("host:port, e.g. localhost:3000 or 0.0.0.0:3000", |raw| {
+            match raw.to_socket_addrs().map(|mut addrs| addrs.next()) {
+                Ok(Some(addr)) => Ok(addr),
+                _ => Err(String::new()),
+            }
+        })
+    }
+}
+
+impl Rule<String> {
+    /// Any text.
+    pub fn text() -> Self {
+        Self::new("text", |raw| Ok(raw.to_owned()))
+    }
+}
+
 /// Resolves raw values (flag or environment, as clap gave them) against the
-/// `.env` file and defaults, and collects every error.
+/// `.env` file and each setting's default, and collects every error.
 #[derive(Debug)]
 pub struct Validator<'a> {
     dotenv: &'a DotEnv,
@@ -106,107 +201,112 @@ impl<'a> Validator<'a> {
     }
 
     /// The raw value: flag or environment, else `.env`. Empty counts as unset.
-    pub fn raw(&self, key: Key, given: Option<String>) -> Option<String> {
-        given
-            .filter(|v| !v.is_empty())
-            .or_else(|| self.dotenv.get(key.env).filter(|v| !v.is_empty()).map(str::to_owned))
+    pub fn raw(&self, setting: &Setting, given: Option<String>) -> Option<String> {
+        given.filter(|v| !v.is_empty()).or_else(|| {
+            self.dotenv
+                .get(setting.env())
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        })
     }
 
-    /// Records an error found outside the typed helpers (e.g. a cross-field check).
-    pub fn error(&mut self, key: Key, value: impl Into<String>, expected: impl Into<String>) {
+    /// Records an error found outside the rules (e.g. a cross-field check).
+    pub fn error(&mut self, setting: &Setting, value: impl Into<String>, expected: impl Into<String>) {
         self.errors.push(SettingError {
-            key,
+            key: setting.key,
             value: value.into(),
             expected: expected.into(),
         });
     }
 
-    /// Any value, parsed by `parse`; `expected` describes the accepted form.
-    pub fn parse<T>(
-        &mut self,
-        key: Key,
-        given: Option<String>,
-        default: T,
-        expected: &str,
-        parse: impl FnOnce(&str) -> Result<T, String>,
-    ) -> T {
-        match self.raw(key, given) {
-            None => default,
-            Some(raw) => match parse(raw.trim()) {
-                Ok(value) => value,
+    /// The value given, else the built-in default, read by `rule`; `None`
+    /// when neither is there (the caller derives it). A bad value is recorded
+    /// and the default used instead.
+    pub fn opt<T>(&mut self, setting: &Setting, given: Option<String>, rule: Rule<T>) -> Option<T> {
+        if let Some(raw) = self.raw(setting, given) {
+            match (rule.parse)(raw.trim()) {
+                Ok(value) => return Some(value),
                 Err(reason) => {
                     let expected = if reason.is_empty() {
-                        expected.to_owned()
+                        rule.expected.clone()
                     } else {
-                        format!("{expected} ({reason})")
+                        format!("{} ({reason})", rule.expected)
                     };
-                    self.error(key, raw, expected);
-                    default
+                    self.error(setting, raw, expected);
                 }
-            },
+            }
+        }
+        let default = setting.value()?;
+        match (rule.parse)(default) {
+            Ok(value) => Some(value),
+            Err(reason) => {
+                self.error(
+                    setting,
+                    default,
+                    format!("its built-in default is refused ({reason}): a bug"),
+                );
+                None
+            }
         }
     }
 
-    /// A string, or the default.
-    pub fn string(&mut self, key: Key, given: Option<String>, default: &str) -> String {
-        self.raw(key, given).unwrap_or_else(|| default.to_owned())
+    /// The value given, else the built-in default, read by `rule`.
+    ///
+    /// # Panics
+    /// When the setting has no built-in value, or its own rule refuses it: a
+    /// declaration mistake, caught by any test validating with nothing given.
+    pub fn get<T>(&mut self, setting: &Setting, given: Option<String>, rule: Rule<T>) -> T {
+        match self.opt(setting, given, rule) {
+            Some(value) => value,
+            None => panic!("{} needs a built-in default its rule accepts", setting.env()),
+        }
     }
 
-    /// An optional string.
-    pub fn optional(&mut self, key: Key, given: Option<String>) -> Option<String> {
-        self.raw(key, given)
+    /// Any value, parsed by `parse`; `expected` describes the accepted form.
+    pub fn parse<T>(
+        &mut self,
+        setting: &Setting,
+        given: Option<String>,
+        expected: &str,
+        parse: impl Fn(&str) -> Result<T, String> + 'static,
+    ) -> T {
+        self.get(setting, given, Rule::new(expected, parse))
+    }
+
+    /// A string, or the default.
+    pub fn string(&mut self, setting: &Setting, given: Option<String>) -> String {
+        self.get(setting, given, Rule::text())
+    }
+
+    /// An optional string (the setting's default, if it has one).
+    pub fn optional(&mut self, setting: &Setting, given: Option<String>) -> Option<String> {
+        self.raw(setting, given).or_else(|| setting.value().map(str::to_owned))
     }
 
     /// A duration in milliseconds, from `min_ms` to [`MAX_DURATION_MS`].
-    pub fn millis(&mut self, key: Key, given: Option<String>, default_ms: u64, min_ms: u64) -> Duration {
-        let expected = format!("a whole number of milliseconds from {min_ms} to {MAX_DURATION_MS} (30 days)");
-        let ms = self.parse(key, given, default_ms, &expected, |raw| parse_millis(raw, min_ms));
-        Duration::from_millis(ms)
+    pub fn millis(&mut self, setting: &Setting, given: Option<String>, min_ms: u64) -> Duration {
+        self.get(setting, given, Rule::millis(min_ms))
     }
 
     /// A duration in milliseconds where `0` turns the limit off (`None`);
     /// otherwise from `min_ms` to [`MAX_DURATION_MS`].
-    pub fn millis_or_off(&mut self, key: Key, given: Option<String>, default_ms: u64, min_ms: u64) -> Option<Duration> {
-        let expected =
-            format!("0 (off) or a whole number of milliseconds from {min_ms} to {MAX_DURATION_MS} (30 days)");
-        let ms = self.parse(key, given, default_ms, &expected, |raw| match raw {
-            "0" => Ok(0),
-            _ => parse_millis(raw, min_ms),
-        });
-        (ms > 0).then(|| Duration::from_millis(ms))
+    pub fn millis_or_off(&mut self, setting: &Setting, given: Option<String>, min_ms: u64) -> Option<Duration> {
+        self.get(setting, given, Rule::millis_or_off(min_ms))
     }
 
     /// A whole number within `min..=max`.
-    pub fn number(&mut self, key: Key, given: Option<String>, default: u64, min: u64, max: u64) -> u64 {
-        let expected = format!("a whole number from {min} to {max}");
-        self.parse(key, given, default, &expected, |raw| {
-            let n: u64 = raw.parse().map_err(|_| String::new())?;
-            if (min..=max).contains(&n) {
-                Ok(n)
-            } else {
-                Err(format!("{n} is out of range"))
-            }
-        })
+    pub fn number(&mut self, setting: &Setting, given: Option<String>, min: u64, max: u64) -> u64 {
+        self.get(setting, given, Rule::number(min, max))
     }
 
     /// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`).
-    pub fn boolean(&mut self, key: Key, given: Option<String>, default: bool) -> bool {
-        self.parse(key, given, default, "true or false", |raw| {
-            parse_bool(raw).ok_or_else(String::new)
-        })
+    pub fn boolean(&mut self, setting: &Setting, given: Option<String>) -> bool {
+        self.get(setting, given, Rule::boolean())
     }
 
     /// A `host:port` listen or connect address (names are resolved once).
-    pub fn socket_addr(&mut self, key: Key, given: Option<String>, default: &str) -> SocketAddr {
-        let fallback = SocketAddr::from(([127, 0, 0, 1], 3000));
-        let raw = self.raw(key, given).unwrap_or_else(|| default.to_owned());
-        match raw.to_socket_addrs().map(|mut addrs| addrs.next()) {
-            Ok(Some(addr)) => addr,
-            _ => {
-                self.error(key, raw, "host:port, e.g. localhost:3000 or 0.0.0.0:3000");
-                fallback
-            }
-        }
+    pub fn socket_addr(&mut self, setting: &Setting, given: Option<String>) -> SocketAddr {
+        self.get(setting, given, Rule::socket_addr())
     }
 
     /// Ends validation: every error found, or none.
@@ -248,19 +348,22 @@ pub fn parse_bool(raw: &str) -> Option<bool> {
 mod tests {
     use super::*;
 
-    const A: Key = Key::new("MAX_CONCURRENT_ORBS", "max-concurrent-orbs");
-    const B: Key = Key::env("IDLE_TIMEOUT");
-    const C: Key = Key::env("ORB_TEST_MODE");
+    const A: Setting = Setting::new(Key::new("MAX_CONCURRENT_ORBS", "max-concurrent-orbs"), "8", "Orbs");
+    const B: Setting = Setting::new(Key::env("IDLE_TIMEOUT"), "1000", "Idle");
+    const C: Setting = Setting::new(Key::env("ORB_TEST_MODE"), "false", "Test mode");
+    const CPU_HOST: Setting = Setting::new(Key::env("CPU_HOST"), "localhost:3000", "Listen");
+    const BAD: Setting = Setting::new(Key::env("MAX_ROOMS"), "lots", "Rooms");
+    const UNSET: Setting = Setting::derived(Key::env("ORB_MEMORY_LIMIT_MB"), "no limit", "Memory");
 
     #[test]
     fn precedence_given_then_dotenv_then_default() {
         let dotenv = DotEnv::from_pairs([("MAX_CONCURRENT_ORBS", "5")]);
         let mut v = Validator::new(&dotenv);
-        assert_eq!(v.number(A, Some("7".into()), 8, 1, 100), 7, "flag/env beats .env");
-        assert_eq!(v.number(A, None, 8, 1, 100), 5, ".env beats default");
+        assert_eq!(v.number(&A, Some("7".into()), 1, 100), 7, "flag/env beats .env");
+        assert_eq!(v.number(&A, None, 1, 100), 5, ".env beats default");
         let empty = DotEnv::default();
         let mut v2 = Validator::new(&empty);
-        assert_eq!(v2.number(A, None, 8, 1, 100), 8, "default last");
+        assert_eq!(v2.number(&A, None, 1, 100), 8, "default last");
         assert!(v.finish().is_ok() && v2.finish().is_ok());
     }
 
@@ -268,9 +371,9 @@ mod tests {
     fn every_bad_setting_is_reported_together() {
         let dotenv = DotEnv::default();
         let mut v = Validator::new(&dotenv);
-        v.number(A, Some("lots".into()), 8, 1, 100);
-        v.millis(B, Some("-5".into()), 300_000, 1);
-        v.boolean(C, Some("maybe".into()), false);
+        v.number(&A, Some("lots".into()), 1, 100);
+        v.millis(&B, Some("-5".into()), 1);
+        v.boolean(&C, Some("maybe".into()));
         let errors = v.finish().expect_err("three errors");
         assert_eq!(errors.0.len(), 3);
         let text = errors.to_string();
@@ -287,8 +390,8 @@ mod tests {
     fn bounds_are_checked() {
         let dotenv = DotEnv::default();
         let mut v = Validator::new(&dotenv);
-        v.number(A, Some("0".into()), 8, 1, 100);
-        v.millis(B, Some("0".into()), 1000, 1);
+        v.number(&A, Some("0".into()), 1, 100);
+        v.millis(&B, Some("0".into()), 1);
         assert_eq!(v.finish().expect_err("errors").0.len(), 2);
     }
 
@@ -296,17 +399,17 @@ mod tests {
     fn durations_are_bounded_and_zero_is_off_where_allowed() {
         let dotenv = DotEnv::default();
         let mut v = Validator::new(&dotenv);
-        assert_eq!(v.millis_or_off(B, Some("0".into()), 1000, 100), None);
+        assert_eq!(v.millis_or_off(&B, Some("0".into()), 100), None);
         assert_eq!(
-            v.millis_or_off(B, Some("5000".into()), 1000, 100),
+            v.millis_or_off(&B, Some("5000".into()), 100),
             Some(Duration::from_millis(5000))
         );
-        assert_eq!(v.millis_or_off(B, None, 1000, 100), Some(Duration::from_secs(1)));
+        assert_eq!(v.millis_or_off(&B, None, 100), Some(Duration::from_secs(1)));
         assert!(v.finish().is_ok());
         let mut v = Validator::new(&dotenv);
-        v.millis_or_off(B, Some("99999999999".into()), 1000, 100);
-        v.millis(B, Some(MAX_DURATION_MS.saturating_add(1).to_string()), 1000, 100);
-        v.millis_or_off(B, Some("50".into()), 1000, 100);
+        v.millis_or_off(&B, Some("99999999999".into()), 100);
+        v.millis(&B, Some(MAX_DURATION_MS.saturating_add(1).to_string()), 100);
+        v.millis_or_off(&B, Some("50".into()), 100);
         let errors = v.finish().expect_err("three errors");
         assert_eq!(errors.0.len(), 3);
         assert!(
@@ -333,10 +436,30 @@ mod tests {
     fn socket_addr_resolves_localhost() {
         let dotenv = DotEnv::default();
         let mut v = Validator::new(&dotenv);
-        let addr = v.socket_addr(Key::env("CPU_HOST"), Some("localhost:3000".into()), "localhost:3000");
+        let addr = v.socket_addr(&CPU_HOST, Some("localhost:3000".into()));
         assert_eq!(addr.port(), 3000);
         assert!(addr.ip().is_loopback());
-        v.socket_addr(Key::env("CPU_HOST"), Some("nonsense".into()), "localhost:3000");
+        v.socket_addr(&CPU_HOST, Some("nonsense".into()));
         assert_eq!(v.finish().expect_err("bad").0.len(), 1);
+    }
+
+    #[test]
+    fn defaults_go_through_the_same_rule_and_derived_ones_are_left_to_the_caller() {
+        let dotenv = DotEnv::default();
+        let mut v = Validator::new(&dotenv);
+        assert_eq!(
+            v.opt(&UNSET, None, Rule::number(1, 10)),
+            None,
+            "nothing given, no built-in value"
+        );
+        assert_eq!(v.opt(&UNSET, Some("7".into()), Rule::number(1, 10)), Some(7));
+        assert_eq!(v.opt(&BAD, None, Rule::number(1, 10)), None);
+        let errors = v.finish().expect_err("a refused default is reported");
+        assert!(
+            errors
+                .to_string()
+                .contains("MAX_ROOMS = \"lots\": its built-in default is refused"),
+            "{errors}"
+        );
     }
 }
