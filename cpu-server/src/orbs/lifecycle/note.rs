@@ -48,6 +48,12 @@ pub enum Note {
     AiJoined,
     /// The AI left its room (WebSocket).
     AiLeft,
+    /// The orb's media peers changed (one joined or left, or its ICE/DTLS state moved):
+    /// each as `peer ice/dtls`, from its heartbeat.
+    MediaChanged {
+        /// The peers now.
+        peers: Vec<String>,
+    },
     /// Resident memory crossed `ORB_MEMORY_LIMIT_MB`.
     OverMemoryLimit {
         /// What was measured, bytes.
@@ -103,6 +109,18 @@ pub enum Note {
     },
 }
 
+/// The peers of a heartbeat's `metrics.media` as `peer ice/dtls`, sorted (`None`: no media).
+pub fn media_peers(media: Option<&serde_json::Value>) -> Option<Vec<String>> {
+    let peers = media?.as_array()?;
+    let field = |p: &serde_json::Value, k: &str| p[k].as_str().unwrap_or("?").to_owned();
+    let mut states: Vec<String> = peers
+        .iter()
+        .map(|p| format!("{} {}/{}", field(p, "peer"), field(p, "ice"), field(p, "dtls")))
+        .collect();
+    states.sort();
+    Some(states)
+}
+
 impl Note {
     /// The event name (the `event` field of its JSON).
     pub fn name(&self) -> &'static str {
@@ -115,6 +133,7 @@ impl Note {
             Self::HeartbeatLate { .. } => "heartbeat_late",
             Self::AiJoined => "ai_joined",
             Self::AiLeft => "ai_left",
+            Self::MediaChanged { .. } => "media_changed",
             Self::OverMemoryLimit { .. } => "over_memory_limit",
             Self::StopAsked { .. } => "stop_asked",
             Self::Signalled { .. } => "signalled",

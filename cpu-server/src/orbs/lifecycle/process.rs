@@ -6,6 +6,7 @@ use tracing::{info, warn};
 
 use super::escalation::Escalation;
 use super::exit_rule::{AfterExit, after_exit, classify};
+use super::note;
 use super::restart_policy::FIRST_BACKOFF;
 use super::*;
 
@@ -111,12 +112,21 @@ impl Lifecycle {
                 if let Some(delay) = delay_ms.filter(|d| *d >= LATE_HEARTBEAT_MS) {
                     self.note(room, Note::HeartbeatLate { delay_ms: delay as u64 });
                 }
+                let mut media_changed = None;
                 if let Some(orb) = self.orbs.get_mut(room) {
                     orb.ipc_delay_ms = delay_ms;
-                    orb.media = metrics.extra.get("media").cloned();
+                    let media = metrics.extra.get("media").cloned();
+                    let peers = note::media_peers(media.as_ref());
+                    if peers.is_some() && peers != note::media_peers(orb.media.as_ref()) {
+                        media_changed = peers;
+                    }
+                    orb.media = media;
                     if orb.sample.is_none() && metrics.memory > 0.0 {
                         orb.sample = Some((metrics.cpu, (metrics.memory * 1024.0 * 1024.0) as u64));
                     }
+                }
+                if let Some(peers) = media_changed {
+                    self.note(room, Note::MediaChanged { peers });
                 }
             }
             ProcessEvent::Error { error, critical } => {

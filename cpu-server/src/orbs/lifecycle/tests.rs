@@ -694,3 +694,54 @@ fn a_ready_orb_hears_who_is_here() {
         .collect();
     assert_eq!(told, ["cl", "co"]);
 }
+
+/// Rule: the timeline notes the orb's media peers when they change, not at every heartbeat.
+#[test]
+fn media_changes_are_noted_once() {
+    let mut h = Harness::new(rules());
+    h.ready_orb("r", 1);
+    let beat = |media: serde_json::Value| ProcessEvent::Heartbeat {
+        metrics: shared::ipc::OrbMetrics {
+            extra: [("media".to_owned(), media)].into_iter().collect(),
+            ..Default::default()
+        },
+        delay_ms: Some(1.0),
+    };
+    let noted = |actions: &[Action]| -> Vec<Note> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Note {
+                    note: note @ Note::MediaChanged { .. },
+                    ..
+                } => Some(note.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let checking = serde_json::json!([{"peer": "coach", "ice": "checking", "dtls": "new", "packets_in": 0}]);
+    let first = h.process("r", 1, beat(checking.clone()));
+    assert_eq!(
+        noted(&first),
+        [Note::MediaChanged {
+            peers: vec!["coach checking/new".into()]
+        }]
+    );
+    let mut counts_moved = checking.clone();
+    counts_moved[0]["packets_in"] = 9.into();
+    assert!(
+        noted(&h.process("r", 1, beat(counts_moved))).is_empty(),
+        "packet counts alone note nothing"
+    );
+    let connected = serde_json::json!([{"peer": "coach", "ice": "connected", "dtls": "connected"}]);
+    assert_eq!(
+        noted(&h.process("r", 1, beat(connected))),
+        [Note::MediaChanged {
+            peers: vec!["coach connected/connected".into()]
+        }]
+    );
+    assert_eq!(
+        noted(&h.process("r", 1, beat(serde_json::json!([])))),
+        [Note::MediaChanged { peers: vec![] }]
+    );
+}
