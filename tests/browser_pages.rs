@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use system_tests::browser_kit::{self, browser_dir, require_browser_setup};
 use system_tests::http_client;
 use system_tests::manager_kit::orb_pids;
+use system_tests::manager_kit::path_env;
 use system_tests::procfs;
 use system_tests::room_harness::RoomServer;
 use system_tests::wait::until_true;
@@ -25,10 +26,6 @@ const SECOND: Duration = Duration::from_secs(1);
 const ADMIN_TOKEN: &str = "browser-tests-admin-token-0123456789";
 /// Bound of the whole `node --test` run.
 const NODE_TIMEOUT: Duration = Duration::from_secs(600);
-
-fn path_env() -> String {
-    std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_owned())
-}
 
 /// Runs `node args…` in `tests/browser` (log `tests/artifacts/browser-node.log`), bounded.
 fn run_node(args: &[&str], env: &[(&str, String)]) -> (bool, String) {

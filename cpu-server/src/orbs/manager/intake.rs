@@ -1,6 +1,8 @@
 //! Inputs that become lifecycle events: launcher and driver reports, room
 //! events from the registry, resource samples.
 
+use std::collections::HashMap;
+
 use tokio::time::Instant;
 
 use super::*;
@@ -98,12 +100,17 @@ impl Manager {
     /// Samples of local processes, matched to their generation by pid.
     pub(super) fn on_samples(&mut self, samples: Vec<Sample>) {
         let now = Instant::now();
+        // One index per batch: a sample per orb must not scan every handle.
+        let by_pid: HashMap<u32, u64> = self
+            .handles
+            .iter()
+            .filter_map(|(generation, h)| h.pid.map(|pid| (pid, *generation)))
+            .collect();
         for sample in samples {
-            let generation = self
-                .handles
-                .iter()
-                .find(|(_, h)| h.pid == Some(sample.pid) && h.room == sample.room)
-                .map(|(generation, _)| *generation);
+            let generation = by_pid
+                .get(&sample.pid)
+                .copied()
+                .filter(|g| self.handles.get(g).is_some_and(|h| h.room == sample.room));
             if let Some(generation) = generation {
                 self.life
                     .resources(&sample.room, generation, sample.cpu_percent, sample.rss_bytes, now);
