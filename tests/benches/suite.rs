@@ -4,7 +4,7 @@
 //! Drives the release binaries (build them first: `cargo build --release --workspace --bins`).
 //!
 //! Usage: `cargo bench -p system-tests --bench suite -- [SCENARIO...] [--quick]`
-//! Scenarios: spawn relay throughput ai memory scale connections churn isolation
+//! Scenarios: spawn relay throughput ai memory scale connections churn isolation media
 //! (none named: all). Prints a table and writes `target/bench-suite.json`.
 
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use system_tests::bench_peers::{self, message_256, relay_pairs, round_trips, sta
 use system_tests::bench_server::start;
 use system_tests::ws::Client;
 
-const ALL: [&str; 9] = [
+const ALL: [&str; 10] = [
     "spawn",
     "relay",
     "throughput",
@@ -25,6 +25,7 @@ const ALL: [&str; 9] = [
     "connections",
     "churn",
     "isolation",
+    "media",
 ];
 
 fn main() {
@@ -86,6 +87,7 @@ fn main() {
                 20,
                 secs(if quick { 3 } else { 10 }),
             )),
+            "media" => system_tests::bench_media::media(&mut report, quick),
             _ => {}
         }
         println!("{scenario:<12} ({:.1} s)", t.elapsed().as_secs_f64());

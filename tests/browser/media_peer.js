@@ -11,6 +11,7 @@
     pcs: new Map(), // peer id -> { pc, polite, pendingCandidates, answers }
     peers: new Map(), // peer id -> participant
     aiErrors: [], // ai_status error frames (any inReplyTo)
+    holdAi: false, // start(…, { holdAi: true }): joined, but no offer to the AI until connectAi()
     log: [],
   };
 
@@ -61,12 +62,13 @@
       case 'peer-discovery':
         for (const p of msg.peers) {
           state.peers.set(p.userId, p);
+          if (isAi(p) && state.holdAi) continue;
           if (!existingOffers(p, { userId: state.me, userRole: state.role, participantType: 'human' })) await offerTo(p.userId);
         }
         break;
       case 'user-joined':
         state.peers.set(msg.userId, msg);
-        if (msg.shouldCreateOffer) await offerTo(msg.userId);
+        if (msg.shouldCreateOffer && !(isAi(msg) && state.holdAi)) await offerTo(msg.userId);
         break;
       case 'user-left': {
         state.peers.delete(msg.userId);
@@ -109,8 +111,11 @@
   /**
    * Captures the fake devices and joins `room` as `userId` / `role`; with `turn`, every
    * connection takes the ICE servers of /api/turn-credentials and relays only through them.
+   * `options.video: false` captures audio only; `options.holdAi: true` joins without
+   * offering to the AI until `connectAi()` (the bench measures an orb with no peer first).
    */
-  async function start(room, userId, role, turn = false) {
+  async function start(room, userId, role, turn = false, options = {}) {
+    state.holdAi = options.holdAi === true;
     if (turn) {
       const res = await fetch('/api/turn-credentials');
       const { iceServers } = await res.json();
@@ -120,7 +125,7 @@
     state.role = role;
     state.stream = await navigator.mediaDevices.getUserMedia({
       audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
-      video: { width: 160, height: 120, frameRate: 5 },
+      video: options.video === false ? false : { width: 160, height: 120, frameRate: 5 },
     });
     const url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws-simple/' + encodeURIComponent(room);
     state.ws = new WebSocket(url);
@@ -196,5 +201,13 @@
   /** The fingerprint line of a connection's local offer (to build hostile offers). */
   function localSdp(peerId) { return state.pcs.get(peerId)?.pc.localDescription?.sdp ?? null; }
 
-  window.mediaPeer = { start, send, probe, renegotiate, reconnect, hangUp, localSdp, aiId, state };
+  /** Offers to the AI held back by `start(…, { holdAi: true })`. */
+  async function connectAi() {
+    state.holdAi = false;
+    const id = aiId();
+    if (id && !state.pcs.has(id)) await offerTo(id);
+    return id;
+  }
+
+  window.mediaPeer = { start, send, probe, renegotiate, reconnect, hangUp, localSdp, aiId, connectAi, state };
 })();

@@ -29,6 +29,7 @@
 //! - [`chaos_kit`]: the chaos soak's misbehaving orb, process counting and sequence checker.
 
 pub mod bench_kit;
+pub mod bench_media;
 pub mod bench_orbs;
 pub mod bench_peers;
 pub mod bench_server;
