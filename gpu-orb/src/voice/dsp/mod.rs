@@ -1,0 +1,13 @@
+//! The voice pipeline's signal processing: pure, synchronous leaves with no I/O and no clock.
+//!
+//! Audio inside the orb is 48 kHz mono i16 in 20 ms frames of 960 samples, the call's own
+//! format.
+//!
+//! - [`wav`]: [`wav_mono_16bit`] for speech-to-text uploads, [`parse_wav`].
+//! - [`frames`]: [`FrameSlicer`], PCM chunks of any length into 20 ms frames.
+
+pub mod frames;
+pub mod wav;
+
+pub use frames::{FRAME_MS, FRAME_SAMPLES, Frame, FrameSlicer, SAMPLE_RATE};
+pub use wav::{parse_wav, wav_mono_16bit};
