@@ -64,6 +64,7 @@ pub mod presence;
 pub mod room_link;
 pub mod session;
 pub mod settings;
+pub mod voice;
 
 use std::os::unix::net::UnixStream;
 
