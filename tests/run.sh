@@ -4,46 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages the tests use: Node.js (the legacy-orb test supervises a Node orb);
-# nginx, apache2, logrotate, systemd (systemd-analyze) and openssl check the deploy
-# files (tests/deploy_files.rs); coturn (turnserver, turnutils_uclient) checks TURN
-# credentials (tests/turn_credentials.rs); setpriv (util-linux) and useradd (passwd)
-# run a cpu-server as an unprivileged user with the unit's capabilities
-# (tests/security.rs; those tests need root and say so); ip (iproute2) brings up `lo` in the
-# private network namespace of the WebRTC test (tests/webrtc_media.rs, root); promtool
-# (Debian's prometheus package, ~19 MB download, ~96 MB installed, with small libjs-*
-# dependencies; it also ships a prometheus service, not started here) checks and unit-tests
-# deploy/prometheus/alerts.yml and the Grafana queries (tests/monitoring.rs).
-have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
-missing=()
-have node || missing+=(nodejs)
-have nginx || missing+=(nginx)
-have apache2 || missing+=(apache2)
-have logrotate || missing+=(logrotate)
-have systemd-analyze || missing+=(systemd)
-have openssl || missing+=(openssl)
-{ have turnserver && have turnutils_uclient; } || missing+=(coturn)
-have setpriv || missing+=(util-linux)
-have useradd || missing+=(passwd)
-have ip || missing+=(iproute2)
-have promtool || missing+=(prometheus)
-if ((${#missing[@]})); then
-  echo "== installing ${missing[*]}"
-  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  # Install the servers without starting them (the tests run their own on free
-  # ports; a started nginx and apache2 would fight over port 80): a temporary
-  # policy-rc.d refuses service starts during this install only.
-  policy=""
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    policy=/usr/sbin/policy-rc.d
-    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
-    $SUDO chmod 755 "$policy"
-    trap '$SUDO rm -f "$policy"' EXIT
-  fi
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  if [ -n "$policy" ]; then $SUDO rm -f "$policy"; trap - EXIT; fi
-fi
+bash tests/install.sh # Debian packages for the build and the tests
 bash tests/browser/setup.sh # Chromium + playwright-core for tests/browser_pages.rs (fails if they cannot install)
 
 if ! command -v cargo >/dev/null 2>&1; then
