@@ -16,6 +16,7 @@
 //! - [`ipc_link`]: the manager channel task (typed lines both ways).
 //! - [`brain`]: the [`brain::Brain`] trait, [`brain::TestBrain`] and [`brain::OpenAiBrain`].
 //! - [`media`]: the WebRTC answerer (one task per peer), the audio seam, test-mode echo.
+//! - [`voice`]: the speech providers (speech-to-text, text-to-speech) and the voice settings.
 //! - [`presence`] (room and manager views of who is there), [`idle`] (idle means nobody
 //!   there), [`participants`], [`backoff`], [`metrics`]: small pure pieces.
 //! - [`exit`]: exit codes (SIGTERM/SIGINT come from `shared::signals`).
@@ -64,6 +65,7 @@ pub mod presence;
 pub mod room_link;
 pub mod session;
 pub mod settings;
+pub mod voice;
 
 use std::os::unix::net::UnixStream;
 
