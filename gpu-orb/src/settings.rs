@@ -541,6 +541,7 @@ mod tests {
         let readme = include_str!("../../README.md");
         let mut all = SETTINGS.to_vec();
         all.extend(crate::media::settings::SETTINGS);
+        all.extend(crate::voice::settings::SETTINGS);
         let problems = shared::settings::undocumented(&all, readme);
         assert!(problems.is_empty(), "README.md, gpu-orb: {problems:#?}");
         let protocol = include_str!("../../docs/protocol.md");
@@ -551,6 +552,7 @@ mod tests {
             .expect("docs/protocol.md has a §4");
         let mut ours = PROTOCOL.to_vec();
         ours.extend(crate::media::settings::SETTINGS);
+        ours.extend(crate::voice::settings::SETTINGS);
         let problems = shared::settings::undocumented(&ours, section);
         assert!(problems.is_empty(), "docs/protocol.md §4: {problems:#?}");
     }
