@@ -60,4 +60,7 @@ pub struct Cli {
     /// `ORB_MEDIA`, `ORB_MEDIA_IP`, `ORB_MEDIA_PORTS`.
     #[command(flatten)]
     pub media: crate::media::MediaArgs,
+    /// `ORB_VOICE_*`, `ORB_STT_*`, `ORB_TTS_*`, `ELEVENLABS_*` (not the key), `ORB_PROVIDER_*`, `ORB_LOG_TRANSCRIPTS`.
+    #[command(flatten)]
+    pub voice: crate::voice::settings::VoiceArgs,
 }

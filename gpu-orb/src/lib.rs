@@ -16,6 +16,7 @@
 //! - [`ipc_link`]: the manager channel task (typed lines both ways).
 //! - [`brain`]: the [`brain::Brain`] trait, [`brain::TestBrain`] and [`brain::OpenAiBrain`].
 //! - [`media`]: the WebRTC answerer (one task per peer), the audio seam, test-mode echo.
+//! - [`voice`]: the voice pipeline: turn detection, speech providers, paced answers, the voice settings.
 //! - [`presence`] (room and manager views of who is there), [`idle`] (idle means nobody
 //!   there), [`participants`], [`backoff`], [`metrics`]: small pure pieces.
 //! - [`exit`]: exit codes (SIGTERM/SIGINT come from `shared::signals`).
@@ -48,6 +49,8 @@
 //! (60000 ms), `ORB_SHUTDOWN_TIMEOUT` (5000 ms), `ORB_LOG_DIR` (not written when `ORB_SUPERVISED` is set: the manager files stderr there), `ORB_AUTH_TOKEN` (never logged),
 //! `OPENAI_API_KEY`, `OPENAI_BASE_URL`, `OPENAI_MODEL`, `OPENAI_TIMEOUT` (30000 ms), `NODE_CHANNEL_FD`,
 //! `ORB_MEDIA` (true), `ORB_MEDIA_IP` (127.0.0.1), `ORB_MEDIA_PORTS` (any),
+//! voice (gpu-orb/src/voice/settings.rs): `ORB_VOICE_*`, `ORB_STT_*`, `ORB_TTS_*`, `ELEVENLABS_*`
+//! (`ELEVENLABS_API_KEY` never logged), `ORB_PROVIDER_TIMEOUT`, `ORB_PROVIDER_RETRIES`, `ORB_LOG_TRANSCRIPTS`,
 //! `RUST_LOG`.
 
 pub mod backoff;

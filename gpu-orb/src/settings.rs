@@ -175,6 +175,8 @@ pub struct Settings {
     pub brain: BrainSettings,
     /// WebRTC media (`ORB_MEDIA*`, gpu-orb/src/media/settings.rs).
     pub media: crate::media::MediaSettings,
+    /// Voice (`ORB_VOICE_*`, `ORB_STT_*`, `ORB_TTS_*`, ..., gpu-orb/src/voice/settings.rs).
+    pub voice: crate::voice::settings::VoiceSettings,
 }
 
 impl Settings {
@@ -216,6 +218,16 @@ impl Settings {
             resolve_openai(&mut v, env)
         };
         let media = cli.media.resolve(&mut v);
+        let openai = match &brain {
+            BrainSettings::OpenAi(openai) => Some(openai),
+            BrainSettings::Echo => None,
+        };
+        let voice_context = crate::voice::settings::VoiceContext {
+            test_mode,
+            media_enabled: media.enabled,
+            openai,
+        };
+        let voice = cli.voice.resolve(&mut v, env, voice_context);
         v.finish()?;
         Ok(Self {
             room,
@@ -234,6 +246,7 @@ impl Settings {
             auth_token,
             brain,
             media,
+            voice,
         })
     }
 }
@@ -496,10 +509,39 @@ mod tests {
     }
 
     #[test]
+    fn voice_settings_are_resolved_with_the_rest() {
+        use crate::voice::settings::{TtsSettings, VoicePlan};
+        let s = resolve(&["--room=r1", "--test-mode"], &[], &[]).expect("valid");
+        assert!(matches!(s.voice.plan, VoicePlan::Off { .. }), "test mode: no voice");
+        let env = [
+            ("OPENAI_API_KEY", "sk-secret"),
+            ("OPENAI_BASE_URL", "http://127.0.0.1:9/v1/"),
+            ("ELEVENLABS_API_KEY", "xi-secret"),
+        ];
+        let s = resolve(&["--room=r1", "--stt-model=m2"], &[], &env).expect("valid");
+        let VoicePlan::On(p) = &s.voice.plan else {
+            panic!("voice on: {:?}", s.voice.plan)
+        };
+        assert_eq!(
+            (p.stt.base_url.as_str(), p.stt.model.as_str()),
+            ("http://127.0.0.1:9/v1", "m2")
+        );
+        assert!(matches!(p.tts, TtsSettings::ElevenLabs(_)));
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("sk-secret") && !shown.contains("xi-secret"), "{shown}");
+        let errors = resolve(&["--room=r1", "--test-mode", "--provider-retries=6"], &[], &[]).expect_err("bad");
+        assert!(
+            errors.to_string().contains("ORB_PROVIDER_RETRIES (--provider-retries)"),
+            "{errors}"
+        );
+    }
+
+    #[test]
     fn every_setting_is_documented_with_its_default() {
         let readme = include_str!("../../README.md");
         let mut all = SETTINGS.to_vec();
         all.extend(crate::media::settings::SETTINGS);
+        all.extend(crate::voice::settings::SETTINGS);
         let problems = shared::settings::undocumented(&all, readme);
         assert!(problems.is_empty(), "README.md, gpu-orb: {problems:#?}");
         let protocol = include_str!("../../docs/protocol.md");
@@ -510,6 +552,7 @@ mod tests {
             .expect("docs/protocol.md has a §4");
         let mut ours = PROTOCOL.to_vec();
         ours.extend(crate::media::settings::SETTINGS);
+        ours.extend(crate::voice::settings::SETTINGS);
         let problems = shared::settings::undocumented(&ours, section);
         assert!(problems.is_empty(), "docs/protocol.md §4: {problems:#?}");
     }

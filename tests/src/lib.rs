@@ -26,6 +26,8 @@
 //! - [`media_kit`]: a private loopback-only network namespace and `node --test` runs for the WebRTC tests.
 //! - [`bench_kit`], [`bench_peers`], [`bench_server`], [`bench_orbs`]: the benchmark
 //!   suite's measures, reference peers (echo, nginx), bench servers and orb scenarios.
+//! - [`voice_stub`]: the speech APIs (transcriptions, OpenAI speech, ElevenLabs stream) for the orb's voice,
+//!   servable inside a private network namespace.
 //! - [`chaos_kit`]: the chaos soak's misbehaving orb, process counting and sequence checker.
 
 pub mod bench_kit;
@@ -52,6 +54,7 @@ pub mod room_harness;
 pub mod security_kit;
 pub mod slow_clients;
 pub mod turn_coturn;
+pub mod voice_stub;
 pub mod wait;
 pub mod ws;
 

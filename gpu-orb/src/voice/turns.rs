@@ -5,28 +5,7 @@
 //! counts when it appears as whole words, in any case ("Hey assistant, …", "… what do
 //! you think, AI?"), not inside another word ("said", "maid").
 
-/// `ORB_VOICE_REPLY`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ReplyMode {
-    /// Answer an utterance that names the AI (the default).
-    #[default]
-    Addressed,
-    /// Answer every finished utterance (rooms with one human).
-    Always,
-    /// Listen only (typed `say` still works).
-    Never,
-}
-
-impl ReplyMode {
-    /// The setting's value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Addressed => "addressed",
-            Self::Always => "always",
-            Self::Never => "never",
-        }
-    }
-}
+pub use super::settings::ReplyMode;
 
 /// Whether the AI answers `text` under `mode`, known by `names`.
 pub fn should_answer(mode: ReplyMode, names: &[String], text: &str) -> bool {
