@@ -46,7 +46,9 @@ fn server(dir: &std::path::Path, body: &str) -> OpServer {
 /// The `ai_status` `error` frame of `code` the human gets within `timeout`.
 async fn told(human: &mut Client, code: &str, timeout: Duration) -> Value {
     human
-        .try_recv_where(timeout, |v| v["type"] == "ai_status" && v["status"] == "error" && v["code"] == code)
+        .try_recv_where(timeout, |v| {
+            v["type"] == "ai_status" && v["status"] == "error" && v["code"] == code
+        })
         .await
         .unwrap_or_else(|| panic!("the room was not told {code} within {timeout:?}"))
 }
@@ -54,7 +56,11 @@ async fn told(human: &mut Client, code: &str, timeout: Duration) -> Value {
 /// Waits (bounded) for a second orb of `room`, then checks how the first ended.
 async fn replaced(server: &OpServer, room: &str, cause: &str) {
     let two = until(10 * SECOND, || (starts(&server.dir, room).len() >= 2).then_some(())).await;
-    assert!(two.is_some(), "no replacement orb: starts {:?}", starts(&server.dir, room));
+    assert!(
+        two.is_some(),
+        "no replacement orb: starts {:?}",
+        starts(&server.dir, room)
+    );
     let starts = starts(&server.dir, room);
     assert_ne!(starts[0], starts[1], "a new process");
     let record = until(5 * SECOND, || {
@@ -67,7 +73,10 @@ async fn replaced(server: &OpServer, room: &str, cause: &str) {
     assert_eq!(record["last_exit"]["normal"], false, "a failure: {record}");
     let (_, timeline) = server.api("GET", &format!("/api/orbs/{room}/events"), None);
     let why = timeline["why"].as_str().unwrap_or_default();
-    assert!(why.contains("stalled") && why.contains("ORB_MEDIA_STALL_TIMEOUT"), "why: {why}");
+    assert!(
+        why.contains("stalled") && why.contains("ORB_MEDIA_STALL_TIMEOUT"),
+        "why: {why}"
+    );
     let stops = timeline["events"]
         .as_array()
         .into_iter()

@@ -53,7 +53,10 @@ async fn a_session_summary_outlives_its_orb_and_stays_out_of_the_log() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["room"], "r-sum");
     assert_eq!(body["session"].as_str(), Some(session.as_str()));
-    assert!(body["receivedAt"].as_u64().is_some_and(|t| t > 1_600_000_000_000), "{body}");
+    assert!(
+        body["receivedAt"].as_u64().is_some_and(|t| t > 1_600_000_000_000),
+        "{body}"
+    );
     assert_eq!(body["summary"]["turns"], 1);
     assert_eq!(body["summary"]["summary"], "goals discussed");
     assert_eq!(body["summary"]["transcript"][0]["text"], SECRET);
@@ -61,9 +64,15 @@ async fn a_session_summary_outlives_its_orb_and_stays_out_of_the_log() {
     // The CLI, readable and as JSON; a room without one exits 1.
     let run = server.cli(&["orbs", "summary", "r-sum"]);
     assert_eq!(run.code, Some(0), "{run:?}");
-    assert!(run.stdout.starts_with(&format!("r-sum: session {session}, received ")), "{run:?}");
+    assert!(
+        run.stdout.starts_with(&format!("r-sum: session {session}, received ")),
+        "{run:?}"
+    );
     assert!(run.stdout.contains("summary: goals discussed"), "{run:?}");
-    assert!(run.stdout.contains(&format!("+1.2 s coach-1 (coach): {SECRET}")), "{run:?}");
+    assert!(
+        run.stdout.contains(&format!("+1.2 s coach-1 (coach): {SECRET}")),
+        "{run:?}"
+    );
     let run = server.cli(&["orbs", "summary", "r-sum", "--json"]);
     let json: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
     assert_eq!(json["summary"]["turns"], 1);
@@ -72,7 +81,10 @@ async fn a_session_summary_outlives_its_orb_and_stays_out_of_the_log() {
     assert!(run.stderr.contains("no session summary for room r-none"), "{run:?}");
 
     let log = server.server.proc.stderr();
-    assert!(log.contains("session summary kept"), "the summary is logged by size:\n{log}");
+    assert!(
+        log.contains("session summary kept"),
+        "the summary is logged by size:\n{log}"
+    );
     assert!(!log.contains(SECRET), "the transcript reached the server's log:\n{log}");
     eprintln!("took {:?}", started.elapsed());
 }

@@ -322,6 +322,10 @@ mod tests {
              +1.5 s coach-1 (coach): hello\n  22:13:20.250 UTC ai-orb-s1 (ai): echo: hello\n"
         );
         let other = json!({"room": "r1", "session": "s1", "receivedAt": 0, "summary": {"turns": 3}});
-        assert!(summary_text(&other).ends_with("{\n  \"turns\": 3\n}\n"), "{}", summary_text(&other));
+        assert!(
+            summary_text(&other).ends_with("{\n  \"turns\": 3\n}\n"),
+            "{}",
+            summary_text(&other)
+        );
     }
 }

@@ -171,11 +171,23 @@ mod tests {
         let kept = s.keep("r", "s2", 20, &summary("second"));
         let stored = s.get("r", 30).expect("kept");
         assert_eq!((stored.session.as_str(), stored.received_at_ms), ("s2", 20));
-        assert_eq!(kept, Kept::Kept { bytes: stored.summary.len() });
-        assert_eq!(s.total_bytes(), stored.summary.len(), "the earlier one's bytes are freed");
+        assert_eq!(
+            kept,
+            Kept::Kept {
+                bytes: stored.summary.len()
+            }
+        );
+        assert_eq!(
+            s.total_bytes(),
+            stored.summary.len(),
+            "the earlier one's bytes are freed"
+        );
         let api = stored.to_api_json();
         assert_eq!(api["summary"], summary("second"));
-        assert_eq!((api["room"].as_str(), api["receivedAt"].as_u64()), (Some("r"), Some(20)));
+        assert_eq!(
+            (api["room"].as_str(), api["receivedAt"].as_u64()),
+            (Some("r"), Some(20))
+        );
     }
 
     /// Rule: a summary over MAX_SUMMARY_BYTES is refused, and the room's earlier one stays.
@@ -195,7 +207,10 @@ mod tests {
         let mut s = Summaries::default();
         s.keep("old", "s", 0, &summary("a"));
         assert!(s.get("old", RETENTION_MS - 1).is_some());
-        assert!(s.get("old", RETENTION_MS).is_none(), "expired, even before it is dropped");
+        assert!(
+            s.get("old", RETENTION_MS).is_none(),
+            "expired, even before it is dropped"
+        );
         for i in 0..(MAX_ROOMS as u64 + 5) {
             s.keep(&format!("room-{i}"), "s", 1000 + i, &summary("b"));
         }

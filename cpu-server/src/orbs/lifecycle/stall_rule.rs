@@ -132,8 +132,14 @@ mod tests {
     /// Rule: an utterance pending for the timeout or more is a voice stall; less, or none, is not.
     #[test]
     fn a_pending_utterance_past_the_timeout_is_a_voice_stall() {
-        assert_eq!(stall(&voice(json!(10_000)), T), Some(Stall::Voice { pending_ms: 10_000 }));
-        assert_eq!(stall(&voice(json!(12_500.7)), T), Some(Stall::Voice { pending_ms: 12_500 }));
+        assert_eq!(
+            stall(&voice(json!(10_000)), T),
+            Some(Stall::Voice { pending_ms: 10_000 })
+        );
+        assert_eq!(
+            stall(&voice(json!(12_500.7)), T),
+            Some(Stall::Voice { pending_ms: 12_500 })
+        );
         assert_eq!(stall(&voice(json!(9_999)), T), None);
         assert_eq!(stall(&voice(Value::Null), T), None, "nothing pending");
         assert_eq!(stall(&voice(json!("soon")), T), None, "not a number");
@@ -185,7 +191,11 @@ mod tests {
     #[test]
     fn a_peer_not_connected_is_not_stalled() {
         for (ice, dtls) in [("checking", "new"), ("connected", "new"), ("disconnected", "connected")] {
-            assert_eq!(stall(&peer(ice, dtls, json!(60_000), json!(60_000)), T), None, "{ice}/{dtls}");
+            assert_eq!(
+                stall(&peer(ice, dtls, json!(60_000), json!(60_000)), T),
+                None,
+                "{ice}/{dtls}"
+            );
         }
     }
 
@@ -194,7 +204,10 @@ mod tests {
     fn absent_fields_are_healthy() {
         assert_eq!(stall(&Map::new(), T), None);
         assert_eq!(stall(&metrics(json!({"cpu": 3, "memory": 40})), T), None);
-        assert_eq!(stall(&metrics(json!({"media": [], "voice": {"stage": "listening"}})), T), None);
+        assert_eq!(
+            stall(&metrics(json!({"media": [], "voice": {"stage": "listening"}})), T),
+            None
+        );
         let old = metrics(json!({"media": [{"peer": "c", "ice": "connected", "dtls": "connected", "packets_in": 0}]}));
         assert_eq!(stall(&old, T), None);
         assert_eq!(stall(&metrics(json!({"media": "junk", "voice": 7})), T), None);

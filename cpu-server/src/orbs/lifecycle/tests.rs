@@ -772,7 +772,15 @@ fn pending(ms: u64) -> ProcessEvent {
 fn stalled_notes(actions: &[Action]) -> usize {
     actions
         .iter()
-        .filter(|a| matches!(a, Action::Note { note: Note::Stalled { .. }, .. }))
+        .filter(|a| {
+            matches!(
+                a,
+                Action::Note {
+                    note: Note::Stalled { .. },
+                    ..
+                }
+            )
+        })
         .count()
 }
 
