@@ -1,4 +1,4 @@
-//! `cpu-server orbs …`: list, show, kill, kill-all, spawn, why, reset, logs —
+//! `cpu-server orbs …`: list, show, kill, kill-all, spawn, why, summary, reset, logs —
 //! through the running server's admin API (logs read the file directly).
 
 use std::time::Duration;
@@ -54,6 +54,15 @@ pub enum OrbsCommand {
         /// The room.
         room: String,
         /// The timeline as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The room's last session summary (its transcript and summary text), kept
+    /// after the orb is gone. Exit 0 with one, 1 when none is kept.
+    Summary {
+        /// The room.
+        room: String,
+        /// The answer as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -168,9 +177,75 @@ pub async fn run(command: OrbsCommand, settings: &Settings) -> Result<(), String
                 print!("{}", why_text(&timeline));
             }
         }
+        OrbsCommand::Summary { room, json } => {
+            room_ok(&room)?;
+            let path = format!("/api/orbs/{room}/summary");
+            let answer = expect(client.request("GET", &path, None, QUICK).await, 200)?;
+            let stored: Value = parse(&answer)?;
+            if json {
+                println!("{}", answer.body);
+            } else {
+                print!("{}", summary_text(&stored));
+            }
+        }
         OrbsCommand::Logs { .. } => {}
     }
     Ok(())
+}
+
+/// A header line, the summary text, then one line per transcript entry; a
+/// summary of another shape is printed as JSON.
+fn summary_text(stored: &Value) -> String {
+    let summary = &stored["summary"];
+    let mut header = format!(
+        "{}: session {}, received {}",
+        stored["room"].as_str().unwrap_or("?"),
+        stored["session"].as_str().unwrap_or("?"),
+        clock_ms(stored["receivedAt"].as_u64().unwrap_or(0))
+    );
+    if let Some(turns) = summary["turns"].as_u64() {
+        header.push_str(&format!(", {turns} turn(s)"));
+    }
+    if summary["truncated"].as_bool() == Some(true) {
+        header.push_str(" (transcript truncated)");
+    }
+    let mut out = format!("{header}\n");
+    let transcript = summary["transcript"].as_array();
+    if transcript.is_none() && !summary["summary"].is_string() {
+        out.push_str(&serde_json::to_string_pretty(summary).unwrap_or_default());
+        out.push('\n');
+        return out;
+    }
+    if let Some(text) = summary["summary"].as_str() {
+        out.push_str(&format!("summary: {text}\n"));
+    }
+    for turn in transcript.into_iter().flatten() {
+        let at = match turn["atMs"].as_u64() {
+            // Epoch milliseconds, or an offset into the session.
+            Some(ms) if ms >= 1_000_000_000_000 => clock_ms(ms),
+            Some(ms) => format!("+{:.1} s", ms as f64 / 1000.0),
+            None => "?".to_owned(),
+        };
+        out.push_str(&format!(
+            "  {at} {} ({}): {}\n",
+            turn["speaker"].as_str().unwrap_or("?"),
+            turn["role"].as_str().unwrap_or("?"),
+            turn["text"].as_str().unwrap_or_default()
+        ));
+    }
+    out
+}
+
+/// `HH:MM:SS.mmm UTC`.
+fn clock_ms(at_ms: u64) -> String {
+    let secs = (at_ms / 1000) % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{:03} UTC",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
+        at_ms % 1000
+    )
 }
 
 /// The "why" line, then one line per timeline event: `HH:MM:SS.mmm event fields`.
@@ -225,4 +300,32 @@ fn api_error(answer: &Answer) -> String {
 
 fn parse<T: serde::de::DeserializeOwned>(answer: &Answer) -> Result<T, String> {
     serde_json::from_str(&answer.body).map_err(|e| format!("unexpected answer from cpu-server: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rule: a summary reads as a header, its text and one line per turn; another shape as JSON.
+    #[test]
+    fn summaries_read_as_lines() {
+        let stored = json!({"room": "r1", "session": "s1", "receivedAt": 38_523_000u64, "summary": {
+            "transcript": [
+                {"speaker": "coach-1", "role": "coach", "text": "hello", "atMs": 1500},
+                {"speaker": "ai-orb-s1", "role": "ai", "text": "echo: hello", "atMs": 1_700_000_000_250u64}
+            ],
+            "summary": null, "turns": 1, "truncated": true
+        }});
+        assert_eq!(
+            summary_text(&stored),
+            "r1: session s1, received 10:42:03.000 UTC, 1 turn(s) (transcript truncated)\n  \
+             +1.5 s coach-1 (coach): hello\n  22:13:20.250 UTC ai-orb-s1 (ai): echo: hello\n"
+        );
+        let other = json!({"room": "r1", "session": "s1", "receivedAt": 0, "summary": {"turns": 3}});
+        assert!(
+            summary_text(&other).ends_with("{\n  \"turns\": 3\n}\n"),
+            "{}",
+            summary_text(&other)
+        );
+    }
 }

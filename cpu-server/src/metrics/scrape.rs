@@ -217,6 +217,8 @@ mod tests {
             participants: 0,
             queue_position: None,
             media: None,
+            voice: None,
+            stop_reason: None,
         }
     }
 

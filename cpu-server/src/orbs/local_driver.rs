@@ -17,8 +17,14 @@ use tracing::{debug, warn};
 
 use super::process_control::{EventSink, Order, ProcessEvent};
 use super::process_group;
+use super::summaries::MAX_SUMMARY_BYTES;
 
 type Ipc = Framed<UnixStream, IpcCodec<OrbToManager, ManagerToOrb>>;
+
+/// Cap on one line from the orb: room for a `session_summary` of
+/// [`MAX_SUMMARY_BYTES`] and its envelope (the store refuses bigger ones
+/// with a warning; a longer line is discarded as it arrives).
+pub const MAX_LINE_FROM_ORB: usize = MAX_SUMMARY_BYTES + 16 * 1024;
 
 /// One local orb process under supervision.
 pub struct LocalDriver {
@@ -44,7 +50,7 @@ impl LocalDriver {
             mut orders,
             events,
         } = self;
-        let mut ipc: Ipc = Framed::new(ipc, IpcCodec::new(shared::ipc::DEFAULT_MAX_LINE_BYTES));
+        let mut ipc: Ipc = Framed::new(ipc, IpcCodec::new(MAX_LINE_FROM_ORB));
         let mut ipc_open = true;
         let mut orders_open = true;
         let status = loop {
@@ -86,11 +92,17 @@ impl LocalDriver {
         };
         // The leader is reaped; anything left in its group goes too.
         process_group::kill(pid);
-        // What it wrote just before exiting may still be unread: its last word
-        // (`orb_shutdown`) decides how the exit counts. Bounded: EOF comes as
-        // soon as the group is gone.
-        if ipc_open && let Some(reason) = last_announcement(&mut ipc).await {
-            events.send(ProcessEvent::Announced(reason)).await;
+        // What it wrote just before exiting may still be unread: its session
+        // summary, and its last word (`orb_shutdown`), which decides how the
+        // exit counts. Bounded: EOF comes as soon as the group is gone.
+        if ipc_open {
+            let (summary, announced) = last_words(&mut ipc).await;
+            if let Some(summary) = summary {
+                events.send(ProcessEvent::Summary(summary)).await;
+            }
+            if let Some(reason) = announced {
+                events.send(ProcessEvent::Announced(reason)).await;
+            }
         }
         let (code, signal) = match &status {
             Ok(s) => (s.code(), s.signal()),
@@ -134,20 +146,23 @@ fn ask_to_stop(ipc: &mut Ipc, reason: &str, grace: Duration) -> bool {
 }
 
 /// Reads what is left on the channel of an exited orb (at most 100 ms, 64
-/// lines) and returns the reason of an `orb_shutdown` among it.
-async fn last_announcement(ipc: &mut Ipc) -> Option<String> {
+/// lines) and returns the last `session_summary` and the reason of the last
+/// `orb_shutdown` among it.
+async fn last_words(ipc: &mut Ipc) -> (Option<serde_json::Value>, Option<String>) {
+    let mut summary = None;
     let mut announced = None;
     let read = async {
         for _ in 0..64 {
             match ipc.next().await {
                 Some(Ok(IpcEvent::Message(OrbToManager::OrbShutdown(shutdown)))) => announced = Some(shutdown.reason),
+                Some(Ok(IpcEvent::Message(OrbToManager::SessionSummary(last)))) => summary = Some(last.summary),
                 Some(Ok(_)) => {}
                 Some(Err(_)) | None => break,
             }
         }
     };
     let _ = tokio::time::timeout(Duration::from_millis(100), read).await;
-    announced
+    (summary, announced)
 }
 
 async fn send_ipc(ipc: &mut Ipc, message: ManagerToOrb) -> Result<(), ()> {

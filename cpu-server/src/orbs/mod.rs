@@ -11,6 +11,7 @@
 //! - [`process_group`]: where an orb's process group gets a signal.
 //! - [`record`]: the public record operators see.
 //! - [`timeline`]: each room's orb timeline and the one-line "why" of its last end.
+//! - [`summaries`]: each room's last session summary, kept after its orb is gone.
 //! - [`process_spawn`]: fork/exec hygiene (process group, parent-death signal, fds).
 //! - [`orb_command`]: which program, in which directory, with which arguments.
 //! - [`orb_env`]: the environment allowlist.
@@ -37,6 +38,7 @@ pub mod record;
 pub mod sampler;
 pub mod spawner;
 pub mod stray_sweep;
+pub mod summaries;
 pub mod timeline;
 pub mod token_check;
 
@@ -118,6 +120,7 @@ pub(crate) enum Command {
     },
     Reset(String, oneshot::Sender<Result<OrbRecord, String>>),
     Events(String, oneshot::Sender<Option<RoomTimeline>>),
+    Summary(String, oneshot::Sender<Option<summaries::StoredSummary>>),
     Shutdown(oneshot::Sender<()>),
     VerifyToken {
         room: String,
@@ -204,6 +207,11 @@ impl OrbsHandle {
     /// The room's orb timeline and why its last orb ended (`None`: nothing known of the room).
     pub async fn events(&self, room: &str) -> Option<RoomTimeline> {
         self.ask(|tx| Command::Events(room.to_owned(), tx)).await.flatten()
+    }
+
+    /// The room's last session summary (`None`: none kept).
+    pub async fn summary(&self, room: &str) -> Option<summaries::StoredSummary> {
+        self.ask(|tx| Command::Summary(room.to_owned(), tx)).await.flatten()
     }
 
     /// Stops every orb at once; answers after the last one exited.

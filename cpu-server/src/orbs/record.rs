@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::lifecycle::ExitCause;
+use super::lifecycle::{ExitCause, StopReason};
 
 /// Where a room's orb is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -76,4 +76,9 @@ pub struct OrbRecord {
     /// Media health of the current process, per peer, from its last heartbeat
     /// (`metrics.media`; absent for an orb without media).
     pub media: Option<serde_json::Value>,
+    /// The voice pipeline of the current process from its last heartbeat
+    /// (`metrics.voice`: stage, pending utterance, counts; absent without one).
+    pub voice: Option<serde_json::Value>,
+    /// Why it is being stopped, while it is (`stopping`, `unresponsive`).
+    pub stop_reason: Option<StopReason>,
 }

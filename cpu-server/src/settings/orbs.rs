@@ -34,6 +34,11 @@ const ORB_UNRESPONSIVE_TIMEOUT: Setting = Setting::derived(
     "3 × interval",
     "Silence on IPC and WebSocket after which an orb is unresponsive, ms",
 );
+const ORB_MEDIA_STALL_TIMEOUT: Setting = Setting::new(
+    Key::new("ORB_MEDIA_STALL_TIMEOUT", "orb-media-stall-timeout"),
+    "10000",
+    "Replace an orb whose heartbeat shows an utterance unanswered, or a connected media peer sending nothing, this long, ms; 0 = off",
+);
 const ORB_READY_TIMEOUT: Setting = Setting::new(
     Key::new("ORB_READY_TIMEOUT", "orb-ready-timeout"),
     "30000",
@@ -105,6 +110,7 @@ pub(super) const SETTINGS: &[&Setting] = &[
     &MAX_CONCURRENT_ORBS,
     &ORB_HEALTH_CHECK_INTERVAL,
     &ORB_UNRESPONSIVE_TIMEOUT,
+    &ORB_MEDIA_STALL_TIMEOUT,
     &ORB_READY_TIMEOUT,
     &ORB_TEST_MODE,
     &MAX_ORB_LIFETIME,
@@ -125,6 +131,7 @@ pub(super) const SETTINGS: &[&Setting] = &[
 pub(super) const PROTOCOL: &[&Setting] = &[
     &ORB_HEALTH_CHECK_INTERVAL,
     &ORB_UNRESPONSIVE_TIMEOUT,
+    &ORB_MEDIA_STALL_TIMEOUT,
     &ORB_READY_TIMEOUT,
     &IDLE_TIMEOUT,
     &ROOM_EMPTY_GRACE,
@@ -156,6 +163,9 @@ pub struct OrbArgs {
     /// `ORB_UNRESPONSIVE_TIMEOUT`.
     #[arg(long = ORB_UNRESPONSIVE_TIMEOUT.long(), env = ORB_UNRESPONSIVE_TIMEOUT.env(), help = ORB_UNRESPONSIVE_TIMEOUT.help())]
     pub orb_unresponsive_timeout: Option<String>,
+    /// `ORB_MEDIA_STALL_TIMEOUT`.
+    #[arg(long = ORB_MEDIA_STALL_TIMEOUT.long(), env = ORB_MEDIA_STALL_TIMEOUT.env(), help = ORB_MEDIA_STALL_TIMEOUT.help())]
+    pub orb_media_stall_timeout: Option<String>,
     /// `ORB_READY_TIMEOUT`.
     #[arg(long = ORB_READY_TIMEOUT.long(), env = ORB_READY_TIMEOUT.env(), help = ORB_READY_TIMEOUT.help())]
     pub orb_ready_timeout: Option<String>,
@@ -221,6 +231,9 @@ pub struct OrbSettings {
     pub health_check_interval: Duration,
     /// Silence that makes an orb unresponsive.
     pub unresponsive_timeout: Duration,
+    /// A stalled call (unanswered utterance, connected peer sending nothing)
+    /// this long replaces the orb; `None` (`ORB_MEDIA_STALL_TIMEOUT=0`): off.
+    pub media_stall_timeout: Option<Duration>,
     /// Time to `orb_ready`.
     pub ready_timeout: Duration,
     /// Orbs run in test mode.
@@ -298,6 +311,7 @@ impl OrbArgs {
                 Rule::millis(100),
             )
             .unwrap_or(health_check_interval * 3);
+        let media_stall_timeout = v.millis_or_off(&ORB_MEDIA_STALL_TIMEOUT, self.orb_media_stall_timeout, 1000);
         let ready_timeout = v.millis(&ORB_READY_TIMEOUT, self.orb_ready_timeout, 100);
         let test_mode = v
             .opt(&ORB_TEST_MODE, self.orb_test_mode, Rule::boolean())
@@ -344,6 +358,7 @@ impl OrbArgs {
             max_concurrent,
             health_check_interval,
             unresponsive_timeout,
+            media_stall_timeout,
             ready_timeout,
             test_mode,
             max_lifetime,
@@ -461,6 +476,7 @@ mod tests {
         assert_eq!(s.max_concurrent, 8);
         assert_eq!(s.health_check_interval, Duration::from_secs(30));
         assert_eq!(s.unresponsive_timeout, Duration::from_secs(90));
+        assert_eq!(s.media_stall_timeout, Some(Duration::from_secs(10)));
         assert_eq!(s.max_lifetime, Some(Duration::from_millis(7_200_000)));
         assert_eq!(s.idle_timeout, Some(Duration::from_millis(300_000)));
         assert!(!s.test_mode, "production with a key is not test mode");
@@ -492,5 +508,24 @@ mod tests {
         };
         args.validate(&mut v, false, false);
         assert_eq!(v.finish().expect_err("errors").0.len(), 3);
+    }
+
+    /// Rule: ORB_MEDIA_STALL_TIMEOUT takes 0 (off) or at least 1000 ms.
+    #[test]
+    fn the_media_stall_timeout_is_off_at_0_and_at_least_a_second() {
+        let dotenv = DotEnv::default();
+        let with = |raw: &str| {
+            let mut v = Validator::new(&dotenv);
+            let args = OrbArgs {
+                orb_media_stall_timeout: Some(raw.into()),
+                ..OrbArgs::default()
+            };
+            let s = args.validate(&mut v, false, false);
+            v.finish().map(|()| s.media_stall_timeout)
+        };
+        assert_eq!(with("0").ok(), Some(None));
+        assert_eq!(with("1500").ok(), Some(Some(Duration::from_millis(1500))));
+        assert!(with("999").is_err());
+        assert!(with("soon").is_err());
     }
 }

@@ -6,7 +6,7 @@
 //! # Layout
 //! - [`auth`]: the bearer check (constant-time compare).
 //! - [`error`]: JSON errors `{"error", "code"}`, counted by code.
-//! - [`orbs`]: list, show, spawn, kill, kill all, reset, operator token.
+//! - [`orbs`]: list, show, spawn, kill, kill all, reset, timeline, session summary, operator token.
 //! - [`rooms`]: rooms and their participants.
 
 pub mod auth;
@@ -31,6 +31,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/orbs/{room}", get(orbs::show).delete(orbs::kill))
         .route("/api/orbs/{room}/reset", post(orbs::reset))
         .route("/api/orbs/{room}/events", get(orbs::events))
+        .route("/api/orbs/{room}/summary", get(orbs::summary))
         .route("/api/orbs/{room}/token", post(orbs::token))
         .route("/api/rooms", get(rooms::list))
         .route("/metrics", get(super::metrics::metrics))

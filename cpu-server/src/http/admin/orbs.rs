@@ -1,4 +1,5 @@
-//! `/api/orbs*`: list, show, spawn, kill (one or all), reset, operator token.
+//! `/api/orbs*`: list, show, spawn, kill (one or all), reset, timeline,
+//! session summary, operator token.
 
 use std::time::Duration;
 
@@ -148,6 +149,24 @@ pub async fn events(State(state): State<AdminState>, Path(room): Path<String>) -
             "no_orb",
             format!(
                 "nothing is known of room {room}: no orb ran there since the server started (or within the last hour)"
+            ),
+        )),
+    }
+}
+
+/// `GET /api/orbs/{room}/summary`: the last session summary the room's orb
+/// sent, `{"room", "session", "receivedAt", "summary"}`, kept after the orb
+/// is gone (404 `no_summary` when none is kept).
+pub async fn summary(State(state): State<AdminState>, Path(room): Path<String>) -> Result<Response, ApiError> {
+    checked(&room)?;
+    match state.orbs.summary(&room).await {
+        Some(stored) => Ok(Json(stored.to_api_json()).into_response()),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_summary",
+            format!(
+                "no session summary for room {room}: none received since the server started, or it is older than {} minutes",
+                crate::orbs::summaries::RETENTION_MS / 60_000
             ),
         )),
     }

@@ -30,6 +30,12 @@ pub enum StopReason {
     ReadyTimeout,
     /// The orb reported a critical error and asked to be restarted.
     OrbError,
+    /// Its heartbeat showed an utterance left without an answer (or an error)
+    /// for `ORB_MEDIA_STALL_TIMEOUT` (see `stall_rule`).
+    VoiceStalled,
+    /// Its heartbeat showed a connected media peer from which no packet came
+    /// for `ORB_MEDIA_STALL_TIMEOUT` (see `stall_rule`).
+    MediaStalled,
 }
 
 /// The first thing a stop does.
@@ -43,7 +49,7 @@ pub enum FirstStep {
 
 impl StopReason {
     /// Every reason.
-    pub const ALL: [StopReason; 9] = [
+    pub const ALL: [StopReason; 11] = [
         Self::ManualTermination,
         Self::SystemShutdown,
         Self::RoomEmptyTimeout,
@@ -53,6 +59,8 @@ impl StopReason {
         Self::Unresponsive,
         Self::ReadyTimeout,
         Self::OrbError,
+        Self::VoiceStalled,
+        Self::MediaStalled,
     ];
 
     /// The label (API, metrics, logs, the orb's `shutdown_graceful` reason).
@@ -72,6 +80,8 @@ impl StopReason {
             Self::Unresponsive => ExitCause::Unresponsive,
             Self::ReadyTimeout => ExitCause::ReadyTimeout,
             Self::OrbError => ExitCause::OrbError,
+            Self::VoiceStalled => ExitCause::VoiceStalled,
+            Self::MediaStalled => ExitCause::MediaStalled,
         }
     }
 
@@ -95,7 +105,9 @@ impl StopReason {
         matches!(self, Self::RoomEmptyTimeout | Self::IdleTimeout)
     }
 
-    /// How the stop begins: a sick or oversized orb is not asked to stop.
+    /// How the stop begins: a sick or oversized orb is not asked to stop. A
+    /// stalled one still answers (its heartbeats arrive): it is asked, so that
+    /// it can send its `session_summary` on the way out.
     pub fn first_step(self) -> FirstStep {
         match self {
             Self::MemoryLimit | Self::Unresponsive | Self::ReadyTimeout => FirstStep::KillNow,
@@ -149,6 +161,10 @@ pub enum ExitCause {
     IdleTimeout,
     /// Stopped after a critical error it reported.
     OrbError,
+    /// Stopped for an utterance left unanswered (`ORB_MEDIA_STALL_TIMEOUT`).
+    VoiceStalled,
+    /// Stopped for a connected media peer sending nothing (`ORB_MEDIA_STALL_TIMEOUT`).
+    MediaStalled,
     /// Could not be started.
     SpawnFailed,
     /// The session was ended (`ai_control` `end_session`).
@@ -167,7 +183,7 @@ pub enum ExitCause {
 
 impl ExitCause {
     /// Every cause.
-    pub const ALL: [ExitCause; 18] = [
+    pub const ALL: [ExitCause; 20] = [
         Self::Crash,
         Self::Exited,
         Self::Unresponsive,
@@ -179,6 +195,8 @@ impl ExitCause {
         Self::RoomEmptyTimeout,
         Self::IdleTimeout,
         Self::OrbError,
+        Self::VoiceStalled,
+        Self::MediaStalled,
         Self::SpawnFailed,
         Self::SessionComplete,
         Self::Signal,
@@ -202,6 +220,8 @@ impl ExitCause {
             Self::RoomEmptyTimeout => "room_empty_timeout",
             Self::IdleTimeout => "idle_timeout",
             Self::OrbError => "orb_error",
+            Self::VoiceStalled => "voice_stalled",
+            Self::MediaStalled => "media_stalled",
             Self::SpawnFailed => "spawn_failed",
             Self::SessionComplete => "session_complete",
             Self::Signal => "signal",
@@ -282,5 +302,16 @@ mod tests {
         assert_eq!(StopReason::ManualTermination.first_step(), FirstStep::Graceful);
         assert!(StopReason::MaxLifetime.normal() && !StopReason::MaxLifetime.ends_life());
         assert_eq!(StopReason::OrbError.told_to_orb(), "restart");
+    }
+
+    /// Rule: a stalled orb is asked to stop (it still answers) and its end is a failure (restart).
+    #[test]
+    fn a_stall_is_a_graceful_failure() {
+        for reason in [StopReason::VoiceStalled, StopReason::MediaStalled] {
+            assert_eq!(reason.first_step(), FirstStep::Graceful, "{reason}");
+            assert!(!reason.normal() && !reason.ends_life(), "{reason} is a failure");
+        }
+        assert_eq!(StopReason::VoiceStalled.label(), "voice_stalled");
+        assert_eq!(StopReason::MediaStalled.told_to_orb(), "media_stalled");
     }
 }

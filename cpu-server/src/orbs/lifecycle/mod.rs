@@ -13,6 +13,7 @@
 //! - the restart rule: [`exit_rule`] (with the backoff in [`restart_policy`]);
 //! - the stop escalation: [`escalation`];
 //! - the spawn trigger: [`spawn_rule`];
+//! - the media-flow rule (a dead call behind live heartbeats): [`stall_rule`];
 //! - the causes: [`cause`].
 
 pub mod cause;
@@ -22,6 +23,7 @@ pub mod note;
 pub mod phase;
 pub mod restart_policy;
 pub mod spawn_rule;
+pub mod stall_rule;
 
 mod commands;
 mod process;
@@ -65,6 +67,8 @@ pub struct Rules {
     pub ready_timeout: Duration,
     /// `UNRESPONSIVE_TIMEOUT`.
     pub unresponsive_timeout: Duration,
+    /// `ORB_MEDIA_STALL_TIMEOUT` (`None`: off).
+    pub media_stall_timeout: Option<Duration>,
     /// `MAX_ORB_LIFETIME` (`None`: off).
     pub max_lifetime: Option<Duration>,
     /// `STOP_GRACE`, `KILL_GRACE`.
@@ -86,6 +90,7 @@ impl From<&OrbSettings> for Rules {
             room_empty_grace: s.room_empty_grace,
             ready_timeout: s.ready_timeout,
             unresponsive_timeout: s.unresponsive_timeout,
+            media_stall_timeout: s.media_stall_timeout,
             max_lifetime: s.max_lifetime,
             graces: Graces {
                 stop: s.stop_grace,
@@ -225,6 +230,9 @@ pub enum Notice {
     Ended(ExitCause),
     /// `ai_status` `error` `orb_parked`.
     Parked,
+    /// `ai_status` `error` with the stall's code (`voice_stalled`, `media_stalled`):
+    /// the orb is being replaced.
+    Stalled(StopReason),
 }
 
 /// What to count (metrics).
@@ -286,6 +294,15 @@ pub enum Action {
     },
     /// Count something.
     Count(Tally),
+    /// Keep the session summary the room's current orb sent (opaque JSON).
+    KeepSummary {
+        /// The room.
+        room: String,
+        /// The orb's session.
+        session: String,
+        /// What it sent.
+        summary: serde_json::Value,
+    },
     /// Add to the room's timeline (and the log).
     Note {
         /// The room.

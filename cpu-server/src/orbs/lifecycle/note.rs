@@ -5,6 +5,7 @@
 use serde::Serialize;
 
 use super::cause::{ExitCause, StopReason};
+use super::stall_rule::Stall;
 
 /// One thing that happened to a room's orb.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -60,6 +61,13 @@ pub enum Note {
         rss_bytes: u64,
         /// The limit, bytes.
         limit_bytes: u64,
+    },
+    /// A heartbeat showed the call stalled for `ORB_MEDIA_STALL_TIMEOUT`
+    /// (`what`: `voice` with `pending_ms`, or `media` with `peer`, `silent_ms`, `any_packet`).
+    Stalled {
+        /// What stalled.
+        #[serde(flatten)]
+        stall: Stall,
     },
     /// A stop began.
     StopAsked {
@@ -135,6 +143,7 @@ impl Note {
             Self::AiLeft => "ai_left",
             Self::MediaChanged { .. } => "media_changed",
             Self::OverMemoryLimit { .. } => "over_memory_limit",
+            Self::Stalled { .. } => "stalled",
             Self::StopAsked { .. } => "stop_asked",
             Self::Signalled { .. } => "signalled",
             Self::Exited { .. } => "exited",

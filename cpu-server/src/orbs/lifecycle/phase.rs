@@ -171,4 +171,6 @@ pub struct OrbLife {
     pub spawn_to_ready_ms: Option<f64>,
     /// Media health from the last heartbeat (`metrics.media`: per peer), as the orb sent it.
     pub media: Option<serde_json::Value>,
+    /// The voice pipeline's state from the last heartbeat (`metrics.voice`), as the orb sent it.
+    pub voice: Option<serde_json::Value>,
 }

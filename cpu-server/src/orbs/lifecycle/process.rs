@@ -59,6 +59,7 @@ impl Lifecycle {
         }
         orb.sample = None;
         orb.media = None;
+        orb.voice = None;
         info!(%room, pid = ?info.pid, generation, session = %orb.session, "orb started");
         let stopping = match &mut orb.phase {
             OrbPhase::Starting { live: slot, .. } => {
@@ -121,6 +122,7 @@ impl Lifecycle {
                         media_changed = peers;
                     }
                     orb.media = media;
+                    orb.voice = metrics.extra.get("voice").cloned();
                     if orb.sample.is_none() && metrics.memory > 0.0 {
                         orb.sample = Some((metrics.cpu, (metrics.memory * 1024.0 * 1024.0) as u64));
                     }
@@ -128,6 +130,7 @@ impl Lifecycle {
                 if let Some(peers) = media_changed {
                     self.note(room, Note::MediaChanged { peers });
                 }
+                self.check_stall(room, &metrics.extra, now);
             }
             ProcessEvent::Error { error, critical } => {
                 warn!(%room, %error, critical, "orb error");
@@ -136,8 +139,13 @@ impl Lifecycle {
                 }
             }
             ProcessEvent::Summary(summary) => {
+                // Kept by the shell; its content (a transcript) is never logged.
                 let session = self.orbs.get(room).map(|o| o.session.clone()).unwrap_or_default();
-                info!(%room, %session, summary = %summary, "session summary");
+                self.push(Action::KeepSummary {
+                    room: room.to_owned(),
+                    session,
+                    summary,
+                });
             }
             ProcessEvent::Announced(reason) => {
                 if let Some(live) = self.orbs.get_mut(room).and_then(|o| o.phase.live_mut()) {
@@ -184,6 +192,26 @@ impl Lifecycle {
         self.cancel(room, TimerKind::ReadyDue);
         self.arm(room, TimerKind::Watchdog, now + self.rules.unresponsive_timeout);
         self.tell_orb_who_is_here(room);
+    }
+
+    /// The media-flow rule on a heartbeat: a ready orb whose call is stalled
+    /// is stopped for it, as a failure (restart), and the room is told. Only a
+    /// ready orb is checked, so the heartbeats of the stopping one add nothing.
+    fn check_stall(&mut self, room: &str, metrics: &serde_json::Map<String, serde_json::Value>, now: Instant) {
+        let Some(timeout) = self.rules.media_stall_timeout else {
+            return;
+        };
+        if !matches!(self.orbs.get(room).map(|o| &o.phase), Some(OrbPhase::Ready { .. })) {
+            return;
+        }
+        let Some(stall) = stall_rule::stall(metrics, timeout) else {
+            return;
+        };
+        let reason = stall.reason();
+        warn!(%room, %reason, ?stall, "the orb's call is stalled; replacing the orb");
+        self.note(room, Note::Stalled { stall });
+        self.notify(room, Notice::Stalled(reason));
+        self.begin_stop(room, StopRequest::internal(reason), now);
     }
 
     /// CPU and memory of process `generation`'s tree; over `ORB_MEMORY_LIMIT_MB` it is killed.

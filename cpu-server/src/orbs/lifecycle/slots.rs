@@ -24,6 +24,7 @@ impl Lifecycle {
             sample: None,
             spawn_to_ready_ms: None,
             media: None,
+            voice: None,
         };
         self.orbs.insert(room.to_owned(), life);
         if let Some(idle) = self.rules.idle_timeout

@@ -21,6 +21,7 @@ fn rules() -> Rules {
         room_empty_grace: Duration::from_secs(60),
         ready_timeout: Duration::from_secs(30),
         unresponsive_timeout: Duration::from_secs(30),
+        media_stall_timeout: Some(Duration::from_secs(10)),
         max_lifetime: Some(Duration::from_secs(3600)),
         graces: Graces {
             stop: Duration::from_secs(5),
@@ -744,4 +745,182 @@ fn media_changes_are_noted_once() {
         noted(&h.process("r", 1, beat(serde_json::json!([])))),
         [Note::MediaChanged { peers: vec![] }]
     );
+}
+
+/// A heartbeat whose `metrics` carry `extra` (e.g. `voice`, `media`).
+fn beat_with(extra: serde_json::Value) -> ProcessEvent {
+    let extra = match extra {
+        serde_json::Value::Object(map) => map,
+        _ => Default::default(),
+    };
+    ProcessEvent::Heartbeat {
+        metrics: shared::ipc::OrbMetrics {
+            extra,
+            ..Default::default()
+        },
+        delay_ms: Some(1.0),
+    }
+}
+
+fn pending(ms: u64) -> ProcessEvent {
+    beat_with(serde_json::json!({"voice": {
+        "stage": "thinking", "stage_age_ms": ms, "pending_ms": ms,
+        "utterances": 1, "answers": 0, "errors": 0, "last_error": null
+    }}))
+}
+
+fn stalled_notes(actions: &[Action]) -> usize {
+    actions
+        .iter()
+        .filter(|a| {
+            matches!(
+                a,
+                Action::Note {
+                    note: Note::Stalled { .. },
+                    ..
+                }
+            )
+        })
+        .count()
+}
+
+/// Rule (media flow): a heartbeat showing an utterance pending past
+/// ORB_MEDIA_STALL_TIMEOUT tells the room, stops the orb gracefully with
+/// `voice_stalled`, and its end is a failure: restarted after the backoff.
+#[test]
+fn an_unanswered_utterance_replaces_the_orb() {
+    let mut h = Harness::new(rules());
+    h.ready_orb("r", 1);
+    h.advance_to(20.0);
+    let stop = h.process("r", 1, pending(10_000));
+    assert_eq!(orders(&stop), [(1, ask("voice_stalled"))]);
+    assert_eq!(
+        notices(&stop),
+        [("r".to_owned(), Notice::Stalled(StopReason::VoiceStalled))]
+    );
+    assert_eq!(stalled_notes(&stop), 1);
+    assert!(stop.contains(&Action::Count(Tally::Stop(StopReason::VoiceStalled))));
+    assert_eq!(h.state("r"), Some(OrbState::Stopping));
+    assert_eq!(
+        h.life.record("r", h.now, 0).and_then(|r| r.stop_reason),
+        Some(StopReason::VoiceStalled)
+    );
+    let exit = h.exited("r", 1, Some(0), None);
+    assert!(notices(&exit).is_empty(), "no `ended`: the AI comes back");
+    assert_eq!(h.state("r"), Some(OrbState::Restarting));
+    assert_eq!(
+        h.life.record("r", h.now, 0).and_then(|r| r.last_exit).map(|e| e.cause),
+        Some(ExitCause::VoiceStalled)
+    );
+    assert_eq!(launches(&h.advance_to(22.0)), [("r".to_owned(), 2)]);
+    h.spawned("r", 2);
+    assert_eq!(h.life.record("r", h.now, 0).map(|r| r.restarts), Some(1));
+}
+
+/// Rule: an utterance pending for less than the timeout changes nothing.
+#[test]
+fn a_pending_utterance_below_the_timeout_is_left_alone() {
+    let mut h = Harness::new(rules());
+    h.ready_orb("r", 1);
+    let beat = h.process("r", 1, pending(9_999));
+    assert!(orders(&beat).is_empty() && notices(&beat).is_empty() && stalled_notes(&beat) == 0);
+    assert_eq!(h.state("r"), Some(OrbState::Ready));
+    assert!(
+        h.life.record("r", h.now, 0).and_then(|r| r.voice).is_some(),
+        "the voice state is shown"
+    );
+}
+
+/// Rule: a peer connected (ICE and DTLS) whose packets stopped past the
+/// timeout replaces the orb with `media_stalled`, while heartbeats keep coming.
+#[test]
+fn a_connected_peer_with_stale_packets_replaces_the_orb() {
+    let mut h = Harness::new(rules());
+    h.ready_orb("r", 1);
+    let media = |age: u64| {
+        beat_with(serde_json::json!({"media": [
+            {"peer": "coach", "ice": "connected", "dtls": "connected", "packets_in": 40,
+             "last_packet_age_ms": age, "connected_age_ms": 60_000}
+        ]}))
+    };
+    assert!(orders(&h.process("r", 1, media(500))).is_empty());
+    let stop = h.process("r", 1, media(10_500));
+    assert_eq!(orders(&stop), [(1, ask("media_stalled"))]);
+    assert_eq!(
+        notices(&stop),
+        [("r".to_owned(), Notice::Stalled(StopReason::MediaStalled))]
+    );
+    h.exited("r", 1, Some(0), None);
+    assert_eq!(h.state("r"), Some(OrbState::Restarting));
+}
+
+/// Rule: ORB_MEDIA_STALL_TIMEOUT=0 turns the rule off.
+#[test]
+fn a_stall_timeout_of_0_is_off() {
+    let mut h = Harness::new(Rules {
+        media_stall_timeout: None,
+        ..rules()
+    });
+    h.ready_orb("r", 1);
+    let beat = h.process("r", 1, pending(3_600_000));
+    assert!(orders(&beat).is_empty() && notices(&beat).is_empty());
+    assert_eq!(h.state("r"), Some(OrbState::Ready));
+}
+
+/// Rule: one stall, one stop: the stopping orb's further stalled heartbeats
+/// add no note, notice, count or order (and still count as signs of life).
+#[test]
+fn a_stopping_orbs_stalled_heartbeats_add_nothing() {
+    let mut h = Harness::new(rules());
+    h.ready_orb("r", 1);
+    h.process("r", 1, pending(10_000));
+    for ms in [10_200, 10_400, 10_600] {
+        let again = h.process("r", 1, pending(ms));
+        let extra: Vec<&Action> = again
+            .iter()
+            .filter(|a| !matches!(a, Action::Count(Tally::Heartbeat(_))))
+            .collect();
+        assert!(extra.is_empty(), "a stopping orb's heartbeat did {extra:?}");
+    }
+    let stops = h
+        .log
+        .iter()
+        .filter(|a| matches!(a, Action::Count(Tally::Stop(_))))
+        .count();
+    assert_eq!(stops, 1);
+    // The escalation goes on as for any graceful stop.
+    assert_eq!(orders(&h.advance_to(5.0)), [(1, Order::Terminate)]);
+}
+
+/// Rule: a stall of an orb still starting (no `orb_ready`) is left to the ready timeout.
+#[test]
+fn a_starting_orb_is_not_checked_for_stalls() {
+    let mut h = Harness::new(rules());
+    h.join("r", "coach", "coach");
+    h.spawned("r", 1);
+    let beat = h.process("r", 1, pending(60_000));
+    assert!(orders(&beat).is_empty());
+    assert_eq!(h.state("r"), Some(OrbState::Spawning));
+}
+
+/// Rule: the current process's session summary is handed to the shell with
+/// the orb's session, during its stop too; an older process's is not.
+#[test]
+fn session_summaries_go_to_the_shell() {
+    let mut h = Harness::new(rules());
+    h.ready_orb("r", 1);
+    let session = h.life.record("r", h.now, 0).map(|r| r.session).unwrap_or_default();
+    h.command(|life, now| life.stop("r", StopReason::ManualTermination, None, now));
+    let summary = serde_json::json!({"transcript": [], "summary": null, "turns": 0, "truncated": false});
+    let kept = h.process("r", 1, ProcessEvent::Summary(summary.clone()));
+    assert_eq!(
+        kept,
+        [Action::KeepSummary {
+            room: "r".into(),
+            session,
+            summary: summary.clone()
+        }]
+    );
+    h.exited("r", 1, Some(0), None);
+    assert!(h.process("r", 1, ProcessEvent::Summary(summary)).is_empty(), "gone");
 }

@@ -30,6 +30,11 @@ impl Lifecycle {
             participants: self.humans(room),
             queue_position: self.queue.iter().position(|r| r == room).map(|i| i + 1),
             media: orb.media.clone(),
+            voice: orb.voice.clone(),
+            stop_reason: match &orb.phase {
+                OrbPhase::Stopping { reason, .. } => Some(*reason),
+                _ => None,
+            },
         })
     }
 

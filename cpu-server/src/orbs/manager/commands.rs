@@ -1,4 +1,4 @@
-//! Operator commands: list, spawn, stop, reset, tokens, shutdown.
+//! Operator commands: list, spawn, stop, reset, timeline, summary, tokens, shutdown.
 
 use tokio::time::Instant;
 
@@ -49,6 +49,9 @@ impl Manager {
                     events,
                 });
                 let _ = reply.send(timeline);
+            }
+            Command::Summary(room, reply) => {
+                let _ = reply.send(self.summaries.get(&room, wall_ms()));
             }
             Command::Reset(room, reply) => {
                 let result = self.life.reset(&room, now);

@@ -7,6 +7,7 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::metrics::Metrics;
+use crate::orbs::lifecycle::stall_rule::stall_message;
 use crate::orbs::lifecycle::{Notice, Tally};
 use crate::orbs::orb_command::OrbLaunch;
 use crate::orbs::process_control::{EventSink, LaunchEnv};
@@ -33,6 +34,9 @@ impl Manager {
             }
             Action::Count(tally) => count(&self.metrics, tally),
             Action::Note { room, note } => self.timelines.push(&room, wall_ms(), note),
+            Action::KeepSummary { room, session, summary } => {
+                self.summaries.keep(&room, &session, wall_ms(), &summary);
+            }
         }
     }
 
@@ -135,6 +139,10 @@ pub(super) fn notice_fields(notice: Notice) -> (&'static str, serde_json::Value)
                 "message": "The AI assistant keeps failing and is paused; an operator can reset it.",
                 "code": "orb_parked",
             }),
+        ),
+        Notice::Stalled(reason) => (
+            "error",
+            serde_json::json!({ "code": reason.label(), "message": stall_message(reason) }),
         ),
     }
 }

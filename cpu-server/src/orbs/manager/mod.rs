@@ -5,7 +5,8 @@
 //! and the published process table. Its loop selects over operator commands,
 //! room events, launcher and driver reports, resource samples and its timers;
 //! each input becomes a lifecycle event, and the actions that come back are
-//! carried out ([`effects`]). Nothing else mutates orb state.
+//! carried out ([`effects`]). Nothing else mutates orb state (nor the
+//! timelines and session summaries it keeps).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use super::process_table::TableWriter;
 use super::record::ExitRecord;
 use super::sampler::Sample;
 use super::spawner::Spawner;
+use super::summaries::Summaries;
 use super::timeline::Timelines;
 use crate::metrics::Metrics;
 use crate::rooms::events::{RoomEventReceiver, RoomNotifier};
@@ -65,6 +67,7 @@ pub struct Manager {
     reports_tx: mpsc::Sender<Report>,
     metrics: Arc<Metrics>,
     timelines: Timelines,
+    summaries: Summaries,
 }
 
 /// The channels the manager listens on.
@@ -105,6 +108,7 @@ impl Manager {
             reports_tx,
             metrics,
             timelines: Timelines::default(),
+            summaries: Summaries::default(),
         };
         (manager, reports_rx)
     }

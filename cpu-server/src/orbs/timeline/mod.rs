@@ -85,7 +85,11 @@ impl Timelines {
 fn log(room: &str, note: &Note) {
     let fields = serde_json::to_string(note).unwrap_or_default();
     match note {
-        Note::HeartbeatLate { .. } | Note::OverMemoryLimit { .. } | Note::SpawnFailed { .. } | Note::Parked { .. } => {
+        Note::HeartbeatLate { .. }
+        | Note::OverMemoryLimit { .. }
+        | Note::Stalled { .. }
+        | Note::SpawnFailed { .. }
+        | Note::Parked { .. } => {
             tracing::warn!(target: "orb_timeline", %room, event = note.name(), %fields, "orb event")
         }
         _ => tracing::info!(target: "orb_timeline", %room, event = note.name(), %fields, "orb event"),

@@ -2,6 +2,7 @@
 //! timeline (pure).
 
 use super::Entry;
+use crate::orbs::lifecycle::stall_rule::Stall;
 use crate::orbs::lifecycle::{ExitCause, Note};
 use crate::orbs::record::OrbState;
 
@@ -107,6 +108,13 @@ fn end_line(entries: &[Entry], at: usize) -> String {
                 None => format!("killed{how} at {when}: memory limit exceeded"),
             }
         }
+        (ExitCause::VoiceStalled | ExitCause::MediaStalled, _) => {
+            let stall = entries[..at].iter().rev().find_map(|e| match &e.note {
+                Note::Stalled { stall } => Some(stall),
+                _ => None,
+            });
+            format!("replaced{how} at {when}: {}", stall_words(cause, stall))
+        }
         (ExitCause::MaxLifetime, _) => format!("stopped at {when}: MAX_ORB_LIFETIME reached"),
         (ExitCause::IdleTimeout, Some(_)) => format!("stopped at {when}: nobody in the room for IDLE_TIMEOUT"),
         (ExitCause::IdleTimeout, None) => format!("ended itself for idleness at {when}"),
@@ -157,6 +165,27 @@ fn after_line(entries: &[Entry], at: usize) -> String {
     match scheduled {
         Some(delay) => format!("; restart due after {}", seconds(delay)),
         None => String::new(),
+    }
+}
+
+/// What the stall was, in words.
+fn stall_words(cause: ExitCause, stall: Option<&Stall>) -> String {
+    match stall {
+        Some(Stall::Voice { pending_ms }) => format!(
+            "voice stalled (an utterance had no answer for {}, ORB_MEDIA_STALL_TIMEOUT)",
+            seconds(*pending_ms)
+        ),
+        Some(Stall::Media {
+            peer,
+            silent_ms,
+            any_packet,
+        }) => format!(
+            "media stalled (no packet from {peer} for {}{}, ORB_MEDIA_STALL_TIMEOUT)",
+            seconds(*silent_ms),
+            if *any_packet { "" } else { " since it connected" }
+        ),
+        None if cause == ExitCause::VoiceStalled => "voice stalled (ORB_MEDIA_STALL_TIMEOUT)".to_owned(),
+        None => "media stalled (ORB_MEDIA_STALL_TIMEOUT)".to_owned(),
     }
 }
 
@@ -271,6 +300,47 @@ mod tests {
         assert_eq!(
             explain(&entries, Some(OrbState::Restarting)),
             "killed (SIGKILL) at 10:42:03 UTC: memory limit 512 MB exceeded (530 MB)"
+        );
+    }
+
+    /// Rule: a stall names what stalled and for how long, then the restart.
+    #[test]
+    fn a_stall_then_a_restart() {
+        let stalled = Note::Stalled {
+            stall: Stall::Media {
+                peer: "coach-1".into(),
+                silent_ms: 10_400,
+                any_packet: false,
+            },
+        };
+        let entries = [
+            at(T - 600, stalled),
+            at(T, exited(ExitCause::MediaStalled, Some(0), None, true)),
+            at(
+                T,
+                Note::RestartScheduled {
+                    delay_ms: 600,
+                    counted: true,
+                },
+            ),
+        ];
+        assert_eq!(
+            explain(&entries, Some(OrbState::Restarting)),
+            "replaced at 10:42:03 UTC: media stalled (no packet from coach-1 for 10.4 s since it connected, \
+             ORB_MEDIA_STALL_TIMEOUT); restart due after 0.6 s"
+        );
+        let voice = [
+            at(
+                T - 1,
+                Note::Stalled {
+                    stall: Stall::Voice { pending_ms: 12_000 },
+                },
+            ),
+            at(T, exited(ExitCause::VoiceStalled, None, Some(15), true)),
+        ];
+        assert_eq!(
+            explain(&voice, None),
+            "replaced (SIGTERM) at 10:42:03 UTC: voice stalled (an utterance had no answer for 12.0 s, ORB_MEDIA_STALL_TIMEOUT)"
         );
     }
 
