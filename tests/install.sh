@@ -32,6 +32,7 @@ have setpriv || missing+=(util-linux)
 have useradd || missing+=(passwd)
 have ip || missing+=(iproute2)
 have promtool || missing+=(prometheus)
+have espeak-ng || missing+=(espeak-ng) # speaks the voice test's fake microphone (tests/voice_call.rs)
 fi
 if ((${#missing[@]})); then
   echo "== installing ${missing[*]}"

@@ -25,6 +25,41 @@ function writeTone(file, amplitude, frequency) {
   fs.writeFileSync(file, buf);
 }
 
+/**
+ * A fake-microphone WAV of real speech: `text` spoken by espeak-ng between `leadMs` and
+ * `tailMs` of silence (Chromium loops the file). Returns the speech's length in ms.
+ */
+function writeSpeech(file, text, leadMs, tailMs) {
+  const { execFileSync } = require('node:child_process');
+  const spoken = file + '.espeak.wav';
+  try {
+    execFileSync('espeak-ng', ['-w', spoken, text]);
+  } catch (err) {
+    throw new Error(`espeak-ng is required (apt-get install espeak-ng; tests/install.sh does): ${err.message}`);
+  }
+  const raw = fs.readFileSync(spoken);
+  fs.rmSync(spoken);
+  let rate = 0;
+  let data = null;
+  for (let at = 12; at + 8 <= raw.length;) {
+    const id = raw.toString('ascii', at, at + 4);
+    const size = raw.readUInt32LE(at + 4);
+    if (id === 'fmt ') rate = raw.readUInt32LE(at + 12);
+    if (id === 'data') { data = raw.subarray(at + 8, Math.min(raw.length, at + 8 + size)); break; }
+    at += 8 + size + (size % 2);
+  }
+  if (!rate || !data) throw new Error('espeak-ng wrote no PCM');
+  const silence = (ms) => Buffer.alloc(Math.round((rate * ms) / 1000) * 2);
+  const pcm = Buffer.concat([silence(leadMs), data, silence(tailMs)]);
+  const header = Buffer.alloc(44);
+  header.write('RIFF', 0); header.writeUInt32LE(36 + pcm.length, 4); header.write('WAVE', 8);
+  header.write('fmt ', 12); header.writeUInt32LE(16, 16); header.writeUInt16LE(1, 20); header.writeUInt16LE(1, 22);
+  header.writeUInt32LE(rate, 24); header.writeUInt32LE(rate * 2, 28); header.writeUInt16LE(2, 32); header.writeUInt16LE(16, 34);
+  header.write('data', 36); header.writeUInt32LE(pcm.length, 40);
+  fs.writeFileSync(file, Buffer.concat([header, pcm]));
+  return Math.round((data.length / 2 / rate) * 1000);
+}
+
 async function launchWithMicrophone(wav) {
   if (!fs.existsSync(CHROMIUM)) throw new Error(`Chromium not found at ${CHROMIUM}: run \`bash tests/browser/setup.sh\``);
   const { chromium } = require('playwright-core');
@@ -72,4 +107,4 @@ async function mediaOf(room, userId) {
   });
 }
 
-module.exports = { writeTone, launchWithMicrophone, openPeerPage, probe, aiId, orbRecord, mediaOf };
+module.exports = { writeTone, writeSpeech, launchWithMicrophone, openPeerPage, probe, aiId, orbRecord, mediaOf };

@@ -11,6 +11,7 @@
     pcs: new Map(), // peer id -> { pc, polite, pendingCandidates, answers }
     peers: new Map(), // peer id -> participant
     aiErrors: [], // ai_status error frames (any inReplyTo)
+    aiEvents: [], // every ai_status and ai_response, with its arrival time
     holdAi: false, // start(…, { holdAi: true }): joined, but no offer to the AI until connectAi()
     log: [],
   };
@@ -102,6 +103,10 @@
       }
       case 'ai_status':
         if (msg.status === 'error') state.aiErrors.push(msg);
+        state.aiEvents.push({ type: 'ai_status', status: msg.status, code: msg.code ?? null, at: Date.now() });
+        break;
+      case 'ai_response':
+        state.aiEvents.push({ type: 'ai_response', text: msg.text, inReplyTo: msg.inReplyTo ?? null, at: Date.now() });
         break;
       default:
         break;

@@ -51,6 +51,8 @@ pub enum Endpoint {
     Speech,
     /// `POST /v1/text-to-speech/{voice}/stream` (ElevenLabs).
     ElevenLabs,
+    /// `POST /v1/chat/completions` (the orb's brain): answers [`VoiceStub::set_answer`].
+    Chat,
 }
 
 impl Endpoint {
@@ -59,6 +61,7 @@ impl Endpoint {
             Self::Transcriptions => 0,
             Self::Speech => 1,
             Self::ElevenLabs => 2,
+            Self::Chat => 3,
         }
     }
 }
@@ -131,11 +134,14 @@ pub struct Speech {
 
 #[derive(Debug)]
 struct State {
-    behaviours: [Behaviour; 3],
+    behaviours: [Behaviour; 4],
     transcripts: VecDeque<String>,
+    answer: String,
+    speech_ms: u64,
+    prompts: Vec<String>,
     transcriptions: Vec<Transcription>,
     speeches: Vec<Speech>,
-    requests: [usize; 3],
+    requests: [usize; 4],
 }
 
 #[derive(Debug)]
@@ -185,11 +191,14 @@ impl VoiceStub {
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             state: Mutex::new(State {
-                behaviours: [Behaviour::Answer; 3],
+                behaviours: [Behaviour::Answer; 4],
                 transcripts: VecDeque::from([String::from("hello assistant")]),
+                answer: String::from("Hello from the stub brain."),
+                speech_ms: 1000,
+                prompts: Vec::new(),
                 transcriptions: Vec::new(),
                 speeches: Vec::new(),
-                requests: [0; 3],
+                requests: [0; 4],
             }),
         });
         let serving = shared.clone();
@@ -234,6 +243,21 @@ impl VoiceStub {
         self.shared.state().transcripts = queue;
     }
 
+    /// What the chat endpoint answers (the brain's reply).
+    pub fn set_answer(&self, answer: &str) {
+        self.shared.state().answer = answer.to_owned();
+    }
+
+    /// How long the speech answer's tone lasts (1000 ms unless set).
+    pub fn set_speech_ms(&self, ms: u64) {
+        self.shared.state().speech_ms = ms;
+    }
+
+    /// The user messages the chat endpoint received, in order.
+    pub fn prompts(&self) -> Vec<String> {
+        self.shared.state().prompts.clone()
+    }
+
     /// Every transcription request so far (whatever it was answered).
     pub fn transcriptions(&self) -> Vec<Transcription> {
         self.shared.state().transcriptions.clone()
@@ -261,7 +285,13 @@ impl Drop for VoiceStub {
 
 /// The speech answer: 1 s of a 440 Hz tone at [`TONE_RATE`], 16-bit LE mono.
 pub fn tone_pcm() -> Vec<u8> {
-    (0..TONE_RATE)
+    tone_pcm_ms(1000)
+}
+
+/// `ms` of the speech answer's tone.
+pub fn tone_pcm_ms(ms: u64) -> Vec<u8> {
+    let samples = u32::try_from(u64::from(TONE_RATE) * ms / 1000).unwrap_or(u32::MAX);
+    (0..samples)
         .flat_map(|n| {
             let t = f64::from(n) / f64::from(TONE_RATE);
             let sample = (8000.0 * (2.0 * std::f64::consts::PI * 440.0 * t).sin()) as i16;
@@ -355,6 +385,11 @@ fn serve(mut socket: TcpStream, shared: &Shared) {
             respond(&mut socket, 200, "application/json", body.as_bytes());
         }
         Endpoint::Speech | Endpoint::ElevenLabs => send_tone(&mut socket, shared),
+        Endpoint::Chat => {
+            let body =
+                json!({ "choices": [{ "message": { "role": "assistant", "content": transcript } }] }).to_string();
+            respond(&mut socket, 200, "application/json", body.as_bytes());
+        }
     }
 }
 
@@ -366,6 +401,7 @@ fn route(request: &Request) -> Option<Endpoint> {
     match path {
         "/v1/audio/transcriptions" => Some(Endpoint::Transcriptions),
         "/v1/audio/speech" => Some(Endpoint::Speech),
+        "/v1/chat/completions" => Some(Endpoint::Chat),
         _ => {
             let voice = path.strip_prefix("/v1/text-to-speech/")?.strip_suffix("/stream")?;
             (!voice.is_empty() && !voice.contains('/')).then_some(Endpoint::ElevenLabs)
@@ -389,6 +425,17 @@ fn record(shared: &Shared, endpoint: Endpoint, request: &Request) -> String {
         Endpoint::Speech | Endpoint::ElevenLabs => {
             state.speeches.push(parse_speech(endpoint, request));
             String::new()
+        }
+        Endpoint::Chat => {
+            let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+            let last = body["messages"]
+                .as_array()
+                .and_then(|m| m.last())
+                .and_then(|m| m["content"].as_str())
+                .unwrap_or_default()
+                .to_owned();
+            state.prompts.push(last);
+            state.answer.clone()
         }
     }
 }
@@ -416,7 +463,7 @@ fn parse_speech(endpoint: Endpoint, request: &Request) -> Speech {
                 key: request.header("xi-api-key").map(str::to_owned),
             }
         }
-        Endpoint::Speech | Endpoint::Transcriptions => Speech {
+        Endpoint::Speech | Endpoint::Transcriptions | Endpoint::Chat => Speech {
             endpoint,
             path: request.path.clone(),
             text: text("input"),
@@ -655,7 +702,8 @@ fn send_tone(socket: &mut TcpStream, shared: &Shared) {
     if socket.write_all(head.as_bytes()).is_err() {
         return;
     }
-    let pcm = tone_pcm();
+    let ms = shared.state().speech_ms;
+    let pcm = tone_pcm_ms(ms);
     for (n, piece) in pcm.chunks(pcm.len().div_ceil(TONE_CHUNKS)).enumerate() {
         if n > 0 && !shared.sleep(TONE_GAP) {
             return;

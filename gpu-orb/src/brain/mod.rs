@@ -41,3 +41,10 @@ pub trait Brain: Send + Sync + 'static {
     /// The AI's reply to `text`.
     fn reply(&self, text: String) -> impl Future<Output = Result<String, BrainError>> + Send;
 }
+
+/// A shared brain (typed `say` and the voice ask the same one).
+impl<B: Brain> Brain for std::sync::Arc<B> {
+    fn reply(&self, text: String) -> impl Future<Output = Result<String, BrainError>> + Send {
+        (**self).reply(text)
+    }
+}

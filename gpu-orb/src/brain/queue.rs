@@ -153,7 +153,7 @@ mod tests {
         calls: AtomicUsize,
     }
 
-    impl Brain for Arc<SlowBrain> {
+    impl Brain for SlowBrain {
         async fn reply(&self, text: String) -> Result<String, BrainError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;

@@ -236,6 +236,7 @@ impl Peer {
             Event::Connected => {
                 self.connected = true;
                 self.stats.dtls = "connected";
+                self.stats.connected_at = Some(Instant::now());
                 tracing::info!(local = %self.local, "media connected (ICE and DTLS)");
                 self.publish();
             }

@@ -33,6 +33,8 @@ pub struct PeerStats {
     pub frames_out: u64,
     /// When the last datagram arrived.
     pub last_packet: Option<Instant>,
+    /// When ICE and DTLS were both up (the manager's media-stall rule counts from it).
+    pub connected_at: Option<Instant>,
     /// Datagrams per source address (the first [`MAX_SOURCES`]).
     pub sources: Vec<(SocketAddr, u64)>,
     /// Datagrams from further addresses.
@@ -86,6 +88,9 @@ impl PeerStats {
             last_packet_age_ms: self
                 .last_packet
                 .map(|t| u64::try_from(now.duration_since(t).as_millis()).unwrap_or(u64::MAX)),
+            connected_age_ms: self
+                .connected_at
+                .map(|t| u64::try_from(now.duration_since(t).as_millis()).unwrap_or(u64::MAX)),
             sources: self
                 .sources
                 .iter()
@@ -125,6 +130,8 @@ pub struct PeerSnapshot {
     pub frames_out: u64,
     /// Milliseconds since the last datagram, if any came.
     pub last_packet_age_ms: Option<u64>,
+    /// Milliseconds since ICE and DTLS were both connected (`None` before).
+    pub connected_age_ms: Option<u64>,
     /// Datagrams per source address (the first [`MAX_SOURCES`]).
     pub sources: Vec<SourceCount>,
     /// Datagrams from addresses beyond the first few.

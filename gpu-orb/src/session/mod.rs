@@ -9,6 +9,7 @@
 
 mod room_events;
 mod stop;
+mod voice;
 
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::time::Duration;
@@ -39,7 +40,9 @@ use crate::settings::{BrainSettings, Settings};
 pub struct Session<B: Brain> {
     settings: Settings,
     user_id: String,
-    brain: BrainQueue<B>,
+    brain: BrainQueue<std::sync::Arc<B>>,
+    /// The same brain, for the voice's session summary.
+    brain_shared: std::sync::Arc<B>,
     room: mpsc::Sender<RoomCommand>,
     room_events: mpsc::Receiver<RoomEvent>,
     room_task: JoinHandle<()>,
@@ -55,6 +58,8 @@ pub struct Session<B: Brain> {
     paused: bool,
     /// The media connections (`None` with `ORB_MEDIA=false`: offers are ignored).
     media: Option<MediaHub>,
+    /// The voice pipeline (`None` in test mode, without keys or without media).
+    voice: Option<voice::Voice>,
 }
 
 impl<B: Brain> Session<B> {
@@ -76,10 +81,19 @@ impl<B: Brain> Session<B> {
             None => (None, None, None),
         };
         let room_task = tokio::spawn(link.run().in_current_span());
-        let media = settings.media.enabled.then(|| match settings.brain {
-            // Test mode: each human hears their own audio back.
-            BrainSettings::Echo => MediaHub::new(settings.media.clone(), std::sync::Arc::new(EchoEngine)),
-            BrainSettings::OpenAi(_) => MediaHub::new(settings.media.clone(), std::sync::Arc::new(SilentEngine)),
+        let brain = std::sync::Arc::new(brain);
+        let voice = match settings.brain {
+            BrainSettings::Echo => None,
+            BrainSettings::OpenAi(_) => voice::start(&settings, brain.clone(), &user_id),
+        };
+        let media = settings.media.enabled.then(|| {
+            let engine: std::sync::Arc<dyn crate::media::AudioEngine> = match (&settings.brain, &voice) {
+                // Test mode: each human hears their own audio back.
+                (BrainSettings::Echo, _) => std::sync::Arc::new(EchoEngine),
+                (BrainSettings::OpenAi(_), Some(voice)) => voice.engine.clone(),
+                (BrainSettings::OpenAi(_), None) => std::sync::Arc::new(SilentEngine),
+            };
+            MediaHub::new(settings.media.clone(), engine)
         });
         let now = Instant::now();
         tracing::info!(url = %settings.room_url, ipc = ipc.is_some(), test_mode = settings.test_mode, "orb starting");
@@ -88,7 +102,8 @@ impl<B: Brain> Session<B> {
             lifetime_end: settings.max_lifetime.map(|lifetime| now + lifetime),
             settings,
             user_id,
-            brain: BrainQueue::new(brain, MAX_WAITING),
+            brain: BrainQueue::new(brain.clone(), MAX_WAITING),
+            brain_shared: brain,
             room,
             room_events,
             room_task,
@@ -101,6 +116,7 @@ impl<B: Brain> Session<B> {
             cpu: CpuSampler::new(),
             paused: false,
             media,
+            voice,
         })
     }
 
@@ -131,6 +147,13 @@ impl<B: Brain> Session<B> {
                 },
                 answered = self.brain.next_reply() => self.on_reply(answered),
                 outgoing = next_media(self.media.as_mut()) => self.on_media(outgoing),
+                update = recv_if_open(self.voice.as_mut().map(|v| &mut v.handle.updates)) => match update {
+                    Some(update) => self.on_voice(update),
+                    None => {
+                        tracing::error!("the voice conductor ended: the AI hears and says nothing");
+                        self.voice = None;
+                    }
+                },
                 _ = tick_if_started(self.heartbeat.as_mut()) => self.send_heartbeat(),
             }
         };
@@ -184,6 +207,9 @@ impl<B: Brain> Session<B> {
         if let Some(media) = self.media.as_ref() {
             // Every heartbeat while media is on, `[]` without peers; none with ORB_MEDIA=false.
             extra.insert("media".to_owned(), json!(media.snapshot()));
+        }
+        if let Some(voice) = self.voice.as_ref() {
+            extra.insert("voice".to_owned(), voice.handle.health.borrow().to_json(Instant::now()));
         }
         let metrics = OrbMetrics {
             cpu: round2(self.cpu.sample()),

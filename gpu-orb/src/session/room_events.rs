@@ -16,9 +16,14 @@ impl<B: Brain> Session<B> {
     pub(super) async fn on_room_event(&mut self, event: RoomEvent) -> Option<Stop> {
         match event {
             RoomEvent::Joined { peers, first } => {
+                self.tell_voice_roles(&peers);
                 self.presence.room.reset(peers);
                 self.presence_changed();
                 self.status(if self.paused { "paused" } else { "ready" });
+                if self.voice.is_some() && !self.paused {
+                    // The voice pipeline waits for speech.
+                    self.status("listening");
+                }
                 if first {
                     let ids = self.presence.room.ids();
                     if let Some(ipc) = &self.ipc {
@@ -60,6 +65,10 @@ impl<B: Brain> Session<B> {
                 let p = joined.participant;
                 tracing::info!(user_id = %p.user_id, user_role = %p.user_role, "participant joined");
                 if p.user_id != self.user_id {
+                    self.voice_control(crate::voice::conductor::Control::Role {
+                        user: p.user_id.clone(),
+                        role: p.user_role.clone(),
+                    });
                     self.presence.room.joined(p);
                     self.presence_changed();
                 }
@@ -73,6 +82,7 @@ impl<B: Brain> Session<B> {
                 self.presence_changed();
             }
             RoomMessage::PeerDiscovery(discovery) => {
+                self.tell_voice_roles(&discovery.peers);
                 self.presence.room.reset(discovery.peers);
                 self.presence_changed();
             }
@@ -112,10 +122,12 @@ impl<B: Brain> Session<B> {
             },
             "pause" => {
                 self.paused = true;
+                self.voice_control(crate::voice::conductor::Control::Pause(true));
                 self.status("paused");
             }
             "resume" => {
                 self.paused = false;
+                self.voice_control(crate::voice::conductor::Control::Pause(false));
                 self.status("listening");
             }
             "end_session" => return Some(Stop::normal("session_complete", &self.settings)),
@@ -237,7 +249,7 @@ impl<B: Brain> Session<B> {
         }));
     }
 
-    fn status(&self, status: &str) {
+    pub(super) fn status(&self, status: &str) {
         let frame = RoomMessage::AiStatus(AiStatus {
             status: status.to_owned(),
             session_id: Some(self.settings.session.clone()),
@@ -247,7 +259,7 @@ impl<B: Brain> Session<B> {
         self.to_room(frame);
     }
 
-    fn to_room(&self, message: RoomMessage) {
+    pub(super) fn to_room(&self, message: RoomMessage) {
         self.send_room(RoomCommand::Send(message));
     }
 }

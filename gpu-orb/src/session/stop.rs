@@ -93,6 +93,10 @@ impl<B: Brain> Session<B> {
         }
         arm_exit_watchdog(stop.bound + EXIT_MARGIN, stop.code);
         self.brain.abort_all();
+        let begun = tokio::time::Instant::now();
+        // The transcript (and its summary) first, within half the bound: the manager keeps it.
+        self.send_summary(stop.bound / 2).await;
+        let left = stop.bound.saturating_sub(begun.elapsed());
         let drain = async {
             if stop.tell_room {
                 let frame = RoomMessage::AiOrbShutdown(OrbShutdownFrame {
@@ -126,7 +130,7 @@ impl<B: Brain> Session<B> {
             }
         };
         tokio::select! {
-            done = tokio::time::timeout(stop.bound, drain) => {
+            done = tokio::time::timeout(left, drain) => {
                 if done.is_err() {
                     tracing::warn!(bound_ms = stop.bound.as_millis(), "shutdown did not finish in time; exiting anyway");
                 }

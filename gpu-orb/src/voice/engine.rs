@@ -32,11 +32,17 @@ pub enum EarInput {
 /// The senders towards every open peer connection. Locked only to copy or change the
 /// map, never across a send (sends never block: [`AudioOut::send`] is `try_send`).
 #[derive(Debug, Default, Clone)]
-pub struct Mouths(Arc<Mutex<HashMap<u64, (Arc<str>, AudioOut)>>>);
+pub struct Mouths(Arc<Mutex<Senders>>);
+
+/// Each open connection's peer and sender, by connection id.
+type Senders = HashMap<u64, (Arc<str>, AudioOut)>;
 
 impl Mouths {
     fn insert(&self, id: u64, peer: Arc<str>, out: AudioOut) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).insert(id, (peer, out));
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, (peer, out));
     }
 
     fn remove(&self, id: u64) {

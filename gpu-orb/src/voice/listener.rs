@@ -182,12 +182,18 @@ mod tests {
         }
         let started = heard.recv().await.expect("speech started");
         assert!(matches!(started, Heard::SpeechStarted { .. }), "{started:?}");
-        let Some(Heard::Utterance(u)) = heard.recv().await else { panic!("no utterance") };
+        let Some(Heard::Utterance(u)) = heard.recv().await else {
+            panic!("no utterance")
+        };
         assert_eq!(&*u.peer, "coach-1");
         assert!((1000..1600).contains(&u.audio_ms), "audio {} ms", u.audio_ms);
         let (rate, channels, samples) = parse_wav(&u.wav).expect("wav");
         assert_eq!((rate, channels), (16_000, 1));
-        assert!((samples.len() as i64 - (u.audio_ms * 16) as i64).abs() <= 32, "{} samples", samples.len());
+        assert!(
+            (samples.len() as i64 - (u.audio_ms * 16) as i64).abs() <= 32,
+            "{} samples",
+            samples.len()
+        );
         drop(tx);
         thread.join().expect("joined");
     }

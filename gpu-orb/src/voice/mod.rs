@@ -1,5 +1,6 @@
 //! The AI's voice: hears the call, understands, and answers aloud.
 //!
+//! - [`conductor`]: the task owning the voice's state: utterance → text → brain → speech, barge-in, health.
 //! - [`dsp`]: the signal-processing leaves (Opus, resampling, turn detection, WAV, 20 ms framing).
 //! - [`engine`]: [`VoiceEngine`], the media seam's engine: peers' frames to the listener, their senders kept.
 //! - [`listener`]: the "voice-ears" thread: decode, detect turns, finished utterances as 16 kHz WAV.
@@ -10,6 +11,7 @@
 //!   traits (OpenAI-compatible and ElevenLabs), with bounded retries.
 //! - [`settings`]: the voice settings and the decision whether voice runs.
 
+pub mod conductor;
 pub mod dsp;
 pub mod engine;
 pub mod listener;

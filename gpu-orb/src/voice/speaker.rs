@@ -146,7 +146,13 @@ fn encode(mut speech: mpsc::Receiver<Speech>, out: &mpsc::Sender<Encoded>, cance
             }
             match encoder.encode(&frame) {
                 Ok(opus) => {
-                    if out.blocking_send(Encoded::Frame { turn, opus: Arc::from(opus) }).is_err() {
+                    if out
+                        .blocking_send(Encoded::Frame {
+                            turn,
+                            opus: Arc::from(opus),
+                        })
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -195,7 +201,10 @@ async fn pace(
                 }
                 if speaking != Some(turn) {
                     speaking = Some(turn);
-                    let _ = spoken.try_send(Spoken::FirstFrame { turn, at: Instant::now() });
+                    let _ = spoken.try_send(Spoken::FirstFrame {
+                        turn,
+                        at: Instant::now(),
+                    });
                 }
                 due += FRAME;
             }
@@ -238,8 +247,22 @@ mod tests {
         assert!(mouth.say(Speech::Begin { turn: 1, rate: 24_000 }).await);
         // 200 ms at 24 kHz, in two chunks: 10 frames.
         let pcm = tone(4800, 24_000);
-        assert!(mouth.say(Speech::Pcm { turn: 1, samples: pcm[..1000].to_vec() }).await);
-        assert!(mouth.say(Speech::Pcm { turn: 1, samples: pcm[1000..].to_vec() }).await);
+        assert!(
+            mouth
+                .say(Speech::Pcm {
+                    turn: 1,
+                    samples: pcm[..1000].to_vec()
+                })
+                .await
+        );
+        assert!(
+            mouth
+                .say(Speech::Pcm {
+                    turn: 1,
+                    samples: pcm[1000..].to_vec()
+                })
+                .await
+        );
         assert!(mouth.say(Speech::End { turn: 1 }).await);
         let first = spoken.recv().await.expect("first frame");
         assert!(matches!(first, Spoken::FirstFrame { turn: 1, .. }));
@@ -270,7 +293,14 @@ mod tests {
         let (mouth, _thread) = start(mouths, spoken_tx).expect("start");
         assert!(mouth.say(Speech::Begin { turn: 7, rate: 24_000 }).await);
         // 2 s of answer.
-        assert!(mouth.say(Speech::Pcm { turn: 7, samples: tone(48_000, 24_000) }).await);
+        assert!(
+            mouth
+                .say(Speech::Pcm {
+                    turn: 7,
+                    samples: tone(48_000, 24_000)
+                })
+                .await
+        );
         assert!(mouth.say(Speech::End { turn: 7 }).await);
         assert!(matches!(spoken.recv().await, Some(Spoken::FirstFrame { turn: 7, .. })));
         tokio::time::sleep(Duration::from_millis(100)).await;

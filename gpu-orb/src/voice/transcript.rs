@@ -83,7 +83,11 @@ impl Transcript {
         if recent.is_empty() {
             format!("{who} says: {}", entry.text)
         } else {
-            format!("Recent conversation:\n{}\n\n{who} says: {}", recent.join("\n"), entry.text)
+            format!(
+                "Recent conversation:\n{}\n\n{who} says: {}",
+                recent.join("\n"),
+                entry.text
+            )
         }
     }
 

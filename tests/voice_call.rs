@@ -1,0 +1,172 @@
+//! The AI's voice end to end: a real cpu-server spawns a real gpu-orb with its voice on
+//! (an `OPENAI_API_KEY` and no test mode), whose speech-to-text, text-to-speech and brain
+//! are the stub of `tests/src/voice_stub.rs`; a headless Chromium coach page
+//! (`tests/browser/voice.test.js`) whose microphone loops a sentence spoken by espeak-ng.
+//! The stub receives audio of the utterance's length; the room sees the pipeline's
+//! statuses and the answer; the page hears the answer; the next utterance interrupts
+//! it; what does not address the AI gets no answer; at the end the transcript reaches
+//! the manager as `session_summary` and stays out of the logs.
+//!
+//! Runs in a private network namespace with only `lo` (root, as CI runs), like
+//! `webrtc_media`; needs Chromium, playwright-core and espeak-ng (tests/install.sh).
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use system_tests::media_kit::{enter_loopback_namespace, figures, require_browser_setup, run_node};
+use system_tests::operator_kit::request;
+use system_tests::room_harness::RoomServer;
+use system_tests::voice_stub::VoiceStub;
+
+const ADMIN_TOKEN: &str = "voice-tests-admin-token-0123456789";
+/// The first transcript addresses the AI; every later one does not.
+const ADDRESSED: &str = "Hey assistant, how is the session going?";
+const NOT_ADDRESSED: &str = "We should talk about your goals for the week.";
+const ANSWER: &str = "It is going well. Keep going.";
+const ANSWER_MS: u64 = 5000;
+
+#[test]
+fn the_ai_hears_answers_aloud_is_interrupted_and_ignores_what_is_not_for_it() {
+    require_browser_setup();
+    enter_loopback_namespace();
+    let started = Instant::now();
+    let stub = VoiceStub::start();
+    stub.set_transcripts([ADDRESSED, NOT_ADDRESSED]);
+    stub.set_answer(ANSWER);
+    stub.set_speech_ms(ANSWER_MS);
+    let logs = tempfile::tempdir().expect("log dir");
+    let target = system_tests::binaries::target_dir().display().to_string();
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_owned());
+    let base = stub.openai_base_url();
+    let log_dir = logs.path().display().to_string();
+    let server = RoomServer::start(&[
+        ("PATH", &path),
+        ("ORB_SPAWN_ON", "coach"),
+        ("GPU_SERVER_PATH", &target),
+        ("ROOM_EMPTY_GRACE", "0"),
+        ("ORB_STOP_GRACE", "4000"),
+        ("ORB_KILL_GRACE", "1000"),
+        ("RUST_LOG", "info"),
+        ("ADMIN_TOKEN", ADMIN_TOKEN),
+        ("ORB_HEALTH_CHECK_INTERVAL", "500"),
+        ("ORB_LOG_DIR", &log_dir),
+        ("OPENAI_API_KEY", "sk-voice-test-key"),
+        ("OPENAI_BASE_URL", &base),
+        ("ORB_TTS_PROVIDER", "openai"),
+        ("ORB_PROVIDER_TIMEOUT", "3000"),
+    ]);
+    let env = [
+        ("BASE_URL", format!("http://127.0.0.1:{}", server.port)),
+        ("ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
+        ("VOICE_ANSWER_MS", ANSWER_MS.to_string()),
+    ];
+    let (passed, output) = run_node(
+        &["--test", "voice.test.js"],
+        &env,
+        "browser-voice.log",
+        Duration::from_secs(120),
+    );
+    println!("{output}");
+    let figures = figures(&output);
+    for figure in &figures {
+        println!("figure: {figure}");
+    }
+    let orb_log = || {
+        std::fs::read_dir(logs.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .collect::<String>()
+    };
+    assert!(
+        passed && output.contains("# fail 0"),
+        "voice browser test failed (tests/artifacts/browser-voice.log):\n{output}\n--- orb log ---\n{}\n--- cpu-server ---\n{}",
+        orb_log(),
+        server.proc.stderr()
+    );
+
+    // What the providers received: the utterance's audio, the transcript in the brain's prompt, the answer to speak.
+    let speech_ms = figures
+        .iter()
+        .find_map(|f| f["speechMs"].as_u64())
+        .expect("speechMs figure");
+    let heard = stub.transcriptions();
+    assert!(heard.len() >= 3, "{} transcriptions", heard.len());
+    let first = heard[0].wav.as_ref().expect("a WAV upload");
+    assert_eq!((first.sample_rate, first.channels), (16_000, 1));
+    assert!(
+        first.duration_ms + 600 >= speech_ms && first.duration_ms <= speech_ms + 1200,
+        "uploaded {} ms for {speech_ms} ms of speech",
+        first.duration_ms
+    );
+    assert_eq!(heard[0].bearer.as_deref(), Some("sk-voice-test-key"));
+    let prompts = stub.prompts();
+    assert!(
+        prompts
+            .first()
+            .is_some_and(|p| p.contains(ADDRESSED) && p.contains("coach-1")),
+        "{prompts:?}"
+    );
+    let speeches = stub.speeches();
+    assert_eq!(speeches.len(), 1, "one answer spoken: {speeches:?}");
+    assert_eq!(speeches[0].text, ANSWER);
+    assert_eq!(speeches[0].format, "pcm");
+    let log = orb_log();
+    assert!(log.contains("barge-in"), "no barge-in in the orb log:\n{log}");
+
+    // The end of the session: the transcript and its summary reach the manager, not the logs.
+    let room = figures
+        .iter()
+        .find_map(|f| f["room"].as_str().map(str::to_owned))
+        .expect("room figure");
+    // The page closed with the browser: the room is empty, its orb stops (ROOM_EMPTY_GRACE=0)
+    // gracefully and sends its summary; a DELETE finds it still stopping or already gone.
+    let (status, _) = request(
+        server.port,
+        "DELETE",
+        &format!("/api/orbs/{room}"),
+        Some(ADMIN_TOKEN),
+        None,
+    );
+    assert!(
+        (200..300).contains(&status) || status == 404,
+        "DELETE answered {status}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let summary = loop {
+        let (status, body) = request(
+            server.port,
+            "GET",
+            &format!("/api/orbs/{room}/summary"),
+            Some(ADMIN_TOKEN),
+            None,
+        );
+        if status == 200 {
+            break serde_json::from_str::<Value>(&body).unwrap_or(Value::Null);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no session summary within 10 s: {status} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let transcript = summary["summary"]["transcript"].as_array().cloned().unwrap_or_default();
+    assert!(
+        transcript
+            .iter()
+            .any(|e| e["text"] == ADDRESSED && e["speaker"] == "coach-1" && e["role"] == "coach"),
+        "{summary}"
+    );
+    assert!(
+        transcript.iter().any(|e| e["text"] == ANSWER && e["role"] == "ai"),
+        "{summary}"
+    );
+    assert_eq!(
+        summary["summary"]["summary"], ANSWER,
+        "the brain's summary (the stub answers the same)"
+    );
+    let logs_now = format!("{}{}", orb_log(), server.proc.stderr());
+    assert!(!logs_now.contains(NOT_ADDRESSED), "a transcript reached the logs");
+    println!("voice_call: {:.1} s", started.elapsed().as_secs_f64());
+}
