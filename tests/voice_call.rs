@@ -16,9 +16,10 @@ use serde_json::Value;
 use system_tests::media_kit::{enter_loopback_namespace, figures, require_browser_setup, run_node};
 use system_tests::operator_kit::request;
 use system_tests::room_harness::RoomServer;
-use system_tests::voice_stub::VoiceStub;
+use system_tests::voice_stub::{Behaviour, Endpoint, VoiceStub};
 
 const ADMIN_TOKEN: &str = "voice-tests-admin-token-0123456789";
+const API_KEY: &str = "sk-voice-test-key";
 /// The first transcript addresses the AI; every later one does not.
 const ADDRESSED: &str = "Hey assistant, how is the session going?";
 const NOT_ADDRESSED: &str = "We should talk about your goals for the week.";
@@ -50,7 +51,7 @@ fn the_ai_hears_answers_aloud_is_interrupted_and_ignores_what_is_not_for_it() {
         ("ADMIN_TOKEN", ADMIN_TOKEN),
         ("ORB_HEALTH_CHECK_INTERVAL", "500"),
         ("ORB_LOG_DIR", &log_dir),
-        ("OPENAI_API_KEY", "sk-voice-test-key"),
+        ("OPENAI_API_KEY", API_KEY),
         ("OPENAI_BASE_URL", &base),
         ("ORB_TTS_PROVIDER", "openai"),
         ("ORB_PROVIDER_TIMEOUT", "3000"),
@@ -100,7 +101,7 @@ fn the_ai_hears_answers_aloud_is_interrupted_and_ignores_what_is_not_for_it() {
         "uploaded {} ms for {speech_ms} ms of speech",
         first.duration_ms
     );
-    assert_eq!(heard[0].bearer.as_deref(), Some("sk-voice-test-key"));
+    assert_eq!(heard[0].bearer.as_deref(), Some(API_KEY));
     let prompts = stub.prompts();
     assert!(
         prompts
@@ -169,4 +170,103 @@ fn the_ai_hears_answers_aloud_is_interrupted_and_ignores_what_is_not_for_it() {
     let logs_now = format!("{}{}", orb_log(), server.proc.stderr());
     assert!(!logs_now.contains(NOT_ADDRESSED), "a transcript reached the logs");
     println!("voice_call: {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// One failure scenario: a server whose orbs use `stub` (voice on when `voice`), `extra`
+/// settings on top; the room must get `code`, and a new orb when `restart`.
+fn failure(stub: &VoiceStub, voice: bool, extra: &[(&str, &str)], code: &str, restart: bool) {
+    let started = Instant::now();
+    let target = system_tests::binaries::target_dir().display().to_string();
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_owned());
+    let base = stub.openai_base_url();
+    let mut env: Vec<(&str, &str)> = vec![
+        ("PATH", &path),
+        ("ORB_SPAWN_ON", "coach"),
+        ("GPU_SERVER_PATH", &target),
+        ("ROOM_EMPTY_GRACE", "0"),
+        ("ORB_STOP_GRACE", "2000"),
+        ("ORB_KILL_GRACE", "1000"),
+        ("RUST_LOG", "info"),
+        ("ADMIN_TOKEN", ADMIN_TOKEN),
+        ("ORB_HEALTH_CHECK_INTERVAL", "500"),
+        ("ORB_HEARTBEAT_INTERVAL", "500"),
+    ];
+    if voice {
+        env.extend([
+            ("OPENAI_API_KEY", API_KEY),
+            ("OPENAI_BASE_URL", &base),
+            ("ORB_TTS_PROVIDER", "openai"),
+        ]);
+    }
+    env.extend_from_slice(extra);
+    let server = RoomServer::start(&env);
+    let node_env = [
+        ("BASE_URL", format!("http://127.0.0.1:{}", server.port)),
+        ("ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
+        ("EXPECT_CODE", code.to_owned()),
+        ("EXPECT_RESTART", if restart { "1" } else { "0" }.to_owned()),
+    ];
+    let log = format!("browser-voice-{code}.log");
+    let (passed, output) = run_node(
+        &["--test", "voice_failure.test.js"],
+        &node_env,
+        &log,
+        Duration::from_secs(90),
+    );
+    println!("{output}");
+    println!("voice failure {code}: {:.1} s", started.elapsed().as_secs_f64());
+    assert!(
+        passed && output.contains("# fail 0"),
+        "voice failure scenario {code} failed (tests/artifacts/{log}):\n{output}\n--- cpu-server ---\n{}",
+        server.proc.stderr()
+    );
+}
+
+#[test]
+fn provider_failures_tell_the_room_and_stalls_and_frozen_media_replace_the_orb() {
+    require_browser_setup();
+    enter_loopback_namespace();
+    let stub = VoiceStub::start();
+    stub.set_answer(ANSWER);
+    stub.set_speech_ms(500);
+
+    // A failing speech-to-text: retried, then `stt_failed`; the AI listens on.
+    stub.set(Endpoint::Transcriptions, Behaviour::Fail);
+    failure(&stub, true, &[("ORB_PROVIDER_RETRIES", "1")], "stt_failed", false);
+    assert!(
+        stub.requests(Endpoint::Transcriptions) >= 4,
+        "two utterances, each tried twice"
+    );
+
+    // A hung text-to-speech: each attempt times out, then `tts_timeout`; the AI listens on.
+    stub.set(Endpoint::Transcriptions, Behaviour::Answer);
+    stub.set_transcripts([ADDRESSED]);
+    stub.set(Endpoint::Speech, Behaviour::Hang);
+    failure(
+        &stub,
+        true,
+        &[("ORB_PROVIDER_TIMEOUT", "1000"), ("ORB_PROVIDER_RETRIES", "0")],
+        "tts_timeout",
+        false,
+    );
+
+    // A speech-to-text hung past the stall timeout (its own timeout is longer): the manager replaces the orb.
+    stub.set(Endpoint::Speech, Behaviour::Answer);
+    stub.set(Endpoint::Transcriptions, Behaviour::Hang);
+    failure(
+        &stub,
+        true,
+        &[("ORB_PROVIDER_TIMEOUT", "60000"), ("ORB_MEDIA_STALL_TIMEOUT", "3000")],
+        "voice_stalled",
+        true,
+    );
+
+    // A frozen media task (test mode, a debug-build failpoint) while the orb's IPC heartbeats go on.
+    failure(
+        &stub,
+        false,
+        &[("ORB_FAILPOINT", "media_freeze"), ("ORB_MEDIA_STALL_TIMEOUT", "3000")],
+        "media_stalled",
+        true,
+    );
 }

@@ -159,6 +159,13 @@ pub async fn run(setup: PeerSetup) {
     }
 }
 
+/// Debug builds only: `ORB_FAILPOINT=media_freeze` freezes each peer's task once it is
+/// connected (its stats stop while the orb's heartbeats go on), for tests/voice_call.rs.
+fn frozen_by_failpoint() -> bool {
+    static FREEZE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    cfg!(debug_assertions) && *FREEZE.get_or_init(|| std::env::var("ORB_FAILPOINT").is_ok_and(|v| v == "media_freeze"))
+}
+
 impl Peer {
     /// The loop; `None` when the peer table dropped the peer, else why it ended.
     async fn serve(&mut self) -> Option<&'static str> {
@@ -171,6 +178,11 @@ impl Peer {
             };
             if !self.setup.rtc.is_alive() {
                 return Some("rtc_closed");
+            }
+            if self.connected && frozen_by_failpoint() {
+                // A hung media task, as the manager's stall rule must catch it (tests only).
+                tracing::warn!("failpoint media_freeze: this peer's task stops");
+                std::future::pending::<()>().await;
             }
             let wake = next.map_or_else(Instant::now, |at| {
                 Instant::now() + at.saturating_duration_since(std::time::Instant::now())

@@ -338,7 +338,13 @@ impl<B: Brain> Conductor<B> {
                 turn.step = Step::Playing;
                 self.turn = Some(turn);
             }
-            StepDone::Transcribed(Err(e)) | StepDone::Spoke(Err(e)) => self.failed(e.code(), e.to_string()),
+            StepDone::Spoke(Err(e)) => {
+                // Whatever of the answer the mouth holds goes too.
+                self.mouth.cancel(turn.id);
+                self.speaking = None;
+                self.failed(e.code(), e.to_string());
+            }
+            StepDone::Transcribed(Err(e)) => self.failed(e.code(), e.to_string()),
             StepDone::Thought(Err(e)) => self.failed("brain_failed", e.to_string()),
             StepDone::Aborted => self.settle(),
         }
@@ -464,6 +470,11 @@ impl<B: Brain> Conductor<B> {
             code,
             message: format!("The AI could not answer: {message}"),
         });
+        let stage = self.health.borrow().stage;
+        if stage == Stage::Listening {
+            // Said again after every error, so a page knows the AI still listens.
+            self.send(VoiceUpdate::Status(stage.as_str()));
+        }
         self.settle();
     }
 
