@@ -10,7 +10,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { until, uniqueRoom } = require('./lib.js');
-const { writeTone, launchWithMicrophone, openPeerPage, probe, aiId, orbRecord } = require('./media_kit.js');
+const { writeTone, cpuTicks, procStatus, launchWithMicrophone, openPeerPage, probe, aiId, orbRecord } = require('./media_kit.js');
 
 /** CPU and memory are averaged over this window once a phase has settled. */
 const WINDOW_MS = Number(process.env.BENCH_MEDIA_WINDOW_MS || 5000);
@@ -21,16 +21,7 @@ const CLK_TCK = 100;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const figure = (obj) => console.log('MEDIA ' + JSON.stringify(obj));
 
-function cpuTicks(pid) {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return Number(fields[11]) + Number(fields[12]); // utime + stime (fields 14 and 15)
-}
-
-function status(pid, field) {
-  const line = fs.readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith(field + ':'));
-  return Number(line.split(/\s+/)[1]);
-}
+const status = procStatus;
 
 /** Anonymous (heap, stacks) and file-backed (mapped binary and libraries) resident memory, MiB. */
 function rssParts(pid) {

@@ -60,6 +60,19 @@ function writeSpeech(file, text, leadMs, tailMs) {
   return Math.round((data.length / 2 / rate) * 1000);
 }
 
+/** utime + stime of `pid`, in clock ticks (100 a second). */
+function cpuTicks(pid) {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(fields[11]) + Number(fields[12]);
+}
+
+/** A number field of `/proc/<pid>/status` (kB for the memory ones). */
+function procStatus(pid, field) {
+  const line = fs.readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith(field + ':'));
+  return Number(line.split(/\s+/)[1]);
+}
+
 async function launchWithMicrophone(wav) {
   if (!fs.existsSync(CHROMIUM)) throw new Error(`Chromium not found at ${CHROMIUM}: run \`bash tests/browser/setup.sh\``);
   const { chromium } = require('playwright-core');
@@ -107,4 +120,4 @@ async function mediaOf(room, userId) {
   });
 }
 
-module.exports = { writeTone, writeSpeech, launchWithMicrophone, openPeerPage, probe, aiId, orbRecord, mediaOf };
+module.exports = { writeTone, writeSpeech, cpuTicks, procStatus, launchWithMicrophone, openPeerPage, probe, aiId, orbRecord, mediaOf };

@@ -17,31 +17,55 @@ use crate::bench_kit::Report;
 use crate::bench_server::{ADMIN_TOKEN, start};
 use crate::media_kit::{figures, run_node};
 
-/// Bound of the whole browser run (about 60 s).
+/// Bound of one browser run (about 60 s for media, 2 min for 50 voice turns).
 const NODE_TIMEOUT: Duration = Duration::from_secs(240);
 
 /// Runs the scenario and records its rows under `media`.
 pub fn media(report: &mut Report, quick: bool) {
-    let run = std::thread::spawn(move || run_in_namespace(quick));
-    match run.join() {
-        Ok(Ok(output)) => record(report, &output),
-        Ok(Err(why)) => report.note("media", &why),
-        Err(_) => report.note("media", "the media scenario panicked (see its output above)"),
+    match in_namespace(move || run_in_namespace(quick)) {
+        Ok(output) => record(report, &output),
+        Err(why) => report.note("media", &why),
     }
 }
 
-/// On this thread only: a private loopback namespace, a server, and the browser run.
+/// Runs `scenario` on a thread of its own that first enters a private loopback
+/// namespace (so do the servers and browsers it starts); `Err` says why it could not.
+pub(crate) fn in_namespace<T: Send + 'static>(
+    scenario: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    let run = std::thread::spawn(move || {
+        if !nix::unistd::geteuid().is_root() {
+            return Err("needs root (a private network namespace for Chromium)".to_owned());
+        }
+        if !crate::browser_kit::browser_dir()
+            .join("node_modules/playwright-core/package.json")
+            .is_file()
+        {
+            return Err("Chromium/playwright-core missing: run `bash tests/browser/setup.sh`".to_owned());
+        }
+        crate::browser_kit::enter_loopback_namespace();
+        scenario()
+    });
+    run.join()
+        .unwrap_or_else(|_| Err("the scenario panicked (see its output above)".to_owned()))
+}
+
+/// `node script` in tests/browser; its output, or why it failed (the log's last lines).
+pub(crate) fn run_script(script: &str, env: &[(&str, String)], log: &str) -> Result<String, String> {
+    let (passed, output) = run_node(&[script], env, log, NODE_TIMEOUT);
+    if passed {
+        Ok(output)
+    } else {
+        let tail: Vec<&str> = output.lines().rev().take(5).collect();
+        Err(format!(
+            "browser run failed (tests/artifacts/{log}): {}",
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        ))
+    }
+}
+
+/// The server and the browser run (inside the namespace).
 fn run_in_namespace(quick: bool) -> Result<String, String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Err("needs root (a private network namespace for Chromium)".to_owned());
-    }
-    if !crate::browser_kit::browser_dir()
-        .join("node_modules/playwright-core/package.json")
-        .is_file()
-    {
-        return Err("Chromium/playwright-core missing: run `bash tests/browser/setup.sh`".to_owned());
-    }
-    crate::browser_kit::enter_loopback_namespace();
     let server = start(&[
         ("ORB_SPAWN_ON", "coach"),
         ("ORB_HEALTH_CHECK_INTERVAL", "500"),
@@ -53,16 +77,7 @@ fn run_in_namespace(quick: bool) -> Result<String, String> {
         ("BENCH_MEDIA_WINDOW_MS", if quick { "2000" } else { "5000" }.to_owned()),
         ("BENCH_MEDIA_PULSES", if quick { "5" } else { "15" }.to_owned()),
     ];
-    let (passed, output) = run_node(&["bench_media.js"], &env, "bench-media.log", NODE_TIMEOUT);
-    if passed {
-        Ok(output)
-    } else {
-        let tail: Vec<&str> = output.lines().rev().take(5).collect();
-        Err(format!(
-            "browser run failed (tests/artifacts/bench-media.log): {}",
-            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-        ))
-    }
+    run_script("bench_media.js", &env, "bench-media.log")
 }
 
 /// The rows of the figures the browser run printed.

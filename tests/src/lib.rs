@@ -35,6 +35,7 @@ pub mod bench_media;
 pub mod bench_orbs;
 pub mod bench_peers;
 pub mod bench_server;
+pub mod bench_voice;
 pub mod binaries;
 pub mod browser_kit;
 pub mod chaos_kit;

@@ -188,7 +188,6 @@ enum Step {
 struct Turn {
     id: u64,
     utterance: Utterance,
-    started: Instant,
     provider_time: Duration,
     step: Step,
     step_started: Instant,
@@ -318,7 +317,6 @@ impl<B: Brain> Conductor<B> {
         self.turn = Some(Turn {
             id,
             utterance,
-            started: now,
             provider_time: Duration::ZERO,
             step: Step::Transcribe(task),
             step_started: now,
@@ -417,12 +415,12 @@ impl<B: Brain> Conductor<B> {
                 // Provider time up to now: the steps done, plus the current one until its first audio.
                 let provider = t.provider_time + at.saturating_duration_since(t.step_started);
                 self.speaking = Some((turn, at, provider));
+                // The bench (tests/src/bench_voice.rs) reads these fields.
                 tracing::info!(
                     turn,
-                    latency_ms = latency.as_millis(),
-                    provider_ms = provider.as_millis(),
+                    latency_us = latency.as_micros(),
+                    provider_us = provider.as_micros(),
                     silence_waited_ms = t.utterance.silence_waited_ms,
-                    since_accepted_ms = at.saturating_duration_since(t.started).as_millis(),
                     "the AI speaks"
                 );
                 let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
