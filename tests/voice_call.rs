@@ -13,13 +13,13 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use system_tests::media_kit::{enter_loopback_namespace, figures, require_browser_setup, run_node};
+use system_tests::media_kit::{enter_loopback_namespace, figures, require_browser_setup, run_node, start_orb_server};
 use system_tests::operator_kit::request;
-use system_tests::room_harness::RoomServer;
 use system_tests::voice_stub::{Behaviour, Endpoint, VoiceStub};
 
 const ADMIN_TOKEN: &str = "voice-tests-admin-token-0123456789";
 const API_KEY: &str = "sk-voice-test-key";
+const ELEVENLABS_KEY: &str = "xi-voice-test-key";
 /// The first transcript addresses the AI; every later one does not.
 const ADDRESSED: &str = "Hey assistant, how is the session going?";
 const NOT_ADDRESSED: &str = "We should talk about your goals for the week.";
@@ -36,26 +36,23 @@ fn the_ai_hears_answers_aloud_is_interrupted_and_ignores_what_is_not_for_it() {
     stub.set_answer(ANSWER);
     stub.set_speech_ms(ANSWER_MS);
     let logs = tempfile::tempdir().expect("log dir");
-    let target = system_tests::binaries::target_dir().display().to_string();
-    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_owned());
     let base = stub.openai_base_url();
+    let eleven = stub.elevenlabs_base_url();
     let log_dir = logs.path().display().to_string();
-    let server = RoomServer::start(&[
-        ("PATH", &path),
-        ("ORB_SPAWN_ON", "coach"),
-        ("GPU_SERVER_PATH", &target),
-        ("ROOM_EMPTY_GRACE", "0"),
-        ("ORB_STOP_GRACE", "4000"),
-        ("ORB_KILL_GRACE", "1000"),
-        ("RUST_LOG", "info"),
-        ("ADMIN_TOKEN", ADMIN_TOKEN),
-        ("ORB_HEALTH_CHECK_INTERVAL", "500"),
-        ("ORB_LOG_DIR", &log_dir),
-        ("OPENAI_API_KEY", API_KEY),
-        ("OPENAI_BASE_URL", &base),
-        ("ORB_TTS_PROVIDER", "openai"),
-        ("ORB_PROVIDER_TIMEOUT", "3000"),
-    ]);
+    // Both keys set and no ORB_TTS_PROVIDER: ElevenLabs speaks (the old system's default).
+    let server = start_orb_server(
+        ADMIN_TOKEN,
+        &[
+            ("ORB_STOP_GRACE", "4000"),
+            ("RUST_LOG", "info"),
+            ("ORB_LOG_DIR", &log_dir),
+            ("OPENAI_API_KEY", API_KEY),
+            ("OPENAI_BASE_URL", &base),
+            ("ELEVENLABS_API_KEY", ELEVENLABS_KEY),
+            ("ELEVENLABS_BASE_URL", &eleven),
+            ("ORB_PROVIDER_TIMEOUT", "3000"),
+        ],
+    );
     let env = [
         ("BASE_URL", format!("http://127.0.0.1:{}", server.port)),
         ("ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
@@ -111,8 +108,11 @@ fn the_ai_hears_answers_aloud_is_interrupted_and_ignores_what_is_not_for_it() {
     );
     let speeches = stub.speeches();
     assert_eq!(speeches.len(), 1, "one answer spoken: {speeches:?}");
+    assert_eq!(speeches[0].endpoint, Endpoint::ElevenLabs, "{speeches:?}");
     assert_eq!(speeches[0].text, ANSWER);
-    assert_eq!(speeches[0].format, "pcm");
+    assert_eq!(speeches[0].format, "pcm_24000");
+    assert_eq!(speeches[0].key.as_deref(), Some(ELEVENLABS_KEY));
+    assert_eq!(stub.requests(Endpoint::Speech), 0, "OpenAI did not speak");
     let log = orb_log();
     assert!(log.contains("barge-in"), "no barge-in in the orb log:\n{log}");
 
@@ -176,21 +176,8 @@ fn the_ai_hears_answers_aloud_is_interrupted_and_ignores_what_is_not_for_it() {
 /// settings on top; the room must get `code`, and a new orb when `restart`.
 fn failure(stub: &VoiceStub, voice: bool, extra: &[(&str, &str)], code: &str, restart: bool) {
     let started = Instant::now();
-    let target = system_tests::binaries::target_dir().display().to_string();
-    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_owned());
     let base = stub.openai_base_url();
-    let mut env: Vec<(&str, &str)> = vec![
-        ("PATH", &path),
-        ("ORB_SPAWN_ON", "coach"),
-        ("GPU_SERVER_PATH", &target),
-        ("ROOM_EMPTY_GRACE", "0"),
-        ("ORB_STOP_GRACE", "2000"),
-        ("ORB_KILL_GRACE", "1000"),
-        ("RUST_LOG", "info"),
-        ("ADMIN_TOKEN", ADMIN_TOKEN),
-        ("ORB_HEALTH_CHECK_INTERVAL", "500"),
-        ("ORB_HEARTBEAT_INTERVAL", "500"),
-    ];
+    let mut env: Vec<(&str, &str)> = vec![("RUST_LOG", "info"), ("ORB_HEARTBEAT_INTERVAL", "500")];
     if voice {
         env.extend([
             ("OPENAI_API_KEY", API_KEY),
@@ -199,7 +186,7 @@ fn failure(stub: &VoiceStub, voice: bool, extra: &[(&str, &str)], code: &str, re
         ]);
     }
     env.extend_from_slice(extra);
-    let server = RoomServer::start(&env);
+    let server = start_orb_server(ADMIN_TOKEN, &env);
     let node_env = [
         ("BASE_URL", format!("http://127.0.0.1:{}", server.port)),
         ("ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
@@ -249,6 +236,14 @@ fn provider_failures_tell_the_room_and_stalls_and_frozen_media_replace_the_orb()
         "tts_timeout",
         false,
     );
+
+    // A failing brain: `brain_failed`, nothing is spoken; the AI listens on.
+    stub.set(Endpoint::Speech, Behaviour::Answer);
+    stub.set(Endpoint::Chat, Behaviour::Fail);
+    let spoken = stub.speeches().len();
+    failure(&stub, true, &[("ORB_PROVIDER_RETRIES", "0")], "brain_failed", false);
+    assert_eq!(stub.speeches().len(), spoken, "a failed brain spoke");
+    stub.set(Endpoint::Chat, Behaviour::Answer);
 
     // A speech-to-text hung past the stall timeout (its own timeout is longer): the manager replaces the orb.
     stub.set(Endpoint::Speech, Behaviour::Answer);

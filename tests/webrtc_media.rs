@@ -19,10 +19,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use system_tests::media_kit::{
-    add_veth_pair, coturn_config, enter_loopback_namespace, figures, require_browser_setup, run_node,
+    add_veth_pair, coturn_config, enter_loopback_namespace, figures, require_browser_setup, run_node, start_orb_server,
 };
 use system_tests::operator_kit::request;
-use system_tests::room_harness::RoomServer;
 use system_tests::turn_coturn::Coturn;
 use system_tests::wait::until;
 use system_tests::ws::Client;
@@ -36,19 +35,7 @@ fn each_human_hears_their_own_echo_from_the_orb_and_bad_signals_are_refused() {
     require_browser_setup();
     enter_loopback_namespace();
     let started = Instant::now();
-    let target = system_tests::binaries::target_dir().display().to_string();
-    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_owned());
-    let server = RoomServer::start(&[
-        ("PATH", &path),
-        ("ORB_SPAWN_ON", "coach"),
-        ("GPU_SERVER_PATH", &target),
-        ("ROOM_EMPTY_GRACE", "0"),
-        ("ORB_STOP_GRACE", "2000"),
-        ("ORB_KILL_GRACE", "1000"),
-        ("RUST_LOG", "info,gpu_orb::media=debug"),
-        ("ADMIN_TOKEN", ADMIN_TOKEN),
-        ("ORB_HEALTH_CHECK_INTERVAL", "500"),
-    ]);
+    let server = start_orb_server(ADMIN_TOKEN, &[("RUST_LOG", "info,gpu_orb::media=debug")]);
     let env = [
         ("BASE_URL", format!("http://127.0.0.1:{}", server.port)),
         ("ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
@@ -86,22 +73,16 @@ fn through_a_real_coturn_only_the_relay_reaches_the_orb() {
     let turn_port = system_tests::free_port();
     let config = coturn_config(turn_port, RELAY_IP, ORB_IP, secret, &dir.path().join("turn.log"));
     let coturn = Coturn::start_config(&config, turn_port, dir);
-    let target = system_tests::binaries::target_dir().display().to_string();
-    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_owned());
     let turn_urls = format!("turn:127.0.0.1:{turn_port}?transport=udp");
-    let server = RoomServer::start(&[
-        ("PATH", &path),
-        ("ORB_SPAWN_ON", "coach"),
-        ("GPU_SERVER_PATH", &target),
-        ("ROOM_EMPTY_GRACE", "0"),
-        ("ORB_STOP_GRACE", "2000"),
-        ("ADMIN_TOKEN", ADMIN_TOKEN),
-        ("ORB_HEALTH_CHECK_INTERVAL", "500"),
-        ("ORB_MEDIA_IP", ORB_IP),
-        ("ORB_MEDIA_PORTS", "41000-41009"),
-        ("TURN_URLS", &turn_urls),
-        ("TURN_SHARED_SECRET", secret),
-    ]);
+    let server = start_orb_server(
+        ADMIN_TOKEN,
+        &[
+            ("ORB_MEDIA_IP", ORB_IP),
+            ("ORB_MEDIA_PORTS", "41000-41009"),
+            ("TURN_URLS", &turn_urls),
+            ("TURN_SHARED_SECRET", secret),
+        ],
+    );
     let env = [
         ("BASE_URL", format!("http://127.0.0.1:{}", server.port)),
         ("ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
@@ -129,17 +110,10 @@ fn through_a_real_coturn_only_the_relay_reaches_the_orb() {
 
 #[tokio::test]
 async fn an_orb_without_media_reports_no_media_in_its_heartbeat() {
-    let target = system_tests::binaries::target_dir().display().to_string();
-    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_owned());
-    let server = RoomServer::start(&[
-        ("PATH", &path),
-        ("ORB_SPAWN_ON", "coach"),
-        ("GPU_SERVER_PATH", &target),
-        ("ROOM_EMPTY_GRACE", "0"),
-        ("ADMIN_TOKEN", ADMIN_TOKEN),
-        ("ORB_HEALTH_CHECK_INTERVAL", "200"),
-        ("ORB_MEDIA", "false"),
-    ]);
+    let server = start_orb_server(
+        ADMIN_TOKEN,
+        &[("ORB_HEALTH_CHECK_INTERVAL", "200"), ("ORB_MEDIA", "false")],
+    );
     let (mut coach, _) = Client::join(&server.url("r-nomedia"), "coach-1", "coach").await;
     coach.recv_type("user-joined", Duration::from_secs(15)).await;
     let port = server.port;

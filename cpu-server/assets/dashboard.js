@@ -214,6 +214,16 @@
       .join('; ');
   }
 
+  // The orb's voice (`voice` is absent when its voice is off): stage, answers, errors, latency.
+  function voiceText(voice) {
+    if (!voice || typeof voice !== 'object') return '–';
+    const parts = [voice.stage + (voice.pending_ms != null ? ' (' + duration(voice.pending_ms) + ' pending)' : '')];
+    parts.push(voice.answers + '/' + voice.utterances + ' answered');
+    if (voice.errors) parts.push(voice.errors + ' errors, last ' + voice.last_error);
+    if (voice.last_latency_ms != null) parts.push('first audio ' + voice.last_latency_ms + ' ms');
+    return parts.join(', ');
+  }
+
   // ---- rendering -------------------------------------------------------
 
   function render(snapshot) {
@@ -238,6 +248,7 @@
       const badge = document.createElement('span');
       badge.className = 'badge ' + (STATE_KIND[orb.state] || '');
       badge.textContent = orb.state + (orb.queue_position ? ' #' + orb.queue_position : '');
+      if (orb.stop_reason) badge.title = 'stopping: ' + orb.stop_reason;
       st.appendChild(badge);
       cell(tr, duration(orb.uptime_ms), 'num', 'Uptime');
       cell(tr, String(orb.restarts), 'num restarts', 'Restarts');
@@ -245,6 +256,7 @@
       cell(tr, pct(orb.cpu_percent), 'num', 'CPU');
       cell(tr, orb.last_heartbeat_ms == null ? '–' : duration(orb.last_heartbeat_ms) + ' ago', 'num', 'Heartbeat');
       cell(tr, mediaText(orb.media), 'media', 'Media');
+      cell(tr, voiceText(orb.voice), 'voice', 'Voice');
       const chartCell = cell(tr, '', '', 'RSS / CPU');
       const canvas = document.createElement('canvas');
       canvas.className = 'chart';

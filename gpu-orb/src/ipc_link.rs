@@ -3,12 +3,13 @@
 //! Lines from the manager become [`IpcInbound`] events; unknown and invalid
 //! lines are logged at warn and skipped. End of stream (the manager died) is
 //! reported once as [`IpcInbound::Closed`]. Outgoing messages are queued and
-//! written in order; dropping the sender flushes them and ends the task.
+//! written in order; dropping the sender flushes them and ends the task. A message
+//! over the line cap is dropped with a warning and the channel carries on.
 
 use std::os::unix::net::UnixStream as StdUnixStream;
 
 use futures_util::{SinkExt, StreamExt};
-use shared::ipc::{DEFAULT_MAX_LINE_BYTES, IpcCodec, IpcEvent, ManagerToOrb, OrbToManager};
+use shared::ipc::{IpcCodec, IpcEvent, MAX_ORB_LINE_BYTES, ManagerToOrb, OrbToManager};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
@@ -35,7 +36,8 @@ impl IpcLink {
         stream: StdUnixStream,
     ) -> std::io::Result<(Self, mpsc::Sender<OrbToManager>, mpsc::Receiver<IpcInbound>)> {
         let stream = UnixStream::from_std(stream)?;
-        let framed = Framed::new(stream, IpcCodec::new(DEFAULT_MAX_LINE_BYTES));
+        // The manager reads lines up to this cap: a `session_summary` needs more than 64 KiB.
+        let framed = Framed::new(stream, IpcCodec::new(MAX_ORB_LINE_BYTES));
         let (out_tx, out_rx) = mpsc::channel(64);
         let (in_tx, in_rx) = mpsc::channel(64);
         Ok((
@@ -56,10 +58,17 @@ impl IpcLink {
             tokio::select! {
                 out = self.outgoing.recv() => match out {
                     Some(message) => {
-                        if let Err(e) = self.framed.send(message).await {
-                            tracing::warn!(error = %e, "IPC write failed");
-                            self.closed(&mut reading).await;
-                            // Keep draining the queue so senders never block.
+                        match self.framed.send(message).await {
+                            Ok(()) => {}
+                            // Refused by the encoder before a byte was queued: the channel is fine.
+                            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                                tracing::warn!(error = %e, "IPC message dropped");
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "IPC write failed");
+                                self.closed(&mut reading).await;
+                                // Keep draining the queue so senders never block.
+                            }
                         }
                     }
                     None => {
@@ -95,5 +104,60 @@ impl IpcLink {
             *reading = false;
             let _ = self.inbound.send(IpcInbound::Closed).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Map, json};
+    use shared::ipc::SessionSummary;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    fn summary(text_bytes: usize) -> OrbToManager {
+        OrbToManager::SessionSummary(SessionSummary {
+            room_id: "r".into(),
+            session_id: "s".into(),
+            summary: json!({ "transcript": [], "summary": "x".repeat(text_bytes) }),
+            extra: Map::new(),
+        })
+    }
+
+    async fn read(lines: &mut tokio::io::Lines<BufReader<UnixStream>>) -> String {
+        tokio::time::timeout(std::time::Duration::from_secs(5), lines.next_line())
+            .await
+            .expect("a line in time")
+            .expect("read")
+            .expect("not closed")
+    }
+
+    /// Regression: a summary over 64 KiB (the old cap) closed the channel; one over the
+    /// manager's cap must be dropped alone.
+    #[tokio::test]
+    async fn a_large_summary_goes_through_and_an_oversized_one_is_dropped_alone() {
+        let (orb, manager) = StdUnixStream::pair().expect("pair");
+        orb.set_nonblocking(true).expect("nonblocking");
+        manager.set_nonblocking(true).expect("nonblocking");
+        let (link, out, mut inbound) = IpcLink::new(orb).expect("link");
+        let task = tokio::spawn(link.run());
+        out.send(summary(200 * 1024)).await.expect("queue");
+        out.send(summary(MAX_ORB_LINE_BYTES)).await.expect("queue");
+        out.send(summary(10)).await.expect("queue");
+        let mut lines = BufReader::new(UnixStream::from_std(manager).expect("tokio")).lines();
+        let first = read(&mut lines).await;
+        assert!(
+            first.len() > 200 * 1024 && first.len() <= MAX_ORB_LINE_BYTES,
+            "{}",
+            first.len()
+        );
+        let next = read(&mut lines).await;
+        assert!(
+            next.len() < 1024,
+            "the oversized one was not dropped: {} bytes",
+            next.len()
+        );
+        assert!(inbound.try_recv().is_err(), "the channel was reported closed");
+        drop(out);
+        task.await.expect("link ends");
     }
 }

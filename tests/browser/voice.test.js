@@ -12,7 +12,7 @@ const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { until, uniqueRoom } = require('./lib.js');
+const { until, uniqueRoom, baseUrl, adminToken } = require('./lib.js');
 const { writeSpeech, launchWithMicrophone, openPeerPage, probe, aiId, orbRecord } = require('./media_kit.js');
 
 /** The stub's answer lasts this long (VOICE_ANSWER_MS, set by voice_call.rs). */
@@ -88,4 +88,22 @@ test('the AI hears an addressed utterance, answers aloud, is interrupted, and ig
   figure({ voice: record?.voice ?? null });
   assert.ok(record?.voice?.answers >= 1 && record.voice.utterances >= 3, JSON.stringify(record?.voice));
   assert.equal(record.voice.pending_ms, null);
+
+  // The operator's dashboard shows the voice of the orb's row.
+  const dash = await browser.newPage();
+  try {
+    await dash.goto(baseUrl() + '/dashboard');
+    await dash.fill('#token', adminToken());
+    await dash.click('#token-save');
+    const voiceCell = `#orbs tr[data-room="${room}"] td.voice`;
+    await dash.waitForSelector(voiceCell, { timeout: 10000 });
+    const shown = await until('the voice on the dashboard', 10000, async () => {
+      const t = await dash.$eval(voiceCell, (td) => td.textContent);
+      return /answered/.test(t) ? t : null;
+    });
+    assert.match(shown, /^(listening|thinking|speaking)/, shown);
+    assert.match(shown, /[1-9]\d*\/\d+ answered/, shown);
+  } finally {
+    await dash.close();
+  }
 });

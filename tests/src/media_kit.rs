@@ -54,3 +54,24 @@ pub fn coturn_config(port: u16, relay_ip: &str, orb_ip: &str, secret: &str, log:
         log.display()
     )
 }
+
+/// A cpu-server for the browser media and voice tests: it spawns the real gpu-orb of the
+/// build on the coach's join, stops it as soon as the room is empty, answers the admin API
+/// with `admin_token` and heartbeats every 500 ms; `extra` settings go on top (a later
+/// setting of the same name wins).
+pub fn start_orb_server(admin_token: &str, extra: &[(&str, &str)]) -> crate::room_harness::RoomServer {
+    let target = crate::binaries::target_dir().display().to_string();
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_owned());
+    let mut env: Vec<(&str, &str)> = vec![
+        ("PATH", &path),
+        ("ORB_SPAWN_ON", "coach"),
+        ("GPU_SERVER_PATH", &target),
+        ("ROOM_EMPTY_GRACE", "0"),
+        ("ORB_STOP_GRACE", "2000"),
+        ("ORB_KILL_GRACE", "1000"),
+        ("ADMIN_TOKEN", admin_token),
+        ("ORB_HEALTH_CHECK_INTERVAL", "500"),
+    ];
+    env.extend_from_slice(extra);
+    crate::room_harness::RoomServer::start(&env)
+}

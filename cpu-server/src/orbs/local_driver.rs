@@ -17,14 +17,13 @@ use tracing::{debug, warn};
 
 use super::process_control::{EventSink, Order, ProcessEvent};
 use super::process_group;
-use super::summaries::MAX_SUMMARY_BYTES;
 
 type Ipc = Framed<UnixStream, IpcCodec<OrbToManager, ManagerToOrb>>;
 
 /// Cap on one line from the orb: room for a `session_summary` of
-/// [`MAX_SUMMARY_BYTES`] and its envelope (the store refuses bigger ones
+/// [`shared::ipc::MAX_SUMMARY_BYTES`] and its envelope (the store refuses bigger ones
 /// with a warning; a longer line is discarded as it arrives).
-pub const MAX_LINE_FROM_ORB: usize = MAX_SUMMARY_BYTES + 16 * 1024;
+pub const MAX_LINE_FROM_ORB: usize = shared::ipc::MAX_ORB_LINE_BYTES;
 
 /// One local orb process under supervision.
 pub struct LocalDriver {

@@ -13,8 +13,8 @@ use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
-/// Largest summary kept, serialised.
-pub const MAX_SUMMARY_BYTES: usize = 256 * 1024;
+/// Largest summary kept, serialised (shared with the orb, which trims to fit).
+pub use shared::ipc::MAX_SUMMARY_BYTES;
 /// Rooms whose summaries are kept.
 pub const MAX_ROOMS: usize = 1024;
 /// All summaries together, serialised.

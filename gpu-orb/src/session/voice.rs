@@ -180,7 +180,7 @@ impl<B: Brain> Session<B> {
                 }
             }
         };
-        let summary = transcript.to_json(summary);
+        let summary = transcript.to_json_within(summary, shared::ipc::MAX_SUMMARY_BYTES);
         tracing::info!(
             turns = transcript.turns(),
             truncated = transcript.truncated(),

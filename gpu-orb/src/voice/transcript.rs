@@ -93,13 +93,51 @@ impl Transcript {
 
     /// The transcript part of a `session_summary`.
     pub fn to_json(&self, summary: Option<String>) -> serde_json::Value {
+        self.to_json_within(summary, usize::MAX)
+    }
+
+    /// Like [`Transcript::to_json`], at most `max_bytes` serialised: the oldest entries
+    /// go first (`truncated` is then true), and a summary that alone is too long is cut.
+    /// The manager refuses a bigger one, so an unbounded one would be lost whole.
+    pub fn to_json_within(&self, summary: Option<String>, max_bytes: usize) -> serde_json::Value {
+        let size = |entries: &[&Entry]| serde_json::to_vec(entries).map_or(0, |v| v.len());
+        let summary = summary.map(|text| cut_to(&text, max_bytes / 4));
+        let envelope = serde_json::to_vec(&serde_json::json!({
+            "transcript": [], "summary": summary, "turns": self.turns, "truncated": true,
+        }))
+        .map_or(0, |v| v.len());
+        let room = max_bytes.saturating_sub(envelope);
+        let all: Vec<&Entry> = self.entries.iter().collect();
+        let mut skip = 0;
+        // Each entry costs its serialised size plus a comma: drop the oldest until it fits.
+        let mut total = size(&all);
+        while total > room && skip < all.len() {
+            total -= serde_json::to_vec(all[skip]).map_or(0, |v| v.len()) + 1;
+            skip += 1;
+        }
         serde_json::json!({
-            "transcript": self.entries.iter().collect::<Vec<_>>(),
+            "transcript": &all[skip..],
             "summary": summary,
             "turns": self.turns,
-            "truncated": self.truncated(),
+            "truncated": self.truncated() || skip > 0,
         })
     }
+}
+
+/// `text` cut at a character boundary so that its JSON string is at most `max` bytes.
+fn cut_to(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    let mut bytes = 2;
+    for c in text.chars() {
+        let mut buf = [0u8; 4];
+        let cost = serde_json::to_string(c.encode_utf8(&mut buf)).map_or(6, |s| s.len() - 2);
+        if bytes + cost > max {
+            break;
+        }
+        bytes += cost;
+        out.push(c);
+    }
+    out
 }
 
 fn line(e: &Entry) -> String {
@@ -149,5 +187,30 @@ mod tests {
         big.push(entry("u", &"x".repeat(MAX_CHARS)));
         big.push(entry("u", "tail"));
         assert_eq!(big.entries().count(), 1, "the characters bound dropped the big one");
+    }
+
+    #[test]
+    fn a_summary_is_trimmed_to_fit_oldest_entries_first() {
+        let mut t = Transcript::default();
+        // Control characters serialise to six bytes each: 60 KiB of text is ~360 KiB of JSON.
+        for i in 0..60 {
+            t.push(entry(&format!("u{i}"), &"\u{1}".repeat(1024)));
+        }
+        assert!(!t.truncated());
+        let max = 256 * 1024;
+        let long = "s".repeat(max);
+        let json = t.to_json_within(Some(long), max);
+        let bytes = serde_json::to_vec(&json).expect("json").len();
+        assert!(bytes <= max, "{bytes} > {max}");
+        assert_eq!(json["truncated"], true);
+        assert_eq!(json["turns"], 60);
+        let kept = json["transcript"].as_array().expect("entries");
+        assert!(!kept.is_empty() && kept.len() < 60, "{}", kept.len());
+        assert_eq!(kept.last().expect("newest")["speaker"], "u59", "the newest stay");
+        assert_eq!(json["summary"].as_str().expect("summary").len(), max / 4 - 2);
+        // What fits is left whole.
+        let small = t.to_json_within(Some("ok".into()), usize::MAX);
+        assert_eq!(small["transcript"].as_array().map(Vec::len), Some(60));
+        assert_eq!(small["truncated"], false);
     }
 }

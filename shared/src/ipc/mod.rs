@@ -18,3 +18,11 @@ pub use messages::{
 
 /// Default cap on one IPC line, in bytes (64 KiB).
 pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// Largest `session_summary` payload (its `summary` object, serialised) the manager keeps.
+pub const MAX_SUMMARY_BYTES: usize = 256 * 1024;
+
+/// Cap on one line from the orb to the manager: room for a `session_summary` of
+/// [`MAX_SUMMARY_BYTES`] and its envelope. Both ends use it: the orb never writes a
+/// line the manager would discard.
+pub const MAX_ORB_LINE_BYTES: usize = MAX_SUMMARY_BYTES + 16 * 1024;
