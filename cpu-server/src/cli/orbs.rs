@@ -7,7 +7,7 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 
 use super::client::Answer;
-use super::table::{media_section, orb_table};
+use super::table::{media_section, orb_table, voice_section};
 use crate::rooms::room_id::validate_room_id;
 use crate::settings::Settings;
 
@@ -119,6 +119,11 @@ pub async fn run(command: OrbsCommand, settings: &Settings) -> Result<(), String
                     .and_then(|r| r.remove("media"))
                     .unwrap_or_default();
                 print!("{}", media_section(&media));
+                let voice = record
+                    .as_object_mut()
+                    .and_then(|r| r.remove("voice"))
+                    .unwrap_or_default();
+                print!("{}", voice_section(&voice));
                 println!("{}", serde_json::to_string_pretty(&record).unwrap_or_default());
             }
         }

@@ -1,4 +1,4 @@
-//! The readable orb table of `cpu-server orbs list` and the media section of
+//! The readable orb table of `cpu-server orbs list` and the media and voice sections of
 //! `cpu-server orbs show` (pure formatting).
 
 use serde_json::Value;
@@ -124,6 +124,39 @@ pub fn media_section(media: &Value) -> String {
     out
 }
 
+/// The `voice` of an orb record (its last heartbeat's pipeline, docs/protocol.md §4) in one line.
+pub fn voice_section(voice: &Value) -> String {
+    if !voice.is_object() {
+        return "voice: off (test mode, or no heartbeat yet)\n".to_owned();
+    }
+    let n = |name: &str| voice.get(name).and_then(Value::as_u64);
+    let mut out = format!(
+        "voice: {} for {}",
+        voice["stage"].as_str().unwrap_or("?"),
+        n("stage_age_ms").map_or("?".to_owned(), |ms| format!("{:.1}s", ms as f64 / 1000.0))
+    );
+    if let Some(ms) = n("pending_ms") {
+        out.push_str(&format!(", utterance pending {ms} ms"));
+    }
+    out.push_str(&format!(
+        "; {}/{} answered",
+        n("answers").unwrap_or(0),
+        n("utterances").unwrap_or(0)
+    ));
+    if let Some(errors) = n("errors").filter(|e| *e > 0) {
+        let last = voice["last_error"].as_str().unwrap_or("?");
+        out.push_str(&format!("; {errors} error(s), last {last}"));
+    }
+    if let Some(ms) = n("last_latency_ms") {
+        out.push_str(&format!("; first audio {ms} ms"));
+        if let Some(provider) = n("last_provider_ms") {
+            out.push_str(&format!(" ({provider} ms in providers)"));
+        }
+    }
+    out.push('\n');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,5 +215,21 @@ mod tests {
         assert_eq!(lines[3], "  coach-1 from: 10.77.0.1:50000 (1200), others (3)");
         assert_eq!(media_section(&json!([])), "media: no peer connections\n");
         assert!(media_section(&Value::Null).starts_with("media: none reported"));
+    }
+
+    #[test]
+    fn voice_section_says_stage_counts_errors_and_latency() {
+        let voice = json!({"stage": "thinking", "stage_age_ms": 1500, "pending_ms": 1500,
+            "utterances": 5, "answers": 2, "errors": 1, "last_error": "stt_failed",
+            "last_latency_ms": 27, "last_provider_ms": 26});
+        assert_eq!(
+            voice_section(&voice),
+            "voice: thinking for 1.5s, utterance pending 1500 ms; 2/5 answered; 1 error(s), last stt_failed; first audio 27 ms (26 ms in providers)\n"
+        );
+        let quiet = json!({"stage": "listening", "stage_age_ms": 200, "pending_ms": null,
+            "utterances": 0, "answers": 0, "errors": 0, "last_error": null,
+            "last_latency_ms": null, "last_provider_ms": null});
+        assert_eq!(voice_section(&quiet), "voice: listening for 0.2s; 0/0 answered\n");
+        assert!(voice_section(&Value::Null).starts_with("voice: off"));
     }
 }
