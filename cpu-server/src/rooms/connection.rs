@@ -8,7 +8,9 @@ use std::sync::Arc;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use shared::room::{ErrorCode, ErrorReply, FrameError, MessageKind, RoomMessage, parse_inbound};
+use shared::room::{
+    ErrorCode, ErrorReply, FrameError, MessageKind, RoomMessage, parse_envelope, parse_inbound, with_from_id,
+};
 use tokio::time::{Duration, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -19,12 +21,15 @@ use super::outbox::{
     Outbox, OutboxReceiver, outbox,
 };
 use super::registry::RegistryHandle;
+use super::room_view::{Relayed, RoomLink, Route};
 use super::stats::RelayStats;
 use crate::auth::{Auth, Credential, token};
 use crate::settings::RoomSettings;
 
 /// How long a closing socket gets to flush its close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// The AI's frames tell the OrbManager it is alive at most this often.
+const AI_ACTIVITY_EVERY: Duration = Duration::from_millis(100);
 
 /// Everything one connection needs, gathered by the upgrade handler.
 #[derive(Debug)]
@@ -60,10 +65,24 @@ enum ReaderEnd {
     Closing,
 }
 
-/// The participant this socket joined as.
-#[derive(Debug, Clone)]
+/// The participant this socket joined as, and its room.
+#[derive(Debug)]
 struct Joined {
     is_ai: bool,
+    /// Its `userId`: the `fromId` of everything it relays.
+    user_id: String,
+    /// The same, written as a JSON string.
+    from_json: String,
+    link: RoomLink,
+    /// When the OrbManager last heard of this AI's activity from here.
+    activity_sent: Option<Instant>,
+}
+
+/// A frame ready to relay: where to, and its text with the server's `fromId`.
+struct Outgoing<'t> {
+    kind: MessageKind,
+    target: Result<Option<std::borrow::Cow<'t, str>>, FrameError>,
+    text: Utf8Bytes,
 }
 
 impl Connection {
@@ -192,6 +211,27 @@ impl Reader<'_> {
             );
             return self.error(ErrorCode::RateLimited, message);
         }
+        // The fast path: a joined member's plain frame of a relayed kind, read without a map.
+        if let Some(joined) = &self.joined {
+            if let Some(envelope) = parse_envelope(text, self.conn.settings.max_message_bytes) {
+                let allowed = !envelope.kind.is_ai_only() || joined.is_ai;
+                if allowed && envelope.kind.is_relayed() {
+                    let text = Utf8Bytes::from(with_from_id(text, &joined.from_json));
+                    let kind = envelope.kind;
+                    return self
+                        .relay(Outgoing {
+                            kind,
+                            target: Ok(envelope.target),
+                            text,
+                        })
+                        .await;
+                }
+                if allowed && envelope.kind == MessageKind::OrbHeartbeat {
+                    self.ai_activity().await;
+                    return Ok(());
+                }
+            }
+        }
         let mut inbound = match parse_inbound(text, self.conn.settings.max_message_bytes) {
             Ok(inbound) => inbound,
             Err(e @ FrameError::TooLarge { .. }) => {
@@ -201,11 +241,12 @@ impl Reader<'_> {
             Err(e) => return self.error(e.code(), e.to_string()),
         };
         let id = self.conn.id;
-        match (inbound.kind, self.joined.clone()) {
+        let joined_ai = self.joined.as_ref().map(|j| j.is_ai);
+        match (inbound.kind, joined_ai) {
             (MessageKind::Ping, joined) => {
                 self.push(Outbound::Text(RoomMessage::Pong(Default::default()).to_json().into()))?;
-                if joined.is_some_and(|j| j.is_ai) {
-                    self.conn.registry.ai_activity(id).await;
+                if joined == Some(true) {
+                    self.ai_activity().await;
                 }
                 Ok(())
             }
@@ -242,9 +283,16 @@ impl Reader<'_> {
                     .join(id, &self.conn.room, request, self.outbox.clone())
                     .await
                 {
-                    Ok(()) => {
+                    Ok(link) => {
                         tracing::Span::current().record("user", user.as_str());
-                        self.joined = Some(Joined { is_ai });
+                        let from_json = serde_json::Value::String(user.clone()).to_string();
+                        self.joined = Some(Joined {
+                            is_ai,
+                            user_id: user,
+                            from_json,
+                            link,
+                            activity_sent: None,
+                        });
                         Ok(())
                     }
                     Err(reply) => self.error(reply.code, reply.message),
@@ -259,18 +307,86 @@ impl Reader<'_> {
                 self.conn.registry.leave(id).await;
                 Ok(())
             }
-            (kind, Some(joined)) if kind.is_ai_only() && !joined.is_ai => self.error(
+            (kind, Some(is_ai)) if kind.is_ai_only() && !is_ai => self.error(
                 ErrorCode::Forbidden,
                 format!("only the AI participant may send \"{}\"", kind.as_str()),
             ),
-            (kind, Some(_)) => {
-                if kind == MessageKind::AiOrbShutdown {
-                    self.joined = None;
-                }
-                self.conn.registry.relay(id, inbound).await;
+            (MessageKind::AiOrbShutdown, Some(_)) => {
+                self.joined = None;
+                let reason = inbound.string_field("reason").ok().flatten();
+                self.conn.registry.ai_shutdown(id, reason).await;
                 Ok(())
             }
+            (MessageKind::OrbHeartbeat, Some(_)) => {
+                self.ai_activity().await;
+                Ok(())
+            }
+            (kind, Some(_)) => {
+                let target = if kind.honours_target() {
+                    inbound
+                        .target()
+                        .map(|t| t.map(|t| std::borrow::Cow::Owned(t.to_owned())))
+                } else {
+                    Ok(None)
+                };
+                let from = self.joined.as_ref().map(|j| j.user_id.as_str()).unwrap_or_default();
+                let text = Utf8Bytes::from(inbound.into_relayed(from));
+                self.relay(Outgoing { kind, target, text }).await
+            }
         }
+    }
+
+    /// Delivers `out` through the room's view, from this reader's task.
+    async fn relay(&mut self, out: Outgoing<'_>) -> Result<(), ReaderEnd> {
+        let Some(joined) = self.joined.as_ref() else {
+            return Ok(());
+        };
+        let target = if out.kind.honours_target() {
+            out.target
+        } else {
+            Ok(None)
+        };
+        let route = match &target {
+            Err(e) => return self.error(e.code(), e.to_string()),
+            Ok(Some(target)) => Route::To(target),
+            Ok(None) => Route::Others,
+        };
+        let relayed = joined
+            .link
+            .view
+            .borrow()
+            .relay(self.conn.id, route, &out.text, &joined.link.counters);
+        match relayed {
+            Relayed::Delivered(_) => {}
+            // Left or replaced while this frame was read: nobody hears it.
+            Relayed::NotMember => return Ok(()),
+            Relayed::NoSuchPeer => {
+                let message = format!("no participant {:?} in this room", route_target(route));
+                joined.link.counters.metrics.error(&ErrorCode::PeerNotFound.to_string());
+                return self.error(ErrorCode::PeerNotFound, message);
+            }
+        }
+        if joined.is_ai {
+            self.ai_activity().await;
+        }
+        Ok(())
+    }
+
+    /// Tells the OrbManager (through the registry) that this AI is alive, at most
+    /// every [`AI_ACTIVITY_EVERY`].
+    async fn ai_activity(&mut self) {
+        let Some(joined) = self.joined.as_mut().filter(|j| j.is_ai) else {
+            return;
+        };
+        let now = Instant::now();
+        if joined
+            .activity_sent
+            .is_some_and(|at| now.duration_since(at) < AI_ACTIVITY_EVERY)
+        {
+            return;
+        }
+        joined.activity_sent = Some(now);
+        self.conn.registry.ai_activity(self.conn.id).await;
     }
 
     /// Queues an `error` reply; the connection carries on.
@@ -296,6 +412,13 @@ impl Reader<'_> {
     fn close(&mut self, (code, reason): (u16, &'static str)) -> ReaderEnd {
         let _ = self.push(Outbound::Close(code, reason));
         ReaderEnd::Closing
+    }
+}
+
+fn route_target(route: Route<'_>) -> &str {
+    match route {
+        Route::To(target) => target,
+        Route::Others => "",
     }
 }
 

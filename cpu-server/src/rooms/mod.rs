@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`events`]: the seam to the OrbManager (room events out, notifications in).
 //! - [`registry`]: the actor task owning every room; connections talk to it by channel.
+//! - [`room_view`]: each room's published members, through which readers relay.
 //! - [`connection`]: one socket, split into reader and writer pumps.
 //! - [`outbox`]: a connection's bounded outgoing queue and its close codes.
 //! - [`offer_rule`]: who creates the WebRTC offer (pure).
@@ -17,4 +18,5 @@ pub mod offer_rule;
 pub mod outbox;
 pub mod registry;
 pub mod room_id;
+pub mod room_view;
 pub mod stats;

@@ -1,6 +1,9 @@
 //! The outgoing side of one connection: a bounded queue of frames, and a
 //! separate one-slot channel for out-of-band closes ("kicks") that overtake it.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::mpsc;
 
@@ -54,6 +57,8 @@ pub enum QueueError {
 pub struct Outbox {
     frames: mpsc::Sender<Outbound>,
     kicks: mpsc::Sender<Kick>,
+    /// Set by the first kick: later ones are no-ops (and are not counted).
+    kicked: Arc<AtomicBool>,
 }
 
 /// The writer's receiving side.
@@ -73,6 +78,7 @@ pub fn outbox(capacity: usize) -> (Outbox, OutboxReceiver) {
         Outbox {
             frames: frames_tx,
             kicks: kicks_tx,
+            kicked: Arc::default(),
         },
         OutboxReceiver { frames, kicks },
     )
@@ -93,7 +99,12 @@ impl Outbox {
     }
 
     /// Asks the writer to close now with `(code, reason)`; the first kick wins.
-    pub fn kick(&self, (code, reason): (u16, &'static str)) {
+    /// `true` for that first one.
+    pub fn kick(&self, (code, reason): (u16, &'static str)) -> bool {
+        if self.kicked.swap(true, Ordering::AcqRel) {
+            return false;
+        }
         let _ = self.kicks.try_send(Kick { code, reason });
+        true
     }
 }

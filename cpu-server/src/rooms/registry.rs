@@ -1,28 +1,32 @@
 //! The room registry: ONE actor task owns every room and its members.
 //!
 //! Connection tasks talk to it through a bounded command channel (joins get a
-//! `oneshot` reply); it delivers to members with `try_send` on their bounded
-//! outboxes, so a slow reader never stalls a room: its socket is kicked with
-//! 1008 and it leaves. Membership changes happen only here, keyed by the
-//! per-connection id, so a stale socket's late close can never remove the
-//! participant that replaced it. Room events go out on the OrbManager seam
-//! without waiting: the relay of every room never waits on the OrbManager (see
-//! [`EventOutbox`]).
+//! `oneshot` reply with their [`RoomLink`]); membership changes happen only here,
+//! keyed by the per-connection id, so a stale socket's late close can never
+//! remove the participant that replaced it. After each change it publishes the
+//! room's [`RoomView`], through which the members' readers relay their frames
+//! themselves (see [`super::room_view`]): relayed frames do not pass through
+//! here. What it sends itself (discovery, joins, leaves, notifications) goes
+//! with `try_send` on the members' bounded outboxes, so a slow reader never
+//! stalls a room: its socket is kicked with 1008 and it leaves. Room events go
+//! out on the OrbManager seam without waiting: nothing here ever waits on the
+//! OrbManager (see [`EventOutbox`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
 use shared::room::{
-    AI_USER_ID_PREFIX, ErrorCode, ErrorReply, Inbound, JoinRequest, MessageKind, PARTICIPANT_AI, Participant,
-    PeerDiscovery, RoomMessage, UserJoined,
+    AI_USER_ID_PREFIX, ErrorCode, ErrorReply, JoinRequest, PARTICIPANT_AI, Participant, PeerDiscovery, RoomMessage,
+    UserJoined,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use super::events::{RoomEvent, RoomEventSender, RoomNotifier};
 use super::offer_rule::{Side, should_create_offer};
-use super::outbox::{CLOSE_REPLACED, CLOSE_SLOW_CONSUMER, ConnId, Outbox, QueueError};
+use super::outbox::{CLOSE_REPLACED, ConnId, Outbox};
+use super::room_view::{Counters, RoomLink, RoomView, ViewMember, deliver_to};
 use super::stats::RelayStats;
 use crate::metrics::Metrics;
 use crate::settings::RoomSettings;
@@ -42,11 +46,11 @@ enum Command {
         room: String,
         request: JoinRequest,
         outbox: Outbox,
-        reply: oneshot::Sender<Result<(), ErrorReply>>,
+        reply: oneshot::Sender<Result<RoomLink, ErrorReply>>,
     },
-    Relay {
+    AiShutdown {
         conn: ConnId,
-        inbound: Inbound,
+        reason: Option<String>,
     },
     AiActivity {
         conn: ConnId,
@@ -81,8 +85,15 @@ pub struct RegistryHandle {
 
 impl RegistryHandle {
     /// Joins `conn` to `room`; `outbox` receives everything for it from now on
-    /// (its `peer-discovery` first). An error is the reply to send back.
-    pub async fn join(&self, conn: ConnId, room: &str, request: JoinRequest, outbox: Outbox) -> Result<(), ErrorReply> {
+    /// (its `peer-discovery` first). The link relays its frames; an error is the
+    /// reply to send back.
+    pub async fn join(
+        &self,
+        conn: ConnId,
+        room: &str,
+        request: JoinRequest,
+        outbox: Outbox,
+    ) -> Result<RoomLink, ErrorReply> {
         let (reply, rx) = oneshot::channel();
         let command = Command::Join {
             conn,
@@ -99,12 +110,12 @@ impl RegistryHandle {
         rx.await.map_err(|_| gone())?
     }
 
-    /// Relays a frame of the joined `conn` (or handles `orb_heartbeat` / `ai-orb-shutdown`).
-    pub async fn relay(&self, conn: ConnId, inbound: Inbound) {
-        let _ = self.commands.send(Command::Relay { conn, inbound }).await;
+    /// The AI on `conn` announced its shutdown (`ai-orb-shutdown`): it leaves.
+    pub async fn ai_shutdown(&self, conn: ConnId, reason: Option<String>) {
+        let _ = self.commands.send(Command::AiShutdown { conn, reason }).await;
     }
 
-    /// A frame the registry does not otherwise see (e.g. `ping`) came from `conn`.
+    /// The AI on `conn` was heard from (a relayed frame, `ping`, `orb_heartbeat`).
     pub async fn ai_activity(&self, conn: ConnId) {
         let _ = self.commands.send(Command::AiActivity { conn }).await;
     }
@@ -163,7 +174,7 @@ pub fn spawn_registry(
         rooms: HashMap::new(),
         by_conn: HashMap::new(),
         events: EventOutbox::new(events),
-        counters: Counters { stats, metrics },
+        counters: Arc::new(Counters { stats, metrics }),
         rooms_count: rooms_tx,
         dropped: Vec::new(),
     };
@@ -190,13 +201,35 @@ impl Member {
     }
 }
 
-/// The members of one room, in join order.
-#[derive(Debug, Default)]
+/// The members of one room, in join order, and their view for the relay.
+#[derive(Debug)]
 struct Room {
     members: Vec<Member>,
+    view: watch::Sender<Arc<RoomView>>,
 }
 
 impl Room {
+    fn new() -> Self {
+        Self {
+            members: Vec::new(),
+            view: watch::Sender::new(Arc::default()),
+        }
+    }
+
+    /// Publishes the members as they are now to every member's reader.
+    fn publish(&self) {
+        let members = self
+            .members
+            .iter()
+            .map(|m| ViewMember {
+                conn: m.conn,
+                user_id: m.participant.user_id.clone(),
+                outbox: m.outbox.clone(),
+            })
+            .collect();
+        self.view.send_replace(Arc::new(RoomView { members }));
+    }
+
     fn humans(&self) -> usize {
         self.members.iter().filter(|m| !m.is_ai).count()
     }
@@ -209,43 +242,17 @@ struct Registry {
     /// Which room and user each joined connection is.
     by_conn: HashMap<ConnId, (String, String)>,
     events: EventOutbox,
-    counters: Counters,
+    counters: Arc<Counters>,
     rooms_count: watch::Sender<usize>,
     /// Members whose outbox overflowed or closed, to remove after the command.
     dropped: Vec<ConnId>,
 }
 
-/// What the registry counts into: its relay totals and the server's metrics.
-#[derive(Debug)]
-struct Counters {
-    stats: Arc<RelayStats>,
-    metrics: Arc<Metrics>,
-}
-
-/// Queues `text` for `member`; a full queue kicks it as a slow consumer.
+/// Queues `text` for `member`; one that must go is removed after the command.
 fn deliver(member: &Member, text: &Utf8Bytes, counters: &Counters, dropped: &mut Vec<ConnId>) {
-    let stats = &counters.stats;
-    match member.outbox.try_text(text.clone()) {
-        Ok(()) => {
-            RelayStats::bump(&stats.relayed);
-            counters.metrics.relayed_bytes.inc_by(text.len() as u64);
-        }
-        Err(QueueError::Full) => {
-            warn!(conn = member.conn, user = %member.participant.user_id, "outgoing queue full: dropping slow consumer");
-            RelayStats::bump(&stats.slow_consumers);
-            member.outbox.kick(CLOSE_SLOW_CONSUMER);
-            dropped.push(member.conn);
-        }
-        Err(QueueError::Closed) => dropped.push(member.conn),
+    if !deliver_to(&member.outbox, member.conn, &member.participant.user_id, text, counters) {
+        dropped.push(member.conn);
     }
-}
-
-/// Queues an `error` reply for `member`.
-fn reply_error(member: &Member, code: ErrorCode, message: String, counters: &Counters, dropped: &mut Vec<ConnId>) {
-    RelayStats::bump(&counters.stats.errors);
-    counters.metrics.error(&code.to_string());
-    let text = Utf8Bytes::from(ErrorReply::frame(code, message).to_json());
-    deliver(member, &text, counters, dropped);
 }
 
 impl Registry {
@@ -274,7 +281,7 @@ impl Registry {
                     let result = self.join(conn, room, request, outbox);
                     let _ = reply.send(result);
                 }
-                Command::Relay { conn, inbound } => self.relay(conn, inbound),
+                Command::AiShutdown { conn, reason } => self.ai_shutdown(conn, reason),
                 Command::AiActivity { conn } => {
                     if let Some((room, true)) = self.member(conn).map(|(r, m)| (r.to_owned(), m.is_ai)) {
                         self.events.activity(room);
@@ -322,7 +329,13 @@ impl Registry {
         self.rooms_count.send_replace(self.rooms.len());
     }
 
-    fn join(&mut self, conn: ConnId, room_id: String, request: JoinRequest, outbox: Outbox) -> Result<(), ErrorReply> {
+    fn join(
+        &mut self,
+        conn: ConnId,
+        room_id: String,
+        request: JoinRequest,
+        outbox: Outbox,
+    ) -> Result<RoomLink, ErrorReply> {
         let refuse = |code: ErrorCode, message: String| Err(ErrorReply { message, code });
         if self.by_conn.contains_key(&conn) {
             return refuse(ErrorCode::AlreadyJoined, "this socket already joined a room".to_owned());
@@ -344,7 +357,7 @@ impl Registry {
                 format!("userId {:?} belongs to the AI participant", request.user_id),
             );
         }
-        let room = self.rooms.entry(room_id.clone()).or_default();
+        let room = self.rooms.entry(room_id.clone()).or_insert_with(Room::new);
         let existing = room
             .members
             .iter()
@@ -381,17 +394,31 @@ impl Registry {
             peers: room.members.iter().map(|m| m.participant.clone()).collect(),
             room_id: room_id.clone(),
         });
+        // Its discovery first, then the view with it (no frame reaches it before its
+        // discovery), then the others hear of it (who saw `user-joined` can reach it).
         deliver(&joiner, &discovery.to_json().into(), &self.counters, &mut self.dropped);
-        for member in &room.members {
-            let joined = RoomMessage::UserJoined(UserJoined {
-                participant: joiner.participant.clone(),
-                should_create_offer: should_create_offer(member.side(), joiner.side()),
-            });
-            deliver(member, &joined.to_json().into(), &self.counters, &mut self.dropped);
-        }
+        let joined_frames: Vec<Utf8Bytes> = room
+            .members
+            .iter()
+            .map(|member| {
+                let joined = RoomMessage::UserJoined(UserJoined {
+                    participant: joiner.participant.clone(),
+                    should_create_offer: should_create_offer(member.side(), joiner.side()),
+                });
+                joined.to_json().into()
+            })
+            .collect();
         let user_id = joiner.participant.user_id.clone();
         let role = joiner.participant.user_role.clone();
         room.members.push(joiner);
+        room.publish();
+        for (member, frame) in room.members.iter().zip(&joined_frames) {
+            deliver(member, frame, &self.counters, &mut self.dropped);
+        }
+        let link = RoomLink {
+            view: room.view.subscribe(),
+            counters: Arc::clone(&self.counters),
+        };
         let humans = room.humans();
         self.by_conn.insert(conn, (room_id.clone(), user_id.clone()));
         self.publish_count();
@@ -421,87 +448,19 @@ impl Registry {
             }
         };
         self.events.emit(event);
-        Ok(())
+        Ok(link)
     }
 
-    fn relay(&mut self, conn: ConnId, inbound: Inbound) {
+    fn ai_shutdown(&mut self, conn: ConnId, reason: Option<String>) {
         let Some((room_id, user_id)) = self.by_conn.get(&conn).cloned() else {
-            return; // Left or was replaced while this frame was in flight.
+            return; // Left or was replaced meanwhile.
         };
-        let Some(room) = self.rooms.get(&room_id) else {
-            return;
-        };
-        let Some(sender) = room.members.iter().find(|m| m.conn == conn) else {
-            return;
-        };
-        let is_ai = sender.is_ai;
-        if is_ai {
-            self.events.activity(room_id.clone());
-        }
-        let Some(room) = self.rooms.get(&room_id) else {
-            return;
-        };
-        let Some(sender) = room.members.iter().find(|m| m.conn == conn) else {
-            return;
-        };
-        if inbound.kind.is_ai_only() && !is_ai {
-            let message = format!("only the AI participant may send {}", inbound.kind.as_str());
-            reply_error(sender, ErrorCode::Forbidden, message, &self.counters, &mut self.dropped);
+        if !self.member(conn).is_some_and(|(_, m)| m.is_ai) {
             return;
         }
-        match inbound.kind {
-            MessageKind::OrbHeartbeat => {}
-            MessageKind::AiOrbShutdown => {
-                let reason = inbound.string_field("reason").ok().flatten();
-                info!(room = %room_id, user = %user_id, ?reason, "AI announced its shutdown");
-                self.events.emit(RoomEvent::AiShutdown { room: room_id, reason });
-                self.remove(conn);
-            }
-            MessageKind::Join | MessageKind::Leave | MessageKind::Ping => {}
-            _ => self.forward(&room_id, conn, &user_id, inbound),
-        }
-    }
-
-    /// Relays a frame to its target (signalling, `ai_status`, `client_signal`
-    /// or `ai_control` naming `toId`/`targetId`) or to all others; an unknown
-    /// target is an error, never a silent drop.
-    fn forward(&mut self, room_id: &str, conn: ConnId, from: &str, inbound: Inbound) {
-        let Some(room) = self.rooms.get(room_id) else {
-            return;
-        };
-        let Some(sender) = room.members.iter().find(|m| m.conn == conn) else {
-            return;
-        };
-        let target = if inbound.kind.honours_target() {
-            inbound.target()
-        } else {
-            Ok(None)
-        };
-        match target {
-            Err(e) => reply_error(sender, e.code(), e.to_string(), &self.counters, &mut self.dropped),
-            Ok(Some(target)) => match room.members.iter().find(|m| m.participant.user_id == target) {
-                Some(recipient) => {
-                    let text = Utf8Bytes::from(inbound.into_relayed(from));
-                    deliver(recipient, &text, &self.counters, &mut self.dropped);
-                }
-                None => {
-                    let message = format!("no participant {target:?} in this room");
-                    reply_error(
-                        sender,
-                        ErrorCode::PeerNotFound,
-                        message,
-                        &self.counters,
-                        &mut self.dropped,
-                    );
-                }
-            },
-            Ok(None) => {
-                let text = Utf8Bytes::from(inbound.into_relayed(from));
-                for recipient in room.members.iter().filter(|m| m.conn != conn) {
-                    deliver(recipient, &text, &self.counters, &mut self.dropped);
-                }
-            }
-        }
+        info!(room = %room_id, user = %user_id, ?reason, "AI announced its shutdown");
+        self.events.emit(RoomEvent::AiShutdown { room: room_id, reason });
+        self.remove(conn);
     }
 
     /// Removes `conn` from its room, once: later calls find nothing.
@@ -516,6 +475,8 @@ impl Registry {
             return;
         };
         let member = room.members.remove(pos);
+        // The view without it first: nothing more is relayed to it once others hear it left.
+        room.publish();
         let left = Utf8Bytes::from(RoomMessage::UserLeft(member.participant.clone()).to_json());
         for other in &room.members {
             deliver(other, &left, &self.counters, &mut self.dropped);

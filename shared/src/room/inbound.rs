@@ -85,6 +85,11 @@ impl MessageKind {
         matches!(self, Self::Offer | Self::Answer | Self::IceCandidate)
     }
 
+    /// Relayed to other members (the rest are handled by the server).
+    pub fn is_relayed(self) -> bool {
+        self.honours_target() || self == Self::AiResponse
+    }
+
     /// Relayed to its target alone when it names one (`toId`/`targetId`):
     /// signalling, `ai_status`, `client_signal`, `ai_control`.
     pub fn honours_target(self) -> bool {

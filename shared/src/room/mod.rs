@@ -5,12 +5,16 @@
 //!   (used by the orb and by tests);
 //! - [`Inbound`] is what the relay uses: a size-capped parse of the envelope
 //!   (`type`, target) that keeps the sender's whole object so that relayed
-//!   messages carry every field, unknown ones too.
+//!   messages carry every field, unknown ones too;
+//! - [`Envelope`] is the relay's fast path for plain frames: the same decisions
+//!   without a map of the fields, `fromId` spliced into the sender's text.
 
+mod envelope;
 mod error_code;
 mod inbound;
 mod messages;
 
+pub use envelope::{Envelope, parse_envelope, with_from_id};
 pub use error_code::ErrorCode;
 pub use inbound::{FrameError, Inbound, JoinRequest, MessageKind, parse_inbound};
 pub use messages::{

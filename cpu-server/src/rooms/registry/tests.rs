@@ -1,13 +1,15 @@
-//! The registry actor driven in-process: events on the seam, replacement, slow consumers.
+//! The registry actor driven in-process: events on the seam, replacement, slow consumers,
+//! and relays through the views it publishes (as the members' readers relay).
 
 use std::time::Duration;
 
 use serde_json::Value;
-use shared::room::parse_inbound;
+use shared::room::{parse_envelope, with_from_id};
 
 use super::*;
 use crate::rooms::events::{RoomEventReceiver, room_event_channel};
 use crate::rooms::outbox::{Kick, Outbound, OutboxReceiver, outbox};
+use crate::rooms::room_view::{Relayed, Route};
 
 fn request(user_id: &str, role: &str) -> JoinRequest {
     JoinRequest {
@@ -18,8 +20,12 @@ fn request(user_id: &str, role: &str) -> JoinRequest {
     }
 }
 
-fn frame(text: &str) -> Inbound {
-    parse_inbound(text, 4096).expect("valid frame")
+/// Relays `text` from `conn` through its room's latest view, as its reader does.
+fn relay(link: &RoomLink, conn: ConnId, text: &str) -> Relayed {
+    let envelope = parse_envelope(text, 4096).expect("a plain frame");
+    let route = envelope.target.as_deref().map_or(Route::Others, Route::To);
+    let text = Utf8Bytes::from(with_from_id(text, "\"sender\""));
+    link.view.borrow().relay(conn, route, &text, &link.counters)
 }
 
 async fn next_event(events: &mut RoomEventReceiver) -> RoomEvent {
@@ -72,13 +78,6 @@ async fn room_events_follow_joins_ai_frames_replacement_and_leaves() {
             user_id: "ai-orb-1".into()
         }
     );
-    registry
-        .relay(2, frame(r#"{"type":"orb_heartbeat","metrics":{}}"#))
-        .await;
-    assert_eq!(
-        next_event(&mut events).await,
-        RoomEvent::AiActivity { room: "r".into() }
-    );
     registry.ai_activity(2).await;
     assert_eq!(
         next_event(&mut events).await,
@@ -121,13 +120,8 @@ async fn room_events_follow_joins_ai_frames_replacement_and_leaves() {
     );
     registry.leave(1).await; // the stale socket's late close: nothing happens
 
-    registry
-        .relay(2, frame(r#"{"type":"ai-orb-shutdown","reason":"session_complete"}"#))
-        .await;
-    assert_eq!(
-        next_event(&mut events).await,
-        RoomEvent::AiActivity { room: "r".into() }
-    );
+    registry.ai_shutdown(1, Some("stale".into())).await; // not the AI: nothing happens
+    registry.ai_shutdown(2, Some("session_complete".into())).await;
     assert_eq!(
         next_event(&mut events).await,
         RoomEvent::AiShutdown {
@@ -169,27 +163,21 @@ async fn a_full_outbox_kicks_its_socket_and_the_room_carries_on() {
     let registry = spawn_registry(RoomSettings::default(), tx, Arc::default(), Arc::default());
     let (sender, mut sender_rx) = outbox(16);
     let (slow, mut slow_rx) = outbox(2);
-    registry
+    let a = registry
         .join(1, "r", request("a", "coach"), sender)
         .await
         .expect("join");
     registry.join(2, "r", request("b", "client"), slow).await.expect("join");
     next_event(&mut events).await;
     next_event(&mut events).await;
-    // b's queue holds its peer-discovery; one relay fits, the next overflows.
-    registry
-        .relay(1, frame(r#"{"type":"client_signal","action":"x"}"#))
-        .await;
-    registry
-        .relay(1, frame(r#"{"type":"client_signal","action":"y"}"#))
-        .await;
+    // b's queue holds its peer-discovery; one relay fits, the next overflows: kicked once.
     assert_eq!(
-        next_event(&mut events).await,
-        RoomEvent::HumanLeft {
-            room: "r".into(),
-            user_id: "b".into(),
-            humans: 1
-        }
+        relay(&a, 1, r#"{"type":"client_signal","action":"x"}"#),
+        Relayed::Delivered(1)
+    );
+    assert_eq!(
+        relay(&a, 1, r#"{"type":"client_signal","action":"y"}"#),
+        Relayed::Delivered(0)
     );
     assert_eq!(
         slow_rx.kicks.try_recv().ok(),
@@ -198,21 +186,66 @@ async fn a_full_outbox_kicks_its_socket_and_the_room_carries_on() {
             reason: "slow consumer"
         })
     );
+    // What the registry sends itself to a full queue removes it at once.
+    let (c, _c_rx) = outbox(16);
+    registry.join(3, "r", request("c", "client"), c).await.expect("join");
+    next_event(&mut events).await;
+    assert_eq!(
+        next_event(&mut events).await,
+        RoomEvent::HumanLeft {
+            room: "r".into(),
+            user_id: "b".into(),
+            humans: 2
+        }
+    );
+    assert!(slow_rx.kicks.try_recv().is_err(), "kicked once");
     assert_eq!(queued_types(&mut slow_rx), ["peer-discovery", "client_signal"]);
     assert_eq!(
         queued_types(&mut sender_rx),
-        ["peer-discovery", "user-joined", "user-left"]
+        ["peer-discovery", "user-joined", "user-joined", "user-left"]
     );
-    // The sender is still in the room: a targeted relay to b is now an error.
-    registry.relay(1, frame(r#"{"type":"offer","toId":"b"}"#)).await;
-    let reply = tokio::time::timeout(Duration::from_secs(2), sender_rx.frames.recv())
+    // The sender is still in the room: a targeted relay to b is now refused.
+    assert_eq!(relay(&a, 1, r#"{"type":"offer","toId":"b"}"#), Relayed::NoSuchPeer);
+    assert_eq!(relay(&a, 1, r#"{"type":"offer","toId":"c"}"#), Relayed::Delivered(1));
+    // b's late close changes nothing.
+    registry.leave(2).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), events.recv())
+            .await
+            .is_err()
+    );
+}
+
+/// Rule: a joiner's view is published after its discovery is queued and before the
+/// others hear of it; a member that left (or was replaced) relays nothing.
+#[tokio::test]
+async fn views_follow_membership_in_order() {
+    let (tx, _events) = room_event_channel();
+    let registry = spawn_registry(RoomSettings::default(), tx, Arc::default(), Arc::default());
+    let (a_out, mut a_rx) = outbox(16);
+    let a = registry.join(1, "r", request("a", "coach"), a_out).await.expect("join");
+    let (b_out, mut b_rx) = outbox(16);
+    let b = registry
+        .join(2, "r", request("b", "client"), b_out)
         .await
-        .expect("a reply within 2 s");
-    let Some(Outbound::Text(reply)) = reply else {
-        panic!("expected an error frame, got {reply:?}");
-    };
-    let reply: Value = serde_json::from_str(reply.as_str()).expect("json");
-    assert_eq!(reply["code"], "peer_not_found");
+        .expect("join");
+    // a heard b joined: b is in a's view, and b's discovery is already ahead in its queue.
+    assert_eq!(queued_types(&mut a_rx), ["peer-discovery", "user-joined"]);
+    assert_eq!(relay(&a, 1, r#"{"type":"offer","toId":"b"}"#), Relayed::Delivered(1));
+    assert_eq!(queued_types(&mut b_rx), ["peer-discovery", "offer"]);
+    // A rejoin of b replaces its socket: the old one relays nothing.
+    let (b2_out, mut b2_rx) = outbox(16);
+    let b2 = registry
+        .join(3, "r", request("b", "client"), b2_out)
+        .await
+        .expect("rejoin");
+    assert_eq!(relay(&b, 2, r#"{"type":"client_signal"}"#), Relayed::NotMember);
+    assert_eq!(relay(&b2, 3, r#"{"type":"client_signal"}"#), Relayed::Delivered(1));
+    registry.leave(1).await;
+    registry.room_list().await; // the leave is handled
+    assert_eq!(relay(&a, 1, r#"{"type":"client_signal"}"#), Relayed::NotMember);
+    assert_eq!(relay(&b2, 3, r#"{"type":"client_signal"}"#), Relayed::Delivered(0));
+    assert_eq!(queued_types(&mut b2_rx), ["peer-discovery", "user-left"]);
 }
 
 /// Rule (audit item 9): the relay of every room never waits on the OrbManager.
@@ -228,9 +261,7 @@ async fn a_stuck_orb_manager_never_stalls_the_relay() {
         .await
         .expect("ai joins");
     for _ in 0..100 {
-        registry
-            .relay(1, frame(r#"{"type":"orb_heartbeat","metrics":{}}"#))
-            .await;
+        registry.ai_activity(1).await;
     }
     let (x, _x_rx) = outbox(4096);
     let (y, mut y_rx) = outbox(4096);
@@ -247,9 +278,9 @@ async fn a_stuck_orb_manager_never_stalls_the_relay() {
         registry.leave(conn).await;
     }
     tokio::time::timeout(Duration::from_secs(2), async {
-        registry.join(2, "b", request("x", "client"), x).await.expect("x joins");
+        let x = registry.join(2, "b", request("x", "client"), x).await.expect("x joins");
         registry.join(3, "b", request("y", "client"), y).await.expect("y joins");
-        registry.relay(2, frame(r#"{"type":"client_signal","n":1}"#)).await;
+        relay(&x, 2, r#"{"type":"client_signal","n":1}"#);
     })
     .await
     .expect("the registry answers while the manager is stuck");

@@ -1,0 +1,197 @@
+//! What a room's connections relay through: a read-mostly snapshot of its members
+//! and their outboxes, published by the registry (the one owner of membership) on
+//! every change, read by each member's reader task to deliver frames itself.
+//!
+//! A frame is delivered on the reader's own task, straight into the recipients'
+//! bounded outboxes (`try_send`: never waits), so it crosses two tasks (reader,
+//! recipient's writer) instead of three, and one room's load never queues behind
+//! another's in a shared actor. Per-sender order holds because one reader delivers
+//! its frames in the order read. The registry publishes a joiner's snapshot after
+//! queueing its `peer-discovery` and before telling the others, so nobody relays to
+//! a joiner before its discovery, and whoever saw `user-joined` can reach it.
+
+use std::sync::Arc;
+
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::watch;
+use tracing::warn;
+
+use super::outbox::{CLOSE_SLOW_CONSUMER, ConnId, Outbox, QueueError};
+use super::stats::RelayStats;
+use crate::metrics::Metrics;
+
+/// What relays count into: the relay totals and the server's metrics.
+#[derive(Debug)]
+pub struct Counters {
+    /// Relay totals.
+    pub stats: Arc<RelayStats>,
+    /// The server's metrics (`relayed_bytes`, errors by code).
+    pub metrics: Arc<Metrics>,
+}
+
+/// One member as the relay sees it.
+#[derive(Debug, Clone)]
+pub struct ViewMember {
+    /// Its socket.
+    pub conn: ConnId,
+    /// Its `userId` (targets name it).
+    pub user_id: String,
+    /// Its outgoing queue.
+    pub outbox: Outbox,
+}
+
+/// A room's members at one moment, in join order.
+#[derive(Debug, Default)]
+pub struct RoomView {
+    /// The members.
+    pub members: Vec<ViewMember>,
+}
+
+/// A member's link to its room: the latest view and the counters.
+#[derive(Debug, Clone)]
+pub struct RoomLink {
+    /// The room's latest view.
+    pub view: watch::Receiver<Arc<RoomView>>,
+    /// Where relays count.
+    pub counters: Arc<Counters>,
+}
+
+/// Where a frame goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// Every member but the sender.
+    Others,
+    /// The member with this `userId`.
+    To(&'a str),
+}
+
+/// What became of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relayed {
+    /// Queued for this many recipients (slow ones kicked).
+    Delivered(usize),
+    /// The sender is no longer a member (left, or replaced by a rejoin): dropped.
+    NotMember,
+    /// No member has the target's `userId`.
+    NoSuchPeer,
+}
+
+/// Queues `text` for `member`; a full queue kicks it as a slow consumer (it then
+/// leaves through its own connection). `false` when the member must be removed.
+pub fn deliver(member: &ViewMember, text: &Utf8Bytes, counters: &Counters) -> bool {
+    deliver_to(&member.outbox, member.conn, &member.user_id, text, counters)
+}
+
+/// [`deliver`] to the outbox of `conn` (`user_id`, for the log).
+pub fn deliver_to(outbox: &Outbox, conn: ConnId, user_id: &str, text: &Utf8Bytes, counters: &Counters) -> bool {
+    match outbox.try_text(text.clone()) {
+        Ok(()) => {
+            RelayStats::bump(&counters.stats.relayed);
+            counters.metrics.relayed_bytes.inc_by(text.len() as u64);
+            true
+        }
+        Err(QueueError::Full) => {
+            if outbox.kick(CLOSE_SLOW_CONSUMER) {
+                warn!(conn, user = %user_id, "outgoing queue full: dropping slow consumer");
+                RelayStats::bump(&counters.stats.slow_consumers);
+            }
+            false
+        }
+        Err(QueueError::Closed) => false,
+    }
+}
+
+impl RoomView {
+    /// Relays `text` from the member on `from` along `route`.
+    pub fn relay(&self, from: ConnId, route: Route<'_>, text: &Utf8Bytes, counters: &Counters) -> Relayed {
+        if !self.members.iter().any(|m| m.conn == from) {
+            return Relayed::NotMember;
+        }
+        match route {
+            Route::To(target) => match self.members.iter().find(|m| m.user_id == target) {
+                Some(member) => Relayed::Delivered(usize::from(deliver(member, text, counters))),
+                None => Relayed::NoSuchPeer,
+            },
+            Route::Others => {
+                let delivered = self
+                    .members
+                    .iter()
+                    .filter(|m| m.conn != from)
+                    .filter(|m| deliver(m, text, counters))
+                    .count();
+                Relayed::Delivered(delivered)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rooms::outbox::{Outbound, outbox};
+
+    fn counters() -> Counters {
+        Counters {
+            stats: Arc::default(),
+            metrics: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn routes_reach_others_or_the_target_and_a_stranger_relays_nothing() {
+        let (a, mut a_rx) = outbox(4);
+        let (b, mut b_rx) = outbox(4);
+        let view = RoomView {
+            members: vec![
+                ViewMember {
+                    conn: 1,
+                    user_id: "a".into(),
+                    outbox: a,
+                },
+                ViewMember {
+                    conn: 2,
+                    user_id: "b".into(),
+                    outbox: b,
+                },
+            ],
+        };
+        let c = counters();
+        let text = Utf8Bytes::from_static("{}");
+        assert_eq!(view.relay(1, Route::Others, &text, &c), Relayed::Delivered(1));
+        assert!(matches!(b_rx.frames.try_recv(), Ok(Outbound::Text(_))));
+        assert!(a_rx.frames.try_recv().is_err(), "not to the sender");
+        assert_eq!(view.relay(2, Route::To("a"), &text, &c), Relayed::Delivered(1));
+        assert_eq!(view.relay(2, Route::To("z"), &text, &c), Relayed::NoSuchPeer);
+        assert_eq!(view.relay(9, Route::Others, &text, &c), Relayed::NotMember);
+        assert_eq!(RelayStats::get(&c.stats.relayed), 2);
+    }
+
+    #[test]
+    fn a_full_outbox_is_kicked_once_and_counted_once() {
+        let (a, _a_rx) = outbox(4);
+        let (b, mut b_rx) = outbox(1);
+        let view = RoomView {
+            members: vec![
+                ViewMember {
+                    conn: 1,
+                    user_id: "a".into(),
+                    outbox: a,
+                },
+                ViewMember {
+                    conn: 2,
+                    user_id: "b".into(),
+                    outbox: b,
+                },
+            ],
+        };
+        let c = counters();
+        let text = Utf8Bytes::from_static("{}");
+        assert_eq!(view.relay(1, Route::Others, &text, &c), Relayed::Delivered(1));
+        for _ in 0..3 {
+            assert_eq!(view.relay(1, Route::Others, &text, &c), Relayed::Delivered(0));
+            // The writer takes its kick at once; later overflows must not count again.
+            let _ = b_rx.kicks.try_recv();
+        }
+        assert_eq!(RelayStats::get(&c.stats.slow_consumers), 1);
+    }
+}
