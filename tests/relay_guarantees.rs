@@ -1,7 +1,8 @@
 //! The relay's guarantees (docs/protocol.md §1.4, §1.5), proved on the real cpu-server
 //! binary over loopback WebSockets, whatever the relay's inside looks like:
 //! - under load from many concurrent senders, every recipient gets every other
-//!   sender's frames exactly once, in that sender's order, with the server's `fromId`;
+//!   sender's frames exactly once, in that sender's order, with the server's `fromId`
+//!   (plain frames and frames with a forged `fromId` interleaved);
 //! - a joiner's first frame is its `peer-discovery`, and every member hears its
 //!   `user-joined` before any frame from it, even while the room is busy;
 //! - a target that left gets the sender `peer_not_found` (and the sender carries on);
@@ -83,7 +84,12 @@ async fn send_and_read(mut client: Client, me: String, deadline: Instant) -> Res
             return Err(format!("{me}: sent {seq}, got {} of {expected} in time", got.len()));
         }
         if seq < PER_SENDER {
-            let frame = json!({"type":"client_signal","action":"load","seq":seq,"fromId":"forged"});
+            // Odd frames forge a `fromId` (the server must overwrite it), even ones
+            // are plain: both ways a relay may read a frame, interleaved in one stream.
+            let mut frame = json!({"type":"client_signal","action":"load","seq":seq});
+            if seq % 2 == 1 {
+                frame["fromId"] = json!("forged");
+            }
             client.send(frame).await;
             seq += 1;
             take_ready(&mut client, &mut got, 64)
@@ -160,11 +166,11 @@ async fn many_senders_keep_their_own_order_under_load() {
 }
 
 /// Most frames one broadcaster sends (the time bound is the other limit).
-const MAX_BROADCAST: u64 = 5000;
+const MAX_BROADCAST: u64 = 20_000;
 /// Frames each broadcaster still sends after hearing the joiner.
 const AFTER_JOINER: u64 = 50;
 
-/// Broadcasts numbered `client_signal`s (paced, reading between sends) until it
+/// Broadcasts numbered `client_signal`s (reading between sends) until it
 /// has heard a frame from `joiner` and sent `AFTER_JOINER` more, or a bound is hit.
 async fn broadcast_until_heard(
     mut client: Client,
@@ -185,9 +191,7 @@ async fn broadcast_until_heard(
         if heard_at.is_none() && got.iter().any(|f| f["fromId"] == joiner) {
             heard_at = Some(seq);
         }
-        if seq % 8 == 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        tokio::task::yield_now().await;
     }
     Ok((client, got))
 }
@@ -286,9 +290,9 @@ async fn a_joiner_hears_peer_discovery_first_and_the_room_before_its_frames() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_target_that_left_gets_peer_not_found_and_a_replaced_socket_relays_nothing() {
-    let server = RoomServer::start(&[]);
+    let server = RoomServer::start(&ROOMY);
     let url = server.url("gone");
     let (mut a, _) = Client::join(&url, "a", "coach").await;
     let (mut b, _) = Client::join(&url, "b", "client").await;
@@ -318,35 +322,72 @@ async fn a_target_that_left_gets_peer_not_found_and_a_replaced_socket_relays_not
         );
     }
 
-    // C rejoins on a new socket; the old one, written to right after, relays nothing.
+    // C's old socket broadcasts while C rejoins on a new one, and goes on a little
+    // after the new join (before it reads anything): none of that reaches the new
+    // socket, and nothing of it reaches A after A heard of the new join.
+    let sent = Arc::new(AtomicU64::new(0));
+    let rejoined = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stream = tokio::spawn({
+        let (sent, rejoined) = (Arc::clone(&sent), Arc::clone(&rejoined));
+        async move {
+            let (mut after, deadline) = (0, Instant::now() + Duration::from_secs(3));
+            for seq in 0..5000u64 {
+                if after >= 5 || Instant::now() >= deadline {
+                    break;
+                }
+                after += u64::from(rejoined.load(Ordering::SeqCst));
+                c_old
+                    .send(json!({"type":"client_signal","action":"stale","seq":seq}))
+                    .await;
+                sent.store(seq + 1, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+            }
+            let mut before_close = Vec::new();
+            let close = loop {
+                match c_old.read(T).await {
+                    Read::Json(v) => before_close.push(v),
+                    Read::Closed(close) => break close,
+                    Read::Timeout => panic!("the replaced socket was not closed within {T:?}"),
+                }
+            };
+            (after, close, before_close)
+        }
+    });
+    let streaming = system_tests::wait::until_true(T, || sent.load(Ordering::SeqCst) >= 50).await;
+    assert!(streaming, "the old socket did not get going");
     let (mut c_new, discovery) = Client::join(&url, "c", "client").await;
     assert_eq!(peer_ids(&discovery), ["a"]);
-    c_old.send(json!({"type":"client_signal","action":"stale"})).await;
-    c_old
-        .send(json!({"type":"offer","toId":"a","offer":{"stale":true}}))
-        .await;
-    let mut before_close = Vec::new();
-    let close = loop {
-        match c_old.read(T).await {
-            Read::Json(v) => before_close.push(v),
-            Read::Closed(close) => break close,
-            Read::Timeout => panic!("the replaced socket was not closed within {T:?}"),
-        }
-    };
+    rejoined.store(true, Ordering::SeqCst);
+    let (after, close, before_close) = tokio::time::timeout(Duration::from_secs(10), stream)
+        .await
+        .expect("the old socket's task ends")
+        .expect("the old socket's task");
+    assert_eq!(after, 5, "the old socket sent after the new join");
     assert_eq!(close, Some((4000, "replaced".to_owned())));
     assert!(
         before_close.is_empty(),
         "the replaced socket got frames: {before_close:?}"
     );
     let frames = drain(&mut a, QUIET).await;
+    let joins: Vec<usize> = (0..frames.len())
+        .filter(|&k| frames[k]["type"] == "user-joined" && frames[k]["userId"] == "c")
+        .collect();
+    assert_eq!(joins.len(), 1, "a hears c's rejoin once");
+    let stale = seqs_from(&frames, "c");
     assert_eq!(
         frames.len(),
-        1,
-        "a gets c's new user-joined and nothing else: {frames:?}"
+        stale.len() + 1,
+        "a gets the old socket's frames and c's user-joined, no user-left: {:?}",
+        frames
+            .iter()
+            .filter(|f| f["type"] != "client_signal")
+            .collect::<Vec<_>>()
     );
     assert_eq!(
-        (frames[0]["type"].as_str(), frames[0]["userId"].as_str()),
-        (Some("user-joined"), Some("c"))
+        stale,
+        (0..joins[0] as u64).collect::<Vec<_>>(),
+        "a got the old socket's frames in order, all before c's new user-joined (at {})",
+        joins[0]
     );
     let frames = drain(&mut c_new, Duration::ZERO).await;
     assert!(frames.is_empty(), "the new socket heard the old one: {frames:?}");
@@ -392,9 +433,10 @@ async fn every_relayed_type_honours_its_target() {
                     let mut frame = json!({"type": kind, "mark": mark});
                     match how {
                         "both" => {
-                            // `toId` wins over `targetId`.
+                            // `toId` wins over `targetId`; the forged `fromId` is overwritten.
                             frame["toId"] = json!(target);
                             frame["targetId"] = json!(decoy);
+                            frame["fromId"] = json!(decoy);
                         }
                         spelling => frame[spelling] = json!(target),
                     }
@@ -452,4 +494,59 @@ async fn every_relayed_type_honours_its_target() {
         let extra: Vec<&&str> = marks.iter().filter(|m| !want.contains(m)).collect();
         assert!(marks == want, "{id}: missing {missing:?}, not its own {extra:?}");
     }
+}
+
+/// Regression: a recipient kicked as a slow consumer by another member's relay left
+/// the room only when its own socket had closed (up to the 2 s close grace), and its
+/// frames were still relayed meanwhile. It must leave at once.
+#[tokio::test]
+async fn a_kicked_slow_consumer_leaves_at_once_and_relays_nothing_more() {
+    let server = RoomServer::start(&[("WS_SEND_QUEUE", "8"), ("MAX_MESSAGES_PER_SECOND", "100000")]);
+    let url = server.url("kicked");
+    let (mut flooder, _) = Client::join(&url, "flooder", "coach").await;
+    let (mut observer, _) = Client::join(&url, "observer", "client").await;
+    let (mut sleepy, _) = Client::join(&url, "sleepy", "client").await;
+    flooder.recv_type("user-joined", T).await;
+    flooder.recv_type("user-joined", T).await;
+    observer.recv_type("user-joined", T).await;
+    // `sleepy` reads nothing: 250 frames of 60 KiB to it (15 MiB) fill the loopback
+    // socket buffers (about 10 MiB at most here), then its queue of 8, so it is kicked
+    // during the flood, well before its end.
+    let pad = "z".repeat(60 * 1024);
+    let mut left_at = None;
+    let mut seen = Vec::new();
+    for i in 0..250 {
+        flooder
+            .send(json!({"type":"ice-candidate","toId":"sleepy","candidate":{"i":i,"pad":pad}}))
+            .await;
+        take_ready(&mut observer, &mut seen, 16).await.expect("observer open");
+    }
+    let burst_end = Instant::now();
+    // Sent while the old code still relayed it (it removed a kicked member 2 s later).
+    sleepy.send(json!({"type":"client_signal","action":"late"})).await;
+    if seen.iter().any(|f| f["type"] == "user-left" && f["userId"] == "sleepy") {
+        left_at = Some(burst_end);
+    }
+    let left_at = match left_at {
+        Some(at) => at,
+        None => loop {
+            match observer.read(Duration::from_secs(5)).await {
+                Read::Json(f) if f["type"] == "user-left" && f["userId"] == "sleepy" => break Instant::now(),
+                Read::Json(f) => seen.push(f),
+                other => panic!("no user-left for the slow consumer: {other:?}"),
+            }
+        },
+    };
+    let after_burst = left_at.saturating_duration_since(burst_end);
+    assert!(
+        after_burst < Duration::from_millis(500),
+        "the slow consumer left {after_burst:?} after the flood ended (the close grace is 2 s)"
+    );
+    // What it sent after its kick reached nobody.
+    let mut late = seen;
+    late.extend(drain(&mut observer, QUIET).await);
+    assert!(
+        !late.iter().any(|f| f["type"] == "client_signal"),
+        "a kicked member's frame was relayed: {late:?}"
+    );
 }

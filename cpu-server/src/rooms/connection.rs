@@ -9,7 +9,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use shared::room::{
-    ErrorCode, ErrorReply, FrameError, MessageKind, RoomMessage, parse_envelope, parse_inbound, with_from_id,
+    ErrorCode, ErrorReply, FrameError, MessageKind, RoomMessage, parse_envelope, parse_inbound, relayed,
 };
 use tokio::time::{Duration, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -105,6 +105,7 @@ impl Connection {
             refused_joins: 0,
             bucket: TokenBucket::new(self.settings.max_messages_per_second, Instant::now()),
             last_seen: Instant::now(),
+            dropped: Vec::new(),
         };
         let mut writer_done = false;
         let end = tokio::select! {
@@ -141,6 +142,8 @@ struct Reader<'a> {
     refused_joins: u32,
     bucket: TokenBucket,
     last_seen: Instant,
+    /// Recipients to remove after a relay (kept to reuse its allocation).
+    dropped: Vec<ConnId>,
 }
 
 impl Reader<'_> {
@@ -212,24 +215,22 @@ impl Reader<'_> {
             return self.error(ErrorCode::RateLimited, message);
         }
         // The fast path: a joined member's plain frame of a relayed kind, read without a map.
-        if let Some(joined) = &self.joined {
-            if let Some(envelope) = parse_envelope(text, self.conn.settings.max_message_bytes) {
-                let allowed = !envelope.kind.is_ai_only() || joined.is_ai;
-                if allowed && envelope.kind.is_relayed() {
-                    let text = Utf8Bytes::from(with_from_id(text, &joined.from_json));
-                    let kind = envelope.kind;
-                    return self
-                        .relay(Outgoing {
-                            kind,
-                            target: Ok(envelope.target),
-                            text,
-                        })
-                        .await;
-                }
-                if allowed && envelope.kind == MessageKind::OrbHeartbeat {
-                    self.ai_activity().await;
-                    return Ok(());
-                }
+        if let Some(joined) = &self.joined
+            && let Some(envelope) = parse_envelope(text, self.conn.settings.max_message_bytes)
+        {
+            let allowed = !envelope.kind.is_ai_only() || joined.is_ai;
+            if allowed
+                && envelope.kind.is_relayed()
+                && let Some(out) = relayed(text, &envelope, &joined.from_json)
+            {
+                let kind = envelope.kind;
+                let text = Utf8Bytes::from(out);
+                let target = Ok(envelope.target);
+                return self.relay(Outgoing { kind, target, text }).await;
+            }
+            if allowed && envelope.kind == MessageKind::OrbHeartbeat {
+                self.ai_activity().await;
+                return Ok(());
             }
         }
         let mut inbound = match parse_inbound(text, self.conn.settings.max_message_bytes) {
@@ -351,11 +352,18 @@ impl Reader<'_> {
             Ok(Some(target)) => Route::To(target),
             Ok(None) => Route::Others,
         };
-        let relayed = joined
-            .link
-            .view
-            .borrow()
-            .relay(self.conn.id, route, &out.text, &joined.link.counters);
+        let mut dropped = std::mem::take(&mut self.dropped);
+        let relayed =
+            joined
+                .link
+                .view
+                .borrow()
+                .relay(self.conn.id, route, &out.text, &joined.link.counters, &mut dropped);
+        // A recipient kicked here leaves the room now, not when its socket has closed.
+        for conn in dropped.drain(..) {
+            self.conn.registry.leave(conn).await;
+        }
+        self.dropped = dropped;
         match relayed {
             Relayed::Delivered(_) => {}
             // Left or replaced while this frame was read: nobody hears it.

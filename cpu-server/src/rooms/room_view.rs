@@ -102,26 +102,36 @@ pub fn deliver_to(outbox: &Outbox, conn: ConnId, user_id: &str, text: &Utf8Bytes
 }
 
 impl RoomView {
-    /// Relays `text` from the member on `from` along `route`.
-    pub fn relay(&self, from: ConnId, route: Route<'_>, text: &Utf8Bytes, counters: &Counters) -> Relayed {
+    /// Relays `text` from the member on `from` along `route`; recipients that must
+    /// leave (kicked as slow consumers, or gone) are added to `dropped`, for the
+    /// caller to have them removed at once.
+    pub fn relay(
+        &self,
+        from: ConnId,
+        route: Route<'_>,
+        text: &Utf8Bytes,
+        counters: &Counters,
+        dropped: &mut Vec<ConnId>,
+    ) -> Relayed {
         if !self.members.iter().any(|m| m.conn == from) {
             return Relayed::NotMember;
         }
+        let mut delivered = 0;
+        let mut to = |member: &ViewMember| {
+            if deliver(member, text, counters) {
+                delivered += 1;
+            } else {
+                dropped.push(member.conn);
+            }
+        };
         match route {
             Route::To(target) => match self.members.iter().find(|m| m.user_id == target) {
-                Some(member) => Relayed::Delivered(usize::from(deliver(member, text, counters))),
-                None => Relayed::NoSuchPeer,
+                Some(member) => to(member),
+                None => return Relayed::NoSuchPeer,
             },
-            Route::Others => {
-                let delivered = self
-                    .members
-                    .iter()
-                    .filter(|m| m.conn != from)
-                    .filter(|m| deliver(m, text, counters))
-                    .count();
-                Relayed::Delivered(delivered)
-            }
+            Route::Others => self.members.iter().filter(|m| m.conn != from).for_each(to),
         }
+        Relayed::Delivered(delivered)
     }
 }
 
@@ -157,12 +167,26 @@ mod tests {
         };
         let c = counters();
         let text = Utf8Bytes::from_static("{}");
-        assert_eq!(view.relay(1, Route::Others, &text, &c), Relayed::Delivered(1));
+        let mut dropped = Vec::new();
+        assert_eq!(
+            view.relay(1, Route::Others, &text, &c, &mut dropped),
+            Relayed::Delivered(1)
+        );
         assert!(matches!(b_rx.frames.try_recv(), Ok(Outbound::Text(_))));
         assert!(a_rx.frames.try_recv().is_err(), "not to the sender");
-        assert_eq!(view.relay(2, Route::To("a"), &text, &c), Relayed::Delivered(1));
-        assert_eq!(view.relay(2, Route::To("z"), &text, &c), Relayed::NoSuchPeer);
-        assert_eq!(view.relay(9, Route::Others, &text, &c), Relayed::NotMember);
+        assert_eq!(
+            view.relay(2, Route::To("a"), &text, &c, &mut dropped),
+            Relayed::Delivered(1)
+        );
+        assert_eq!(
+            view.relay(2, Route::To("z"), &text, &c, &mut dropped),
+            Relayed::NoSuchPeer
+        );
+        assert_eq!(
+            view.relay(9, Route::Others, &text, &c, &mut dropped),
+            Relayed::NotMember
+        );
+        assert!(dropped.is_empty());
         assert_eq!(RelayStats::get(&c.stats.relayed), 2);
     }
 
@@ -186,12 +210,20 @@ mod tests {
         };
         let c = counters();
         let text = Utf8Bytes::from_static("{}");
-        assert_eq!(view.relay(1, Route::Others, &text, &c), Relayed::Delivered(1));
+        let mut dropped = Vec::new();
+        assert_eq!(
+            view.relay(1, Route::Others, &text, &c, &mut dropped),
+            Relayed::Delivered(1)
+        );
         for _ in 0..3 {
-            assert_eq!(view.relay(1, Route::Others, &text, &c), Relayed::Delivered(0));
+            assert_eq!(
+                view.relay(1, Route::Others, &text, &c, &mut dropped),
+                Relayed::Delivered(0)
+            );
             // The writer takes its kick at once; later overflows must not count again.
             let _ = b_rx.kicks.try_recv();
         }
         assert_eq!(RelayStats::get(&c.stats.slow_consumers), 1);
+        assert_eq!(dropped, [2, 2, 2], "each time, to be removed");
     }
 }

@@ -14,7 +14,7 @@ mod error_code;
 mod inbound;
 mod messages;
 
-pub use envelope::{Envelope, parse_envelope, with_from_id};
+pub use envelope::{Envelope, parse_envelope, relayed, with_from_id};
 pub use error_code::ErrorCode;
 pub use inbound::{FrameError, Inbound, JoinRequest, MessageKind, parse_inbound};
 pub use messages::{

@@ -25,7 +25,9 @@ fn relay(link: &RoomLink, conn: ConnId, text: &str) -> Relayed {
     let envelope = parse_envelope(text, 4096).expect("a plain frame");
     let route = envelope.target.as_deref().map_or(Route::Others, Route::To);
     let text = Utf8Bytes::from(with_from_id(text, "\"sender\""));
-    link.view.borrow().relay(conn, route, &text, &link.counters)
+    link.view
+        .borrow()
+        .relay(conn, route, &text, &link.counters, &mut Vec::new())
 }
 
 async fn next_event(events: &mut RoomEventReceiver) -> RoomEvent {
