@@ -28,16 +28,6 @@ const QUIET: Duration = Duration::from_millis(300);
 /// Settings under which no test client is dropped as a slow consumer or rate limited.
 const ROOMY: [(&str, &str); 2] = [("MAX_MESSAGES_PER_SECOND", "100000"), ("WS_SEND_QUEUE", "16384")];
 
-/// Joins a test client as the AI (the server runs with `ORB_AUTH=false`).
-async fn join_ai(url: &str, user: &str) -> (Client, Value) {
-    let mut client = Client::connect(url).await.expect("connect");
-    client
-        .send(json!({"type":"join","userId":user,"userName":"AI Assistant","userRole":"ai","participantType":"ai"}))
-        .await;
-    let discovery = client.recv_type("peer-discovery", T).await;
-    (client, discovery)
-}
-
 fn peer_ids(discovery: &Value) -> Vec<String> {
     discovery["peers"]
         .as_array()
@@ -409,7 +399,7 @@ async fn every_relayed_type_honours_its_target() {
     for id in &ids[..3] {
         clients.push(Client::join(&url, id, "client").await.0);
     }
-    clients.push(join_ai(&url, ids[3]).await.0);
+    clients.push(Client::join_ai(&url, ids[3]).await.0);
     for (i, client) in clients.iter_mut().enumerate() {
         for later in &ids[i + 1..] {
             assert_eq!(client.recv_type("user-joined", T).await["userId"], *later);

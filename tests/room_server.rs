@@ -17,15 +17,9 @@ async fn join_as(server: &RoomServer, room: &str, user: &str, role: &str) -> (Cl
     Client::join(&server.url(room), user, role).await
 }
 
-/// Joins a test client as the AI: its server must run with `ORB_AUTH=false`
-/// (orb tokens are tested in `tests/security.rs`).
+/// Joins a test client as the AI (its server runs with `ORB_AUTH=false`).
 async fn join_ai(server: &RoomServer, room: &str, user: &str) -> (Client, Value) {
-    let mut client = Client::connect(&server.url(room)).await.expect("connect");
-    client
-        .send(json!({"type":"join","userId":user,"userName":"AI Assistant","userRole":"ai","participantType":"ai"}))
-        .await;
-    let discovery = client.recv_type("peer-discovery", T).await;
-    (client, discovery)
+    Client::join_ai(&server.url(room), user).await
 }
 
 fn peer_ids(discovery: &Value) -> Vec<String> {

@@ -44,6 +44,17 @@ impl Client {
         (client, discovery)
     }
 
+    /// Connects and joins as the AI (`participantType: ai`; the server must run with
+    /// `ORB_AUTH=false`, orb tokens are tested in `tests/security.rs`).
+    pub async fn join_ai(url: &str, user_id: &str) -> (Self, Value) {
+        let mut client = Self::connect(url).await.expect("connect");
+        client
+            .send(serde_json::json!({"type":"join","userId":user_id,"userName":"AI Assistant","userRole":"ai","participantType":"ai"}))
+            .await;
+        let discovery = client.recv_type("peer-discovery", Duration::from_secs(5)).await;
+        (client, discovery)
+    }
+
     /// Sends one JSON value as a text frame.
     pub async fn send(&mut self, value: Value) {
         self.send_text(value.to_string()).await;

@@ -138,7 +138,22 @@ impl RoomView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rooms::outbox::{Outbound, outbox};
+    use crate::rooms::outbox::{Outbound, OutboxReceiver, outbox};
+
+    /// Members `a` (conn 1) and `b` (conn 2) with queues of `a_cap` and `b_cap` frames.
+    fn two(a_cap: usize, b_cap: usize) -> (RoomView, OutboxReceiver, OutboxReceiver) {
+        let (a, a_rx) = outbox(a_cap);
+        let (b, b_rx) = outbox(b_cap);
+        let member = |conn, user_id: &str, outbox| ViewMember {
+            conn,
+            user_id: user_id.into(),
+            outbox,
+        };
+        let view = RoomView {
+            members: vec![member(1, "a", a), member(2, "b", b)],
+        };
+        (view, a_rx, b_rx)
+    }
 
     fn counters() -> Counters {
         Counters {
@@ -149,22 +164,7 @@ mod tests {
 
     #[test]
     fn routes_reach_others_or_the_target_and_a_stranger_relays_nothing() {
-        let (a, mut a_rx) = outbox(4);
-        let (b, mut b_rx) = outbox(4);
-        let view = RoomView {
-            members: vec![
-                ViewMember {
-                    conn: 1,
-                    user_id: "a".into(),
-                    outbox: a,
-                },
-                ViewMember {
-                    conn: 2,
-                    user_id: "b".into(),
-                    outbox: b,
-                },
-            ],
-        };
+        let (view, mut a_rx, mut b_rx) = two(4, 4);
         let c = counters();
         let text = Utf8Bytes::from_static("{}");
         let mut dropped = Vec::new();
@@ -192,22 +192,7 @@ mod tests {
 
     #[test]
     fn a_full_outbox_is_kicked_once_and_counted_once() {
-        let (a, _a_rx) = outbox(4);
-        let (b, mut b_rx) = outbox(1);
-        let view = RoomView {
-            members: vec![
-                ViewMember {
-                    conn: 1,
-                    user_id: "a".into(),
-                    outbox: a,
-                },
-                ViewMember {
-                    conn: 2,
-                    user_id: "b".into(),
-                    outbox: b,
-                },
-            ],
-        };
+        let (view, _a_rx, mut b_rx) = two(4, 1);
         let c = counters();
         let text = Utf8Bytes::from_static("{}");
         let mut dropped = Vec::new();
