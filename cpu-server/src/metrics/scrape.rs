@@ -54,6 +54,9 @@ pub(super) struct Levels {
     heartbeat_age_max: FloatGauge,
     cpu: Family<Labels, FloatGauge>,
     rss: Family<Labels, Gauge>,
+    gpu: Family<Labels, Gauge>,
+    gpu_slots: Gauge,
+    gpu_slots_used: Gauge,
     rooms: Gauge,
     open_connections: Gauge,
     connections: Counter,
@@ -73,6 +76,9 @@ impl Levels {
             heartbeat_age_max: FloatGauge::default(),
             cpu: Family::default(),
             rss: Family::default(),
+            gpu: Family::default(),
+            gpu_slots: Gauge::default(),
+            gpu_slots_used: Gauge::default(),
             rooms: Gauge::default(),
             open_connections: Gauge::default(),
             connections: Counter::default(),
@@ -108,6 +114,17 @@ impl Levels {
             "Resident memory of each orb's process tree",
             levels.rss.clone(),
         );
+        r.register(
+            "orb_gpu",
+            "1 per orb on a GPU slot, labelled with its device (ORB_GPUS)",
+            levels.gpu.clone(),
+        );
+        r.register(
+            "orb_gpu_slots",
+            "GPU slots in all (ORB_GPUS x ORB_GPU_SLOTS_PER_DEVICE; 0 without GPUs)",
+            levels.gpu_slots.clone(),
+        );
+        r.register("orb_gpu_slots_used", "GPU slots held", levels.gpu_slots_used.clone());
         r.register("rooms", "Rooms alive", levels.rooms.clone());
         r.register(
             "open_connections",
@@ -140,12 +157,19 @@ impl Levels {
         self.active.set(s.counts.active as i64);
         self.max.set(s.counts.max as i64);
         self.queued.set(s.counts.queued as i64);
+        self.gpu_slots.set(s.counts.gpu_slots.unwrap_or(0) as i64);
+        self.gpu_slots_used.set(s.counts.gpu_slots_used as i64);
+        self.gpu.clear();
         self.heartbeat_age.clear();
         self.cpu.clear();
         self.rss.clear();
         let mut oldest: f64 = 0.0;
         for orb in &s.orbs {
             let room = vec![("room".to_owned(), orb.room.clone())];
+            if let Some(gpu) = &orb.gpu {
+                let labels = vec![("room".to_owned(), orb.room.clone()), ("gpu".to_owned(), gpu.clone())];
+                self.gpu.get_or_create(&labels).set(1);
+            }
             if let Some(age) = orb.last_heartbeat_ms {
                 let age = age as f64 / 1000.0;
                 oldest = oldest.max(age);
@@ -219,6 +243,7 @@ mod tests {
             media: None,
             voice: None,
             stop_reason: None,
+            gpu: Some("1".into()),
         }
     }
 

@@ -72,6 +72,12 @@ impl LocalLauncher {
         if self.settings.test_mode {
             vars.push(("ORB_TEST_MODE".to_owned(), "true".to_owned()));
         }
+        if let Some(gpu) = &launch.gpu {
+            // Its slot's device only, whatever the server's environment passed on.
+            vars.retain(|(name, _)| name != "CUDA_VISIBLE_DEVICES" && name != "NVIDIA_VISIBLE_DEVICES");
+            vars.push(("CUDA_VISIBLE_DEVICES".to_owned(), gpu.clone()));
+            vars.push(("NVIDIA_VISIBLE_DEVICES".to_owned(), gpu.clone()));
+        }
         let spec = ProcessSpec {
             program: &command.program,
             args: &args,

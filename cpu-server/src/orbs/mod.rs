@@ -63,10 +63,14 @@ pub use record::{ExitRecord, OrbRecord, OrbState};
 pub struct OrbCounts {
     /// Orb processes alive (slots taken).
     pub active: usize,
-    /// `MAX_CONCURRENT_ORBS`.
+    /// `MAX_CONCURRENT_ORBS`, or the GPU slots when fewer.
     pub max: usize,
     /// Rooms waiting for a slot.
     pub queued: usize,
+    /// GPU slots in all (`ORB_GPUS` × `ORB_GPU_SLOTS_PER_DEVICE`), if any.
+    pub gpu_slots: Option<usize>,
+    /// GPU slots held.
+    pub gpu_slots_used: usize,
 }
 
 /// A room's orb timeline, as `GET /api/orbs/{room}/events` shows it.
@@ -335,7 +339,7 @@ fn spawn_manager_inner(
     let (writer, table) = TableWriter::new();
     let background = CancellationToken::new();
     let (counts_tx, counts_rx) = watch::channel(OrbCounts {
-        max: settings.max_concurrent,
+        max: settings.capacity(),
         ..OrbCounts::default()
     });
     let (commands_tx, commands_rx) = mpsc::channel(256);

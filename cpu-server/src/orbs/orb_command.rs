@@ -103,6 +103,8 @@ pub struct OrbLaunch {
     pub coach: Option<String>,
     /// Client user id, if known.
     pub client: Option<String>,
+    /// The GPU device of its slot (`ORB_GPUS`), if any.
+    pub gpu: Option<String>,
 }
 
 /// The orb's own arguments, docs/protocol.md §2.1.
@@ -187,6 +189,7 @@ mod tests {
             session: "s1".into(),
             coach: Some("c".into()),
             client: None,
+            gpu: None,
         };
         assert_eq!(
             orb_args(&launch, "127.0.0.1:3000", &s),

@@ -81,4 +81,6 @@ pub struct OrbRecord {
     pub voice: Option<serde_json::Value>,
     /// Why it is being stopped, while it is (`stopping`, `unresponsive`).
     pub stop_reason: Option<StopReason>,
+    /// The GPU device of its slot (`ORB_GPUS`; absent without GPU slots).
+    pub gpu: Option<String>,
 }

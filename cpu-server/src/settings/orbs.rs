@@ -86,6 +86,15 @@ const ORB_MEMORY_LIMIT_MB: Setting = Setting::derived(
     "no limit",
     "Kill an orb whose process tree uses more resident memory than this, MB",
 );
+const ORB_GPUS: Setting = Setting::documented(
+    Key::new("ORB_GPUS", "orb-gpus"),
+    "GPU device ids orbs are placed on, comma separated (e.g. 0,1,2,3); each orb gets CUDA_VISIBLE_DEVICES and NVIDIA_VISIBLE_DEVICES for its slot. Unset: no GPU slots",
+);
+const ORB_GPU_SLOTS_PER_DEVICE: Setting = Setting::new(
+    Key::new("ORB_GPU_SLOTS_PER_DEVICE", "orb-gpu-slots-per-device"),
+    "1",
+    "Orbs sharing one GPU of ORB_GPUS; capacity is the smaller of MAX_CONCURRENT_ORBS and the slots",
+);
 const ROOM_EMPTY_GRACE: Setting = Setting::new(
     Key::new("ROOM_EMPTY_GRACE", "room-empty-grace"),
     "60000",
@@ -121,6 +130,8 @@ pub(super) const SETTINGS: &[&Setting] = &[
     &ORB_MAX_RESTARTS,
     &ORB_RESTART_WINDOW,
     &ORB_MEMORY_LIMIT_MB,
+    &ORB_GPUS,
+    &ORB_GPU_SLOTS_PER_DEVICE,
     &ROOM_EMPTY_GRACE,
     &ORB_STOP_GRACE,
     &ORB_KILL_GRACE,
@@ -196,6 +207,12 @@ pub struct OrbArgs {
     /// `ORB_MEMORY_LIMIT_MB`.
     #[arg(long = ORB_MEMORY_LIMIT_MB.long(), env = ORB_MEMORY_LIMIT_MB.env(), help = ORB_MEMORY_LIMIT_MB.help())]
     pub orb_memory_limit_mb: Option<String>,
+    /// `ORB_GPUS`.
+    #[arg(long = ORB_GPUS.long(), env = ORB_GPUS.env(), help = ORB_GPUS.help())]
+    pub orb_gpus: Option<String>,
+    /// `ORB_GPU_SLOTS_PER_DEVICE`.
+    #[arg(long = ORB_GPU_SLOTS_PER_DEVICE.long(), env = ORB_GPU_SLOTS_PER_DEVICE.env(), help = ORB_GPU_SLOTS_PER_DEVICE.help())]
+    pub orb_gpu_slots_per_device: Option<String>,
     /// `ROOM_EMPTY_GRACE`.
     #[arg(long = ROOM_EMPTY_GRACE.long(), env = ROOM_EMPTY_GRACE.env(), help = ROOM_EMPTY_GRACE.help())]
     pub room_empty_grace: Option<String>,
@@ -254,6 +271,10 @@ pub struct OrbSettings {
     pub restart_window: Duration,
     /// Memory limit of an orb's process group, bytes.
     pub memory_limit_bytes: Option<u64>,
+    /// GPU device ids orbs are placed on (`ORB_GPUS`); empty: no GPU slots.
+    pub gpus: Vec<String>,
+    /// Orbs per device (`ORB_GPU_SLOTS_PER_DEVICE`).
+    pub gpu_slots_per_device: usize,
     /// Grace after the last human left.
     pub room_empty_grace: Duration,
     /// `shutdown_graceful` → SIGTERM.
@@ -263,6 +284,32 @@ pub struct OrbSettings {
     /// The server's `.env` pairs: allowlisted ones reach orbs like environment
     /// variables (the environment wins where both set a name).
     pub dotenv_vars: DotEnvVars,
+}
+
+/// `ORB_GPUS`: distinct device ids (an index, or a `GPU-…`/`MIG-…` UUID), comma separated.
+fn parse_gpus(raw: &str) -> Result<Vec<String>, String> {
+    let expected = "distinct GPU device ids separated by commas, e.g. 0,1,2,3 (an index or a GPU-/MIG- UUID)";
+    let ids: Vec<String> = raw.split(',').map(|id| id.trim().to_owned()).collect();
+    let valid = |id: &String| {
+        !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '/')
+    };
+    if ids.iter().all(valid) && ids.iter().enumerate().all(|(i, id)| !ids[..i].contains(id)) {
+        Ok(ids)
+    } else {
+        Err(expected.to_owned())
+    }
+}
+
+impl OrbSettings {
+    /// How many orbs may run at once: `MAX_CONCURRENT_ORBS`, or fewer when the GPU
+    /// slots are fewer.
+    pub fn capacity(&self) -> usize {
+        if self.gpus.is_empty() {
+            self.max_concurrent
+        } else {
+            self.max_concurrent.min(self.gpus.len() * self.gpu_slots_per_device)
+        }
+    }
 }
 
 /// The `.env` pairs; `Debug` shows the names only (values may be secrets).
@@ -349,6 +396,17 @@ impl OrbArgs {
         let memory_limit_bytes = v
             .opt(&ORB_MEMORY_LIMIT_MB, self.orb_memory_limit_mb, Rule::number(1, 1 << 20))
             .map(|mb| mb * 1024 * 1024);
+        let gpus = match v.optional(&ORB_GPUS, self.orb_gpus) {
+            Some(raw) => match parse_gpus(&raw) {
+                Ok(gpus) => gpus,
+                Err(why) => {
+                    v.error(&ORB_GPUS, raw, why);
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        };
+        let gpu_slots_per_device = v.number(&ORB_GPU_SLOTS_PER_DEVICE, self.orb_gpu_slots_per_device, 1, 64) as usize;
         let room_empty_grace = v.millis(&ROOM_EMPTY_GRACE, self.room_empty_grace, 0);
         let stop_grace = v.millis(&ORB_STOP_GRACE, self.orb_stop_grace, 0);
         let kill_grace = v.millis(&ORB_KILL_GRACE, self.orb_kill_grace, 0);
@@ -369,6 +427,8 @@ impl OrbArgs {
             max_restarts,
             restart_window,
             memory_limit_bytes,
+            gpus,
+            gpu_slots_per_device,
             room_empty_grace,
             stop_grace,
             kill_grace,
@@ -527,5 +587,38 @@ mod tests {
         assert_eq!(with("1500").ok(), Some(Some(Duration::from_millis(1500))));
         assert!(with("999").is_err());
         assert!(with("soon").is_err());
+    }
+
+    /// Rule: GPU slots are distinct device ids × slots per device, and capacity is the
+    /// smaller of MAX_CONCURRENT_ORBS and the slots.
+    #[test]
+    fn gpu_slots_bound_the_capacity_and_bad_ids_are_refused() {
+        let dotenv = DotEnv::default();
+        let with = |gpus: Option<&str>, per: Option<&str>, max: &str| {
+            let mut v = Validator::new(&dotenv);
+            let args = OrbArgs {
+                orb_gpus: gpus.map(Into::into),
+                orb_gpu_slots_per_device: per.map(Into::into),
+                max_concurrent_orbs: Some(max.into()),
+                ..OrbArgs::default()
+            };
+            let s = args.validate(&mut v, false, false);
+            v.finish().map(|()| (s.gpus.clone(), s.capacity()))
+        };
+        assert_eq!(with(None, None, "8").ok(), Some((vec![], 8)));
+        assert_eq!(
+            with(Some("0, 1"), None, "8").ok(),
+            Some((vec!["0".to_owned(), "1".to_owned()], 2))
+        );
+        assert_eq!(with(Some("0,1"), Some("3"), "4").ok().map(|s| s.1), Some(4));
+        assert_eq!(
+            with(Some("GPU-8a1b2c,MIG-1/2/3"), Some("2"), "8").ok().map(|s| s.1),
+            Some(4)
+        );
+        for bad in ["0,0", "0,,1", ",", "0;1", "gpu 0"] {
+            assert!(with(Some(bad), None, "8").is_err(), "{bad:?}");
+        }
+        assert!(with(Some("0"), Some("0"), "8").is_err());
+        assert!(with(Some("0"), Some("65"), "8").is_err());
     }
 }

@@ -14,11 +14,13 @@
 //! - the stop escalation: [`escalation`];
 //! - the spawn trigger: [`spawn_rule`];
 //! - the media-flow rule (a dead call behind live heartbeats): [`stall_rule`];
+//! - which GPU each process runs on: [`gpu_slots`];
 //! - the causes: [`cause`].
 
 pub mod cause;
 pub mod escalation;
 pub mod exit_rule;
+pub mod gpu_slots;
 pub mod note;
 pub mod phase;
 pub mod restart_policy;
@@ -57,8 +59,12 @@ use spawn_rule::Humans;
 pub struct Rules {
     /// `ORB_SPAWN_ON`.
     pub spawn_on: SpawnOn,
-    /// `MAX_CONCURRENT_ORBS`.
+    /// `MAX_CONCURRENT_ORBS`, or the GPU slots when fewer.
     pub max_concurrent: usize,
+    /// `ORB_GPUS` (empty: no GPU slots).
+    pub gpus: Vec<String>,
+    /// `ORB_GPU_SLOTS_PER_DEVICE`.
+    pub gpu_slots_per_device: usize,
     /// `IDLE_TIMEOUT` (`None`: off).
     pub idle_timeout: Option<Duration>,
     /// `ROOM_EMPTY_GRACE`.
@@ -85,7 +91,9 @@ impl From<&OrbSettings> for Rules {
     fn from(s: &OrbSettings) -> Self {
         Self {
             spawn_on: s.spawn_on,
-            max_concurrent: s.max_concurrent,
+            max_concurrent: s.capacity(),
+            gpus: s.gpus.clone(),
+            gpu_slots_per_device: s.gpu_slots_per_device,
             idle_timeout: s.idle_timeout,
             room_empty_grace: s.room_empty_grace,
             ready_timeout: s.ready_timeout,
@@ -320,6 +328,7 @@ pub struct Lifecycle {
     people: HashMap<String, Humans>,
     queue: VecDeque<String>,
     slots_used: usize,
+    gpu_slots: gpu_slots::GpuSlots,
     next_generation: u64,
     draining: bool,
     jitter: fastrand::Rng,
@@ -330,6 +339,7 @@ impl Lifecycle {
     /// No orbs; `seed` drives the restart jitter.
     pub fn new(rules: Rules, seed: u64) -> Self {
         Self {
+            gpu_slots: gpu_slots::GpuSlots::new(rules.gpus.clone(), rules.gpu_slots_per_device),
             rules,
             orbs: HashMap::new(),
             people: HashMap::new(),

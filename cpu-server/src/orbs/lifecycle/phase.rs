@@ -173,4 +173,6 @@ pub struct OrbLife {
     pub media: Option<serde_json::Value>,
     /// The voice pipeline's state from the last heartbeat (`metrics.voice`), as the orb sent it.
     pub voice: Option<serde_json::Value>,
+    /// The GPU device of the current (or last) process (`ORB_GPUS`), if any.
+    pub gpu: Option<String>,
 }

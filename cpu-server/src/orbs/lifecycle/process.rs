@@ -23,6 +23,7 @@ impl Lifecycle {
             Err(error) => {
                 // No process: the slot taken for it is free again.
                 self.slots_used = self.slots_used.saturating_sub(1);
+                self.gpu_slots.free(generation);
                 if waiting {
                     self.start_failed(room, &error, now);
                 }
@@ -326,6 +327,7 @@ impl Lifecycle {
     fn exited(&mut self, room: &str, generation: u64, code: Option<i32>, signal: Option<i32>, now: Instant) {
         // The slot belongs to the process: freed now that it is gone, whatever else happens.
         self.slots_used = self.slots_used.saturating_sub(1);
+        self.gpu_slots.free(generation);
         let humans = self.humans(room);
         let draining = self.draining;
         let current = self

@@ -25,6 +25,7 @@ impl Lifecycle {
             spawn_to_ready_ms: None,
             media: None,
             voice: None,
+            gpu: None,
         };
         self.orbs.insert(room.to_owned(), life);
         if let Some(idle) = self.rules.idle_timeout
@@ -103,11 +104,15 @@ impl Lifecycle {
         let client = humans.and_then(|h| h.first_with(&Role::Client));
         let Some(orb) = self.orbs.get_mut(room) else { return };
         orb.phase = OrbPhase::Starting { generation, live: None };
+        // Capacity counts the GPU slots too, so one is free whenever a slot is.
+        let gpu = self.gpu_slots.take(generation);
+        orb.gpu = gpu.clone();
         let launch = OrbLaunch {
             room: room.to_owned(),
             session: orb.session.clone(),
             coach,
             client,
+            gpu,
         };
         self.slots_used += 1;
         self.note(room, Note::Launching { generation });

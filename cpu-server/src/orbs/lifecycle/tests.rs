@@ -30,6 +30,8 @@ fn rules() -> Rules {
         memory_limit_bytes: Some(100 << 20),
         max_restarts: 3,
         restart_window: Duration::from_secs(300),
+        gpus: Vec::new(),
+        gpu_slots_per_device: 1,
     }
 }
 
@@ -281,6 +283,49 @@ fn rooms_queue_and_dequeue_in_order() {
     assert_eq!(launches(&exit), [("c".to_owned(), 3)]);
     assert_eq!(notices(&exit), [("d".to_owned(), Notice::Queued(1))]);
     assert_eq!(h.life.phase("a"), None, "crash with nobody present: removed");
+}
+
+/// The GPU device of each launch in `actions`.
+fn launch_gpus(actions: &[Action]) -> Vec<(String, Option<String>)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Launch { launch, .. } => Some((launch.room.clone(), launch.gpu.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Rule: each process holds a GPU slot from its launch to its end (or its failed
+/// start); a freed device goes to the next room; the record shows the device.
+#[test]
+fn gpu_slots_follow_processes() {
+    let mut h = Harness::new(Rules {
+        max_concurrent: 2,
+        gpus: vec!["0".into(), "1".into()],
+        ..rules()
+    });
+    let a = h.join("a", "coach", "coach");
+    assert_eq!(launch_gpus(&a), [("a".to_owned(), Some("0".to_owned()))]);
+    let b = h.join("b", "coach", "coach");
+    assert_eq!(launch_gpus(&b), [("b".to_owned(), Some("1".to_owned()))]);
+    assert_eq!(h.life.counts().gpu_slots, Some(2));
+    assert_eq!(h.life.counts().gpu_slots_used, 2);
+    assert!(launches(&h.join("c", "coach", "coach")).is_empty(), "c waits");
+    h.spawned("a", 1);
+    assert_eq!(h.life.record("a", h.now, 0).and_then(|r| r.gpu).as_deref(), Some("0"));
+    // a's process ends (nobody left): c gets device 0.
+    h.leave("a", "coach");
+    let exit = h.exited("a", 1, Some(0), None);
+    assert_eq!(launch_gpus(&exit), [("c".to_owned(), Some("0".to_owned()))]);
+    // b's start fails: its device is free again (and b retries on it later).
+    let failed = h.feed(Event::Spawned {
+        room: "b".into(),
+        generation: 2,
+        result: Err("no such program".into()),
+    });
+    assert!(launch_gpus(&failed).is_empty());
+    assert_eq!(h.life.counts().gpu_slots_used, 1);
 }
 
 /// Rule: a process that sends no `orb_ready` within ORB_READY_TIMEOUT is

@@ -31,6 +31,7 @@ impl Lifecycle {
             queue_position: self.queue.iter().position(|r| r == room).map(|i| i + 1),
             media: orb.media.clone(),
             voice: orb.voice.clone(),
+            gpu: orb.gpu.clone(),
             stop_reason: match &orb.phase {
                 OrbPhase::Stopping { reason, .. } => Some(*reason),
                 _ => None,
@@ -52,6 +53,8 @@ impl Lifecycle {
             active: self.slots_used,
             max: self.rules.max_concurrent,
             queued: self.queue.len(),
+            gpu_slots: self.gpu_slots.total(),
+            gpu_slots_used: self.gpu_slots.used(),
         }
     }
 
