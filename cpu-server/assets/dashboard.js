@@ -257,6 +257,7 @@
       cell(tr, orb.last_heartbeat_ms == null ? '–' : duration(orb.last_heartbeat_ms) + ' ago', 'num', 'Heartbeat');
       cell(tr, mediaText(orb.media), 'media', 'Media');
       cell(tr, voiceText(orb.voice), 'voice', 'Voice');
+      cell(tr, orb.gpu == null ? '–' : orb.gpu, 'gpu', 'GPU');
       const chartCell = cell(tr, '', '', 'RSS / CPU');
       const canvas = document.createElement('canvas');
       canvas.className = 'chart';

@@ -32,12 +32,19 @@ fn cell(value: &Value, key: &str, format: impl Fn(&Value) -> Option<String>) -> 
     value.get(key).and_then(format).unwrap_or_else(|| "-".to_owned())
 }
 
-/// One row per orb record: room, pid, state, uptime, restarts, RSS, CPU.
+/// One row per orb record: room, pid, state, uptime, restarts, RSS, CPU, and the GPU
+/// when any orb has one (`ORB_GPUS`).
 pub fn orb_table(records: &[Value]) -> String {
-    let header = ["ROOM", "PID", "STATE", "UPTIME", "RESTARTS", "RSS", "CPU"].map(str::to_owned);
-    let mut rows = vec![header.to_vec()];
+    let gpus = records.iter().any(|r| r["gpu"].is_string());
+    let mut header = ["ROOM", "PID", "STATE", "UPTIME", "RESTARTS", "RSS", "CPU"]
+        .map(str::to_owned)
+        .to_vec();
+    if gpus {
+        header.push("GPU".to_owned());
+    }
+    let mut rows = vec![header];
     for r in records {
-        rows.push(vec![
+        let mut row = vec![
             cell(r, "room", |v| v.as_str().map(str::to_owned)),
             cell(r, "pid", |v| v.as_u64().map(|p| p.to_string())),
             cell(r, "state", |v| v.as_str().map(str::to_owned)),
@@ -45,7 +52,11 @@ pub fn orb_table(records: &[Value]) -> String {
             cell(r, "restarts", |v| v.as_u64().map(|n| n.to_string())),
             cell(r, "rss_bytes", |v| v.as_u64().map(bytes)),
             cell(r, "cpu_percent", |v| v.as_f64().map(|c| format!("{c:.1}%"))),
-        ]);
+        ];
+        if gpus {
+            row.push(cell(r, "gpu", |v| v.as_str().map(str::to_owned)));
+        }
+        rows.push(row);
     }
     let mut out = aligned(&rows);
     if records.is_empty() {
@@ -231,5 +242,18 @@ mod tests {
             "last_latency_ms": null, "last_provider_ms": null});
         assert_eq!(voice_section(&quiet), "voice: listening for 0.2s; 0/0 answered\n");
         assert!(voice_section(&Value::Null).starts_with("voice: off"));
+    }
+
+    #[test]
+    fn the_gpu_column_appears_when_an_orb_has_one() {
+        let records = [
+            json!({"room": "a", "pid": 1, "state": "ready", "uptime_ms": 0, "restarts": 0, "gpu": "0"}),
+            json!({"room": "b", "state": "queued", "uptime_ms": 0, "restarts": 0}),
+        ];
+        let table = orb_table(&records);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].ends_with("CPU  GPU"), "{table}");
+        assert!(lines[1].ends_with(" 0"), "{table}");
+        assert!(lines[2].ends_with(" -"), "{table}");
     }
 }
