@@ -42,6 +42,10 @@ fn server_with_real_orbs() -> RoomServer {
         ("GPU_SERVER_PATH", &target),
         ("ADMIN_TOKEN", ADMIN_TOKEN),
         ("ORB_HEALTH_CHECK_INTERVAL", "500"),
+        // Not 3 × 500 ms: under CI load (Chromium and two test threads on 2 cores) a debug
+        // orb once went 1.5 s without a heartbeat and was replaced mid-test. Liveness has
+        // its own tests (orb_manager); these pages need a stable orb.
+        ("ORB_UNRESPONSIVE_TIMEOUT", "5000"),
         ("ROOM_EMPTY_GRACE", "0"),
         ("ORB_STOP_GRACE", "2000"),
         ("ORB_KILL_GRACE", "1000"),
