@@ -323,13 +323,10 @@ impl Reader<'_> {
                 Ok(())
             }
             (kind, Some(_)) => {
-                let target = if kind.honours_target() {
-                    inbound
-                        .target()
-                        .map(|t| t.map(|t| std::borrow::Cow::Owned(t.to_owned())))
-                } else {
-                    Ok(None)
-                };
+                // Owned: `into_relayed` consumes the frame. `relay` decides whether it counts.
+                let target = inbound
+                    .target()
+                    .map(|t| t.map(|t| std::borrow::Cow::Owned(t.to_owned())));
                 let from = self.joined.as_ref().map(|j| j.user_id.as_str()).unwrap_or_default();
                 let text = Utf8Bytes::from(inbound.into_relayed(from));
                 self.relay(Outgoing { kind, target, text }).await
@@ -369,7 +366,8 @@ impl Reader<'_> {
             // Left or replaced while this frame was read: nobody hears it.
             Relayed::NotMember => return Ok(()),
             Relayed::NoSuchPeer => {
-                let message = format!("no participant {:?} in this room", route_target(route));
+                let name = target.as_ref().ok().and_then(|t| t.as_deref()).unwrap_or_default();
+                let message = format!("no participant {name:?} in this room");
                 joined.link.counters.metrics.error(&ErrorCode::PeerNotFound.to_string());
                 return self.error(ErrorCode::PeerNotFound, message);
             }
@@ -420,13 +418,6 @@ impl Reader<'_> {
     fn close(&mut self, (code, reason): (u16, &'static str)) -> ReaderEnd {
         let _ = self.push(Outbound::Close(code, reason));
         ReaderEnd::Closing
-    }
-}
-
-fn route_target(route: Route<'_>) -> &str {
-    match route {
-        Route::To(target) => target,
-        Route::Others => "",
     }
 }
 
