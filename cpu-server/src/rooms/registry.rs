@@ -218,6 +218,12 @@ impl Room {
 
     /// Publishes the members as they are now to every member's reader.
     fn publish(&self) {
+        self.publish_with(|_| {});
+    }
+
+    /// Like [`Room::publish`], running `first` (no IO: queueing only) while readers
+    /// wait for the new view.
+    fn publish_with(&self, first: impl FnOnce(&[Member])) {
         let members = self
             .members
             .iter()
@@ -227,7 +233,10 @@ impl Room {
                 outbox: m.outbox.clone(),
             })
             .collect();
-        self.view.send_replace(Arc::new(RoomView { members }));
+        self.view.send_modify(|view| {
+            first(&self.members);
+            *view = Arc::new(RoomView { members });
+        });
     }
 
     fn humans(&self) -> usize {
@@ -394,9 +403,7 @@ impl Registry {
             peers: room.members.iter().map(|m| m.participant.clone()).collect(),
             room_id: room_id.clone(),
         });
-        // Its discovery first, then the view with it (no frame reaches it before its
-        // discovery), then the others hear of it (who saw `user-joined` can reach it).
-        deliver(&joiner, &discovery.to_json().into(), &self.counters, &mut self.dropped);
+        let discovery: Utf8Bytes = discovery.to_json().into();
         let joined_frames: Vec<Utf8Bytes> = room
             .members
             .iter()
@@ -411,7 +418,15 @@ impl Registry {
         let user_id = joiner.participant.user_id.clone();
         let role = joiner.participant.user_role.clone();
         room.members.push(joiner);
-        room.publish();
+        // Its discovery and the view with it at once, under the view's lock: no frame
+        // reaches it before its discovery, and a reader that acts on the discovery (its
+        // client answered it) already finds it. Then the others hear of it.
+        let (counters, dropped) = (&self.counters, &mut self.dropped);
+        room.publish_with(|members| {
+            if let Some(joiner) = members.last() {
+                deliver(joiner, &discovery, counters, dropped);
+            }
+        });
         for (member, frame) in room.members.iter().zip(&joined_frames) {
             deliver(member, frame, &self.counters, &mut self.dropped);
         }
