@@ -336,3 +336,41 @@ async fn a_human_cannot_join_as_the_ai() {
     assert!(ai_rx.kicks.try_recv().is_err(), "the AI was not replaced");
     assert_eq!(queued_types(&mut ai_rx), ["peer-discovery"], "nobody joined");
 }
+
+/// Rule (found by the chaos soak): a joiner's discovery is never queued while a reader
+/// can still see the view without it. Its client answers the discovery at once (an
+/// offer to a peer); if its reader still held the old view, that frame was refused as
+/// `peer_not_found` and lost. Here a reader holds the old view (the watch's read lock)
+/// while b joins on another worker: b's discovery must wait for the new view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joiners_discovery_is_never_queued_before_its_view() {
+    let (tx, _events) = room_event_channel();
+    let registry = spawn_registry(RoomSettings::default(), tx, Arc::default(), Arc::default());
+    let (a_out, _a_rx) = outbox(16);
+    let a = registry.join(1, "r", request("a", "coach"), a_out).await.expect("join");
+    let (b_out, mut b_rx) = outbox(16);
+    let joining = {
+        let registry = registry.clone();
+        tokio::spawn(async move { registry.join(2, "r", request("b", "client"), b_out).await })
+    };
+    {
+        let old_view = a.view.borrow();
+        assert_eq!(old_view.members.len(), 1, "the view before b joined");
+        // 200 polls, 1 ms apart: the join runs on the other worker meanwhile.
+        for _ in 0..200 {
+            assert!(
+                b_rx.frames.try_recv().is_err(),
+                "b's discovery was queued while a reader still saw the view without b"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let b = tokio::time::timeout(Duration::from_secs(2), joining)
+        .await
+        .expect("the join ends once the old view is let go")
+        .expect("task")
+        .expect("join");
+    assert_eq!(b.view.borrow().members.len(), 2);
+    assert_eq!(queued_types(&mut b_rx), ["peer-discovery"]);
+    assert_eq!(relay(&b, 2, r#"{"type":"offer","toId":"a"}"#), Relayed::Delivered(1));
+}
