@@ -350,12 +350,11 @@ async fn a_joiners_discovery_is_never_queued_before_its_view() {
     let a = registry.join(1, "r", request("a", "coach"), a_out).await.expect("join");
     let (b_out, mut b_rx) = outbox(16);
     let joining = {
-        let registry = registry.clone();
-        tokio::spawn(async move { registry.join(2, "r", request("b", "client"), b_out).await })
-    };
-    {
+        // The old view is held before the join is even sent.
         let old_view = a.view.borrow();
         assert_eq!(old_view.members.len(), 1, "the view before b joined");
+        let registry = registry.clone();
+        let joining = tokio::spawn(async move { registry.join(2, "r", request("b", "client"), b_out).await });
         // 200 polls, 1 ms apart: the join runs on the other worker meanwhile.
         for _ in 0..200 {
             assert!(
@@ -364,7 +363,8 @@ async fn a_joiners_discovery_is_never_queued_before_its_view() {
             );
             std::thread::sleep(Duration::from_millis(1));
         }
-    }
+        joining
+    };
     let b = tokio::time::timeout(Duration::from_secs(2), joining)
         .await
         .expect("the join ends once the old view is let go")
