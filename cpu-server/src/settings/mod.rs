@@ -7,6 +7,7 @@ pub mod admin;
 pub mod connections;
 pub mod logs;
 pub mod orbs;
+pub mod placement;
 pub mod rooms;
 pub mod security;
 pub mod turn;
@@ -21,6 +22,7 @@ pub use admin::{AdminArgs, AdminSettings};
 pub use connections::{ConnectionArgs, ConnectionSettings};
 pub use logs::{LogsArgs, LogsSettings};
 pub use orbs::{OrbArgs, OrbSettings, SpawnOn};
+pub use placement::{LauncherKind, PlacementArgs, PlacementSettings, SlurmSettings};
 pub use rooms::{RoomArgs, RoomSettings};
 pub use security::{Isolation, SecurityArgs, SecuritySettings};
 pub use turn::{TurnArgs, TurnSettings};
@@ -70,6 +72,9 @@ pub struct ServerArgs {
     /// OrbManager settings.
     #[command(flatten)]
     pub orbs: OrbArgs,
+    /// Where orbs run.
+    #[command(flatten)]
+    pub placement: PlacementArgs,
     /// Admin API settings.
     #[command(flatten)]
     pub admin: AdminArgs,
@@ -99,6 +104,8 @@ pub struct Settings {
     pub connections: ConnectionSettings,
     /// OrbManager settings.
     pub orbs: OrbSettings,
+    /// Where orbs run.
+    pub placement: PlacementSettings,
     /// Admin API settings.
     pub admin: AdminSettings,
     /// Log settings.
@@ -124,6 +131,7 @@ impl ServerArgs {
         let rooms = self.rooms.validate(&mut v);
         let connections = self.connections.validate(&mut v);
         let orbs = self.orbs.validate(&mut v, production, has_ai_key);
+        let placement = self.placement.validate(&mut v, listen);
         let admin = self.admin.validate(&mut v, production);
         let logs = self.logs.validate(&mut v, production);
         let security = self.security.validate(&mut v, production);
@@ -136,6 +144,7 @@ impl ServerArgs {
             rooms,
             connections,
             orbs,
+            placement,
             admin,
             logs,
             security,
@@ -194,6 +203,7 @@ mod tests {
             rooms::SETTINGS,
             connections::SETTINGS,
             orbs::SETTINGS,
+            placement::SETTINGS,
             admin::SETTINGS,
             logs::SETTINGS,
             security::SETTINGS,
