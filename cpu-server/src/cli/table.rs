@@ -32,8 +32,9 @@ fn cell(value: &Value, key: &str, format: impl Fn(&Value) -> Option<String>) -> 
     value.get(key).and_then(format).unwrap_or_else(|| "-".to_owned())
 }
 
-/// One row per orb record: room, pid, state, uptime, restarts, RSS, CPU, and the GPU
-/// when any orb has one (`ORB_GPUS`).
+/// One row per orb record: room, pid, state, uptime, restarts, RSS, CPU, the GPU
+/// when any orb has one (`ORB_GPUS`), and the Slurm job and node (or why it waits)
+/// when any orb is a cluster job.
 pub fn orb_table(records: &[Value]) -> String {
     let gpus = records.iter().any(|r| r["gpu"].is_string());
     let mut header = ["ROOM", "PID", "STATE", "UPTIME", "RESTARTS", "RSS", "CPU"]
@@ -41,6 +42,11 @@ pub fn orb_table(records: &[Value]) -> String {
         .to_vec();
     if gpus {
         header.push("GPU".to_owned());
+    }
+    let jobs = records.iter().any(|r| r["placement"].is_object());
+    if jobs {
+        header.push("JOB".to_owned());
+        header.push("NODE".to_owned());
     }
     let mut rows = vec![header];
     for r in records {
@@ -55,6 +61,14 @@ pub fn orb_table(records: &[Value]) -> String {
         ];
         if gpus {
             row.push(cell(r, "gpu", |v| v.as_str().map(str::to_owned)));
+        }
+        if jobs {
+            let placement = &r["placement"];
+            row.push(cell(placement, "job", |v| v.as_str().map(str::to_owned)));
+            // A waiting job shows Slurm's reason where a running one shows its node.
+            let node = cell(placement, "node", |v| v.as_str().map(str::to_owned));
+            let reason = cell(placement, "reason", |v| v.as_str().map(|r| format!("({r})")));
+            row.push(if node == "-" { reason } else { node });
         }
         rows.push(row);
     }
@@ -255,5 +269,20 @@ mod tests {
         assert!(lines[0].ends_with("CPU  GPU"), "{table}");
         assert!(lines[1].ends_with(" 0"), "{table}");
         assert!(lines[2].ends_with(" -"), "{table}");
+    }
+
+    #[test]
+    fn slurm_jobs_show_their_node_or_why_they_wait() {
+        let records = [
+            json!({"room": "a", "state": "ready", "uptime_ms": 0, "restarts": 0,
+                "placement": {"state": "running", "job": "12", "node": "gpu07"}}),
+            json!({"room": "b", "state": "spawning", "uptime_ms": 0, "restarts": 0,
+                "placement": {"state": "pending", "job": "13", "reason": "Resources"}}),
+        ];
+        let table = orb_table(&records);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].ends_with("JOB  NODE"), "{table}");
+        assert!(lines[1].ends_with("12   gpu07"), "{table}");
+        assert!(lines[2].ends_with("13   (Resources)"), "{table}");
     }
 }

@@ -244,6 +244,7 @@ mod tests {
             voice: None,
             stop_reason: None,
             gpu: Some("1".into()),
+            placement: None,
         }
     }
 

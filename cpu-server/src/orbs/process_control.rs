@@ -72,12 +72,34 @@ pub enum ProcessEvent {
         /// Resident memory, bytes.
         rss_bytes: u64,
     },
+    /// Where a cluster job is (from a launcher placing orbs through a scheduler).
+    Placement(Placement),
     /// It is gone (reaped, with everything in its process group); the last event.
     Exited {
         /// Exit status, when it exited.
         code: Option<i32>,
         /// Signal number, when a signal ended it.
         signal: Option<i32>,
+    },
+}
+
+/// Where a cluster job is, as its scheduler says.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Placement {
+    /// Submitted, waiting in the scheduler's queue (or for the scheduler to answer).
+    Pending {
+        /// The job id, once the scheduler gave one.
+        job: Option<String>,
+        /// Why it waits (the scheduler's reason).
+        reason: String,
+    },
+    /// Running on `node`.
+    Running {
+        /// The job id.
+        job: String,
+        /// The node.
+        node: String,
     },
 }
 
@@ -139,6 +161,12 @@ pub trait Launcher: Send + Sync + 'static {
 
     /// Reopens the orbs' log files (SIGHUP, after logrotate moved them).
     fn reopen_logs(&self) {}
+
+    /// Where the supervision link (`/orb-link/{room}`) of the orb of `room` holding
+    /// `token` goes; `None` (the default): this launcher's orbs have no such link.
+    fn link(&self, _room: &str, _token: &str) -> Option<mpsc::Sender<axum::extract::ws::WebSocket>> {
+        None
+    }
 }
 
 /// What reaches the manager from launches and drivers.
@@ -180,6 +208,16 @@ impl EventSink {
             generation,
             reports,
         }
+    }
+
+    /// The process generation it reports for.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The room it reports for.
+    pub fn room(&self) -> &str {
+        &self.room
     }
 
     /// Sends one event (waits while the manager's queue is full; the manager never waits on a driver).

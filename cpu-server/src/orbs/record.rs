@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::lifecycle::{ExitCause, StopReason};
+use super::process_control::Placement;
 
 /// Where a room's orb is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -83,4 +84,6 @@ pub struct OrbRecord {
     pub stop_reason: Option<StopReason>,
     /// The GPU device of its slot (`ORB_GPUS`; absent without GPU slots).
     pub gpu: Option<String>,
+    /// Its cluster job (`ORB_LAUNCHER=slurm`): id, node, or why it waits.
+    pub placement: Option<Placement>,
 }

@@ -28,6 +28,7 @@ pub mod spawn_rule;
 pub mod stall_rule;
 
 mod commands;
+mod placement;
 mod process;
 mod rooms;
 mod slots;
@@ -48,7 +49,7 @@ pub use note::Note;
 pub use phase::{Live, OrbLife, OrbPhase, StopRequest, WaiterId};
 
 use super::orb_command::OrbLaunch;
-use super::process_control::{Order, ProcessEvent, Supervision};
+use super::process_control::{Order, Placement, ProcessEvent, Supervision};
 use super::record::ExitRecord;
 use crate::settings::{OrbSettings, SpawnOn};
 use escalation::Graces;
@@ -230,10 +231,13 @@ pub struct Timer {
 }
 
 /// What a room is told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
     /// `ai_status` `queued` with the position (1 = next).
     Queued(usize),
+    /// `ai_status` `queued` by the cluster's scheduler, with its reason (no position:
+    /// the scheduler's queue is not ours).
+    ClusterQueued(String),
     /// `ai_status` `ended`: the AI left for good.
     Ended(ExitCause),
     /// `ai_status` `error` `orb_parked`.

@@ -33,6 +33,11 @@ pub enum Note {
         /// Why.
         error: String,
     },
+    /// Its cluster job waits in the scheduler's queue, or runs on a node now.
+    Placed {
+        /// Where it is.
+        placement: crate::orbs::process_control::Placement,
+    },
     /// It became ready.
     Ready {
         /// Which process.
@@ -137,6 +142,7 @@ impl Note {
             Self::Launching { .. } => "launching",
             Self::Started { .. } => "started",
             Self::SpawnFailed { .. } => "spawn_failed",
+            Self::Placed { .. } => "placed",
             Self::Ready { .. } => "ready",
             Self::HeartbeatLate { .. } => "heartbeat_late",
             Self::AiJoined => "ai_joined",

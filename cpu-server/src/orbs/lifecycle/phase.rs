@@ -6,7 +6,7 @@ use tokio::time::Instant;
 use super::cause::StopReason;
 use super::escalation::Escalation;
 use super::restart_policy::RestartPolicy;
-use crate::orbs::process_control::Supervision;
+use crate::orbs::process_control::{Placement, Supervision};
 use crate::orbs::record::{ExitRecord, OrbState};
 
 /// A caller waiting for a room's orb process to exit (the shell maps it to a reply channel).
@@ -175,4 +175,6 @@ pub struct OrbLife {
     pub voice: Option<serde_json::Value>,
     /// The GPU device of the current (or last) process (`ORB_GPUS`), if any.
     pub gpu: Option<String>,
+    /// Where the current (or last) cluster job is, if the launcher places jobs.
+    pub placement: Option<Placement>,
 }

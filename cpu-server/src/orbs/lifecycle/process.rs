@@ -104,7 +104,10 @@ impl Lifecycle {
         if !current {
             return; // an older process's news
         }
-        if !matches!(event, ProcessEvent::Resources { .. } | ProcessEvent::CannotAsk) {
+        if !matches!(
+            event,
+            ProcessEvent::Resources { .. } | ProcessEvent::CannotAsk | ProcessEvent::Placement(_)
+        ) {
             self.heard_from(room, now);
         }
         match event {
@@ -166,6 +169,7 @@ impl Lifecycle {
             ProcessEvent::Resources { cpu_percent, rss_bytes } => {
                 self.resources(room, generation, cpu_percent, rss_bytes, now)
             }
+            ProcessEvent::Placement(placement) => self.placed(room, placement, now),
             ProcessEvent::Exited { .. } => {}
         }
     }

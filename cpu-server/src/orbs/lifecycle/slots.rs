@@ -26,6 +26,7 @@ impl Lifecycle {
             media: None,
             voice: None,
             gpu: None,
+            placement: None,
         };
         self.orbs.insert(room.to_owned(), life);
         if let Some(idle) = self.rules.idle_timeout

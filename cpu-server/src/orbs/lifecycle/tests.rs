@@ -213,7 +213,7 @@ fn notices(actions: &[Action]) -> Vec<(String, Notice)> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Notify { room, notice } => Some((room.clone(), *notice)),
+            Action::Notify { room, notice } => Some((room.clone(), notice.clone())),
             _ => None,
         })
         .collect()
@@ -968,4 +968,72 @@ fn session_summaries_go_to_the_shell() {
     );
     h.exited("r", 1, Some(0), None);
     assert!(h.process("r", 1, ProcessEvent::Summary(summary)).is_empty(), "gone");
+}
+
+/// Rule: a cluster job waiting in the scheduler's queue is not late to become ready: its
+/// ready deadline starts again while it waits and when it starts running; the room hears
+/// the scheduler's reason once per reason, and the record shows where the job is.
+#[test]
+fn a_job_waiting_in_the_cluster_queue_is_not_late() {
+    use crate::orbs::process_control::Placement;
+    let mut h = Harness::new(rules());
+    h.join("r", "coach", "coach");
+    h.spawned("r", 1);
+    assert_eq!(h.armed("r", TimerKind::ReadyDue), Some(30.0));
+    let pending = |reason: &str| {
+        ProcessEvent::Placement(Placement::Pending {
+            job: Some("7".into()),
+            reason: reason.into(),
+        })
+    };
+    let told = |actions: &[Action]| -> Vec<Notice> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Notify { notice, .. } => Some(notice.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    h.advance_to(20.0);
+    assert_eq!(
+        told(&h.process("r", 1, pending("Resources"))),
+        [Notice::ClusterQueued("Resources".into())]
+    );
+    assert_eq!(h.armed("r", TimerKind::ReadyDue), Some(50.0));
+    h.advance_to(45.0);
+    assert!(
+        told(&h.process("r", 1, pending("Resources"))).is_empty(),
+        "told once per reason"
+    );
+    assert_eq!(
+        h.armed("r", TimerKind::ReadyDue),
+        Some(50.0),
+        "the same state changes nothing"
+    );
+    assert!(orders(&h.advance_to(49.0)).is_empty());
+    let running = ProcessEvent::Placement(Placement::Running {
+        job: "7".into(),
+        node: "gpu07".into(),
+    });
+    h.process("r", 1, running.clone());
+    assert_eq!(
+        h.armed("r", TimerKind::ReadyDue),
+        Some(79.0),
+        "ready is due from the job's start"
+    );
+    assert_eq!(h.state("r"), Some(OrbState::Spawning));
+    let record = h.life.record("r", h.now, 0).expect("record");
+    assert_eq!(
+        record.placement,
+        Some(Placement::Running {
+            job: "7".into(),
+            node: "gpu07".into()
+        })
+    );
+    assert_eq!(
+        orders(&h.advance_to(79.5)),
+        [(1, Order::Kill)],
+        "then it is as late as any orb"
+    );
 }

@@ -32,6 +32,7 @@ impl Lifecycle {
             media: orb.media.clone(),
             voice: orb.voice.clone(),
             gpu: orb.gpu.clone(),
+            placement: orb.placement.clone(),
             stop_reason: match &orb.phase {
                 OrbPhase::Stopping { reason, .. } => Some(*reason),
                 _ => None,

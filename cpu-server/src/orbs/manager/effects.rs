@@ -18,9 +18,13 @@ impl Manager {
             Action::Launch { generation, launch } => self.launch(generation, launch),
             Action::Order { generation, order } => self.deliver(generation, order),
             Action::Notify { room, notice } => {
+                let queued = match notice {
+                    Notice::Queued(position) => Some(position),
+                    _ => None,
+                };
                 let (status, fields) = notice_fields(notice);
                 if self.notifier.notify_room(&room, ai_status(status, fields))
-                    && let Notice::Queued(position) = notice
+                    && let Some(position) = queued
                 {
                     self.life.note_told(&room, position);
                 }
@@ -129,6 +133,7 @@ fn count(metrics: &Metrics, tally: Tally) {
 pub(super) fn notice_fields(notice: Notice) -> (&'static str, serde_json::Value) {
     match notice {
         Notice::Queued(position) => ("queued", serde_json::json!({ "position": position })),
+        Notice::ClusterQueued(reason) => ("queued", serde_json::json!({ "reason": reason })),
         Notice::Ended(cause) => (
             "ended",
             serde_json::json!({ "code": cause.label(), "message": cause.ended_message() }),
