@@ -91,9 +91,10 @@ pub async fn run_until(
     let vital_registry = registry.clone();
     let orbs = orbs::spawn_manager(
         settings.orbs.clone(),
+        &settings.placement,
         events_rx,
         Arc::new(registry.clone()),
-        loopback_host(local),
+        (local, loopback_host(local)),
         settings.security.isolation(),
         Arc::clone(&metrics),
     );

@@ -9,6 +9,7 @@
 //! - [`health`]: `GET /health` and `GET /healthz`.
 //! - [`metrics`]: `GET /metrics` (Prometheus text, same token).
 //! - [`pages`]: the embedded browser pages (`/room/{room_id}`, `/dashboard`) and `/api/events`.
+//! - [`orb_link`]: `GET /orb-link/{room_id}`, the supervision link of orbs without IPC (Slurm jobs).
 //! - [`ws_upgrade`]: `GET /ws-simple/{room_id}`, checks before the upgrade.
 //! - [`tls`]: the certificate and key of native HTTPS/WSS.
 //! - [`turn`]: `GET /api/turn-credentials`, the ICE servers for browsers (public).
@@ -20,6 +21,7 @@ pub mod conn;
 pub mod conn_limits;
 pub mod health;
 pub mod metrics;
+pub mod orb_link;
 pub mod pages;
 pub mod serve;
 pub mod tls;
@@ -80,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/healthz", get(health::healthz))
         .route("/ws-simple/{room_id}", get(ws_upgrade::ws_simple))
+        .route("/orb-link/{room_id}", get(orb_link::orb_link))
         .route("/api/turn-credentials", get(turn::turn_credentials))
         .merge(pages::router())
         .with_state(state)

@@ -26,6 +26,7 @@ pub struct LocalLauncher {
     cpu_host: String,
     isolation: Isolation,
     reopen: LogReopen,
+    websocket_url: Option<String>,
 }
 
 impl LocalLauncher {
@@ -36,7 +37,15 @@ impl LocalLauncher {
             cpu_host,
             isolation: Isolation::default(),
             reopen: LogReopen::default(),
+            websocket_url: None,
         }
+    }
+
+    /// The same launcher, telling orbs to connect to `url` (`ORB_CPU_WEBSOCKET_URL`,
+    /// passed as their `CPU_WEBSOCKET_URL`) rather than to `cpu_host`.
+    pub fn with_websocket_url(mut self, url: Option<String>) -> Self {
+        self.websocket_url = url;
+        self
     }
 
     /// The same launcher, starting orbs as `isolation` says (user, group, rlimits).
@@ -55,22 +64,10 @@ impl LocalLauncher {
         let command = orb_command::resolve(&self.settings).map_err(|e| e.to_string())?;
         let mut args = command.leading_args.clone();
         args.extend(orb_command::orb_args(launch, &self.cpu_host, &self.settings));
-        let inherited = orb_env::with_dotenv(std::env::vars(), &self.settings.dotenv_vars.0);
-        let mut vars = orb_env::filter_env(inherited, &self.settings.env_passthrough);
-        vars.extend([
-            ("ROOM_ID".to_owned(), launch.room.clone()),
-            ("SESSION_ID".to_owned(), launch.session.clone()),
-            ("CPU_SERVER_HOST".to_owned(), self.cpu_host.clone()),
-            ("ORB_LOG_DIR".to_owned(), self.settings.log_dir.display().to_string()),
-            (
-                "ORB_HEARTBEAT_INTERVAL".to_owned(),
-                env.heartbeat_interval_ms.to_string(),
-            ),
-            ("ORB_AUTH_TOKEN".to_owned(), env.auth_token.clone()),
-            ("ORB_SUPERVISED".to_owned(), "1".to_owned()),
-        ]);
-        if self.settings.test_mode {
-            vars.push(("ORB_TEST_MODE".to_owned(), "true".to_owned()));
+        let mut vars = orb_env::launch_vars(&self.settings, launch, env, &self.cpu_host);
+        if let Some(url) = &self.websocket_url {
+            vars.retain(|(name, _)| name != "CPU_WEBSOCKET_URL");
+            vars.push(("CPU_WEBSOCKET_URL".to_owned(), url.clone()));
         }
         if let Some(gpu) = &launch.gpu {
             // Its slot's device only, whatever the server's environment passed on.

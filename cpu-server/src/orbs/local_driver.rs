@@ -111,8 +111,8 @@ impl LocalDriver {
     }
 }
 
-/// What an IPC message means to the lifecycle.
-fn translate(message: OrbToManager) -> ProcessEvent {
+/// What an IPC message means to the lifecycle (over any channel).
+pub fn translate(message: OrbToManager) -> ProcessEvent {
     match message {
         OrbToManager::OrbReady(_) => ProcessEvent::Ready,
         OrbToManager::OrbHeartbeat(beat) => ProcessEvent::Heartbeat {

@@ -36,6 +36,7 @@ pub mod process_table;
 pub mod reaper;
 pub mod record;
 pub mod sampler;
+pub mod slurm;
 pub mod spawner;
 pub mod stray_sweep;
 pub mod summaries;
@@ -50,13 +51,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::rooms::events::{RoomEventReceiver, RoomNotifier};
-use crate::settings::OrbSettings;
+use crate::settings::{LauncherKind, OrbSettings, PlacementSettings};
 use launcher::LocalLauncher;
 pub use lifecycle::{ExitCause, StopReason};
 use manager::{Inputs, Manager};
 use process_control::Launcher;
 use process_table::{ProcessTable, TableWriter};
 pub use record::{ExitRecord, OrbRecord, OrbState};
+use slurm::SlurmLauncher;
 
 /// Orb counts for `/health` and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -278,6 +280,12 @@ impl OrbsHandle {
         self.table.kill_all_groups()
     }
 
+    /// Where the supervision link of `room`'s orb holding `token` goes (`/orb-link/{room}`);
+    /// `None`: refused (wrong token, no such orb, or a launcher without links).
+    pub fn link(&self, room: &str, token: &str) -> Option<mpsc::Sender<axum::extract::ws::WebSocket>> {
+        self.launcher.link(room, token)
+    }
+
     /// SIGHUP: the orbs' log files are reopened before their next line.
     pub fn reopen_logs(&self) {
         self.launcher.reopen_logs();
@@ -292,19 +300,43 @@ impl OrbsHandle {
 /// server before the first spawn.
 pub fn spawn_manager(
     settings: OrbSettings,
+    placement: &PlacementSettings,
     events: RoomEventReceiver,
     notifier: Arc<dyn RoomNotifier>,
-    cpu_host: String,
+    where_orbs_connect: (std::net::SocketAddr, String),
     isolation: crate::settings::Isolation,
     metrics: Arc<Metrics>,
 ) -> OrbsHandle {
+    let (listen, cpu_host) = where_orbs_connect;
     // Before any orb exists, so that none of its descendants can go to init.
     reaper::become_subreaper();
     let sweep_host = cpu_host.clone();
-    let sweep = tokio::task::spawn_blocking(move || stray_sweep::sweep(&sweep_host, isolation.uid));
-    let launcher: Arc<dyn Launcher> =
-        Arc::new(LocalLauncher::new(settings.clone(), cpu_host).with_isolation(isolation));
+    let local_sweep = tokio::task::spawn_blocking(move || stray_sweep::sweep(&sweep_host, isolation.uid));
+    let slurm_stop = CancellationToken::new();
+    let (launcher, sweep): (Arc<dyn Launcher>, _) = match &placement.launcher {
+        LauncherKind::Local => {
+            let launcher = LocalLauncher::new(settings.clone(), cpu_host)
+                .with_isolation(isolation)
+                .with_websocket_url(placement.cpu_websocket_url.clone());
+            (Arc::new(launcher), local_sweep)
+        }
+        LauncherKind::Slurm(slurm) => {
+            let base = placement.orb_websocket_base(listen, &cpu_host);
+            let launcher = SlurmLauncher::new(settings.clone(), slurm.clone(), base, slurm_stop.clone());
+            let (cluster, comment) = (Arc::clone(launcher.cluster()), launcher.comment().to_owned());
+            let sweep = tokio::spawn(async move {
+                let strays = local_sweep.await.unwrap_or(0);
+                strays + slurm::sweep::cancel_leftovers(&cluster, &comment).await
+            });
+            (Arc::new(launcher), sweep)
+        }
+    };
     let handle = spawn_manager_inner(settings, events, notifier, launcher, metrics, Some(sweep));
+    let background = handle.background.clone();
+    tokio::spawn(async move {
+        background.cancelled().await;
+        slurm_stop.cancel();
+    });
     let reaper = reaper::spawn_reaper(
         handle.table.clone(),
         isolation.uid,

@@ -1,6 +1,38 @@
 //! The environment an orb gets: an explicit allowlist, never the server's whole
 //! environment (docs/protocol.md §2.2; §6.10: orbs used to inherit every secret).
 
+use super::orb_command::OrbLaunch;
+use super::process_control::LaunchEnv;
+use crate::settings::OrbSettings;
+
+/// Every variable one orb starts with, wherever it runs: the allowlisted part of the
+/// server's environment and `.env`, then its own (room, session, token, marker).
+pub fn launch_vars(
+    settings: &OrbSettings,
+    launch: &OrbLaunch,
+    env: &LaunchEnv,
+    cpu_host: &str,
+) -> Vec<(String, String)> {
+    let inherited = with_dotenv(std::env::vars(), &settings.dotenv_vars.0);
+    let mut vars = filter_env(inherited, &settings.env_passthrough);
+    vars.extend([
+        ("ROOM_ID".to_owned(), launch.room.clone()),
+        ("SESSION_ID".to_owned(), launch.session.clone()),
+        ("CPU_SERVER_HOST".to_owned(), cpu_host.to_owned()),
+        ("ORB_LOG_DIR".to_owned(), settings.log_dir.display().to_string()),
+        (
+            "ORB_HEARTBEAT_INTERVAL".to_owned(),
+            env.heartbeat_interval_ms.to_string(),
+        ),
+        ("ORB_AUTH_TOKEN".to_owned(), env.auth_token.clone()),
+        ("ORB_SUPERVISED".to_owned(), "1".to_owned()),
+    ]);
+    if settings.test_mode {
+        vars.push(("ORB_TEST_MODE".to_owned(), "true".to_owned()));
+    }
+    vars
+}
+
 /// Names passed through by default; `PREFIX_*` entries match by prefix.
 pub const DEFAULT_ALLOWLIST: &[&str] = &[
     "PATH",

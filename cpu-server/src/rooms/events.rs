@@ -79,4 +79,8 @@ pub trait RoomNotifier: Send + Sync + 'static {
     /// Sends `message` to every participant of `room`; dropped if the room is gone
     /// or the registry is busy. False when it was dropped before reaching the registry.
     fn notify_room(&self, room: &str, message: RoomMessage) -> bool;
+
+    /// Closes the room's AI socket: the orb process behind it is over for the manager
+    /// (a remote orb may still run, cut off from its cluster). Never blocks.
+    fn close_ai(&self, _room: &str) {}
 }

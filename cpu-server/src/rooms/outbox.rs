@@ -20,6 +20,9 @@ pub const CLOSE_SHUTDOWN: (u16, &str) = (1001, "server shutting down");
 pub const CLOSE_PING_TIMEOUT: (u16, &str) = (1001, "ping timeout");
 /// Close code of a frame over `MAX_MESSAGE_BYTES`.
 pub const CLOSE_TOO_LARGE: (u16, &str) = (1009, "message too large");
+/// Close code of the AI socket of an orb process the manager counts as ended (a
+/// cluster job Slurm says is over while its orb may still run): its token is revoked.
+pub const CLOSE_REVOKED: (u16, &str) = (4001, "orb process ended");
 /// Close code of an orderly end.
 pub const CLOSE_NORMAL: (u16, &str) = (1000, "");
 

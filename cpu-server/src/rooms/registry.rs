@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 
 use super::events::{RoomEvent, RoomEventSender, RoomNotifier};
 use super::offer_rule::{Side, should_create_offer};
-use super::outbox::{CLOSE_REPLACED, ConnId, Outbox};
+use super::outbox::{CLOSE_REPLACED, CLOSE_REVOKED, ConnId, Outbox};
 use super::room_view::{Counters, RoomLink, RoomView, ViewMember, deliver_to};
 use super::stats::RelayStats;
 use crate::metrics::Metrics;
@@ -61,6 +61,9 @@ enum Command {
     Notify {
         room: String,
         message: RoomMessage,
+    },
+    CloseAi {
+        room: String,
     },
     List {
         reply: oneshot::Sender<Vec<RoomInfo>>,
@@ -157,6 +160,13 @@ impl RoomNotifier for RegistryHandle {
             warn!(room, "registry busy or gone: room notification dropped");
         }
         sent
+    }
+
+    fn close_ai(&self, room: &str) {
+        let command = Command::CloseAi { room: room.to_owned() };
+        if self.commands.try_send(command).is_err() {
+            warn!(room, "registry busy or gone: the ended orb's socket is not closed now");
+        }
     }
 }
 
@@ -298,6 +308,7 @@ impl Registry {
                 }
                 Command::Leave { conn } => self.remove(conn),
                 Command::Notify { room, message } => self.notify(&room, &message),
+                Command::CloseAi { room } => self.close_ai(&room),
                 Command::List { reply } => {
                     let mut rooms: Vec<RoomInfo> = self
                         .rooms
@@ -479,6 +490,18 @@ impl Registry {
     }
 
     /// Removes `conn` from its room, once: later calls find nothing.
+    /// Closes the room's AI socket (its process is over for the manager) and removes it.
+    fn close_ai(&mut self, room_id: &str) {
+        let Some(room) = self.rooms.get(room_id) else { return };
+        let Some(ai) = room.members.iter().find(|m| m.is_ai) else {
+            return;
+        };
+        let conn = ai.conn;
+        info!(room = %room_id, conn, "closing the AI socket of an ended orb process");
+        ai.outbox.kick(CLOSE_REVOKED);
+        self.remove(conn);
+    }
+
     fn remove(&mut self, conn: ConnId) {
         let Some((room_id, user_id)) = self.by_conn.remove(&conn) else {
             return;

@@ -79,7 +79,9 @@ impl<In, Out> IpcCodec<In, Out> {
 }
 
 impl<In: IpcMessage, Out> IpcCodec<In, Out> {
-    fn parse_line(line: &[u8]) -> IpcEvent<In> {
+    /// One line (without its newline) as this codec reads it: the same rules for a
+    /// message carried some other way (a WebSocket text frame).
+    pub fn parse_line(line: &[u8]) -> IpcEvent<In> {
         let value: Value = match serde_json::from_slice(line) {
             Ok(value) => value,
             Err(e) => return IpcEvent::Invalid(IpcLineError::InvalidJson(e.to_string())),

@@ -57,6 +57,11 @@ impl Manager {
                         self.table.exited(pid);
                     }
                     self.credentials.revoke(&room, generation);
+                    if handle.pid.is_none() {
+                        // A remote orb may outlive what its launcher saw (a lost node):
+                        // its token is revoked, and its socket, if any, closed now.
+                        self.notifier.close_ai(&room);
+                    }
                 }
                 Event::Process {
                     room,
