@@ -14,6 +14,7 @@
 //! - [`session`]: the orchestrator task owning all state; [`session::Stop`] ends it.
 //! - [`room_link`]: the WebSocket task (join, ping, latency, reconnect with backoff).
 //! - [`ipc_link`]: the manager channel task (typed lines both ways).
+//! - [`manager_link`]: without `NODE_CHANNEL_FD`, the same channel over a WebSocket (`ORB_LINK_URL`).
 //! - [`brain`]: the [`brain::Brain`] trait, [`brain::TestBrain`] and [`brain::OpenAiBrain`].
 //! - [`media`]: the WebRTC answerer (one task per peer), the audio seam, test-mode echo.
 //! - [`voice`]: the voice pipeline: turn detection, speech providers, paced answers, the voice settings.
@@ -60,6 +61,7 @@ pub mod exit;
 pub mod idle;
 pub mod ipc_link;
 pub mod logging;
+pub mod manager_link;
 pub mod media;
 pub mod metrics;
 pub mod participants;
@@ -108,6 +110,28 @@ pub async fn run(settings: Settings, channel: Option<UnixStream>) -> i32 {
 }
 
 async fn serve<B: Brain>(settings: Settings, brain: B, channel: Option<UnixStream>, signals: &mut Signals) -> i32 {
+    let channel = match (channel, &settings.link_url, &settings.auth_token) {
+        (Some(inherited), _, _) => Some(inherited),
+        (None, Some(url), Some(token)) => {
+            let target = manager_link::LinkTarget {
+                url: url.clone(),
+                token: token.clone(),
+                grace: settings.reconnect_grace,
+            };
+            match manager_link::start(target) {
+                Ok(channel) => Some(channel),
+                Err(error) => {
+                    tracing::error!(%error, "cannot start the supervision link");
+                    return exit::INTERNAL;
+                }
+            }
+        }
+        (None, Some(_), None) => {
+            tracing::warn!("ORB_LINK_URL without ORB_AUTH_TOKEN: running without supervision");
+            None
+        }
+        (None, None, _) => None,
+    };
     match Session::start(settings, brain, channel) {
         Ok(session) => session.run(signals).await,
         Err(error) => {

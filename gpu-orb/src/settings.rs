@@ -70,6 +70,11 @@ const SHUTDOWN: Setting = Setting::new(
     "Bound of a graceful shutdown, ms",
 );
 const LOG_DIR: Setting = Setting::derived(Key::env("ORB_LOG_DIR"), "unset", "Also log to <dir>/orb-<room>.log");
+const LINK_URL: Setting = Setting::derived(
+    Key::env("ORB_LINK_URL"),
+    "unset",
+    "Supervision link (ws:// or wss://) used when no NODE_CHANNEL_FD is inherited: the IPC messages over a WebSocket (set by cpu-server for Slurm jobs)",
+);
 /// Read from the process environment only (no flag, no `.env`).
 const AUTH_TOKEN: Setting = Setting::derived(
     Key::env("ORB_AUTH_TOKEN"),
@@ -107,6 +112,7 @@ const SETTINGS: &[&Setting] = &[
     &GRACE,
     &SHUTDOWN,
     &LOG_DIR,
+    &LINK_URL,
     &AUTH_TOKEN,
     &OPENAI_KEY,
     &OPENAI_URL,
@@ -171,6 +177,8 @@ pub struct Settings {
     pub log_dir: Option<PathBuf>,
     /// `ORB_AUTH_TOKEN` (environment only): sent in the join and as a bearer header.
     pub auth_token: Option<Secret>,
+    /// `ORB_LINK_URL`: the supervision link, for an orb without `NODE_CHANNEL_FD`.
+    pub link_url: Option<String>,
     /// Where answers come from.
     pub brain: BrainSettings,
     /// WebRTC media (`ORB_MEDIA*`, gpu-orb/src/media/settings.rs).
@@ -210,6 +218,18 @@ impl Settings {
         let reconnect_grace = v.millis(&GRACE, env(GRACE.env()), 1);
         let shutdown_timeout = v.millis(&SHUTDOWN, env(SHUTDOWN.env()), 1);
         let log_dir = v.optional(&LOG_DIR, env(LOG_DIR.env())).map(PathBuf::from);
+        let link_url = v.optional(&LINK_URL, env(LINK_URL.env())).and_then(|url| {
+            if url.starts_with("ws://") || url.starts_with("wss://") {
+                Some(url)
+            } else {
+                v.error(
+                    &LINK_URL,
+                    url,
+                    "a ws:// or wss:// URL, e.g. ws://10.0.0.5:3000/orb-link/ROOM",
+                );
+                None
+            }
+        });
         // The token comes from the process environment only: never argv, never `.env`.
         let auth_token = env(AUTH_TOKEN.env()).filter(|t| !t.is_empty()).map(Secret::new);
         let brain = if test_mode {
@@ -244,6 +264,7 @@ impl Settings {
             shutdown_timeout,
             log_dir,
             auth_token,
+            link_url,
             brain,
             media,
             voice,
