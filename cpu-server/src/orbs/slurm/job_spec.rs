@@ -1,9 +1,11 @@
 //! What one orb job is: the `sbatch` arguments, the job script given on its stdin,
 //! and the environment `sbatch` runs with. Pure.
 //!
-//! Secrets never reach a command line: `--export` names the variables, and their
-//! values come from `sbatch`'s own environment, which holds exactly the orb's
-//! allowlisted variables plus what `sbatch` itself needs (`PATH`, `SLURM_CONF`).
+//! Secrets never reach a command line: `sbatch` runs with a cleared environment holding
+//! exactly the orb's allowlisted variables plus what `sbatch` itself needs (`PATH`,
+//! `SLURM_CONF`, …), and `--export=ALL` hands the job that environment. (`--export=NAMES`
+//! without `ALL` would also load the user's login environment on the node, Slurm's
+//! `--get-user-env`, and cost 0.5–1.5 s per start.)
 
 use std::path::Path;
 use std::time::Duration;
@@ -17,10 +19,11 @@ pub const JOB_NAME_PREFIX: &str = "orb-";
 /// passed to the orb).
 pub const SBATCH_OWN_VARS: &[&str] = &["PATH", "SLURM_CONF", "MUNGE_SOCKET", "HOME", "LANG"];
 
-/// Variables given to the job by value on the command line rather than through
-/// `sbatch`'s environment: the orb marker, which the orphan reaper looks for in the
-/// server's children (`reaper`). In `sbatch`'s own environment it would make a slow
-/// `sbatch` (a controller not answering) look like an orphaned orb, killed after a second.
+/// Variables the job script sets rather than `sbatch`'s environment: the orb marker,
+/// which the orphan reaper looks for in the server's children (`reaper`). In `sbatch`'s
+/// own environment it would make a slow `sbatch` (a controller not answering) look like
+/// an orphaned orb, killed after a second. (Not on `--export`: anything there but `ALL`
+/// alone makes Slurm load the user's login environment.)
 pub const BY_VALUE: &[&str] = &["ORB_SUPERVISED"];
 
 /// One orb job.
@@ -48,17 +51,6 @@ pub struct JobSpec<'a> {
 
 /// `sbatch`'s arguments (the script comes on stdin).
 pub fn sbatch_args(spec: &JobSpec<'_>, settings: &SlurmSettings) -> Vec<String> {
-    let names: Vec<String> = spec
-        .env
-        .iter()
-        .map(|(name, value)| {
-            if BY_VALUE.contains(&name.as_str()) {
-                format!("{name}={value}")
-            } else {
-                name.clone()
-            }
-        })
-        .collect();
     let mut args = vec![
         "--parsable".to_owned(),
         format!("--job-name={JOB_NAME_PREFIX}{}", spec.room),
@@ -66,8 +58,8 @@ pub fn sbatch_args(spec: &JobSpec<'_>, settings: &SlurmSettings) -> Vec<String> 
         // A job whose node failed must not run a second time by itself: the
         // supervisor starts the replacement, or a room would get two AIs.
         "--no-requeue".to_owned(),
-        // Exactly these variables, their values taken from sbatch's environment.
-        format!("--export={}", names.join(",")),
+        // sbatch's own (cleared) environment; exactly `ALL` (see the module's doc).
+        "--export=ALL".to_owned(),
         format!("--chdir={}", spec.cwd.display()),
         format!("--output={}", spec.log.display()),
         "--open-mode=append".to_owned(),
@@ -95,15 +87,22 @@ pub fn time_limit_minutes(lifetime: Option<Duration>, stop_bound: Duration) -> O
     Some(total.as_secs().div_ceil(60).max(1))
 }
 
-/// The batch script: `exec` the orb, so that Slurm's signals reach it directly.
-pub fn job_script(program: &Path, args: &[String]) -> String {
+/// The batch script: the [`BY_VALUE`] variables of `env`, then `exec` the orb, so that
+/// Slurm's signals reach it directly.
+pub fn job_script(program: &Path, args: &[String], env: &[(String, String)]) -> String {
+    let mut script = String::from("#!/bin/sh\n");
+    for (name, value) in env.iter().filter(|(name, _)| BY_VALUE.contains(&name.as_str())) {
+        script.push_str(&format!("export {name}={}\n", shell_quote(value)));
+    }
     let mut line = String::from("exec ");
     line.push_str(&shell_quote(&program.display().to_string()));
     for arg in args {
         line.push(' ');
         line.push_str(&shell_quote(arg));
     }
-    format!("#!/bin/sh\n{line}\n")
+    script.push_str(&line);
+    script.push('\n');
+    script
 }
 
 /// `value` in single quotes for `sh`.
@@ -143,8 +142,8 @@ mod tests {
         }
     }
 
-    /// Rule: the token's value is never on the command line; names only, and the
-    /// job never runs twice by itself.
+    /// Rule: the token's value is never on the command line, and the job never runs
+    /// twice by itself.
     #[test]
     fn arguments_name_the_environment_without_values() {
         let env = vec![
@@ -170,7 +169,7 @@ mod tests {
             "--parsable",
             "--job-name=orb-r1",
             "--no-requeue",
-            "--export=ROOM_ID,ORB_AUTH_TOKEN,ORB_SUPERVISED=1",
+            "--export=ALL",
             "--time=121",
             "--gres=gpu:1",
             "--partition=gpu",
@@ -184,8 +183,15 @@ mod tests {
 
     #[test]
     fn the_script_execs_the_orb_with_quoted_arguments() {
-        let script = job_script(Path::new("/opt/my orb"), &["--room=it's".to_owned()]);
-        assert_eq!(script, "#!/bin/sh\nexec '/opt/my orb' '--room=it'\\''s'\n");
+        let env = [
+            ("ORB_SUPERVISED".to_owned(), "1".to_owned()),
+            ("ROOM_ID".to_owned(), "r".to_owned()),
+        ];
+        let script = job_script(Path::new("/opt/my orb"), &["--room=it's".to_owned()], &env);
+        assert_eq!(
+            script,
+            "#!/bin/sh\nexport ORB_SUPERVISED='1'\nexec '/opt/my orb' '--room=it'\\''s'\n"
+        );
     }
 
     #[test]

@@ -162,7 +162,7 @@ impl SlurmLauncher {
             comment: self.comment.clone(),
             args: job_spec::sbatch_args(&spec, &self.cluster.settings),
             env: job_spec::sbatch_env(std::env::vars(), &vars),
-            script: job_spec::job_script(&command.program, &args),
+            script: job_spec::job_script(&command.program, &args, &vars),
         })
     }
 }
