@@ -16,7 +16,9 @@ cd "$(dirname "$0")/.."
 # private network namespace of the WebRTC test (tests/webrtc_media.rs, root); promtool
 # (Debian's prometheus package, ~19 MB download, ~96 MB installed, with small libjs-*
 # dependencies; it also ships a prometheus service, not started here) checks and unit-tests
-# deploy/prometheus/alerts.yml and the Grafana queries (tests/monitoring.rs).
+# deploy/prometheus/alerts.yml and the Grafana queries (tests/monitoring.rs); slurm-wlm
+# and munge run the local Slurm cluster of tests/slurm_placement.rs (none of their
+# services is started by the install).
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
 missing=()
 { have pkg-config && pkg-config --exists opus; } || missing+=(libopus-dev pkg-config)
@@ -33,6 +35,9 @@ have useradd || missing+=(passwd)
 have ip || missing+=(iproute2)
 have promtool || missing+=(prometheus)
 have espeak-ng || missing+=(espeak-ng) # speaks the voice test's fake microphone (tests/voice_call.rs)
+# A real local Slurm cluster (scripts/slurm-local.sh) for tests/slurm_placement.rs and the
+# suite's `slurm` scenario; the script would install these itself, one apt run is cheaper.
+{ have slurmctld && have slurmd && have sbatch && have munged; } || missing+=(slurm-wlm munge)
 fi
 if ((${#missing[@]})); then
   echo "== installing ${missing[*]}"

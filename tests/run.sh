@@ -15,7 +15,8 @@ fi
 # The system tests drive the real binaries: build them first.
 cargo build --workspace --bins
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+# tests/slurm_placement.rs brings up the local Slurm cluster; nothing of it outlives the run.
+trap 'rm -f "$log"; bash scripts/slurm-local.sh down >/dev/null 2>&1 || true' EXIT
 status=0
 cargo test --workspace -- --test-threads="${TEST_THREADS:-2}" 2>&1 | tee "$log" || status=$?
 # One closing line for the whole run (cargo prints one summary per test binary).

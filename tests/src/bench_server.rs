@@ -13,6 +13,15 @@ pub const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
 /// Starts the release cpu-server with limits out of the way (rates, per-IP sockets,
 /// rooms), real gpu-orbs from the binaries' directory, and `extra` on top.
 pub fn start(extra: &[(&str, &str)]) -> RoomServer {
+    start_with(extra, None)
+}
+
+/// Like [`start`], on `port` (e.g. a server whose orbs must know its port in advance).
+pub fn start_on(port: u16, extra: &[(&str, &str)]) -> RoomServer {
+    start_with(extra, Some(port))
+}
+
+fn start_with(extra: &[(&str, &str)], port: Option<u16>) -> RoomServer {
     let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_owned());
     let target = crate::binaries::target_dir().display().to_string();
     let mut env: Vec<(&str, &str)> = vec![
@@ -34,7 +43,10 @@ pub fn start(extra: &[(&str, &str)]) -> RoomServer {
         env.push(("TOKIO_WORKER_THREADS", &threads));
     }
     env.extend_from_slice(extra);
-    RoomServer::start(&env)
+    match port {
+        Some(port) => RoomServer::start_on(port, &env),
+        None => RoomServer::start(&env),
+    }
 }
 
 /// An admin API request (blocking, ≤ 30 s): status and JSON body.

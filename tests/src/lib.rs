@@ -23,9 +23,11 @@
 //! - [`deploy_tools`], [`deploy_tls`]: operator tools (nginx, openssl, ...) on the shipped
 //!   deploy files, and TLS clients trusting a throwaway CA.
 //! - [`turn_coturn`]: a real coturn and `turnutils_uclient`.
+//! - [`slurm_kit`]: the local Slurm cluster of `scripts/slurm-local.sh` (up once per test process).
 //! - [`media_kit`]: a private loopback-only network namespace and `node --test` runs for the WebRTC tests.
 //! - [`bench_kit`], [`bench_peers`], [`bench_server`], [`bench_orbs`]: the benchmark
 //!   suite's measures, reference peers (echo, nginx), bench servers and orb scenarios.
+//! - [`bench_slurm`]: the suite's orb placement through the local Slurm cluster against local spawn.
 //! - [`voice_stub`]: the speech APIs (transcriptions, OpenAI speech, ElevenLabs stream) for the orb's voice,
 //!   servable inside a private network namespace.
 //! - [`chaos_kit`]: the chaos soak's misbehaving orb, process counting and sequence checker.
@@ -35,6 +37,7 @@ pub mod bench_media;
 pub mod bench_orbs;
 pub mod bench_peers;
 pub mod bench_server;
+pub mod bench_slurm;
 pub mod bench_voice;
 pub mod binaries;
 pub mod browser_kit;
@@ -54,6 +57,7 @@ pub mod procfs;
 pub mod room_harness;
 pub mod security_kit;
 pub mod slow_clients;
+pub mod slurm_kit;
 pub mod turn_coturn;
 pub mod voice_stub;
 pub mod wait;
