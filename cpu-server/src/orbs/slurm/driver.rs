@@ -158,15 +158,7 @@ impl SlurmDriver {
             format!("--name={}", self.request.name),
             "--format=%i|%k".to_owned(),
         ];
-        let out = command::run(
-            "squeue",
-            &args,
-            &self.cluster.env,
-            None,
-            self.cluster.settings.command_timeout,
-        )
-        .await
-        .ok()?;
+        let out = self.cluster.query("squeue", &args).await.ok()?;
         out.lines().find_map(|line| {
             let (id, comment) = line.trim().split_once('|')?;
             (comment == self.request.comment).then(|| id.to_owned())
@@ -264,15 +256,7 @@ impl SlurmDriver {
     /// `ExitCode=` of an ended job, when `scontrol` still knows it.
     async fn exit_code(&self, job: &str) -> Option<(i32, i32)> {
         let args = vec!["show".to_owned(), "job".to_owned(), "-o".to_owned(), job.to_owned()];
-        let out = command::run(
-            "scontrol",
-            &args,
-            &self.cluster.env,
-            None,
-            self.cluster.settings.command_timeout,
-        )
-        .await
-        .ok()?;
+        let out = self.cluster.query("scontrol", &args).await.ok()?;
         parse_exit_code(&out)
     }
 }

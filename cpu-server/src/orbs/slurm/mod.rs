@@ -57,6 +57,11 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// Runs one Slurm client command (no stdin) with the cluster's environment and bound.
+    pub async fn query(&self, program: &'static str, args: &[String]) -> Result<String, command::SlurmError> {
+        command::run(program, args, &self.env, None, self.settings.command_timeout).await
+    }
+
     /// `scancel` (with `--signal=SIGNAL --full` when given) in the background, bounded.
     pub fn cancel(&self, job: &str, signal: Option<&'static str>) {
         let mut args = Vec::new();

@@ -5,7 +5,6 @@
 //! cluster and a user never cancel each other's orbs.
 
 use super::Cluster;
-use super::command;
 use super::job_spec::JOB_NAME_PREFIX;
 
 /// The `--comment` of this server's jobs.
@@ -28,14 +27,13 @@ pub fn ours(squeue: &str, comment: &str) -> Vec<String> {
 /// Cancels every pending or running job of `comment`; returns how many. Errors are
 /// logged: a cluster that does not answer now leaves them to Slurm's time limit.
 pub async fn cancel_leftovers(cluster: &Cluster, comment: &str) -> usize {
-    let timeout = cluster.settings.command_timeout;
     let args = vec![
         "--noheader".to_owned(),
         "--me".to_owned(),
         "--states=PENDING,RUNNING,CONFIGURING,SUSPENDED,REQUEUED".to_owned(),
         "--format=%i|%j|%k".to_owned(),
     ];
-    let listed = match command::run("squeue", &args, &cluster.env, None, timeout).await {
+    let listed = match cluster.query("squeue", &args).await {
         Ok(out) => out,
         Err(error) => {
             tracing::warn!(%error, "cannot list the orb jobs of an earlier server");
@@ -47,7 +45,7 @@ pub async fn cancel_leftovers(cluster: &Cluster, comment: &str) -> usize {
         return 0;
     }
     tracing::warn!(jobs = ?jobs, "cancelling the orb jobs an earlier server left");
-    match command::run("scancel", &jobs, &cluster.env, None, timeout).await {
+    match cluster.query("scancel", &jobs).await {
         Ok(_) => jobs.len(),
         Err(error) => {
             tracing::warn!(%error, "cannot cancel the orb jobs of an earlier server");
