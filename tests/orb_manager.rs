@@ -83,9 +83,16 @@ async fn sigkilled_orb_is_restarted_within_the_first_backoff() {
 #[tokio::test]
 async fn sigstopped_orb_is_found_unresponsive_killed_and_restarted() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = server_with_fake(dir.path(), HEALTHY, &[]);
+    // The fake notes that its orb_ready is written, so the SIGSTOP below lands
+    // on a ready orb (stopped earlier, it would be killed for ready_timeout).
+    let body = "ready\necho > \"$ORB_TEST_DIR/ready-$room\"\nwhile beat; do sleep 0.1; done\n";
+    let server = server_with_fake(dir.path(), body, &[]);
     let (_coach, _) = Client::join(&server.url("r-stop"), "coach-1", "coach").await;
     let first = single_orb("r-stop", 5 * SECOND).await;
+    assert!(
+        until_true(5 * SECOND, || dir.path().join("ready-r-stop").exists()).await,
+        "the fake orb never became ready"
+    );
     kill(Pid::from_raw(first), Signal::SIGSTOP).expect("stop orb");
     let second = replacement_orb("r-stop", first, 10 * SECOND)
         .await

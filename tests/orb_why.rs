@@ -23,7 +23,7 @@ const BY_ROOM: &str = r#"case "$room" in
   r-mem*) ready
     ( big=$(head -c 67108864 /dev/zero | tr '\0' a); while kill -0 $$ 2>/dev/null; do sleep 1; done ) &
     while beat; do sleep 0.1; done ;;
-  *) ready; while beat; do sleep 0.1; done ;;
+  *) ready; echo > "$ORB_TEST_DIR/ready-$room"; while beat; do sleep 0.1; done ;;
 esac
 "#;
 
@@ -88,6 +88,12 @@ async fn why_names_each_cause() {
 
     // A hang: found silent, killed by us.
     let pid = single_orb("r-sigstop", 5 * SECOND).await;
+    // Stopped before its orb_ready, it would be killed for ready_timeout instead.
+    let ready = dir.path().join("ready-r-sigstop");
+    assert!(
+        until(5 * SECOND, || ready.exists().then_some(())).await.is_some(),
+        "r-sigstop never ready"
+    );
     kill(Pid::from_raw(pid), Signal::SIGSTOP).expect("stop");
     let text = why_until(
         &server,
