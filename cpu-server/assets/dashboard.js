@@ -57,6 +57,11 @@
     return Math.floor(m / 60) + ' h ' + (m % 60) + ' min';
   }
   const mb = (bytes) => (bytes == null ? '–' : (bytes / 1048576).toFixed(1) + ' MB');
+  // The GPU of its slot (ORB_GPUS) and its GPU memory (NVML), either or both.
+  const gpuText = (orb) =>
+    [orb.gpu, orb.gpu_memory_bytes == null ? null : mb(orb.gpu_memory_bytes)].filter((p) => p != null).join(' · ') || '–';
+  // A Slurm job (ORB_LAUNCHER=slurm): its id and node, or why it waits.
+  const jobText = (p) => (p == null ? '–' : (p.job || 'submitting') + (p.node ? ' @ ' + p.node : p.reason ? ' (' + p.reason + ')' : ''));
   const pct = (v) => (v == null ? '–' : v.toFixed(1) + ' %');
   const STATE_KIND = { ready: 'ok', spawning: 'warn', queued: 'warn', restarting: 'warn', stopping: 'warn', unresponsive: 'bad', parked: 'bad' };
 
@@ -257,7 +262,8 @@
       cell(tr, orb.last_heartbeat_ms == null ? '–' : duration(orb.last_heartbeat_ms) + ' ago', 'num', 'Heartbeat');
       cell(tr, mediaText(orb.media), 'media', 'Media');
       cell(tr, voiceText(orb.voice), 'voice', 'Voice');
-      cell(tr, orb.gpu == null ? '–' : orb.gpu, 'gpu', 'GPU');
+      cell(tr, gpuText(orb), 'gpu', 'GPU');
+      cell(tr, jobText(orb.placement), 'job', 'Job');
       const chartCell = cell(tr, '', '', 'RSS / CPU');
       const canvas = document.createElement('canvas');
       canvas.className = 'chart';

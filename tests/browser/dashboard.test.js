@@ -81,7 +81,8 @@ for (const viewport of VIEWPORTS) {
       assert.equal(cells[4], String(record.restarts));
       assert.match(cells[7], /ago|–/, 'heartbeat age');
       assert.equal(cells[9], '–', 'a test-mode orb has no voice');
-      assert.equal(cells[10], '–', 'no GPU slots');
+      assert.equal(cells[10], '–', 'no GPU slots and no NVML');
+      assert.equal(cells[11], '–', 'not a cluster job');
 
       // RSS and CPU are sampled: the chart gains points and its pixels change.
       await until('an RSS sample', 15000, async () => /MB$/.test(await text(dash.page, `${row} td:nth-child(6)`)));

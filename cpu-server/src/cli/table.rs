@@ -33,7 +33,7 @@ fn cell(value: &Value, key: &str, format: impl Fn(&Value) -> Option<String>) -> 
 }
 
 /// One row per orb record: room, pid, state, uptime, restarts, RSS, CPU, the GPU
-/// when any orb has one (`ORB_GPUS`), and the Slurm job and node (or why it waits)
+/// when any orb has one (`ORB_GPUS`), GPU memory when NVML measures it, and the Slurm job and node (or why it waits)
 /// when any orb is a cluster job.
 pub fn orb_table(records: &[Value]) -> String {
     let gpus = records.iter().any(|r| r["gpu"].is_string());
@@ -42,6 +42,10 @@ pub fn orb_table(records: &[Value]) -> String {
         .to_vec();
     if gpus {
         header.push("GPU".to_owned());
+    }
+    let gpu_memory = records.iter().any(|r| r["gpu_memory_bytes"].is_u64());
+    if gpu_memory {
+        header.push("GPU MEM".to_owned());
     }
     let jobs = records.iter().any(|r| r["placement"].is_object());
     if jobs {
@@ -61,6 +65,9 @@ pub fn orb_table(records: &[Value]) -> String {
         ];
         if gpus {
             row.push(cell(r, "gpu", |v| v.as_str().map(str::to_owned)));
+        }
+        if gpu_memory {
+            row.push(cell(r, "gpu_memory_bytes", |v| v.as_u64().map(bytes)));
         }
         if jobs {
             let placement = &r["placement"];
@@ -269,6 +276,21 @@ mod tests {
         assert!(lines[0].ends_with("CPU  GPU"), "{table}");
         assert!(lines[1].ends_with(" 0"), "{table}");
         assert!(lines[2].ends_with(" -"), "{table}");
+    }
+
+    #[test]
+    fn the_gpu_memory_column_appears_when_nvml_measures_it() {
+        let records = [
+            json!({"room": "a", "state": "ready", "uptime_ms": 0, "restarts": 0, "gpu_memory_bytes": 52428800u64}),
+            json!({"room": "b", "state": "queued", "uptime_ms": 0, "restarts": 0, "gpu_memory_bytes": null}),
+        ];
+        let table = orb_table(&records);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].ends_with("CPU  GPU MEM"), "{table}");
+        assert!(lines[1].ends_with(" 50.0MiB"), "{table}");
+        assert!(lines[2].ends_with(" -"), "{table}");
+        let without = orb_table(&records[1..]);
+        assert!(!without.contains("GPU MEM"), "{without}");
     }
 
     #[test]

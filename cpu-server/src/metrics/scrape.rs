@@ -54,6 +54,7 @@ pub(super) struct Levels {
     heartbeat_age_max: FloatGauge,
     cpu: Family<Labels, FloatGauge>,
     rss: Family<Labels, Gauge>,
+    gpu_memory: Family<Labels, Gauge>,
     gpu: Family<Labels, Gauge>,
     gpu_slots: Gauge,
     gpu_slots_used: Gauge,
@@ -76,6 +77,7 @@ impl Levels {
             heartbeat_age_max: FloatGauge::default(),
             cpu: Family::default(),
             rss: Family::default(),
+            gpu_memory: Family::default(),
             gpu: Family::default(),
             gpu_slots: Gauge::default(),
             gpu_slots_used: Gauge::default(),
@@ -113,6 +115,11 @@ impl Levels {
             "orb_rss_bytes",
             "Resident memory of each orb's process tree",
             levels.rss.clone(),
+        );
+        r.register(
+            "orb_gpu_memory_bytes",
+            "GPU memory of each orb's process tree (NVML; absent without the NVIDIA driver)",
+            levels.gpu_memory.clone(),
         );
         r.register(
             "orb_gpu",
@@ -163,6 +170,7 @@ impl Levels {
         self.heartbeat_age.clear();
         self.cpu.clear();
         self.rss.clear();
+        self.gpu_memory.clear();
         let mut oldest: f64 = 0.0;
         for orb in &s.orbs {
             let room = vec![("room".to_owned(), orb.room.clone())];
@@ -182,6 +190,11 @@ impl Levels {
                 self.rss
                     .get_or_create(&room)
                     .set(i64::try_from(rss).unwrap_or(i64::MAX));
+            }
+            if let Some(used) = orb.gpu_memory_bytes {
+                self.gpu_memory
+                    .get_or_create(&room)
+                    .set(i64::try_from(used).unwrap_or(i64::MAX));
             }
         }
         self.heartbeat_age_max.set(oldest);
@@ -238,6 +251,7 @@ mod tests {
             spawn_to_ready_ms: None,
             cpu_percent: Some(12.5),
             rss_bytes: Some(1_048_576),
+            gpu_memory_bytes: Some(2_097_152),
             participants: 0,
             queue_position: None,
             media: None,
@@ -268,6 +282,7 @@ mod tests {
             "cpu_server_orbs{state=\"ready\"} 2",
             "cpu_server_orbs{state=\"parked\"} 0",
             "cpu_server_orb_rss_bytes{room=\"r1\"} 1048576",
+            "cpu_server_orb_gpu_memory_bytes{room=\"r1\"} 2097152",
             "cpu_server_orb_heartbeat_age_max_seconds 1.5",
             "cpu_server_rooms 3",
             "cpu_server_relayed_messages_total 7",

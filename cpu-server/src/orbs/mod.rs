@@ -26,6 +26,7 @@ pub mod launcher;
 pub mod lifecycle;
 pub mod local_driver;
 pub(crate) mod manager;
+pub(crate) mod nvml;
 pub mod orb_command;
 pub mod orb_env;
 pub mod output_log;
@@ -378,7 +379,8 @@ fn spawn_manager_inner(
     let (samples_tx, samples_rx) = mpsc::channel(4);
     let sample_period = settings.health_check_interval.max(Duration::from_millis(500));
     let failed = CancellationToken::new();
-    let sampler = sampler::spawn_sampler(table.clone(), sample_period, samples_tx, background.clone());
+    let gpu_limit = settings.gpu_memory_limit_bytes.is_some();
+    let sampler = sampler::spawn_sampler(table.clone(), sample_period, samples_tx, background.clone(), gpu_limit);
     watch_vital("resource sampler", sampler, &background, &failed);
     let stop_bound = settings.stop_grace + settings.kill_grace + Duration::from_secs(5);
     let spawner = spawner::Spawner::start(tokio::runtime::Handle::current(), settings.max_concurrent)

@@ -70,6 +70,8 @@ pub struct OrbRecord {
     pub cpu_percent: Option<f64>,
     /// Resident memory of the orb's process tree, bytes (sampled).
     pub rss_bytes: Option<u64>,
+    /// GPU memory of the orb's process tree, bytes (NVML; absent without the NVIDIA driver).
+    pub gpu_memory_bytes: Option<u64>,
     /// Humans in the room.
     pub participants: usize,
     /// Position in the spawn queue, when queued (1 = next).

@@ -86,6 +86,11 @@ const ORB_MEMORY_LIMIT_MB: Setting = Setting::derived(
     "no limit",
     "Kill an orb whose process tree uses more resident memory than this, MB",
 );
+const ORB_GPU_MEMORY_LIMIT_MB: Setting = Setting::derived(
+    Key::new("ORB_GPU_MEMORY_LIMIT_MB", "orb-gpu-memory-limit-mb"),
+    "no limit",
+    "Kill an orb whose process tree uses more GPU memory than this, MB (measured by NVML when the NVIDIA driver is present)",
+);
 const ORB_GPUS: Setting = Setting::documented(
     Key::new("ORB_GPUS", "orb-gpus"),
     "GPU device ids orbs are placed on, comma separated (e.g. 0,1,2,3); each orb gets CUDA_VISIBLE_DEVICES and NVIDIA_VISIBLE_DEVICES for its slot. Unset: no GPU slots",
@@ -130,6 +135,7 @@ pub(super) const SETTINGS: &[&Setting] = &[
     &ORB_MAX_RESTARTS,
     &ORB_RESTART_WINDOW,
     &ORB_MEMORY_LIMIT_MB,
+    &ORB_GPU_MEMORY_LIMIT_MB,
     &ORB_GPUS,
     &ORB_GPU_SLOTS_PER_DEVICE,
     &ROOM_EMPTY_GRACE,
@@ -207,6 +213,9 @@ pub struct OrbArgs {
     /// `ORB_MEMORY_LIMIT_MB`.
     #[arg(long = ORB_MEMORY_LIMIT_MB.long(), env = ORB_MEMORY_LIMIT_MB.env(), help = ORB_MEMORY_LIMIT_MB.help())]
     pub orb_memory_limit_mb: Option<String>,
+    /// `ORB_GPU_MEMORY_LIMIT_MB`.
+    #[arg(long = ORB_GPU_MEMORY_LIMIT_MB.long(), env = ORB_GPU_MEMORY_LIMIT_MB.env(), help = ORB_GPU_MEMORY_LIMIT_MB.help())]
+    pub orb_gpu_memory_limit_mb: Option<String>,
     /// `ORB_GPUS`.
     #[arg(long = ORB_GPUS.long(), env = ORB_GPUS.env(), help = ORB_GPUS.help())]
     pub orb_gpus: Option<String>,
@@ -271,6 +280,8 @@ pub struct OrbSettings {
     pub restart_window: Duration,
     /// Memory limit of an orb's process group, bytes.
     pub memory_limit_bytes: Option<u64>,
+    /// GPU memory limit of an orb's process tree, bytes.
+    pub gpu_memory_limit_bytes: Option<u64>,
     /// GPU device ids orbs are placed on (`ORB_GPUS`); empty: no GPU slots.
     pub gpus: Vec<String>,
     /// Orbs per device (`ORB_GPU_SLOTS_PER_DEVICE`).
@@ -396,6 +407,13 @@ impl OrbArgs {
         let memory_limit_bytes = v
             .opt(&ORB_MEMORY_LIMIT_MB, self.orb_memory_limit_mb, Rule::number(1, 1 << 20))
             .map(|mb| mb * 1024 * 1024);
+        let gpu_memory_limit_bytes = v
+            .opt(
+                &ORB_GPU_MEMORY_LIMIT_MB,
+                self.orb_gpu_memory_limit_mb,
+                Rule::number(1, 1 << 24),
+            )
+            .map(|mb| mb * 1024 * 1024);
         let gpus = match v.optional(&ORB_GPUS, self.orb_gpus) {
             Some(raw) => match parse_gpus(&raw) {
                 Ok(gpus) => gpus,
@@ -427,6 +445,7 @@ impl OrbArgs {
             max_restarts,
             restart_window,
             memory_limit_bytes,
+            gpu_memory_limit_bytes,
             gpus,
             gpu_slots_per_device,
             room_empty_grace,

@@ -82,6 +82,8 @@ pub struct Rules {
     pub graces: Graces,
     /// `ORB_MEMORY_LIMIT_MB` in bytes.
     pub memory_limit_bytes: Option<u64>,
+    /// `ORB_GPU_MEMORY_LIMIT_MB` in bytes.
+    pub gpu_memory_limit_bytes: Option<u64>,
     /// `MAX_RESTARTS`.
     pub max_restarts: u32,
     /// `RESTART_WINDOW`.
@@ -106,6 +108,7 @@ impl From<&OrbSettings> for Rules {
                 kill: s.kill_grace,
             },
             memory_limit_bytes: s.memory_limit_bytes,
+            gpu_memory_limit_bytes: s.gpu_memory_limit_bytes,
             max_restarts: s.max_restarts,
             restart_window: s.restart_window,
         }

@@ -67,6 +67,13 @@ pub enum Note {
         /// The limit, bytes.
         limit_bytes: u64,
     },
+    /// GPU memory (NVML) crossed `ORB_GPU_MEMORY_LIMIT_MB`.
+    OverGpuMemoryLimit {
+        /// What was measured, bytes.
+        gpu_bytes: u64,
+        /// The limit, bytes.
+        limit_bytes: u64,
+    },
     /// A heartbeat showed the call stalled for `ORB_MEDIA_STALL_TIMEOUT`
     /// (`what`: `voice` with `pending_ms`, or `media` with `peer`, `silent_ms`, `any_packet`).
     Stalled {
@@ -149,6 +156,7 @@ impl Note {
             Self::AiLeft => "ai_left",
             Self::MediaChanged { .. } => "media_changed",
             Self::OverMemoryLimit { .. } => "over_memory_limit",
+            Self::OverGpuMemoryLimit { .. } => "over_gpu_memory_limit",
             Self::Stalled { .. } => "stalled",
             Self::StopAsked { .. } => "stop_asked",
             Self::Signalled { .. } => "signalled",

@@ -167,6 +167,8 @@ pub struct OrbLife {
     pub ipc_delay_ms: Option<f64>,
     /// Last CPU (percent) and RSS (bytes) of the current process.
     pub sample: Option<(f64, u64)>,
+    /// Last GPU memory (bytes, NVML) of the current process; `None` without NVML.
+    pub gpu_bytes: Option<u64>,
     /// Spawn → ready of the current (or last) process, ms.
     pub spawn_to_ready_ms: Option<f64>,
     /// Media health from the last heartbeat (`metrics.media`: per peer), as the orb sent it.

@@ -59,6 +59,7 @@ impl Lifecycle {
             orb.policy.note_restart();
         }
         orb.sample = None;
+        orb.gpu_bytes = None;
         orb.media = None;
         orb.voice = None;
         info!(%room, pid = ?info.pid, generation, session = %orb.session, "orb started");
@@ -167,7 +168,7 @@ impl Lifecycle {
                 }
             }
             ProcessEvent::Resources { cpu_percent, rss_bytes } => {
-                self.resources(room, generation, cpu_percent, rss_bytes, now)
+                self.resources(room, generation, (cpu_percent, rss_bytes, None), now)
             }
             ProcessEvent::Placement(placement) => self.placed(room, placement, now),
             ProcessEvent::Exited { .. } => {}
@@ -219,27 +220,41 @@ impl Lifecycle {
         self.begin_stop(room, StopRequest::internal(reason), now);
     }
 
-    /// CPU and memory of process `generation`'s tree; over `ORB_MEMORY_LIMIT_MB` it is killed.
-    pub fn resources(&mut self, room: &str, generation: u64, cpu_percent: f64, rss_bytes: u64, now: Instant) {
-        let limit = self.rules.memory_limit_bytes;
+    /// CPU, memory and GPU memory (`None`: not measured) of process
+    /// `generation`'s tree; over `ORB_MEMORY_LIMIT_MB` or
+    /// `ORB_GPU_MEMORY_LIMIT_MB` it is killed.
+    pub fn resources(&mut self, room: &str, generation: u64, sample: (f64, u64, Option<u64>), now: Instant) {
+        let (cpu_percent, rss_bytes, gpu_bytes) = sample;
         let Some(orb) = self.orbs.get_mut(room) else { return };
         if orb.phase.generation() != Some(generation) || orb.phase.live().is_none() {
             return;
         }
         orb.sample = Some((cpu_percent, rss_bytes));
+        orb.gpu_bytes = gpu_bytes;
         let running = matches!(orb.phase, OrbPhase::Starting { .. } | OrbPhase::Ready { .. });
-        if let Some(limit) = limit
-            && rss_bytes > limit
-            && running
-        {
-            warn!(%room, rss = rss_bytes, limit, "orb over ORB_MEMORY_LIMIT_MB; killing it");
-            let over = Note::OverMemoryLimit {
-                rss_bytes,
-                limit_bytes: limit,
-            };
-            self.note(room, over);
-            self.begin_stop(room, StopRequest::internal(StopReason::MemoryLimit), now);
+        if !running {
+            return;
         }
+        let over = match (self.rules.memory_limit_bytes, self.rules.gpu_memory_limit_bytes) {
+            (Some(limit), _) if rss_bytes > limit => {
+                warn!(%room, rss = rss_bytes, limit, "orb over ORB_MEMORY_LIMIT_MB; killing it");
+                Note::OverMemoryLimit {
+                    rss_bytes,
+                    limit_bytes: limit,
+                }
+            }
+            (_, Some(limit)) if gpu_bytes.is_some_and(|g| g > limit) => {
+                let gpu_bytes = gpu_bytes.unwrap_or_default();
+                warn!(%room, gpu = gpu_bytes, limit, "orb over ORB_GPU_MEMORY_LIMIT_MB; killing it");
+                Note::OverGpuMemoryLimit {
+                    gpu_bytes,
+                    limit_bytes: limit,
+                }
+            }
+            _ => return,
+        };
+        self.note(room, over);
+        self.begin_stop(room, StopRequest::internal(StopReason::MemoryLimit), now);
     }
 
     /// Starts stopping the room's orb for `reason` (or joins a stop under way).

@@ -22,6 +22,7 @@ impl Lifecycle {
             last_exit: None,
             ipc_delay_ms: None,
             sample: None,
+            gpu_bytes: None,
             spawn_to_ready_ms: None,
             media: None,
             voice: None,

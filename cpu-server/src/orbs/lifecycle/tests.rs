@@ -28,6 +28,7 @@ fn rules() -> Rules {
             kill: Duration::from_secs(2),
         },
         memory_limit_bytes: Some(100 << 20),
+        gpu_memory_limit_bytes: None,
         max_restarts: 3,
         restart_window: Duration::from_secs(300),
         gpus: Vec::new(),
@@ -603,9 +604,9 @@ fn idle_rules() {
 fn the_memory_limit_kills_and_restarts() {
     let mut h = Harness::new(rules());
     h.ready_orb("r", 1);
-    h.life.resources("r", 1, 5.0, 50 << 20, h.now);
+    h.life.resources("r", 1, (5.0, 50 << 20, None), h.now);
     assert!(orders(&h.life.take_actions()).is_empty(), "under the limit");
-    h.life.resources("r", 1, 5.0, 200 << 20, h.now);
+    h.life.resources("r", 1, (5.0, 200 << 20, None), h.now);
     let actions = h.life.take_actions();
     h.track(&actions);
     assert_eq!(orders(&actions), [(1, Order::Kill)]);
@@ -615,6 +616,34 @@ fn the_memory_limit_kills_and_restarts() {
         h.life.record("r", h.now, 0).and_then(|r| r.last_exit).map(|e| e.cause),
         Some(ExitCause::MemoryLimit)
     );
+}
+
+/// Rule: GPU memory over ORB_GPU_MEMORY_LIMIT_MB kills the orb as RSS does;
+/// an orb not measured (no NVML) is never killed for it.
+#[test]
+fn the_gpu_memory_limit_kills_and_restarts() {
+    let mut r = rules();
+    r.gpu_memory_limit_bytes = Some(100 << 20);
+    let mut h = Harness::new(r);
+    h.ready_orb("r", 1);
+    h.life.resources("r", 1, (5.0, 50 << 20, None), h.now);
+    h.life.resources("r", 1, (5.0, 50 << 20, Some(90 << 20)), h.now);
+    assert!(
+        orders(&h.life.take_actions()).is_empty(),
+        "under the limit or not measured"
+    );
+    assert_eq!(
+        h.life.record("r", h.now, 0).and_then(|r| r.gpu_memory_bytes),
+        Some(90 << 20)
+    );
+    h.life.resources("r", 1, (5.0, 50 << 20, Some(101 << 20)), h.now);
+    let actions = h.life.take_actions();
+    h.track(&actions);
+    assert_eq!(orders(&actions), [(1, Order::Kill)]);
+    h.exited("r", 1, None, Some(9));
+    assert_eq!(h.state("r"), Some(OrbState::Restarting));
+    let record = h.life.record("r", h.now, 0).expect("record");
+    assert_eq!(record.last_exit.map(|e| e.cause), Some(ExitCause::MemoryLimit));
 }
 
 /// Rule: news of an older process never touches its replacement; its exit

@@ -27,6 +27,7 @@ impl Lifecycle {
             spawn_to_ready_ms: orb.spawn_to_ready_ms,
             cpu_percent: orb.sample.map(|s| s.0),
             rss_bytes: orb.sample.map(|s| s.1),
+            gpu_memory_bytes: orb.gpu_bytes,
             participants: self.humans(room),
             queue_position: self.queue.iter().position(|r| r == room).map(|i| i + 1),
             media: orb.media.clone(),

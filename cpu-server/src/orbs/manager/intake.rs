@@ -117,8 +117,8 @@ impl Manager {
                 .copied()
                 .filter(|g| self.handles.get(g).is_some_and(|h| h.room == sample.room));
             if let Some(generation) = generation {
-                self.life
-                    .resources(&sample.room, generation, sample.cpu_percent, sample.rss_bytes, now);
+                let figures = (sample.cpu_percent, sample.rss_bytes, sample.gpu_bytes);
+                self.life.resources(&sample.room, generation, figures, now);
             }
         }
         self.carry_out_pending();

@@ -87,6 +87,7 @@ fn log(room: &str, note: &Note) {
     match note {
         Note::HeartbeatLate { .. }
         | Note::OverMemoryLimit { .. }
+        | Note::OverGpuMemoryLimit { .. }
         | Note::Stalled { .. }
         | Note::SpawnFailed { .. }
         | Note::Parked { .. } => {

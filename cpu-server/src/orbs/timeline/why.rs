@@ -96,14 +96,15 @@ fn end_line(entries: &[Entry], at: usize) -> String {
         (ExitCause::ReadyTimeout, _) => format!("killed{how} at {when}: no orb_ready within ORB_READY_TIMEOUT"),
         (ExitCause::MemoryLimit, _) => {
             let over = entries[..at].iter().rev().find_map(|e| match e.note {
-                Note::OverMemoryLimit { rss_bytes, limit_bytes } => Some((rss_bytes, limit_bytes)),
+                Note::OverMemoryLimit { rss_bytes, limit_bytes } => Some(("memory", rss_bytes, limit_bytes)),
+                Note::OverGpuMemoryLimit { gpu_bytes, limit_bytes } => Some(("GPU memory", gpu_bytes, limit_bytes)),
                 _ => None,
             });
             match over {
-                Some((rss, limit)) => format!(
-                    "killed{how} at {when}: memory limit {} MB exceeded ({} MB)",
+                Some((what, used, limit)) => format!(
+                    "killed{how} at {when}: {what} limit {} MB exceeded ({} MB)",
                     limit >> 20,
-                    rss >> 20
+                    used >> 20
                 ),
                 None => format!("killed{how} at {when}: memory limit exceeded"),
             }
