@@ -135,6 +135,13 @@ async fn orbs_run_as_slurm_jobs_queue_for_gpus_restart_and_never_outlive_their_s
         "only the allowlisted environment: {orb_env:?}"
     );
     assert!(orb_env.iter().any(|kv| kv == "ORB_SUPERVISED=1"), "{orb_env:?}");
+    // The record shows the GPU Slurm gave it (each node has one: index 0), as the job sees it.
+    let gpu = until(5 * SECOND, || {
+        record(port, "sl-a").and_then(|r| r["placement"]["gpu"].as_str().map(str::to_owned))
+    })
+    .await;
+    assert_eq!(gpu.as_deref(), Some("0"), "{:?}", record(port, "sl-a"));
+    assert!(orb_env.iter().any(|kv| kv == "CUDA_VISIBLE_DEVICES=0"), "{orb_env:?}");
 
     // Two GPUs: a second room runs, a third waits with Slurm's reason.
     let (_coach_b, _) = Client::join(&server.url("sl-b"), "coach-b", "coach").await;

@@ -61,7 +61,11 @@
   const gpuText = (orb) =>
     [orb.gpu, orb.gpu_memory_bytes == null ? null : mb(orb.gpu_memory_bytes)].filter((p) => p != null).join(' · ') || '–';
   // A Slurm job (ORB_LAUNCHER=slurm): its id and node, or why it waits.
-  const jobText = (p) => (p == null ? '–' : (p.job || 'submitting') + (p.node ? ' @ ' + p.node : p.reason ? ' (' + p.reason + ')' : ''));
+  const jobText = (p) => {
+    if (p == null) return '–';
+    const where = p.node ? ' @ ' + p.node + (p.gpu ? ' GPU ' + p.gpu : '') : p.reason ? ' (' + p.reason + ')' : '';
+    return (p.job || 'submitting') + where;
+  };
   const pct = (v) => (v == null ? '–' : v.toFixed(1) + ' %');
   const STATE_KIND = { ready: 'ok', spawning: 'warn', queued: 'warn', restarting: 'warn', stopping: 'warn', unresponsive: 'bad', parked: 'bad' };
 

@@ -73,7 +73,11 @@ pub fn orb_table(records: &[Value]) -> String {
             let placement = &r["placement"];
             row.push(cell(placement, "job", |v| v.as_str().map(str::to_owned)));
             // A waiting job shows Slurm's reason where a running one shows its node.
-            let node = cell(placement, "node", |v| v.as_str().map(str::to_owned));
+            let gpu = placement["gpu"]
+                .as_str()
+                .map(|g| format!(" (GPU {g})"))
+                .unwrap_or_default();
+            let node = cell(placement, "node", |v| v.as_str().map(|n| format!("{n}{gpu}")));
             let reason = cell(placement, "reason", |v| v.as_str().map(|r| format!("({r})")));
             row.push(if node == "-" { reason } else { node });
         }
@@ -297,14 +301,14 @@ mod tests {
     fn slurm_jobs_show_their_node_or_why_they_wait() {
         let records = [
             json!({"room": "a", "state": "ready", "uptime_ms": 0, "restarts": 0,
-                "placement": {"state": "running", "job": "12", "node": "gpu07"}}),
+                "placement": {"state": "running", "job": "12", "node": "gpu07", "gpu": "1"}}),
             json!({"room": "b", "state": "spawning", "uptime_ms": 0, "restarts": 0,
                 "placement": {"state": "pending", "job": "13", "reason": "Resources"}}),
         ];
         let table = orb_table(&records);
         let lines: Vec<&str> = table.lines().collect();
         assert!(lines[0].ends_with("JOB  NODE"), "{table}");
-        assert!(lines[1].ends_with("12   gpu07"), "{table}");
+        assert!(lines[1].ends_with("12   gpu07 (GPU 1)"), "{table}");
         assert!(lines[2].ends_with("13   (Resources)"), "{table}");
     }
 }

@@ -100,6 +100,9 @@ pub enum Placement {
         job: String,
         /// The node.
         node: String,
+        /// The GPU indices the scheduler gave it on the node, once known.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        gpu: Option<String>,
     },
 }
 

@@ -1044,6 +1044,7 @@ fn a_job_waiting_in_the_cluster_queue_is_not_late() {
     let running = ProcessEvent::Placement(Placement::Running {
         job: "7".into(),
         node: "gpu07".into(),
+        gpu: None,
     });
     h.process("r", 1, running.clone());
     assert_eq!(
@@ -1057,7 +1058,8 @@ fn a_job_waiting_in_the_cluster_queue_is_not_late() {
         record.placement,
         Some(Placement::Running {
             job: "7".into(),
-            node: "gpu07".into()
+            node: "gpu07".into(),
+            gpu: None
         })
     );
     assert_eq!(

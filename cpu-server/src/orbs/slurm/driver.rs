@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::command::{self, SlurmError};
-use super::job_state::{EndState, JobState, parse_exit_code, parse_job_id};
+use super::job_state::{EndState, JobState, parse_exit_code, parse_gpu_index, parse_job_id};
 use super::watcher::JobView;
 use super::{Cluster, JobRequest};
 use crate::orbs::local_driver::{MAX_LINE_FROM_ORB, translate};
@@ -185,8 +185,9 @@ impl SlurmDriver {
                         (Some(JobState::Running { node }), _) if !running => {
                             running = true;
                             info!(job, %node, "orb job running");
-                            let placement = Placement::Running { job: job.to_owned(), node };
+                            let placement = Placement::Running { job: job.to_owned(), node: node.clone(), gpu: None };
                             self.events.send(ProcessEvent::Placement(placement)).await;
+                            self.tell_gpu(job, node);
                         }
                         (Some(JobState::Pending { reason }), None) => {
                             let placement = Placement::Pending { job: Some(job.to_owned()), reason };
@@ -251,6 +252,30 @@ impl SlurmDriver {
                 }
             }
         }
+    }
+
+    /// Asks Slurm (once, off the loop: the link is not held up) which GPU the job
+    /// got on its node, and tells the lifecycle when it knows.
+    fn tell_gpu(&self, job: &str, node: String) {
+        let (cluster, events, job) = (Arc::clone(&self.cluster), self.events.clone(), job.to_owned());
+        tokio::spawn(async move {
+            let args = ["show", "job", "-d", "-o", &job].map(str::to_owned).to_vec();
+            let gpu = match cluster.query("scontrol", &args).await {
+                Ok(out) => parse_gpu_index(&out),
+                Err(error) => {
+                    debug!(job, %error, "no GPU index for the job");
+                    None
+                }
+            };
+            if let Some(gpu) = gpu {
+                let placement = Placement::Running {
+                    job,
+                    node,
+                    gpu: Some(gpu),
+                };
+                events.send(ProcessEvent::Placement(placement)).await;
+            }
+        });
     }
 
     /// `ExitCode=` of an ended job, when `scontrol` still knows it.

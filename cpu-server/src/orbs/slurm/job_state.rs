@@ -128,6 +128,21 @@ pub fn parse_exit_code(scontrol: &str) -> Option<(i32, i32)> {
     Some((code.parse().ok()?, signal.parse().ok()?))
 }
 
+/// The GPU indices Slurm gave the job on its node, from `scontrol show job -d -o ID`'s
+/// per-node detail `GRES=gpu[:type]:N(IDX:0-1,3)` (the first GPU entry): `0-1,3`.
+pub fn parse_gpu_index(scontrol: &str) -> Option<String> {
+    scontrol
+        .split_whitespace()
+        .filter_map(|field| field.strip_prefix("GRES="))
+        .flat_map(|value| value.split("),"))
+        .filter(|entry| entry.starts_with("gpu"))
+        .find_map(|entry| {
+            let (_, index) = entry.split_once("(IDX:")?;
+            let index = index.trim_end_matches(')');
+            (!index.is_empty() && index != "N/A").then(|| index.to_owned())
+        })
+}
+
 /// The job id `sbatch --parsable` printed (`ID` or `ID;cluster`).
 pub fn parse_job_id(stdout: &str) -> Option<String> {
     let id = stdout.trim().split(';').next()?.trim();
@@ -177,5 +192,15 @@ mod tests {
         assert_eq!(parse_job_id("42;muclocal\n").as_deref(), Some("42"));
         assert_eq!(parse_job_id("sbatch: error\n"), None);
         assert_eq!(parse_exit_code("JobId=4 JobState=FAILED ExitCode=2:0 x"), Some((2, 0)));
+    }
+
+    #[test]
+    fn the_gpu_index_is_read_from_the_node_detail() {
+        // As Slurm 22.05 prints it (scripts/slurm-local.sh), with the request's JOB_GRES.
+        let out = "JobId=9 JOB_GRES=gpu:1 Nodes=orbnode1 CPU_IDs=0 Mem=0 GRES=gpu:1(IDX:0) TresPerNode=gres:gpu:1";
+        assert_eq!(parse_gpu_index(out).as_deref(), Some("0"));
+        let typed = "Nodes=n1 CPU_IDs=0-3 Mem=0 GRES=shard:2(2/4,0/4),gpu:a100:2(IDX:1-2)";
+        assert_eq!(parse_gpu_index(typed).as_deref(), Some("1-2"));
+        assert_eq!(parse_gpu_index("JobId=9 JOB_GRES=(null) Nodes=n1 GRES="), None);
     }
 }
