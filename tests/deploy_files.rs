@@ -217,6 +217,37 @@ fn systemd_analyze_verifies_the_unit() {
     assert!(ours.is_empty(), "systemd-analyze complained about the unit:\n{output}");
 }
 
+/// The GPU hosts' drop-in, verified on top of the unit. A copy with a bad key
+/// proves the drop-in is read (its complaint names the file).
+#[test]
+fn systemd_analyze_verifies_the_gpu_devices_drop_in() {
+    let analyze = require_tool("systemd-analyze", "systemd");
+    let dropin = shipped("deploy/systemd/gpu-devices.conf");
+    for (extra, complains) in [("", false), ("NotASetting=1\n", true)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let unit = substitute(
+            &shipped("deploy/myultracoach.service"),
+            "ExecStart=/usr/local/bin/cpu-server",
+            &format!("ExecStart={}", p(&binaries::cpu_server())),
+        );
+        let unit_path = dir.path().join("myultracoach.service");
+        std::fs::write(&unit_path, unit).expect("write unit");
+        let dropin_dir = dir.path().join("myultracoach.service.d");
+        std::fs::create_dir(&dropin_dir).expect("drop-in dir");
+        std::fs::write(dropin_dir.join("gpu-devices.conf"), format!("{dropin}{extra}")).expect("write drop-in");
+        let mut command = Command::new(&analyze);
+        command
+            .arg("verify")
+            .arg(&unit_path)
+            .env("SYSTEMD_LOG_COLOR", "0")
+            .env("SYSTEMD_UNIT_PATH", format!("{}:", dir.path().display()));
+        let (ok, output) = run_bounded("systemd-analyze", command, dir.path(), TOOL_TIMEOUT);
+        assert!(ok, "systemd-analyze verify failed:\n{output}");
+        let about_dropin = output.lines().any(|l| l.contains("gpu-devices.conf"));
+        assert_eq!(about_dropin, complains, "extra {extra:?}:\n{output}");
+    }
+}
+
 #[test]
 fn unit_and_env_examples_say_what_the_issue_asks() {
     let unit = shipped("deploy/myultracoach.service");
