@@ -7,7 +7,7 @@
 use clap::Parser;
 
 use crate::settings::{
-    CLIENT, COACH, CPU_HOST, IDLE_TIMEOUT, MAX_LIFETIME, ROOM, SERVER_URL, SESSION, TEST_MODE, WS_URL,
+    CLIENT, COACH, CPU_HOST, IDLE_TIMEOUT, MAX_LIFETIME, ROOM, SERVER_URL, SESSION, TEST_MODE, WARM, WS_URL,
 };
 
 /// `gpu-orb`: the per-room AI worker.
@@ -57,6 +57,17 @@ pub struct Cli {
         default_missing_value = "true"
     )]
     pub test_mode: Option<String>,
+    /// [`WARM`].
+    #[arg(
+        long = WARM.long(),
+        env = WARM.env(),
+        help = WARM.help(),
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub warm: Option<String>,
     /// `ORB_MEDIA`, `ORB_MEDIA_IP`, `ORB_MEDIA_PORTS`.
     #[command(flatten)]
     pub media: crate::media::MediaArgs,

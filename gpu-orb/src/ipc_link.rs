@@ -12,7 +12,27 @@ use futures_util::{SinkExt, StreamExt};
 use shared::ipc::{IpcCodec, IpcEvent, MAX_ORB_LINE_BYTES, ManagerToOrb, OrbToManager};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
-use tokio_util::codec::Framed;
+use tokio_util::bytes::BytesMut;
+use tokio_util::codec::{Framed, FramedParts};
+
+/// The manager's socket (non-blocking), and what was already read from it
+/// but not yet parsed (a warm orb reads its assignment before the session starts).
+#[derive(Debug)]
+pub struct ManagerChannel {
+    /// The socket.
+    pub stream: StdUnixStream,
+    /// Bytes read past the last message taken.
+    pub unread: BytesMut,
+}
+
+impl From<StdUnixStream> for ManagerChannel {
+    fn from(stream: StdUnixStream) -> Self {
+        Self {
+            stream,
+            unread: BytesMut::new(),
+        }
+    }
+}
 
 /// Manager → session.
 #[derive(Debug)]
@@ -33,11 +53,13 @@ pub struct IpcLink {
 impl IpcLink {
     /// Wraps the adopted socket (already non-blocking); must run inside the runtime.
     pub fn new(
-        stream: StdUnixStream,
+        channel: ManagerChannel,
     ) -> std::io::Result<(Self, mpsc::Sender<OrbToManager>, mpsc::Receiver<IpcInbound>)> {
-        let stream = UnixStream::from_std(stream)?;
+        let stream = UnixStream::from_std(channel.stream)?;
         // The manager reads lines up to this cap: a `session_summary` needs more than 64 KiB.
-        let framed = Framed::new(stream, IpcCodec::new(MAX_ORB_LINE_BYTES));
+        let mut parts = FramedParts::new::<OrbToManager>(stream, IpcCodec::new(MAX_ORB_LINE_BYTES));
+        parts.read_buf = channel.unread;
+        let framed = Framed::from_parts(parts);
         let (out_tx, out_rx) = mpsc::channel(64);
         let (in_tx, in_rx) = mpsc::channel(64);
         Ok((
@@ -138,7 +160,7 @@ mod tests {
         let (orb, manager) = StdUnixStream::pair().expect("pair");
         orb.set_nonblocking(true).expect("nonblocking");
         manager.set_nonblocking(true).expect("nonblocking");
-        let (link, out, mut inbound) = IpcLink::new(orb).expect("link");
+        let (link, out, mut inbound) = IpcLink::new(orb.into()).expect("link");
         let task = tokio::spawn(link.run());
         out.send(summary(200 * 1024)).await.expect("queue");
         out.send(summary(MAX_ORB_LINE_BYTES)).await.expect("queue");

@@ -15,6 +15,7 @@
 //! - [`room_link`]: the WebSocket task (join, ping, latency, reconnect with backoff).
 //! - [`ipc_link`]: the manager channel task (typed lines both ways).
 //! - [`manager_link`]: without `NODE_CHANNEL_FD`, the same channel over a WebSocket (`ORB_LINK_URL`).
+//! - [`warm`]: `--warm`: started in no room, waiting on the manager channel for `orb_assign`.
 //! - [`brain`]: the [`brain::Brain`] trait, [`brain::TestBrain`] and [`brain::OpenAiBrain`].
 //! - [`media`]: the WebRTC answerer (one task per peer), the audio seam, test-mode echo.
 //! - [`voice`]: the voice pipeline: turn detection, speech providers, paced answers, the voice settings.
@@ -70,6 +71,7 @@ pub mod room_link;
 pub mod session;
 pub mod settings;
 pub mod voice;
+pub mod warm;
 
 use std::os::unix::net::UnixStream;
 
@@ -77,41 +79,70 @@ use shared::signals::Signals;
 use tracing::Instrument;
 
 use crate::brain::{Brain, OpenAiBrain, TestBrain};
+use crate::ipc_link::ManagerChannel;
 use crate::session::Session;
 use crate::settings::{BrainSettings, Settings};
 
 /// Runs one orb until it ends; returns the process exit code.
 ///
 /// Must run inside a tokio runtime with IO and time enabled; `channel` is
-/// the manager's socket from `shared::ipc::channel_from_env`, if any.
+/// the manager's socket from `shared::ipc::channel_from_env`, if any. A warm
+/// orb (`--warm`) builds its brain first, then waits there for its room.
 pub async fn run(settings: Settings, channel: Option<UnixStream>) -> i32 {
+    let mut signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(error) => {
+            tracing::error!(%error, "cannot install signal handlers");
+            return exit::INTERNAL;
+        }
+    };
+    match settings.brain.clone() {
+        BrainSettings::Echo => serve(settings, TestBrain, channel, &mut signals).await,
+        BrainSettings::OpenAi(openai) => match OpenAiBrain::new(openai) {
+            Ok(brain) => serve(settings, brain, channel, &mut signals).await,
+            Err(error) => {
+                tracing::error!(%error, "cannot build the OpenAI client");
+                exit::INTERNAL
+            }
+        },
+    }
+}
+
+async fn serve<B: Brain>(mut settings: Settings, brain: B, channel: Option<UnixStream>, signals: &mut Signals) -> i32 {
+    let channel = if settings.warm {
+        let Some(inherited) = channel else {
+            tracing::error!("--warm needs the manager channel (NODE_CHANNEL_FD): run it under cpu-server");
+            return exit::USAGE;
+        };
+        let waiting = warm::await_room(&mut settings, inherited, signals);
+        match waiting.instrument(tracing::info_span!("orb", room = "(warm)")).await {
+            Ok(channel) => Some(channel),
+            Err(code) => return code,
+        }
+    } else {
+        match manager_channel(&settings, channel) {
+            Ok(channel) => channel,
+            Err(code) => return code,
+        }
+    };
     let span = tracing::info_span!("orb", room = %settings.room, session = %settings.session);
     async move {
-        let mut signals = match Signals::install() {
-            Ok(signals) => signals,
+        match Session::start(settings, brain, channel) {
+            Ok(session) => session.run(signals).await,
             Err(error) => {
-                tracing::error!(%error, "cannot install signal handlers");
-                return exit::INTERNAL;
+                tracing::error!(%error, "cannot use the manager channel");
+                exit::USAGE
             }
-        };
-        match settings.brain.clone() {
-            BrainSettings::Echo => serve(settings, TestBrain, channel, &mut signals).await,
-            BrainSettings::OpenAi(openai) => match OpenAiBrain::new(openai) {
-                Ok(brain) => serve(settings, brain, channel, &mut signals).await,
-                Err(error) => {
-                    tracing::error!(%error, "cannot build the OpenAI client");
-                    exit::INTERNAL
-                }
-            },
         }
     }
     .instrument(span)
     .await
 }
 
-async fn serve<B: Brain>(settings: Settings, brain: B, channel: Option<UnixStream>, signals: &mut Signals) -> i32 {
-    let channel = match (channel, &settings.link_url, &settings.auth_token) {
-        (Some(inherited), _, _) => Some(inherited),
+/// The inherited channel, or the supervision link over a WebSocket (`ORB_LINK_URL`), or none.
+fn manager_channel(settings: &Settings, channel: Option<UnixStream>) -> Result<Option<ManagerChannel>, i32> {
+    Ok(match (channel, &settings.link_url, &settings.auth_token) {
+        (Some(inherited), _, _) => Some(inherited.into()),
         (None, Some(url), Some(token)) => {
             let target = manager_link::LinkTarget {
                 url: url.clone(),
@@ -119,10 +150,10 @@ async fn serve<B: Brain>(settings: Settings, brain: B, channel: Option<UnixStrea
                 grace: settings.reconnect_grace,
             };
             match manager_link::start(target) {
-                Ok(channel) => Some(channel),
+                Ok(channel) => Some(channel.into()),
                 Err(error) => {
                     tracing::error!(%error, "cannot start the supervision link");
-                    return exit::INTERNAL;
+                    return Err(exit::INTERNAL);
                 }
             }
         }
@@ -131,12 +162,5 @@ async fn serve<B: Brain>(settings: Settings, brain: B, channel: Option<UnixStrea
             None
         }
         (None, None, _) => None,
-    };
-    match Session::start(settings, brain, channel) {
-        Ok(session) => session.run(signals).await,
-        Err(error) => {
-            tracing::error!(%error, "cannot use the manager channel");
-            exit::USAGE
-        }
-    }
+    })
 }

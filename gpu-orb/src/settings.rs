@@ -53,6 +53,11 @@ pub(crate) const TEST_MODE: Setting = Setting::new(
     "false",
     "Test mode: no external AI calls; `say` is answered with `echo: <text>`",
 );
+pub(crate) const WARM: Setting = Setting::new(
+    Key::new("ORB_WARM", "warm"),
+    "false",
+    "Warm start: no --room; start, then wait on the manager channel for `orb_assign` (room, session, token)",
+);
 const HEARTBEAT: Setting = Setting::new(
     Key::env("ORB_HEARTBEAT_INTERVAL"),
     "30000",
@@ -107,6 +112,7 @@ const SETTINGS: &[&Setting] = &[
     &MAX_LIFETIME,
     &IDLE_TIMEOUT,
     &TEST_MODE,
+    &WARM,
     &HEARTBEAT,
     &PING,
     &GRACE,
@@ -149,8 +155,10 @@ pub struct OpenAiSettings {
 /// Everything one orb needs to know, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
-    /// The room id (safe for a file name).
+    /// The room id (safe for a file name); empty for a warm orb until it is assigned one.
     pub room: String,
+    /// `--warm`: started without a room, waiting for `orb_assign` ([`crate::warm`]).
+    pub warm: bool,
     /// The session id; the AI's user id is `ai-orb-<session>`.
     pub session: String,
     /// The coach's user id, if given.
@@ -191,7 +199,17 @@ impl Settings {
     /// Resolves and validates; `env` looks up variables that have no flag.
     pub fn resolve(cli: Cli, dotenv: &DotEnv, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, SettingErrors> {
         let mut v = Validator::new(dotenv);
+        let warm = v.boolean(&WARM, cli.warm);
         let room = match v.optional(&ROOM, cli.room) {
+            None if warm => String::new(),
+            Some(room) if warm => {
+                v.error(
+                    &ROOM,
+                    room,
+                    "a warm orb (--warm) gets its room from the manager: drop --room",
+                );
+                String::new()
+            }
             None => {
                 v.error(&ROOM, "", "required: pass --room=ROOM (or set ROOM_ID)");
                 String::new()
@@ -248,9 +266,17 @@ impl Settings {
             openai,
         };
         let voice = cli.voice.resolve(&mut v, env, voice_context);
+        if warm && link_url.is_some() {
+            v.error(
+                &WARM,
+                "true",
+                "warm orbs are assigned over the inherited NODE_CHANNEL_FD channel, not ORB_LINK_URL",
+            );
+        }
         v.finish()?;
         Ok(Self {
             room,
+            warm,
             session,
             coach,
             client,

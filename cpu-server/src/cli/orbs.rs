@@ -71,6 +71,16 @@ pub enum OrbsCommand {
         /// The room.
         room: String,
     },
+    /// The warm pool (ORB_WARM_POOL): size, ready members, assignments, failures,
+    /// parked or disabled; `--reset` clears its failures (a parked pool refills now).
+    Warm {
+        /// Clear the pool's failure history first.
+        #[arg(long)]
+        reset: bool,
+        /// The pool as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Prints ORB_LOG_DIR/orb-ROOM.log.
     Logs {
         /// The room.
@@ -193,9 +203,53 @@ pub async fn run(command: OrbsCommand, settings: &Settings) -> Result<(), String
                 print!("{}", summary_text(&stored));
             }
         }
+        OrbsCommand::Warm { reset, json } => {
+            let (method, path) = if reset {
+                ("POST", "/api/warm-pool/reset")
+            } else {
+                ("GET", "/api/warm-pool")
+            };
+            let answer = expect(client.request(method, path, None, QUICK).await, 200)?;
+            let pool: Value = parse(&answer)?;
+            if json {
+                println!("{}", answer.body);
+            } else {
+                print!("{}", warm_text(&pool));
+            }
+        }
         OrbsCommand::Logs { .. } => {}
     }
     Ok(())
+}
+
+/// The pool in one line, then one line per member.
+fn warm_text(pool: &Value) -> String {
+    let n = |k: &str| pool[k].as_u64().unwrap_or(0);
+    let mut out = format!(
+        "warm pool: {} ready of {}, {} starting; {} assigned, {} failed",
+        n("ready"),
+        n("size"),
+        n("starting"),
+        n("assignments"),
+        n("failures")
+    );
+    if let Some(ms) = pool["parked_for_ms"].as_u64() {
+        out.push_str(&format!("; parked for {:.1} s more", ms as f64 / 1000.0));
+    }
+    if let Some(why) = pool["disabled"].as_str() {
+        out.push_str(&format!("; disabled: {why}"));
+    }
+    out.push('\n');
+    for member in pool["members"].as_array().into_iter().flatten() {
+        let pid = member["pid"].as_u64().map_or("-".to_owned(), |p| p.to_string());
+        out.push_str(&format!(
+            "  {}  pid {pid}  {}  {:.1} s\n",
+            member["id"].as_str().unwrap_or("?"),
+            member["state"].as_str().unwrap_or("?"),
+            member["uptime_ms"].as_u64().unwrap_or(0) as f64 / 1000.0
+        ));
+    }
+    out
 }
 
 /// A header line, the summary text, then one line per transcript entry; a
@@ -312,6 +366,24 @@ mod tests {
     use super::*;
 
     /// Rule: a summary reads as a header, its text and one line per turn; another shape as JSON.
+    #[test]
+    fn the_warm_pool_reads_as_lines() {
+        let pool = json!({"size": 2, "ready": 1, "starting": 1, "assignments": 3, "failures": 0,
+            "parked_for_ms": null, "disabled": null,
+            "members": [{"id": "warm+4", "pid": 77, "state": "ready", "uptime_ms": 1500},
+                        {"id": "warm+5", "pid": null, "state": "spawning", "uptime_ms": 0}]});
+        assert_eq!(
+            warm_text(&pool),
+            "warm pool: 1 ready of 2, 1 starting; 3 assigned, 0 failed\n  warm+4  pid 77  ready  1.5 s\n  warm+5  pid -  spawning  0.0 s\n"
+        );
+        let off = json!({"size": 1, "ready": 0, "starting": 0, "assignments": 0, "failures": 1,
+            "parked_for_ms": 2500, "disabled": "it said orb_ready", "members": []});
+        assert_eq!(
+            warm_text(&off),
+            "warm pool: 0 ready of 1, 0 starting; 0 assigned, 1 failed; parked for 2.5 s more; disabled: it said orb_ready\n"
+        );
+    }
+
     #[test]
     fn summaries_read_as_lines() {
         let stored = json!({"room": "r1", "session": "s1", "receivedAt": 38_523_000u64, "summary": {

@@ -58,6 +58,12 @@ pub(super) struct Levels {
     gpu: Family<Labels, Gauge>,
     gpu_slots: Gauge,
     gpu_slots_used: Gauge,
+    warm_size: Gauge,
+    warm_ready: Gauge,
+    warm_parked: Gauge,
+    warm_disabled: Gauge,
+    warm_assignments: Counter,
+    warm_failures: Counter,
     rooms: Gauge,
     open_connections: Gauge,
     connections: Counter,
@@ -81,6 +87,12 @@ impl Levels {
             gpu: Family::default(),
             gpu_slots: Gauge::default(),
             gpu_slots_used: Gauge::default(),
+            warm_size: Gauge::default(),
+            warm_ready: Gauge::default(),
+            warm_parked: Gauge::default(),
+            warm_disabled: Gauge::default(),
+            warm_assignments: Counter::default(),
+            warm_failures: Counter::default(),
             rooms: Gauge::default(),
             open_connections: Gauge::default(),
             connections: Counter::default(),
@@ -132,6 +144,32 @@ impl Levels {
             levels.gpu_slots.clone(),
         );
         r.register("orb_gpu_slots_used", "GPU slots held", levels.gpu_slots_used.clone());
+        r.register("warm_pool_size", "ORB_WARM_POOL (0: off)", levels.warm_size.clone());
+        r.register(
+            "warm_pool_ready",
+            "Warm orbs ready to be given a room",
+            levels.warm_ready.clone(),
+        );
+        r.register(
+            "warm_pool_parked",
+            "1 while the warm pool is parked after too many failures",
+            levels.warm_parked.clone(),
+        );
+        r.register(
+            "warm_pool_disabled",
+            "1 when the warm pool is off for good (the orb program cannot be warm)",
+            levels.warm_disabled.clone(),
+        );
+        r.register(
+            "warm_pool_assignments",
+            "Rooms that got a warm orb",
+            levels.warm_assignments.clone(),
+        );
+        r.register(
+            "warm_pool_failures",
+            "Warm orbs that failed or were discarded",
+            levels.warm_failures.clone(),
+        );
         r.register("rooms", "Rooms alive", levels.rooms.clone());
         r.register(
             "open_connections",
@@ -166,6 +204,13 @@ impl Levels {
         self.queued.set(s.counts.queued as i64);
         self.gpu_slots.set(s.counts.gpu_slots.unwrap_or(0) as i64);
         self.gpu_slots_used.set(s.counts.gpu_slots_used as i64);
+        let warm = s.counts.warm;
+        self.warm_size.set(warm.size as i64);
+        self.warm_ready.set(warm.ready as i64);
+        self.warm_parked.set(i64::from(warm.parked));
+        self.warm_disabled.set(i64::from(warm.disabled));
+        mirror(&self.warm_assignments, warm.assignments);
+        mirror(&self.warm_failures, warm.failures);
         self.gpu.clear();
         self.heartbeat_age.clear();
         self.cpu.clear();

@@ -125,6 +125,8 @@ pub fn translate(message: OrbToManager) -> ProcessEvent {
         },
         OrbToManager::SessionSummary(summary) => ProcessEvent::Summary(summary.summary),
         OrbToManager::OrbShutdown(shutdown) => ProcessEvent::Announced(shutdown.reason),
+        OrbToManager::OrbWarm(_) => ProcessEvent::Warm,
+        OrbToManager::OrbAssigned(assigned) => ProcessEvent::Assigned { room: assigned.room_id },
     }
 }
 

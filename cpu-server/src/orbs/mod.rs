@@ -74,6 +74,25 @@ pub struct OrbCounts {
     pub gpu_slots: Option<usize>,
     /// GPU slots held.
     pub gpu_slots_used: usize,
+    /// The warm pool.
+    pub warm: WarmCounts,
+}
+
+/// The warm pool's figures for `/health` and metrics (`ORB_WARM_POOL`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WarmCounts {
+    /// Orbs it keeps (0: off).
+    pub size: usize,
+    /// Members ready to be given a room.
+    pub ready: usize,
+    /// Rooms that got a warm orb, since start.
+    pub assignments: u64,
+    /// Warm orbs that failed, since start.
+    pub failures: u64,
+    /// Refilling is paused after too many failures.
+    pub parked: bool,
+    /// Off for good (the orb program cannot be warm).
+    pub disabled: bool,
 }
 
 /// A room's orb timeline, as `GET /api/orbs/{room}/events` shows it.
@@ -126,6 +145,8 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Vec<(String, ExitRecord)>>,
     },
     Reset(String, oneshot::Sender<Result<OrbRecord, String>>),
+    WarmPool(oneshot::Sender<lifecycle::WarmPoolView>),
+    ResetWarmPool(oneshot::Sender<lifecycle::WarmPoolView>),
     Events(String, oneshot::Sender<Option<RoomTimeline>>),
     Summary(String, oneshot::Sender<Option<summaries::StoredSummary>>),
     Shutdown(oneshot::Sender<()>),
@@ -233,6 +254,16 @@ impl OrbsHandle {
         self.ask(|tx| Command::Reset(room.to_owned(), tx))
             .await
             .unwrap_or_else(|| Err("orb manager stopped".into()))
+    }
+
+    /// The warm pool (`ORB_WARM_POOL`).
+    pub async fn warm_pool(&self) -> Option<lifecycle::WarmPoolView> {
+        self.ask(Command::WarmPool).await
+    }
+
+    /// Clears the warm pool's failure history; a parked pool refills now.
+    pub async fn reset_warm_pool(&self) -> Option<lifecycle::WarmPoolView> {
+        self.ask(Command::ResetWarmPool).await
     }
 
     /// Whether `token` lets a socket join `room` as its AI: the token of the

@@ -105,21 +105,30 @@ pub struct OrbLaunch {
     pub client: Option<String>,
     /// The GPU device of its slot (`ORB_GPUS`), if any.
     pub gpu: Option<String>,
+    /// A warm pool member (`room` is its entry, `warm+N`): started with `--warm`,
+    /// its room comes later in `orb_assign`.
+    pub warm: bool,
 }
 
 /// The orb's own arguments, docs/protocol.md §2.1.
 pub fn orb_args(launch: &OrbLaunch, cpu_host: &str, settings: &OrbSettings) -> Vec<String> {
     // 0 is "no limit" for gpu-orb, as for the server.
     let ms = |d: Option<Duration>| d.map_or(0, |d| d.as_millis()).to_string();
-    let mut args = vec![
-        format!("--room={}", launch.room),
-        format!("--session={}", launch.session),
-    ];
-    if let Some(coach) = &launch.coach {
-        args.push(format!("--coach={coach}"));
-    }
-    if let Some(client) = &launch.client {
-        args.push(format!("--client={client}"));
+    let mut args = if launch.warm {
+        vec!["--warm".to_owned()]
+    } else {
+        vec![
+            format!("--room={}", launch.room),
+            format!("--session={}", launch.session),
+        ]
+    };
+    if !launch.warm {
+        if let Some(coach) = &launch.coach {
+            args.push(format!("--coach={coach}"));
+        }
+        if let Some(client) = &launch.client {
+            args.push(format!("--client={client}"));
+        }
     }
     args.push(format!("--cpu-host={cpu_host}"));
     args.push(format!("--max-lifetime={}", ms(settings.max_lifetime)));
@@ -190,7 +199,14 @@ mod tests {
             coach: Some("c".into()),
             client: None,
             gpu: None,
+            warm: false,
         };
+        let warm = OrbLaunch {
+            room: "warm+1".into(),
+            warm: true,
+            ..launch.clone()
+        };
+        assert_eq!(orb_args(&warm, "h:1", &s)[..2], ["--warm", "--cpu-host=h:1"]);
         assert_eq!(
             orb_args(&launch, "127.0.0.1:3000", &s),
             [

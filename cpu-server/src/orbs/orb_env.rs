@@ -15,16 +15,21 @@ pub fn launch_vars(
 ) -> Vec<(String, String)> {
     let inherited = with_dotenv(std::env::vars(), &settings.dotenv_vars.0);
     let mut vars = filter_env(inherited, &settings.env_passthrough);
+    if !launch.warm {
+        // A warm orb gets its room, session and token later, in `orb_assign`.
+        vars.extend([
+            ("ROOM_ID".to_owned(), launch.room.clone()),
+            ("SESSION_ID".to_owned(), launch.session.clone()),
+            ("ORB_AUTH_TOKEN".to_owned(), env.auth_token.clone()),
+        ]);
+    }
     vars.extend([
-        ("ROOM_ID".to_owned(), launch.room.clone()),
-        ("SESSION_ID".to_owned(), launch.session.clone()),
         ("CPU_SERVER_HOST".to_owned(), cpu_host.to_owned()),
         ("ORB_LOG_DIR".to_owned(), settings.log_dir.display().to_string()),
         (
             "ORB_HEARTBEAT_INTERVAL".to_owned(),
             env.heartbeat_interval_ms.to_string(),
         ),
-        ("ORB_AUTH_TOKEN".to_owned(), env.auth_token.clone()),
         ("ORB_SUPERVISED".to_owned(), "1".to_owned()),
     ]);
     if settings.test_mode {
@@ -48,7 +53,14 @@ pub const DEFAULT_ALLOWLIST: &[&str] = &[
 ];
 
 /// Server-side names that match the default prefixes but must never reach an orb.
-const NEVER_PASSED: &[&str] = &["ORB_AUTH_TOKEN", "ORB_COMMAND", "ORB_ENV_PASSTHROUGH", "ADMIN_TOKEN"];
+/// (`ORB_WARM` is set by the manager alone, through `--warm` for pool members.)
+const NEVER_PASSED: &[&str] = &[
+    "ORB_AUTH_TOKEN",
+    "ORB_COMMAND",
+    "ORB_ENV_PASSTHROUGH",
+    "ORB_WARM",
+    "ADMIN_TOKEN",
+];
 
 /// Whether `name` matches one allowlist entry (`NAME` exactly, or `PREFIX_*`).
 fn matches(entry: &str, name: &str) -> bool {

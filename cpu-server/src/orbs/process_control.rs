@@ -45,6 +45,13 @@ pub enum Order {
 pub enum ProcessEvent {
     /// It said `orb_ready`.
     Ready,
+    /// A warm orb said `orb_warm`: it can be given a room.
+    Warm,
+    /// A warm orb took the room it was given (`orb_assigned`).
+    Assigned {
+        /// The room it says it took.
+        room: String,
+    },
     /// An IPC heartbeat, with its delay (the orb's timestamp → arrival).
     Heartbeat {
         /// Metrics the orb sent.

@@ -82,6 +82,17 @@ impl TableWriter {
         });
     }
 
+    /// Process `pid` now belongs to `room` (a warm orb given a room).
+    pub fn retag(&self, pid: u32, room: &str) {
+        self.tracked.send_if_modified(|t| match t.pids.get_mut(&pid) {
+            Some(tagged) if tagged != room => {
+                room.clone_into(tagged);
+                true
+            }
+            _ => false,
+        });
+    }
+
     /// Process `pid` is gone.
     pub fn exited(&self, pid: u32) {
         self.tracked.send_if_modified(|t| t.pids.remove(&pid).is_some());

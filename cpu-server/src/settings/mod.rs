@@ -11,6 +11,7 @@ pub mod placement;
 pub mod rooms;
 pub mod security;
 pub mod turn;
+pub mod warm_pool;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,6 +27,7 @@ pub use placement::{LauncherKind, PlacementArgs, PlacementSettings, SlurmSetting
 pub use rooms::{RoomArgs, RoomSettings};
 pub use security::{Isolation, SecurityArgs, SecuritySettings};
 pub use turn::{TurnArgs, TurnSettings};
+pub use warm_pool::{WarmPoolArgs, WarmPoolSettings};
 
 const CPU_HOST: Setting = Setting::new(
     Key::new("CPU_HOST", "cpu-host"),
@@ -75,6 +77,9 @@ pub struct ServerArgs {
     /// Where orbs run.
     #[command(flatten)]
     pub placement: PlacementArgs,
+    /// The warm pool.
+    #[command(flatten)]
+    pub warm_pool: WarmPoolArgs,
     /// Admin API settings.
     #[command(flatten)]
     pub admin: AdminArgs,
@@ -130,8 +135,10 @@ impl ServerArgs {
         let tls = tls_paths(&mut v, self.tls_cert, self.tls_key);
         let rooms = self.rooms.validate(&mut v);
         let connections = self.connections.validate(&mut v);
-        let orbs = self.orbs.validate(&mut v, production, has_ai_key);
+        let mut orbs = self.orbs.validate(&mut v, production, has_ai_key);
         let placement = self.placement.validate(&mut v, listen);
+        let slurm = matches!(placement.launcher, LauncherKind::Slurm(_));
+        orbs.warm_pool = self.warm_pool.validate(&mut v, slurm);
         let admin = self.admin.validate(&mut v, production);
         let logs = self.logs.validate(&mut v, production);
         let security = self.security.validate(&mut v, production);
@@ -204,6 +211,7 @@ mod tests {
             connections::SETTINGS,
             orbs::SETTINGS,
             placement::SETTINGS,
+            warm_pool::SETTINGS,
             admin::SETTINGS,
             logs::SETTINGS,
             security::SETTINGS,

@@ -290,6 +290,8 @@ pub struct OrbSettings {
     pub room_empty_grace: Duration,
     /// `shutdown_graceful` → SIGTERM.
     pub stop_grace: Duration,
+    /// The warm pool (`ORB_WARM_POOL`, validated with the placement: settings/warm_pool.rs).
+    pub warm_pool: super::WarmPoolSettings,
     /// SIGTERM → SIGKILL.
     pub kill_grace: Duration,
     /// The server's `.env` pairs: allowlisted ones reach orbs like environment
@@ -451,6 +453,7 @@ impl OrbArgs {
             room_empty_grace,
             stop_grace,
             kill_grace,
+            warm_pool: super::WarmPoolSettings::default(),
             dotenv_vars: DotEnvVars(
                 v.dotenv()
                     .vars()

@@ -11,7 +11,6 @@ mod room_events;
 mod stop;
 mod voice;
 
-use std::os::unix::net::UnixStream as StdUnixStream;
 use std::time::Duration;
 
 use serde_json::{Map, json};
@@ -29,7 +28,7 @@ pub use stop::{EXIT_MARGIN, RUNTIME_SHUTDOWN, Stop};
 
 use crate::brain::{Brain, BrainQueue, MAX_WAITING};
 use crate::idle::IdleTimer;
-use crate::ipc_link::{IpcInbound, IpcLink};
+use crate::ipc_link::{IpcInbound, IpcLink, ManagerChannel};
 use crate::media::{EchoEngine, MediaHub, Outgoing, SilentEngine};
 use crate::metrics::{CpuSampler, rss_mb};
 use crate::presence::Presence;
@@ -64,7 +63,7 @@ pub struct Session<B: Brain> {
 
 impl<B: Brain> Session<B> {
     /// Starts the room link (and the IPC link when a channel was inherited).
-    pub fn start(settings: Settings, brain: B, channel: Option<StdUnixStream>) -> std::io::Result<Self> {
+    pub fn start(settings: Settings, brain: B, channel: Option<ManagerChannel>) -> std::io::Result<Self> {
         let user_id = orb_user_id(&settings.session);
         let (link, room, room_events) = RoomLink::new(LinkConfig {
             url: settings.room_url.clone(),
@@ -180,6 +179,10 @@ impl<B: Brain> Session<B> {
                 tracing::info!(user_id = %p.user_id, "manager: participant left");
                 self.presence.manager_left(&p.user_id);
                 self.presence_changed();
+                None
+            }
+            ManagerToOrb::OrbAssign(assign) => {
+                tracing::warn!(room = %assign.room_id, "orb_assign to an orb that has its room; ignored");
                 None
             }
         }

@@ -23,6 +23,10 @@ pub enum OrbToManager {
     SessionSummary(SessionSummary),
     /// The orb is about to exit.
     OrbShutdown(OrbShutdown),
+    /// A warm orb (`--warm`) is started, in no room, and can be assigned one.
+    OrbWarm(OrbWarm),
+    /// A warm orb took the room of an `orb_assign`; it joins it now.
+    OrbAssigned(OrbAssigned),
 }
 
 impl IpcMessage for OrbToManager {
@@ -32,6 +36,8 @@ impl IpcMessage for OrbToManager {
         "orb_error",
         "session_summary",
         "orb_shutdown",
+        "orb_warm",
+        "orb_assigned",
     ];
 }
 
@@ -45,10 +51,58 @@ pub enum ManagerToOrb {
     ParticipantJoined(ParticipantJoined),
     /// A participant left the room.
     ParticipantLeft(ParticipantLeft),
+    /// A warm orb's room, session and credential.
+    OrbAssign(OrbAssign),
 }
 
 impl IpcMessage for ManagerToOrb {
-    const TYPES: &'static [&'static str] = &["shutdown_graceful", "participant_joined", "participant_left"];
+    const TYPES: &'static [&'static str] = &[
+        "shutdown_graceful",
+        "participant_joined",
+        "participant_left",
+        "orb_assign",
+    ];
+}
+
+/// `orb_warm`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrbWarm {
+    /// Other fields.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// `orb_assigned`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrbAssigned {
+    /// The room it took.
+    pub room_id: String,
+    /// Other fields.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// `orb_assign`: what `--room`, `--session`, `--coach`, `--client` and
+/// `ORB_AUTH_TOKEN` give a cold orb (the token travels only on this private channel).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrbAssign {
+    /// The room to join.
+    pub room_id: String,
+    /// The session id.
+    pub session_id: String,
+    /// The coach's user id, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coach_id: Option<String>,
+    /// The client's user id, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The room socket credential of this process in that room.
+    pub token: String,
+    /// Other fields.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// `orb_ready`.
@@ -197,6 +251,8 @@ mod tests {
             json!({"type":"session_summary","roomId":"r1","sessionId":"s1","summary":{"turns":3}}),
         );
         round_trip::<OrbToManager>(json!({"type":"orb_shutdown","reason":"session_complete"}));
+        round_trip::<OrbToManager>(json!({"type":"orb_warm"}));
+        round_trip::<OrbToManager>(json!({"type":"orb_assigned","roomId":"r1"}));
     }
 
     #[test]
@@ -204,5 +260,8 @@ mod tests {
         round_trip::<ManagerToOrb>(json!({"type":"shutdown_graceful","reason":"manual_termination","timeout":10000}));
         round_trip::<ManagerToOrb>(json!({"type":"participant_joined","userId":"u1","userRole":"coach"}));
         round_trip::<ManagerToOrb>(json!({"type":"participant_left","userId":"u1"}));
+        round_trip::<ManagerToOrb>(
+            json!({"type":"orb_assign","roomId":"r1","sessionId":"s1","coachId":"c1","token":"t"}),
+        );
     }
 }

@@ -12,8 +12,8 @@ mod messages;
 pub use codec::{IpcCodec, IpcEvent, IpcLineError};
 pub use fd::{ChannelFdError, NODE_CHANNEL_FD, channel_from_env};
 pub use messages::{
-    IpcMessage, ManagerToOrb, OrbError, OrbHeartbeat, OrbMetrics, OrbReady, OrbShutdown, OrbToManager,
-    ParticipantJoined, ParticipantLeft, SessionSummary, ShutdownGraceful,
+    IpcMessage, ManagerToOrb, OrbAssign, OrbAssigned, OrbError, OrbHeartbeat, OrbMetrics, OrbReady, OrbShutdown,
+    OrbToManager, OrbWarm, ParticipantJoined, ParticipantLeft, SessionSummary, ShutdownGraceful,
 };
 
 /// Default cap on one IPC line, in bytes (64 KiB).

@@ -8,11 +8,13 @@
 //! - [`error`]: JSON errors `{"error", "code"}`, counted by code.
 //! - [`orbs`]: list, show, spawn, kill, kill all, reset, timeline, session summary, operator token.
 //! - [`rooms`]: rooms and their participants.
+//! - [`warm_pool`]: the warm pool and its reset.
 
 pub mod auth;
 pub mod error;
 pub mod orbs;
 pub mod rooms;
+pub mod warm_pool;
 
 use std::sync::Arc;
 
@@ -34,6 +36,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/orbs/{room}/summary", get(orbs::summary))
         .route("/api/orbs/{room}/token", post(orbs::token))
         .route("/api/rooms", get(rooms::list))
+        .route("/api/warm-pool", get(warm_pool::show))
+        .route("/api/warm-pool/reset", post(warm_pool::reset))
         .route("/metrics", get(super::metrics::metrics))
         .route_layer(from_fn_with_state(token, auth::require_bearer))
         .layer(map_response_with_state(metrics, error::count_errors))

@@ -26,7 +26,8 @@ impl Lifecycle {
             return Ok(SpawnAnswer::Existing);
         }
         self.create_entry(room, session, now);
-        self.try_start(room);
+        self.try_start(room, now);
+        self.refill_pool(now);
         Ok(match self.orbs.get(room).map(|o| &o.phase) {
             Some(OrbPhase::Queued { .. }) => SpawnAnswer::Queued,
             _ => SpawnAnswer::Created,
@@ -91,24 +92,26 @@ impl Lifecycle {
             // The operator wants the orb back now: no park timer any more.
             orb.phase = OrbPhase::Restarting { due: now };
             self.cancel(room, TimerKind::ParkExpired);
-            self.try_start(room);
+            self.try_start(room, now);
         }
         Ok(())
     }
 
     /// Server shutdown: no new orbs; queued ones are forgotten. Returns the
-    /// rooms whose orbs must now be stopped.
+    /// rooms (and warm pool entries) whose orbs must now be stopped.
     pub fn drain(&mut self) -> Vec<String> {
         self.draining = true;
         for room in std::mem::take(&mut self.queue) {
             self.remove_entry(&room);
         }
-        self.rooms()
+        let mut all: Vec<String> = self.orbs.keys().cloned().collect();
+        all.sort();
+        all
     }
 
-    /// Every room with an orb.
+    /// Every room with an orb (warm pool entries are not rooms: [`Lifecycle::warm_pool`]).
     pub fn rooms(&self) -> Vec<String> {
-        let mut rooms: Vec<String> = self.orbs.keys().cloned().collect();
+        let mut rooms: Vec<String> = self.orbs.keys().filter(|k| !is_warm_key(k)).cloned().collect();
         rooms.sort();
         rooms
     }

@@ -15,6 +15,7 @@
 //! - the spawn trigger: [`spawn_rule`];
 //! - the media-flow rule (a dead call behind live heartbeats): [`stall_rule`];
 //! - which GPU each process runs on: [`gpu_slots`];
+//! - orbs started ahead of need and handed to rooms: [`warm_pool`];
 //! - the causes: [`cause`].
 
 pub mod cause;
@@ -26,6 +27,7 @@ pub mod phase;
 pub mod restart_policy;
 pub mod spawn_rule;
 pub mod stall_rule;
+pub mod warm_pool;
 
 mod commands;
 mod placement;
@@ -47,6 +49,7 @@ pub use cause::{ExitCause, StopReason};
 pub use commands::SpawnAnswer;
 pub use note::Note;
 pub use phase::{Live, OrbLife, OrbPhase, StopRequest, WaiterId};
+pub use warm_pool::{WarmMember, WarmPoolView, is_warm_key};
 
 use super::orb_command::OrbLaunch;
 use super::process_control::{Order, Placement, ProcessEvent, Supervision};
@@ -88,6 +91,10 @@ pub struct Rules {
     pub max_restarts: u32,
     /// `RESTART_WINDOW`.
     pub restart_window: Duration,
+    /// `ORB_WARM_POOL` (0: off).
+    pub warm_pool: usize,
+    /// `ORB_WARM_ASSIGN_TIMEOUT`.
+    pub warm_assign_timeout: Duration,
 }
 
 impl From<&OrbSettings> for Rules {
@@ -111,6 +118,8 @@ impl From<&OrbSettings> for Rules {
             gpu_memory_limit_bytes: s.gpu_memory_limit_bytes,
             max_restarts: s.max_restarts,
             restart_window: s.restart_window,
+            warm_pool: s.warm_pool.size,
+            warm_assign_timeout: s.warm_pool.assign_timeout,
         }
     }
 }
@@ -206,11 +215,13 @@ pub enum TimerKind {
     LifetimeEnd,
     /// The next step of the stop escalation.
     Escalate,
+    /// `ORB_WARM_ASSIGN_TIMEOUT` after a warm orb was given the room.
+    AssignDue,
 }
 
 impl TimerKind {
     /// Every kind.
-    pub const ALL: [TimerKind; 8] = [
+    pub const ALL: [TimerKind; 9] = [
         Self::EmptyGrace,
         Self::Idle,
         Self::RestartDue,
@@ -219,9 +230,16 @@ impl TimerKind {
         Self::Watchdog,
         Self::LifetimeEnd,
         Self::Escalate,
+        Self::AssignDue,
     ];
     /// The kinds that belong to one process and end with it.
-    pub const PROCESS: [TimerKind; 4] = [Self::ReadyDue, Self::Watchdog, Self::LifetimeEnd, Self::Escalate];
+    pub const PROCESS: [TimerKind; 5] = [
+        Self::ReadyDue,
+        Self::Watchdog,
+        Self::LifetimeEnd,
+        Self::Escalate,
+        Self::AssignDue,
+    ];
 }
 
 /// One room's timer of one kind.
@@ -275,6 +293,14 @@ pub enum Action {
         /// Which process.
         generation: u64,
         /// What to start.
+        launch: OrbLaunch,
+    },
+    /// Process `generation` (a warm orb) now belongs to `launch.room`: re-key it,
+    /// and, for a room (not `launch.warm`), give it the room's token in `orb_assign`.
+    Assign {
+        /// Which process.
+        generation: u64,
+        /// Its new room (or pool entry) and what the orb needs to know of it.
         launch: OrbLaunch,
     },
     /// Deliver an order to process `generation`.
@@ -336,6 +362,7 @@ pub struct Lifecycle {
     queue: VecDeque<String>,
     slots_used: usize,
     gpu_slots: gpu_slots::GpuSlots,
+    warm: warm_pool::WarmPool,
     next_generation: u64,
     draining: bool,
     jitter: fastrand::Rng,
@@ -347,6 +374,12 @@ impl Lifecycle {
     pub fn new(rules: Rules, seed: u64) -> Self {
         Self {
             gpu_slots: gpu_slots::GpuSlots::new(rules.gpus.clone(), rules.gpu_slots_per_device),
+            warm: warm_pool::WarmPool::new(
+                rules.warm_pool,
+                rules.warm_assign_timeout,
+                rules.max_restarts,
+                rules.restart_window,
+            ),
             rules,
             orbs: HashMap::new(),
             people: HashMap::new(),
@@ -389,6 +422,13 @@ impl Lifecycle {
             } => self.process_event(&room, generation, event, now),
             Event::Timer(timer) => self.timer(timer, now),
         }
+        self.refill_pool(now);
+        self.take_actions()
+    }
+
+    /// Starts the warm pool (the shell calls it once, at its start).
+    pub fn start(&mut self, now: Instant) -> Vec<Action> {
+        self.refill_pool(now);
         self.take_actions()
     }
 

@@ -122,6 +122,26 @@ pub enum Note {
         /// Until the window has passed, ms.
         for_ms: u64,
     },
+    /// A warm orb's process `generation` was given this room (from pool entry `from`).
+    WarmAssigned {
+        /// Which process.
+        generation: u64,
+        /// Its pool entry (`warm+N`).
+        from: String,
+    },
+    /// The warm orb took the room (`orb_assigned`) after `after_ms`.
+    WarmTook {
+        /// Which process.
+        generation: u64,
+        /// Assignment → `orb_assigned`, ms.
+        after_ms: u64,
+    },
+    /// The warm orb did not take the room in time: it was discarded and the room
+    /// goes on with the next warm orb or a cold start.
+    WarmDiscarded {
+        /// Which process.
+        generation: u64,
+    },
     /// The room's orb is over (the room was told `cause`, when it was).
     Ended {
         /// What the room was told.
@@ -163,6 +183,9 @@ impl Note {
             Self::Exited { .. } => "exited",
             Self::RestartScheduled { .. } => "restart_scheduled",
             Self::Parked { .. } => "parked",
+            Self::WarmAssigned { .. } => "warm_assigned",
+            Self::WarmTook { .. } => "warm_took",
+            Self::WarmDiscarded { .. } => "warm_discarded",
             Self::Ended { .. } => "ended",
         }
     }

@@ -152,6 +152,15 @@ impl OrbPhase {
     }
 }
 
+/// A warm orb's process given to the room, until it says `orb_assigned`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Assigning {
+    /// Which process.
+    pub generation: u64,
+    /// When it was given the room.
+    pub since: Instant,
+}
+
 /// One room's orb, from the wish for it to its last exit.
 #[derive(Debug, Clone)]
 pub struct OrbLife {
@@ -179,4 +188,27 @@ pub struct OrbLife {
     pub gpu: Option<String>,
     /// Where the current (or last) cluster job is, if the launcher places jobs.
     pub placement: Option<Placement>,
+    /// A warm orb given to the room that has not yet taken it.
+    pub assigning: Option<Assigning>,
+}
+
+impl OrbLife {
+    /// A new entry, no process yet.
+    pub fn new(session: String, policy: RestartPolicy) -> Self {
+        Self {
+            session,
+            phase: OrbPhase::Queued { told: None },
+            policy,
+            last_exit: None,
+            ipc_delay_ms: None,
+            sample: None,
+            gpu_bytes: None,
+            spawn_to_ready_ms: None,
+            media: None,
+            voice: None,
+            gpu: None,
+            placement: None,
+            assigning: None,
+        }
+    }
 }

@@ -27,7 +27,7 @@ impl Lifecycle {
                 if waiting {
                     self.start_failed(room, &error, now);
                 }
-                self.fill_free_slots();
+                self.fill_free_slots(now);
                 return;
             }
             Ok(info) => info,
@@ -112,7 +112,11 @@ impl Lifecycle {
             self.heard_from(room, now);
         }
         match event {
+            ProcessEvent::Ready if is_warm_key(room) => self.warm_said_ready(now),
             ProcessEvent::Ready => self.became_ready(room, generation, now),
+            ProcessEvent::Warm if is_warm_key(room) => self.warm_ready(room, generation, now),
+            ProcessEvent::Warm => warn!(%room, "orb_warm from a room's orb; ignored"),
+            ProcessEvent::Assigned { room: said } => self.warm_took(room, generation, &said, now),
             ProcessEvent::Heartbeat { metrics, delay_ms } => {
                 self.push(Action::Count(Tally::Heartbeat(delay_ms)));
                 if let Some(delay) = delay_ms.filter(|d| *d >= LATE_HEARTBEAT_MS) {
@@ -357,7 +361,12 @@ impl Lifecycle {
             // A process killed because nobody wanted it any more.
             let exit = classify(code, signal, Some(StopReason::ManualTermination), None);
             self.push(Action::Count(Tally::Exit(exit.cause)));
-            self.fill_free_slots();
+            self.fill_free_slots(now);
+            return;
+        }
+        if is_warm_key(room) {
+            self.warm_exited(room, generation, code, signal, now);
+            self.fill_free_slots(now);
             return;
         }
         let Some(orb) = self.orbs.get_mut(room) else { return };
@@ -405,7 +414,7 @@ impl Lifecycle {
                 // they get a fresh orb (a join while an entry exists starts nothing).
                 if respawn && self.room_calls_for_orb(room) {
                     self.create_entry(room, None, now);
-                    self.try_start(room);
+                    self.try_start(room, now);
                 }
             }
             AfterExit::RestartNotFailure => {
@@ -426,6 +435,6 @@ impl Lifecycle {
             }
             AfterExit::Failure => self.after_failure(room, ran_for, now),
         }
-        self.fill_free_slots();
+        self.fill_free_slots(now);
     }
 }

@@ -19,7 +19,7 @@ impl Lifecycle {
         if spawn_rule::join_calls_for_orb(self.rules.spawn_on, &role) && !self.draining && !self.orbs.contains_key(room)
         {
             self.create_entry(room, None, now);
-            self.try_start(room);
+            self.try_start(room, now);
         }
     }
 

@@ -15,20 +15,10 @@ use super::*;
 
 impl Lifecycle {
     pub(super) fn create_entry(&mut self, room: &str, session: Option<String>, now: Instant) {
-        let life = OrbLife {
-            session: session.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-            phase: OrbPhase::Queued { told: None },
-            policy: RestartPolicy::new(self.rules.max_restarts, self.rules.restart_window),
-            last_exit: None,
-            ipc_delay_ms: None,
-            sample: None,
-            gpu_bytes: None,
-            spawn_to_ready_ms: None,
-            media: None,
-            voice: None,
-            gpu: None,
-            placement: None,
-        };
+        let life = OrbLife::new(
+            session.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            RestartPolicy::new(self.rules.max_restarts, self.rules.restart_window),
+        );
         self.orbs.insert(room.to_owned(), life);
         if let Some(idle) = self.rules.idle_timeout
             && self.humans(room) == 0
@@ -38,10 +28,12 @@ impl Lifecycle {
         }
     }
 
-    /// Starts the room's orb if a slot is free, else queues it.
-    pub(super) fn try_start(&mut self, room: &str) {
-        if self.slots_used < self.rules.max_concurrent {
-            self.launch(room);
+    /// Gives the room a ready warm orb, or starts one if a slot is free, else queues it.
+    pub(super) fn try_start(&mut self, room: &str, now: Instant) {
+        if let Some(key) = self.ready_warm() {
+            self.assign_warm(&key, room, now);
+        } else if self.slots_used < self.rules.max_concurrent {
+            self.launch(room, false);
         } else if !self.queue.iter().any(|r| r == room) {
             if let Some(orb) = self.orbs.get_mut(room) {
                 orb.phase = OrbPhase::Queued { told: None };
@@ -57,15 +49,24 @@ impl Lifecycle {
         }
     }
 
-    pub(super) fn fill_free_slots(&mut self) {
-        while self.slots_used < self.rules.max_concurrent && !self.draining {
+    /// Serves queued rooms, first with ready warm orbs, then with free slots.
+    pub(super) fn fill_free_slots(&mut self, now: Instant) {
+        while !self.draining {
+            let warm = self.ready_warm();
+            if warm.is_none() && self.slots_used >= self.rules.max_concurrent {
+                break;
+            }
             let Some(room) = self.queue.pop_front() else { break };
-            if self
+            if !self
                 .orbs
                 .get(&room)
                 .is_some_and(|o| matches!(o.phase, OrbPhase::Queued { .. }))
             {
-                self.launch(&room);
+                continue;
+            }
+            match warm {
+                Some(key) => self.assign_warm(&key, &room, now),
+                None => self.launch(&room, false),
             }
         }
         self.tell_queue_positions();
@@ -97,8 +98,8 @@ impl Lifecycle {
         }
     }
 
-    /// Takes a slot and asks for process `generation` of the room.
-    fn launch(&mut self, room: &str) {
+    /// Takes a slot and asks for process `generation` of the room (or of pool entry `room`: `warm`).
+    pub(super) fn launch(&mut self, room: &str, warm: bool) {
         let generation = self.next_generation;
         self.next_generation += 1;
         let humans = self.people.get(room);
@@ -115,6 +116,7 @@ impl Lifecycle {
             coach,
             client,
             gpu,
+            warm,
         };
         self.slots_used += 1;
         self.note(room, Note::Launching { generation });
@@ -125,6 +127,9 @@ impl Lifecycle {
     pub(super) fn start_failed(&mut self, room: &str, error: &str, now: Instant) {
         warn!(%room, %error, "orb failed to start");
         self.push(Action::Count(Tally::Exit(ExitCause::SpawnFailed)));
+        if warm_pool::is_warm_key(room) {
+            return self.warm_failed(room, error, Duration::ZERO, now);
+        }
         if self.orbs.contains_key(room) {
             self.note(
                 room,

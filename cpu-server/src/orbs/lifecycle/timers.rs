@@ -9,6 +9,9 @@ use super::*;
 impl Lifecycle {
     pub(super) fn timer(&mut self, timer: Timer, now: Instant) {
         let room = timer.room.as_str();
+        if is_warm_key(room) && !self.orbs.contains_key(room) {
+            return self.pool_timer(timer.kind, now);
+        }
         let Some(orb) = self.orbs.get(room) else { return };
         let generation = orb.phase.generation();
         match timer.kind {
@@ -32,7 +35,7 @@ impl Lifecycle {
                     orb.policy.reset();
                 }
                 if self.humans(room) > 0 && !self.draining {
-                    self.try_start(room);
+                    self.try_start(room, now);
                 } else {
                     self.remove_entry(room);
                 }
@@ -40,6 +43,9 @@ impl Lifecycle {
             TimerKind::ReadyDue => {
                 if matches!(orb.phase, OrbPhase::Starting { live: Some(_), .. }) {
                     warn!(%room, "orb sent no orb_ready in time; killing it");
+                    if is_warm_key(room) {
+                        self.warm_ready_due(now);
+                    }
                     self.begin_stop(room, StopRequest::internal(StopReason::ReadyTimeout), now);
                 }
             }
@@ -65,6 +71,7 @@ impl Lifecycle {
                     self.begin_stop(room, StopRequest::internal(StopReason::MaxLifetime), now);
                 }
             }
+            TimerKind::AssignDue => self.assign_due(room, now),
             TimerKind::Escalate => {
                 let graces = self.rules.graces;
                 let step = match self.orbs.get_mut(room).map(|o| &mut o.phase) {

@@ -57,6 +57,7 @@ impl Lifecycle {
             queued: self.queue.len(),
             gpu_slots: self.gpu_slots.total(),
             gpu_slots_used: self.gpu_slots.used(),
+            warm: self.warm_counts(),
         }
     }
 

@@ -59,6 +59,14 @@ impl Manager {
                 let record = result.and_then(|()| self.record_or_error(&room, now));
                 let _ = reply.send(record);
             }
+            Command::WarmPool(reply) => {
+                let _ = reply.send(self.life.warm_pool(now));
+            }
+            Command::ResetWarmPool(reply) => {
+                self.life.reset_pool(now);
+                self.carry_out_pending();
+                let _ = reply.send(self.life.warm_pool(now));
+            }
             Command::Shutdown(reply) => self.begin_shutdown(Some(reply)),
             Command::VerifyToken { room, token, reply } => {
                 let _ = reply.send(self.credentials.verify(&room, &token, now));

@@ -1,6 +1,7 @@
 //! Carrying out the lifecycle's actions: launches on the spawner thread,
 //! orders to started orbs, room notices, timers, replies and metrics.
 
+use shared::ipc::{ManagerToOrb, OrbAssign};
 use shared::room::{AiStatus, RoomMessage};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
@@ -16,6 +17,7 @@ impl Manager {
     pub(super) fn apply(&mut self, action: Action) {
         match action {
             Action::Launch { generation, launch } => self.launch(generation, launch),
+            Action::Assign { generation, launch } => self.assign(generation, launch),
             Action::Order { generation, order } => self.deliver(generation, order),
             Action::Notify { room, notice } => {
                 let queued = match notice {
@@ -86,6 +88,33 @@ impl Manager {
                 self.apply(action);
             }
         }
+    }
+
+    /// Re-keys process `generation` (a warm orb) to `launch.room`; for a room, mints
+    /// the room's token for it and sends `orb_assign` (the token only on its channel).
+    fn assign(&mut self, generation: u64, launch: OrbLaunch) {
+        let Some(handle) = self.handles.get_mut(&generation) else {
+            return; // already gone: its exit is on its way
+        };
+        let from = std::mem::replace(&mut handle.room, launch.room.clone());
+        let pid = handle.pid;
+        self.credentials.revoke(&from, generation);
+        if let Some(pid) = pid {
+            self.table.retag(pid, &launch.room);
+        }
+        if launch.warm {
+            return;
+        }
+        tracing::info!(room = %launch.room, %from, ?pid, "warm orb assigned");
+        let message = ManagerToOrb::OrbAssign(OrbAssign {
+            room_id: launch.room.clone(),
+            session_id: launch.session,
+            coach_id: launch.coach,
+            client_id: launch.client,
+            token: self.credentials.issue(&launch.room, generation),
+            extra: Default::default(),
+        });
+        self.deliver(generation, Order::Tell(message));
     }
 
     /// Delivers `order` to process `generation`. A message for the orb is

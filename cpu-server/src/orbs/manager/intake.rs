@@ -50,6 +50,9 @@ impl Manager {
                 generation,
                 event,
             } => {
+                // The handle knows the process's room now: a warm orb's driver
+                // still names the pool entry it was started for.
+                let room = self.handles.get(&generation).map_or(room, |h| h.room.clone());
                 if matches!(event, ProcessEvent::Exited { .. })
                     && let Some(handle) = self.handles.remove(&generation)
                 {

@@ -115,6 +115,8 @@ impl Manager {
 
     /// Runs until every handle is gone and every orb has exited.
     pub async fn run(mut self, mut inputs: Inputs, mut reports: mpsc::Receiver<Report>) {
+        let warm = self.life.start(Instant::now());
+        self.carry_out(warm);
         let mut commands_open = true;
         let mut events_open = true;
         loop {

@@ -90,6 +90,7 @@ fn log(room: &str, note: &Note) {
         | Note::OverGpuMemoryLimit { .. }
         | Note::Stalled { .. }
         | Note::SpawnFailed { .. }
+        | Note::WarmDiscarded { .. }
         | Note::Parked { .. } => {
             tracing::warn!(target: "orb_timeline", %room, event = note.name(), %fields, "orb event")
         }

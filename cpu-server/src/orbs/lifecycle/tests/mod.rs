@@ -13,6 +13,8 @@ use super::escalation::Graces;
 use super::*;
 use crate::orbs::record::OrbState;
 
+mod warm_pool;
+
 fn rules() -> Rules {
     Rules {
         spawn_on: SpawnOn::Coach,
@@ -33,6 +35,8 @@ fn rules() -> Rules {
         restart_window: Duration::from_secs(300),
         gpus: Vec::new(),
         gpu_slots_per_device: 1,
+        warm_pool: 0,
+        warm_assign_timeout: Duration::from_secs(2),
     }
 }
 
