@@ -116,7 +116,9 @@ async function orbRecord(room) {
 async function mediaOf(room, userId) {
   return until(`the orb's heartbeat media for ${userId}`, 10000, async () => {
     const peer = ((await orbRecord(room))?.media ?? []).find((p) => p.peer === userId);
-    return peer && peer.ice === 'connected' && peer.dtls === 'connected' && peer.packets_in > 20 ? peer : null;
+    // ICE `completed` is connected too (the orb's agent may end there, as the stall rule knows).
+    const iceUp = peer && (peer.ice === 'connected' || peer.ice === 'completed');
+    return iceUp && peer.dtls === 'connected' && peer.packets_in > 20 ? peer : null;
   });
 }
 
