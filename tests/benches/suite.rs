@@ -4,7 +4,7 @@
 //! Drives the release binaries (build them first: `cargo build --release --workspace --bins`).
 //!
 //! Usage: `cargo bench -p system-tests --bench suite -- [SCENARIO...] [--quick]`
-//! Scenarios: spawn relay throughput ai memory scale connections churn isolation media voice slurm
+//! Scenarios: spawn relay throughput ai memory scale connections churn isolation media voice slurm warm
 //! (none named: all). Prints a table and writes `target/bench-suite.json`.
 
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use system_tests::bench_peers::{self, message_256, relay_pairs, round_trips, sta
 use system_tests::bench_server::start;
 use system_tests::ws::Client;
 
-const ALL: [&str; 12] = [
+const ALL: [&str; 13] = [
     "spawn",
     "relay",
     "throughput",
@@ -28,6 +28,7 @@ const ALL: [&str; 12] = [
     "media",
     "voice",
     "slurm",
+    "warm",
 ];
 
 fn main() {
@@ -92,6 +93,7 @@ fn main() {
             "media" => system_tests::bench_media::media(&mut report, quick),
             "voice" => system_tests::bench_voice::voice(&mut report, quick),
             "slurm" => system_tests::bench_slurm::slurm(&mut report, &runtime, if quick { 10 } else { 20 }),
+            "warm" => system_tests::bench_warm::warm(&mut report, &runtime, if quick { 30 } else { 100 }),
             _ => {}
         }
         println!("{scenario:<12} ({:.1} s)", t.elapsed().as_secs_f64());

@@ -3,9 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::room_harness::RoomServer;
+use crate::ws::Client;
 
 /// The admin token every bench server gets.
 pub const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
@@ -87,4 +88,39 @@ pub fn wait_ready(port: u16, n: usize, timeout: Duration) -> Result<Duration, us
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Coach `join` sent → the AI's `user-joined`, ms, per room, one room after the
+/// other; each room's orb is stopped (`DELETE /api/orbs/{room}`, which answers once
+/// it is gone) before `before_each(port)` and the next room.
+pub async fn join_to_ai(
+    server: &RoomServer,
+    prefix: &str,
+    rooms: usize,
+    before_each: impl Fn(u16) + Clone + Send + 'static,
+) -> Vec<f64> {
+    let mut out = Vec::new();
+    let port = server.port;
+    for i in 0..rooms {
+        let wait = before_each.clone();
+        let _ = tokio::task::spawn_blocking(move || wait(port)).await;
+        let room = format!("{prefix}{i}");
+        let Ok(mut coach) = Client::connect(&server.url(&room)).await else {
+            continue;
+        };
+        let start = Instant::now();
+        coach
+            .send(json!({"type":"join","userId":"coach","userName":"c","userRole":"coach"}))
+            .await;
+        while let Some(frame) = coach.try_recv_type("user-joined", Duration::from_secs(30)).await {
+            if frame["participantType"] == "ai" {
+                out.push(start.elapsed().as_secs_f64() * 1000.0);
+                break;
+            }
+        }
+        coach.close().await;
+        let path = format!("/api/orbs/{room}");
+        let _ = tokio::task::spawn_blocking(move || api(port, "DELETE", &path, None)).await;
+    }
+    out
 }

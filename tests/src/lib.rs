@@ -39,6 +39,7 @@ pub mod bench_peers;
 pub mod bench_server;
 pub mod bench_slurm;
 pub mod bench_voice;
+pub mod bench_warm;
 pub mod binaries;
 pub mod browser_kit;
 pub mod chaos_kit;
