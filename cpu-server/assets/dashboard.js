@@ -242,6 +242,12 @@
     $('capacity').dataset.max = String(capacity.max);
     $('queue').textContent = 'queue ' + capacity.queued;
     $('queue').className = 'badge' + (capacity.queued ? ' warn' : '');
+    const warm = capacity.warm;
+    $('warm').classList.toggle('hidden', !warm || warm.size === 0);
+    if (warm && warm.size > 0) {
+      $('warm').textContent = 'warm ' + warm.ready + ' / ' + warm.size + (warm.disabled ? ' disabled' : warm.parked ? ' parked' : '');
+      $('warm').className = 'badge' + (warm.disabled ? ' bad' : warm.parked || warm.ready === 0 ? ' warn' : ' ok');
+    }
     $('capacity-bar').style.width = Math.min(100, capacity.max ? (100 * capacity.active) / capacity.max : 0) + '%';
 
     const tbody = $('orbs');

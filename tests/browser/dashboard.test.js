@@ -109,6 +109,7 @@ for (const viewport of VIEWPORTS) {
       assert.ok(active >= 1, 'capacity counts the running orb');
       assert.match(await text(dash.page, '#capacity'), /^\d+ \/ \d+ orbs running$/);
       assert.match(await text(dash.page, '#queue'), /^queue \d+$/);
+      assert.equal(await dash.page.isVisible('#warm'), false, 'no warm pool badge without ORB_WARM_POOL');
       await until('a few seconds of chart', 15000, async () =>
         Number(await dash.page.$eval(canvas, (c) => c.dataset.samples)) >= 8);
       await screenshot(dash.page, `dashboard-${viewport.name}`, viewport.name === 'wide' ? 'dashboard.png' : null);

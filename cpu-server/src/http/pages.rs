@@ -145,6 +145,21 @@ pub struct Capacity {
     pub max: usize,
     /// Rooms waiting for a slot.
     pub queued: usize,
+    /// The warm pool (`ORB_WARM_POOL`; `size` 0: off).
+    pub warm: WarmSummary,
+}
+
+/// The warm pool part of [`Capacity`].
+#[derive(Debug, Serialize)]
+pub struct WarmSummary {
+    /// Orbs it keeps.
+    pub size: usize,
+    /// Ready to be given a room.
+    pub ready: usize,
+    /// Refilling paused after failures.
+    pub parked: bool,
+    /// Off for good.
+    pub disabled: bool,
 }
 
 async fn snapshot(admin: &AdminState) -> Snapshot {
@@ -156,6 +171,12 @@ async fn snapshot(admin: &AdminState) -> Snapshot {
             active: counts.active,
             max: counts.max,
             queued: counts.queued,
+            warm: WarmSummary {
+                size: counts.warm.size,
+                ready: counts.warm.ready,
+                parked: counts.warm.parked,
+                disabled: counts.warm.disabled,
+            },
         },
         at_ms: epoch_ms(),
     }
