@@ -321,7 +321,16 @@ impl Lifecycle {
             silent_ms,
         };
         self.note(room, asked);
-        for kind in [TimerKind::ReadyDue, TimerKind::Watchdog, TimerKind::LifetimeEnd] {
+        // A warm orb stopped before it took the room: its stop is the room's, not a fault of it.
+        if let Some(orb) = self.orbs.get_mut(room) {
+            orb.assigning = None;
+        }
+        for kind in [
+            TimerKind::ReadyDue,
+            TimerKind::Watchdog,
+            TimerKind::LifetimeEnd,
+            TimerKind::AssignDue,
+        ] {
             self.cancel(room, kind);
         }
         if let Some(step) = step {
@@ -370,6 +379,7 @@ impl Lifecycle {
             return;
         }
         let Some(orb) = self.orbs.get_mut(room) else { return };
+        orb.assigning = None;
         let phase = std::mem::replace(&mut orb.phase, OrbPhase::Queued { told: None });
         let (ending, waiters, live) = match phase {
             OrbPhase::Stopping {

@@ -164,6 +164,9 @@ impl Lifecycle {
 
     /// Gives warm member `key`'s process to `room` (whose entry exists and has no process).
     pub(super) fn assign_warm(&mut self, key: &str, room: &str, now: Instant) {
+        if !self.orbs.contains_key(room) {
+            return;
+        }
         let Some(warm) = self.orbs.remove(key) else { return };
         self.warm.members.retain(|k| k != key);
         for kind in TimerKind::ALL {

@@ -229,3 +229,21 @@ impl Harness {
         out
     }
 }
+
+/// Rule: a room stopped while its warm orb is taking it stops that orb as any
+/// (the assignment timeout no longer applies: it is not the orb's fault).
+#[test]
+fn a_room_stopped_during_the_assignment_does_not_blame_the_pool() {
+    let mut h = Harness::new(pool_rules(1, 3));
+    h.start_pool();
+    h.warm("warm+1", 1);
+    h.join("r", "coach", "coach");
+    let (_, stopped) = h.command(|life, now| life.stop("r", StopReason::ManualTermination, None, now));
+    assert!(!orders(&stopped).is_empty(), "the orb is asked to stop: {stopped:?}");
+    assert_eq!(h.armed("r", TimerKind::AssignDue), None);
+    let later = h.advance_to(3.0);
+    assert!(assigns(&later).is_empty(), "nothing discarded: {later:?}");
+    assert!(h.pool().disabled.is_none());
+    h.exited("r", 1, Some(0), None);
+    assert_eq!(h.pool().failures, 0);
+}
