@@ -162,6 +162,18 @@ pub fn media_peers(media: Option<&serde_json::Value>) -> Option<Vec<String>> {
 }
 
 impl Note {
+    /// Process `generation` ended as `exit`; `by_us`: a stop of ours was under way.
+    pub fn exited(generation: u64, exit: &crate::orbs::record::ExitRecord, by_us: bool) -> Self {
+        Self::Exited {
+            generation,
+            code: exit.code,
+            signal: exit.signal,
+            cause: exit.cause,
+            reason: exit.reason.clone(),
+            by_us,
+        }
+    }
+
     /// The event name (the `event` field of its JSON).
     pub fn name(&self) -> &'static str {
         match self {

@@ -395,15 +395,7 @@ impl Lifecycle {
         info!(%room, code = ?exit.code, signal = ?exit.signal, reason = %exit.reason, normal = exit.normal, "orb exited");
         orb.last_exit = Some(exit.clone());
         self.push(Action::Count(Tally::Exit(exit.cause)));
-        let exited = Note::Exited {
-            generation,
-            code: exit.code,
-            signal: exit.signal,
-            cause: exit.cause,
-            reason: exit.reason.clone(),
-            by_us: ending.is_some(),
-        };
-        self.note(room, exited);
+        self.note(room, Note::exited(generation, &exit, ending.is_some()));
         for kind in TimerKind::PROCESS {
             self.cancel(room, kind);
         }

@@ -340,17 +340,7 @@ impl Lifecycle {
             .map_or(Duration::ZERO, |l| now.saturating_duration_since(l.started));
         let exit = classify(code, signal, ending, live.as_ref().and_then(|l| l.announced.as_deref()));
         self.push(Action::Count(Tally::Exit(exit.cause)));
-        self.note(
-            key,
-            Note::Exited {
-                generation,
-                code: exit.code,
-                signal: exit.signal,
-                cause: exit.cause,
-                reason: exit.reason.clone(),
-                by_us: ending.is_some(),
-            },
-        );
+        self.note(key, Note::exited(generation, &exit, ending.is_some()));
         for waiter in waiters {
             self.push(Action::Reply {
                 waiter,
