@@ -182,13 +182,31 @@ async fn a_pool_whose_orbs_crash_is_parked_and_rooms_get_cold_orbs() {
     let parked = until(15 * SECOND, || Some(pool(port)).filter(|p| p["parked_for_ms"].is_u64())).await;
     let parked = parked.unwrap_or_else(|| panic!("never parked: {}", pool(port)));
     assert_eq!(parked["failures"], 3, "{parked}");
+    let host = format!("127.0.0.1:{port}");
+    let cli_env = [("CPU_HOST", host.as_str()), ("ADMIN_TOKEN", ADMIN_TOKEN)];
+    let shown = system_tests::operator_kit::cli(dir.path(), &cli_env, &["orbs", "warm"], 30 * SECOND);
+    assert_eq!(shown.code, Some(0), "{}", shown.stderr);
+    assert!(
+        shown
+            .stdout
+            .starts_with("warm pool: 0 ready of 1, 0 starting; 0 assigned, 3 failed; parked for"),
+        "{}",
+        shown.stdout
+    );
     let _coach = coach_with_ai(&server, "w-cold").await;
     let pid = room_pid(port, "w-cold", 5 * SECOND).await;
     assert!(procfs::cmdline(pid).iter().any(|a| a == "--room=w-cold"), "a cold orb");
     // A window in which nothing may happen: a parked pool starts nothing.
     tokio::time::sleep(SECOND).await;
     assert_eq!(pool(port)["failures"], 3);
-    let reset = api(port, "POST", "/api/warm-pool/reset");
+    let reset = system_tests::operator_kit::cli(
+        dir.path(),
+        &cli_env,
+        &["orbs", "warm", "--reset", "--json"],
+        30 * SECOND,
+    );
+    assert_eq!(reset.code, Some(0), "{}", reset.stderr);
+    let reset: Value = serde_json::from_str(&reset.stdout).expect("json");
     assert!(reset["parked_for_ms"].is_null(), "{reset}");
     let after = until(10 * SECOND, || {
         Some(pool(port)).filter(|p| p["failures"].as_u64() > Some(3))
