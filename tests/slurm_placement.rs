@@ -313,4 +313,39 @@ async fn orbs_run_as_slurm_jobs_queue_for_gpus_restart_and_never_outlive_their_s
     let record_e = record_e.expect("record");
     assert_eq!(record_e["state"], "parked", "{record_e}");
     assert_eq!(record_e["restarts"], 1, "{record_e}");
+    drop(failing);
+
+    // A warm pool of Slurm jobs: a job started with --warm waits on its node, over its
+    // link, and the coach's room takes it (the AI is that process).
+    let pooled = server_with(&cluster, None, &[("ORB_WARM_POOL", "1")]);
+    let pool = |port: u16| -> Value {
+        serde_json::from_str(&request(port, "GET", "/api/warm-pool", Some(ADMIN_TOKEN), None).1).unwrap_or_default()
+    };
+    let warm_ready = until(40 * SECOND, || (pool(pooled.port)["ready"] == 1).then_some(())).await;
+    assert!(warm_ready.is_some(), "no warm job became ready: {}", pool(pooled.port));
+    let warm_pid = *procfs::with_arg("--warm")
+        .iter()
+        .find(|p| procfs::cmdline(**p).first().is_some_and(|a| a.ends_with("gpu-orb")))
+        .expect("the warm orb on its node");
+    let warm_job = procfs::environ(warm_pid)
+        .into_iter()
+        .find_map(|kv| kv.strip_prefix("SLURM_JOB_ID=").map(str::to_owned))
+        .expect("a Slurm job");
+    let (mut coach_w, _) = Client::join(&pooled.url("sl-w"), "coach-w", "coach").await;
+    let joined = coach_w.recv_type("user-joined", 10 * SECOND).await;
+    assert_eq!(joined["participantType"], "ai", "{joined}");
+    coach_w
+        .send(json!({"type":"ai_control","action":"say","text":"warm"}))
+        .await;
+    assert_eq!(
+        coach_w.recv_type("ai_response", 10 * SECOND).await["text"],
+        "echo: warm"
+    );
+    let w = running(pooled.port, "sl-w", 10 * SECOND).await;
+    assert_eq!(
+        w["placement"]["job"],
+        warm_job.as_str(),
+        "the room's orb is the warm job: {w}"
+    );
+    assert_eq!(pool(pooled.port)["assignments"], 1);
 }

@@ -110,11 +110,14 @@ pub async fn run(settings: Settings, channel: Option<UnixStream>) -> i32 {
 
 async fn serve<B: Brain>(mut settings: Settings, brain: B, channel: Option<UnixStream>, signals: &mut Signals) -> i32 {
     let channel = if settings.warm {
-        let Some(inherited) = channel else {
-            tracing::error!("--warm needs the manager channel (NODE_CHANNEL_FD): run it under cpu-server");
+        // The inherited socket, or the supervision link of a job on another host.
+        let Some(manager) = manager_channel(&settings, channel).ok().flatten() else {
+            tracing::error!(
+                "--warm needs the manager channel (NODE_CHANNEL_FD or ORB_LINK_URL): run it under cpu-server"
+            );
             return exit::USAGE;
         };
-        let waiting = warm::await_room(&mut settings, inherited, signals);
+        let waiting = warm::await_room(&mut settings, manager, signals);
         match waiting.instrument(tracing::info_span!("orb", room = "(warm)")).await {
             Ok(channel) => Some(channel),
             Err(code) => return code,

@@ -33,8 +33,10 @@ fn main() {
             std::process::exit(exit::USAGE);
         }
     };
-    if settings.warm && channel.is_none() {
-        eprintln!("invalid settings: --warm needs the manager channel (NODE_CHANNEL_FD): run it under cpu-server");
+    if settings.warm && channel.is_none() && settings.link_url.is_none() {
+        eprintln!(
+            "invalid settings: --warm needs the manager channel (NODE_CHANNEL_FD or ORB_LINK_URL): run it under cpu-server"
+        );
         std::process::exit(exit::USAGE);
     }
     // Under cpu-server, stderr already goes into ORB_LOG_DIR/orb-<room>.log:

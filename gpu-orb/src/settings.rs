@@ -266,13 +266,6 @@ impl Settings {
             openai,
         };
         let voice = cli.voice.resolve(&mut v, env, voice_context);
-        if warm && link_url.is_some() {
-            v.error(
-                &WARM,
-                "true",
-                "warm orbs are assigned over the inherited NODE_CHANNEL_FD channel, not ORB_LINK_URL",
-            );
-        }
         v.finish()?;
         Ok(Self {
             room,

@@ -8,7 +8,6 @@
 //! the assignment still unread. A `shutdown_graceful`, the end of the channel
 //! or a signal ends it before that (exit 0).
 
-use std::os::unix::net::UnixStream as StdUnixStream;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -36,10 +35,10 @@ const WRITE_BOUND: Duration = Duration::from_secs(5);
 /// goes on to the session; `Err`: the exit code (the orb ends without a room).
 pub async fn await_room(
     settings: &mut Settings,
-    channel: StdUnixStream,
+    channel: ManagerChannel,
     signals: &mut Signals,
 ) -> Result<ManagerChannel, i32> {
-    let stream = UnixStream::from_std(channel).map_err(|error| {
+    let stream = UnixStream::from_std(channel.stream).map_err(|error| {
         tracing::error!(%error, "cannot use the manager channel");
         exit::USAGE
     })?;

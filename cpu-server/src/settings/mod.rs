@@ -137,8 +137,7 @@ impl ServerArgs {
         let connections = self.connections.validate(&mut v);
         let mut orbs = self.orbs.validate(&mut v, production, has_ai_key);
         let placement = self.placement.validate(&mut v, listen);
-        let slurm = matches!(placement.launcher, LauncherKind::Slurm(_));
-        orbs.warm_pool = self.warm_pool.validate(&mut v, slurm);
+        orbs.warm_pool = self.warm_pool.validate(&mut v);
         let admin = self.admin.validate(&mut v, production);
         let logs = self.logs.validate(&mut v, production);
         let security = self.security.validate(&mut v, production);

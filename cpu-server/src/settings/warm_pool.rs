@@ -51,18 +51,10 @@ impl Default for WarmPoolSettings {
 }
 
 impl WarmPoolArgs {
-    /// Validates into [`WarmPoolSettings`]; `slurm`: whether `ORB_LAUNCHER=slurm`
-    /// (warm jobs are not built yet: a pool there stops start-up).
-    pub fn validate(self, v: &mut Validator<'_>, slurm: bool) -> WarmPoolSettings {
+    /// Validates into [`WarmPoolSettings`].
+    pub fn validate(self, v: &mut Validator<'_>) -> WarmPoolSettings {
         let size = v.number(&ORB_WARM_POOL, self.orb_warm_pool, 0, 1000) as usize;
         let assign_timeout = v.millis(&ORB_WARM_ASSIGN_TIMEOUT, self.orb_warm_assign_timeout, 100);
-        if slurm && size > 0 {
-            v.error(
-                &ORB_WARM_POOL,
-                size.to_string(),
-                "0 with ORB_LAUNCHER=slurm (warm Slurm jobs are not supported yet)",
-            );
-        }
         WarmPoolSettings { size, assign_timeout }
     }
 }

@@ -188,6 +188,7 @@ impl Lifecycle {
         };
         orb.assigning = Some(Assigning { generation, since: now });
         orb.gpu = warm.gpu.clone();
+        orb.placement = warm.placement.clone();
         orb.sample = warm.sample;
         orb.gpu_bytes = warm.gpu_bytes;
         orb.media = None;

@@ -144,7 +144,10 @@ impl SlurmLauncher {
         let mut args = command.leading_args.clone();
         args.extend(orb_command::orb_args(launch, &self.cpu_host, &self.settings));
         let mut vars = orb_env::launch_vars(&self.settings, launch, env, &self.cpu_host);
-        vars.retain(|(name, _)| !matches!(name.as_str(), "CPU_WEBSOCKET_URL" | "ORB_LINK_URL"));
+        vars.retain(|(name, _)| !matches!(name.as_str(), "CPU_WEBSOCKET_URL" | "ORB_LINK_URL" | "ORB_AUTH_TOKEN"));
+        // The token authenticates the supervision link (of a warm job too: its room
+        // token comes later in `orb_assign`, over that link).
+        vars.push(("ORB_AUTH_TOKEN".to_owned(), env.auth_token.clone()));
         vars.push(("CPU_WEBSOCKET_URL".to_owned(), self.websocket_base.clone()));
         vars.push((
             "ORB_LINK_URL".to_owned(),
@@ -159,7 +162,8 @@ impl SlurmLauncher {
             cwd: &self.settings.gpu_server_path,
             log: &log,
             env: &vars,
-            lifetime: self.settings.max_lifetime,
+            // A warm job may wait a lifetime for its room, then serve one.
+            lifetime: self.settings.max_lifetime.map(|l| if launch.warm { l * 2 } else { l }),
             stop_bound: self.settings.stop_grace + self.settings.kill_grace,
         };
         Ok(JobRequest {
