@@ -128,6 +128,19 @@ async fn a_room_gets_a_warm_orb_and_the_pool_refills() {
     assert!(metrics.contains("cpu_server_warm_pool_ready 1"), "{metrics}");
     let (_, list) = request(port, "GET", "/api/orbs", Some(ADMIN_TOKEN), None);
     assert!(!list.contains("warm+"), "pool members are not rooms: {list}");
+    // A clean stop ends the warm orbs too (shutdown_graceful while they wait).
+    let mut server = server;
+    server.proc.signal(Signal::SIGTERM);
+    let status = server
+        .proc
+        .wait_exit_async(20 * SECOND)
+        .await
+        .expect("the server stopped");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        refilled.iter().all(|pid| procfs::stat(*pid).is_none()),
+        "a warm orb outlived its server"
+    );
 }
 
 #[tokio::test]
