@@ -437,16 +437,13 @@ impl Lifecycle {
                 })
             })
             .collect();
-        let ready = members
-            .iter()
-            .filter(|m| m.state == crate::orbs::OrbState::Ready)
-            .count();
+        let counts = self.warm_counts();
         WarmPoolView {
-            size: self.warm.target.min(self.rules.max_concurrent),
-            ready,
-            starting: members.len() - ready,
-            assignments: self.warm.assignments,
-            failures: self.warm.failures,
+            size: counts.size,
+            ready: counts.ready,
+            starting: members.len().saturating_sub(counts.ready),
+            assignments: counts.assignments,
+            failures: counts.failures,
             parked_for_ms: self
                 .warm
                 .parked_until
