@@ -104,8 +104,8 @@ async fn a_room_gets_a_warm_orb_and_the_pool_refills() {
     assert!(
         procfs::environ(warm)
             .iter()
-            .all(|kv| !kv.starts_with("ORB_AUTH_TOKEN=")),
-        "a warm orb has no token until it is given a room"
+            .all(|kv| !kv.starts_with("ROOM_ID=") && !kv.starts_with("SESSION_ID=")),
+        "a warm orb has no room until it is given one"
     );
     let _coach = coach_with_ai(&server, "w-a").await;
     assert_eq!(

@@ -119,18 +119,19 @@ async fn serve<B: Brain>(mut settings: Settings, brain: B, channel: Option<UnixS
         };
         let waiting = warm::await_room(&mut settings, manager, signals);
         match waiting.instrument(tracing::info_span!("orb", room = "(warm)")).await {
-            Ok(channel) => Some(channel),
+            Ok(taken) => taken,
             Err(code) => return code,
         }
     } else {
         match manager_channel(&settings, channel) {
-            Ok(channel) => channel,
+            Ok(channel) => (channel, None),
             Err(code) => return code,
         }
     };
+    let (channel, seat) = channel;
     let span = tracing::info_span!("orb", room = %settings.room, session = %settings.session);
     async move {
-        match Session::start(settings, brain, channel) {
+        match Session::start(settings, brain, channel, seat) {
             Ok(session) => session.run(signals).await,
             Err(error) => {
                 tracing::error!(%error, "cannot use the manager channel");

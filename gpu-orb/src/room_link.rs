@@ -4,6 +4,10 @@
 //! [`RoomCommand`]s and hears [`RoomEvent`]s back. When the connection drops
 //! the link reconnects with backoff and joins again; if the room stays
 //! unreachable for the reconnect grace it reports [`RoomEvent::GaveUp`].
+//!
+//! A warm orb's first connection may be its seat: the room socket it opened
+//! while warm, on which it already sent its `join` (docs/protocol.md §3.3). The
+//! link then only waits for the `peer-discovery`.
 
 use std::time::Duration;
 
@@ -22,7 +26,12 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::backoff;
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// A room socket.
+pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A warm orb's room socket on which its `join` is already sent.
+#[derive(Debug)]
+pub struct Seat(pub Socket);
 
 /// Bound of one connect + join handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -96,6 +105,8 @@ pub struct RoomLink {
     config: LinkConfig,
     commands: mpsc::Receiver<RoomCommand>,
     events: mpsc::Sender<RoomEvent>,
+    /// The warm orb's seated socket, for the first connection.
+    seat: Option<Seat>,
 }
 
 impl RoomLink {
@@ -106,13 +117,14 @@ impl RoomLink {
     /// queue, and a frame that finds the queue full is dropped and logged
     /// rather than growing memory. Events are bounded too, which pushes back on
     /// reading the socket instead.
-    pub fn new(config: LinkConfig) -> (Self, mpsc::Sender<RoomCommand>, mpsc::Receiver<RoomEvent>) {
+    pub fn new(config: LinkConfig, seat: Option<Seat>) -> (Self, mpsc::Sender<RoomCommand>, mpsc::Receiver<RoomEvent>) {
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
         let (ev_tx, ev_rx) = mpsc::channel(64);
         let link = Self {
             config,
             commands: cmd_rx,
             events: ev_tx,
+            seat,
         };
         (link, cmd_tx, ev_rx)
     }
@@ -192,12 +204,27 @@ impl RoomLink {
     async fn connect_and_join(&mut self, down_since: Instant) -> Result<(Socket, Vec<Participant>), Attempt> {
         let left = self.config.reconnect_grace.saturating_sub(down_since.elapsed());
         let bound = HANDSHAKE_TIMEOUT.min(left.max(Duration::from_millis(200)));
-        let handshake = handshake(&self.config);
+        let seat = self.seat.take();
+        let seated = seat.is_some();
+        let config = &self.config;
+        let handshake = async move {
+            match seat {
+                Some(Seat(mut socket)) => {
+                    let peers = await_discovery(&mut socket).await?;
+                    tracing::info!("joined on the warm room socket");
+                    Ok((socket, peers))
+                }
+                None => handshake(config).await,
+            }
+        };
         tokio::pin!(handshake);
         loop {
             tokio::select! {
                 result = tokio::time::timeout(bound, &mut handshake) => {
                     return match result {
+                        Ok(Err(Attempt::Failed(why))) if seated => {
+                            Err(Attempt::Failed(format!("warm room socket: {why}")))
+                        }
                         Ok(r) => r,
                         Err(_) => Err(Attempt::Failed(format!("no join within {} ms", bound.as_millis()))),
                     };
@@ -244,21 +271,39 @@ impl RoomLink {
                         return Ended::Lost(e.to_string());
                     }
                 }
-                frame = stream.next() => match frame {
-                    Some(Ok(Message::Text(text))) => match parse_frame(&text) {
-                        Some(value) if value["type"] == "pong" => self.latency(&mut pending).await,
-                        Some(value) => if !self.emit(RoomEvent::Frame(value)).await { return Ended::Closed },
-                        None => tracing::warn!(frame = %truncate(&text), "ignored a room frame that is not a JSON object with a type"),
-                    },
-                    Some(Ok(Message::Pong(_))) => self.latency(&mut pending).await,
-                    Some(Ok(Message::Binary(data))) => tracing::warn!(bytes = data.len(), "ignored a binary room frame"),
-                    Some(Ok(Message::Close(frame))) => return Ended::Lost(format!("server closed: {frame:?}")),
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => return Ended::Lost(e.to_string()),
-                    None => return Ended::Lost(String::from("connection closed")),
+                frame = stream.next() => if let Some(ended) = self.on_frame(frame, &mut pending).await {
+                    return ended;
                 },
             }
         }
+    }
+
+    /// One frame read from the room; `Some`: the connection ended.
+    async fn on_frame(
+        &mut self,
+        frame: Option<Result<Message, WsError>>,
+        pending: &mut Option<Instant>,
+    ) -> Option<Ended> {
+        match frame {
+            Some(Ok(Message::Text(text))) => match parse_frame(&text) {
+                Some(value) if value["type"] == "pong" => self.latency(pending).await,
+                Some(value) => {
+                    if !self.emit(RoomEvent::Frame(value)).await {
+                        return Some(Ended::Closed);
+                    }
+                }
+                None => {
+                    tracing::warn!(frame = %truncate(&text), "ignored a room frame that is not a JSON object with a type")
+                }
+            },
+            Some(Ok(Message::Pong(_))) => self.latency(pending).await,
+            Some(Ok(Message::Binary(data))) => tracing::warn!(bytes = data.len(), "ignored a binary room frame"),
+            Some(Ok(Message::Close(frame))) => return Some(Ended::Lost(format!("server closed: {frame:?}"))),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Some(Ended::Lost(e.to_string())),
+            None => return Some(Ended::Lost(String::from("connection closed"))),
+        }
+        None
     }
 
     async fn latency(&self, pending: &mut Option<Instant>) {
@@ -270,12 +315,31 @@ impl RoomLink {
 
 /// Connects (with the bearer header), sends the join and waits for `peer-discovery`.
 async fn handshake(config: &LinkConfig) -> Result<(Socket, Vec<Participant>), Attempt> {
-    let mut request = config
-        .url
-        .as_str()
+    let mut socket = connect(&config.url, config.token.as_ref()).await?;
+    socket
+        .send(Message::text(config.join.expose()))
+        .await
+        .map_err(|e| Attempt::Failed(e.to_string()))?;
+    let peers = await_discovery(&mut socket).await?;
+    Ok((socket, peers))
+}
+
+/// Opens a warm orb's room socket (`/orb-seat`), authenticated by its process token.
+pub async fn open_seat(url: &str, token: &Secret) -> Result<Socket, String> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, connect(url, Some(token))).await {
+        Ok(Ok(socket)) => Ok(socket),
+        Ok(Err(Attempt::Refused(why) | Attempt::Failed(why))) => Err(why),
+        Ok(Err(Attempt::Closed)) => Err(String::from("closed")),
+        Err(_) => Err(format!("no upgrade within {} ms", HANDSHAKE_TIMEOUT.as_millis())),
+    }
+}
+
+/// The WebSocket upgrade to `url`, with `token` as the bearer header.
+async fn connect(url: &str, token: Option<&Secret>) -> Result<Socket, Attempt> {
+    let mut request = url
         .into_client_request()
         .map_err(|e| Attempt::Failed(format!("bad room URL: {e}")))?;
-    if let Some(token) = &config.token {
+    if let Some(token) = token {
         let value = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
             .map_err(|_| Attempt::Failed(String::from("ORB_AUTH_TOKEN is not a valid header value")))?;
         request.headers_mut().insert(AUTHORIZATION, value);
@@ -287,20 +351,17 @@ async fn handshake(config: &LinkConfig) -> Result<(Socket, Vec<Participant>), At
         .write_buffer_size(0);
     // `true`: TCP_NODELAY. With Nagle on, a reply written while the server's ACK of the
     // previous frame is delayed waits up to 40 ms (seen as a 44 ms say -> ai_response).
-    let (mut socket, _) = match tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true).await {
-        Ok(ok) => ok,
-        Err(WsError::Http(response)) if matches!(response.status().as_u16(), 401 | 403) => {
-            return Err(Attempt::Refused(format!(
-                "upgrade refused with HTTP {}",
-                response.status()
-            )));
-        }
-        Err(e) => return Err(Attempt::Failed(e.to_string())),
-    };
-    socket
-        .send(Message::text(config.join.expose()))
-        .await
-        .map_err(|e| Attempt::Failed(e.to_string()))?;
+    match tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true).await {
+        Ok((socket, _)) => Ok(socket),
+        Err(WsError::Http(response)) if matches!(response.status().as_u16(), 401 | 403) => Err(Attempt::Refused(
+            format!("upgrade refused with HTTP {}", response.status()),
+        )),
+        Err(e) => Err(Attempt::Failed(e.to_string())),
+    }
+}
+
+/// Reads up to `peer-discovery`.
+async fn await_discovery(socket: &mut Socket) -> Result<Vec<Participant>, Attempt> {
     loop {
         let text = match socket.next().await {
             Some(Ok(Message::Text(text))) => text,
@@ -310,7 +371,7 @@ async fn handshake(config: &LinkConfig) -> Result<(Socket, Vec<Participant>), At
             None => return Err(Attempt::Failed(String::from("closed during join"))),
         };
         match serde_json::from_str::<RoomMessage>(&text) {
-            Ok(RoomMessage::PeerDiscovery(discovery)) => return Ok((socket, discovery.peers)),
+            Ok(RoomMessage::PeerDiscovery(discovery)) => return Ok(discovery.peers),
             Ok(RoomMessage::Error(error)) if matches!(error.code, ErrorCode::Forbidden | ErrorCode::Unauthorized) => {
                 return Err(Attempt::Refused(format!("{}: {}", error.code, error.message)));
             }

@@ -34,6 +34,19 @@ impl Client {
         }
     }
 
+    /// Connects to `url` with `Authorization: Bearer <token>` within 5 s.
+    pub async fn connect_with_token(url: &str, token: &str) -> Result<Self, String> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url.into_client_request().map_err(|e| e.to_string())?;
+        let bearer = format!("Bearer {token}").parse().map_err(|_| "bad token".to_owned())?;
+        request.headers_mut().insert("authorization", bearer);
+        match tokio::time::timeout(Duration::from_secs(5), connect_async(request)).await {
+            Ok(Ok((socket, _))) => Ok(Self { socket }),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("connect to {url} timed out")),
+        }
+    }
+
     /// Connects and joins; returns the client and its `peer-discovery`.
     pub async fn join(url: &str, user_id: &str, role: &str) -> (Self, Value) {
         let mut client = Self::connect(url).await.expect("connect");

@@ -10,6 +10,7 @@
 //! - [`metrics`]: `GET /metrics` (Prometheus text, same token).
 //! - [`pages`]: the embedded browser pages (`/room/{room_id}`, `/dashboard`) and `/api/events`.
 //! - [`orb_link`]: `GET /orb-link/{room_id}`, the supervision link of orbs without IPC (Slurm jobs).
+//! - [`orb_seat`]: `GET /orb-seat`, the room socket a warm orb opens before it has a room.
 //! - [`ws_upgrade`]: `GET /ws-simple/{room_id}`, checks before the upgrade.
 //! - [`tls`]: the certificate and key of native HTTPS/WSS.
 //! - [`turn`]: `GET /api/turn-credentials`, the ICE servers for browsers (public).
@@ -22,6 +23,7 @@ pub mod conn_limits;
 pub mod health;
 pub mod metrics;
 pub mod orb_link;
+pub mod orb_seat;
 pub mod pages;
 pub mod serve;
 pub mod tls;
@@ -83,6 +85,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/ws-simple/{room_id}", get(ws_upgrade::ws_simple))
         .route("/orb-link/{room_id}", get(orb_link::orb_link))
+        .route("/orb-seat", get(orb_seat::orb_seat))
         .route("/api/turn-credentials", get(turn::turn_credentials))
         .merge(pages::router())
         .with_state(state)

@@ -32,7 +32,7 @@ const READ_BUFFER_BYTES: usize = 4096;
 const FRAME_SLACK: usize = 4096;
 
 /// A JSON refusal: `{"type":"error","code":…,"message":…}` with an HTTP status.
-fn refuse(status: StatusCode, code: ErrorCode, message: String) -> Response {
+pub(super) fn refuse(status: StatusCode, code: ErrorCode, message: String) -> Response {
     (status, Json(json!({"type": "error", "code": code, "message": message}))).into_response()
 }
 
@@ -81,18 +81,10 @@ pub async fn ws_simple(
             return (refusal.status, Json(body)).into_response();
         }
     };
-    let Some(slot) = state.ip_limiter.acquire(addr.ip()) else {
-        warn!(ip = %addr.ip(), "too many sockets from one address");
-        return refuse(
-            StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::RateLimited,
-            format!(
-                "at most {} room sockets per address",
-                state.settings.max_connections_per_ip
-            ),
-        );
+    let slot = match ip_slot(&state, addr.ip()) {
+        Ok(slot) => slot,
+        Err(refusal) => return *refusal,
     };
-    let cap = state.settings.max_message_bytes + FRAME_SLACK;
     let connection = Connection {
         id: state.next_conn.fetch_add(1, Ordering::Relaxed),
         room: room_id,
@@ -104,7 +96,34 @@ pub async fn ws_simple(
         stats: state.stats.clone(),
         closing: state.closing.clone(),
         slot,
+        seat: None,
     };
+    serve_upgraded(&state, upgrade, conn_slot, connection)
+}
+
+/// This address's place among its room sockets, or the 429 refusal.
+pub(super) fn ip_slot(state: &AppState, ip: std::net::IpAddr) -> Result<crate::rooms::limits::IpSlot, Box<Response>> {
+    state.ip_limiter.acquire(ip).ok_or_else(|| {
+        warn!(%ip, "too many sockets from one address");
+        Box::new(refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited,
+            format!(
+                "at most {} room sockets per address",
+                state.settings.max_connections_per_ip
+            ),
+        ))
+    })
+}
+
+/// Upgrades with the room sockets' limits and runs `connection` as a tracked task.
+pub(super) fn serve_upgraded(
+    state: &AppState,
+    upgrade: WebSocketUpgrade,
+    conn_slot: Option<Extension<Arc<ConnSlot>>>,
+    connection: Connection,
+) -> Response {
+    let cap = state.settings.max_message_bytes + FRAME_SLACK;
     let tracker = state.connections.clone();
     upgrade
         .max_message_size(cap)

@@ -52,6 +52,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::rooms::events::{RoomEventReceiver, RoomNotifier};
+use crate::rooms::seat::SeatSender;
 use crate::settings::{LauncherKind, OrbSettings, PlacementSettings};
 use launcher::LocalLauncher;
 pub use lifecycle::{ExitCause, StopReason};
@@ -159,6 +160,11 @@ pub(crate) enum Command {
         room: String,
         ttl: Duration,
         reply: oneshot::Sender<String>,
+    },
+    Seat {
+        token: String,
+        seat: SeatSender,
+        reply: oneshot::Sender<Option<String>>,
     },
 }
 
@@ -274,6 +280,13 @@ impl OrbsHandle {
         self.ask(|reply| Command::VerifyToken { room, token, reply })
             .await
             .unwrap_or(false)
+    }
+
+    /// Keeps `seat` for the warm orb whose process holds `token` (`/orb-seat`);
+    /// `Some(entry)`: its pool entry, `None`: not a warm orb's token.
+    pub async fn seat(&self, token: &str, seat: SeatSender) -> Option<String> {
+        let token = token.to_owned();
+        self.ask(|reply| Command::Seat { token, seat, reply }).await.flatten()
     }
 
     /// A one-time token for an operator starting `gpu-orb --room=ROOM` by hand.

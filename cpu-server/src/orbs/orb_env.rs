@@ -16,13 +16,14 @@ pub fn launch_vars(
     let inherited = with_dotenv(std::env::vars(), &settings.dotenv_vars.0);
     let mut vars = filter_env(inherited, &settings.env_passthrough);
     if !launch.warm {
-        // A warm orb gets its room, session and token later, in `orb_assign`.
+        // A warm orb gets its room, session and room token later, in `orb_assign`.
         vars.extend([
             ("ROOM_ID".to_owned(), launch.room.clone()),
             ("SESSION_ID".to_owned(), launch.session.clone()),
-            ("ORB_AUTH_TOKEN".to_owned(), env.auth_token.clone()),
         ]);
     }
+    // A warm orb's token is its process's own: it opens its room socket (`/orb-seat`) with it.
+    vars.push(("ORB_AUTH_TOKEN".to_owned(), env.auth_token.clone()));
     vars.extend([
         ("CPU_SERVER_HOST".to_owned(), cpu_host.to_owned()),
         ("ORB_LOG_DIR".to_owned(), settings.log_dir.display().to_string()),

@@ -11,6 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use shared::room::{
     ErrorCode, ErrorReply, FrameError, MessageKind, RoomMessage, parse_envelope, parse_inbound, relayed,
 };
+use tokio::sync::oneshot;
 use tokio::time::{Duration, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -22,6 +23,7 @@ use super::outbox::{
 };
 use super::registry::RegistryHandle;
 use super::room_view::{Relayed, RoomLink, Route};
+use super::seat::{Seat, SeatReceiver};
 use super::stats::RelayStats;
 use crate::auth::{Auth, Credential, token};
 use crate::settings::RoomSettings;
@@ -54,6 +56,9 @@ pub struct Connection {
     pub closing: CancellationToken,
     /// This socket's place in the per-IP limit, released when the connection ends.
     pub slot: IpSlot,
+    /// A warm orb's seat (`/orb-seat`): the socket joins no room until the
+    /// OrbManager sends it one; then only as that room's AI.
+    pub seat: Option<SeatReceiver>,
 }
 
 /// How the reader stopped.
@@ -92,7 +97,8 @@ impl Connection {
         self.serve(socket).instrument(span).await;
     }
 
-    async fn serve(self, socket: WebSocket) {
+    async fn serve(mut self, socket: WebSocket) {
+        let seat = self.seat.take();
         RelayStats::bump(&self.stats.connections);
         debug!("connected");
         let (sink, stream) = socket.split();
@@ -106,6 +112,8 @@ impl Connection {
             bucket: TokenBucket::new(self.settings.max_messages_per_second, Instant::now()),
             last_seen: Instant::now(),
             dropped: Vec::new(),
+            seat,
+            given: None,
         };
         let mut writer_done = false;
         let end = tokio::select! {
@@ -144,9 +152,64 @@ struct Reader<'a> {
     last_seen: Instant,
     /// Recipients to remove after a relay (kept to reuse its allocation).
     dropped: Vec<ConnId>,
+    /// A warm orb's seat not yet given its room.
+    seat: Option<SeatReceiver>,
+    /// The room given to this warm orb's socket, which its `join` goes to.
+    given: Option<Seat>,
 }
 
 impl Reader<'_> {
+    /// Membership granted: this socket now relays as `user`.
+    fn joined_as(&mut self, user: String, is_ai: bool, link: RoomLink) {
+        tracing::Span::current().record("user", user.as_str());
+        let from_json = serde_json::Value::String(user.clone()).to_string();
+        self.joined = Some(Joined {
+            is_ai,
+            user_id: user,
+            from_json,
+            link,
+            activity_sent: None,
+        });
+    }
+
+    /// The OrbManager gave this warm orb its room: the orb's `join`, when the orb
+    /// sends it, goes there (it was authenticated by its process token at the upgrade).
+    fn on_seat(&mut self, seat: Seat) {
+        tracing::Span::current().record("room", seat.room.as_str());
+        debug!("warm orb's socket given its room; waiting for the orb's join");
+        self.given = Some(seat);
+    }
+
+    /// A warm orb's `join` on its seat: into its room, as its AI, and nothing else.
+    async fn seated_join(&mut self, mut inbound: shared::room::Inbound) -> Result<(), ReaderEnd> {
+        // Stripped first: a token is never relayed, stored or logged. The seat's own
+        // authentication stands for it.
+        let _ = token::take_join_token(&mut inbound.fields);
+        let request = match inbound.join_request() {
+            Ok(request) => request,
+            Err(e) => return self.error(e.code(), e.to_string()),
+        };
+        let Some(seat) = &self.given else { return Ok(()) };
+        if !request.is_ai() || request.user_id != seat.user_id() {
+            let message = format!("this socket may only join its room as {}", seat.user_id());
+            return self.error(ErrorCode::Forbidden, message);
+        }
+        let (room, user) = (seat.room.clone(), request.user_id.clone());
+        match self
+            .conn
+            .registry
+            .join(self.conn.id, &room, request, self.outbox.clone())
+            .await
+        {
+            Ok(link) => {
+                info!("warm orb joined its room on its seat");
+                self.joined_as(user, true, link);
+                Ok(())
+            }
+            Err(reply) => self.error(reply.code, reply.message),
+        }
+    }
+
     async fn run(mut self, mut stream: SplitStream<WebSocket>) -> ReaderEnd {
         let interval = self.conn.settings.ws_ping_interval;
         let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
@@ -167,6 +230,22 @@ impl Reader<'_> {
                         }
                         Message::Close(_) => return ReaderEnd::PeerGone,
                         Message::Ping(_) | Message::Pong(_) => Ok(()),
+                    };
+                    if let Err(end) = flow {
+                        return end;
+                    }
+                }
+                seat = seat_given(self.seat.as_mut()) => {
+                    self.seat = None;
+                    let flow = match seat {
+                        Some(seat) => {
+                            self.on_seat(seat);
+                            Ok(())
+                        }
+                        None => {
+                            debug!("warm orb's socket will not be seated; closing");
+                            Err(self.close(CLOSE_NORMAL))
+                        }
                     };
                     if let Err(end) = flow {
                         return end;
@@ -255,6 +334,30 @@ impl Reader<'_> {
                 ErrorCode::AlreadyJoined,
                 "this socket already joined; open a new socket to join again".to_owned(),
             ),
+            (MessageKind::Join, None) if self.seat.is_some() || self.given.is_some() => {
+                // The manager gives the seat its room before it tells the orb, so a
+                // join that comes before the seat was polled finds it already sent.
+                if let Some(receiver) = &mut self.seat {
+                    match receiver.try_recv() {
+                        Ok(seat) => {
+                            self.seat = None;
+                            self.on_seat(seat);
+                        }
+                        Err(oneshot::error::TryRecvError::Empty) => {
+                            return self.error(
+                                ErrorCode::Forbidden,
+                                "a warm orb's socket joins only the room the server gives it, once it is given"
+                                    .to_owned(),
+                            );
+                        }
+                        Err(oneshot::error::TryRecvError::Closed) => {
+                            self.seat = None;
+                            return Err(self.close(CLOSE_NORMAL));
+                        }
+                    }
+                }
+                self.seated_join(inbound).await
+            }
             (MessageKind::Join, None) => {
                 // Stripped first: a token is never relayed, stored or logged.
                 let join_token = token::take_join_token(&mut inbound.fields);
@@ -285,15 +388,7 @@ impl Reader<'_> {
                     .await
                 {
                     Ok(link) => {
-                        tracing::Span::current().record("user", user.as_str());
-                        let from_json = serde_json::Value::String(user.clone()).to_string();
-                        self.joined = Some(Joined {
-                            is_ai,
-                            user_id: user,
-                            from_json,
-                            link,
-                            activity_sent: None,
-                        });
+                        self.joined_as(user, is_ai, link);
                         Ok(())
                     }
                     Err(reply) => self.error(reply.code, reply.message),
@@ -482,4 +577,12 @@ async fn send_close(sink: &mut SplitSink<WebSocket, Message>, kick: Kick) {
         reason: Utf8Bytes::from_static(kick.reason),
     };
     let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(Message::Close(Some(frame)))).await;
+}
+
+/// The seat, once the manager sends it (`None`: it never will); never without a seat.
+async fn seat_given(seat: Option<&mut SeatReceiver>) -> Option<Seat> {
+    match seat {
+        Some(receiver) => receiver.await.ok(),
+        None => std::future::pending().await,
+    }
 }

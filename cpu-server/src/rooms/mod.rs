@@ -9,6 +9,7 @@
 //! - [`offer_rule`]: who creates the WebRTC offer (pure).
 //! - [`room_id`]: which room ids are accepted (pure).
 //! - [`limits`]: message-rate token bucket and per-IP socket counts.
+//! - [`seat`]: a warm orb's room socket, given its room by the OrbManager.
 //! - [`stats`]: relay counters.
 
 pub mod connection;
@@ -19,4 +20,5 @@ pub mod outbox;
 pub mod registry;
 pub mod room_id;
 pub mod room_view;
+pub mod seat;
 pub mod stats;

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde_json::{Map, json};
 use shared::clock::epoch_ms;
 use shared::ipc::{ManagerToOrb, OrbError, OrbHeartbeat, OrbMetrics, OrbToManager};
-use shared::room::{Join, OrbHeartbeatFrame, PARTICIPANT_AI, RoomMessage, orb_user_id};
+use shared::room::{AI_USER_NAME, Join, OrbHeartbeatFrame, PARTICIPANT_AI, RoomMessage, orb_user_id};
 use shared::secret::Secret;
 use shared::signals::Signals;
 use tokio::sync::mpsc;
@@ -32,7 +32,7 @@ use crate::ipc_link::{IpcInbound, IpcLink, ManagerChannel};
 use crate::media::{EchoEngine, MediaHub, Outgoing, SilentEngine};
 use crate::metrics::{CpuSampler, rss_mb};
 use crate::presence::Presence;
-use crate::room_link::{LinkConfig, RoomCommand, RoomEvent, RoomLink};
+use crate::room_link::{LinkConfig, RoomCommand, RoomEvent, RoomLink, Seat};
 use crate::settings::{BrainSettings, Settings};
 
 /// One orb's session and everything it owns.
@@ -62,16 +62,23 @@ pub struct Session<B: Brain> {
 }
 
 impl<B: Brain> Session<B> {
-    /// Starts the room link (and the IPC link when a channel was inherited).
-    pub fn start(settings: Settings, brain: B, channel: Option<ManagerChannel>) -> std::io::Result<Self> {
+    /// Starts the room link (and the IPC link when a channel was inherited); a warm
+    /// orb's `seat` is its room socket, already in the room.
+    pub fn start(
+        settings: Settings,
+        brain: B,
+        channel: Option<ManagerChannel>,
+        seat: Option<Seat>,
+    ) -> std::io::Result<Self> {
         let user_id = orb_user_id(&settings.session);
-        let (link, room, room_events) = RoomLink::new(LinkConfig {
+        let config = LinkConfig {
             url: settings.room_url.clone(),
             join: Secret::new(join_frame(&settings, &user_id)),
             token: settings.auth_token.clone(),
             ping_interval: settings.ping_interval,
             reconnect_grace: settings.reconnect_grace,
-        });
+        };
+        let (link, room, room_events) = RoomLink::new(config, seat);
         let (ipc, ipc_events, ipc_task) = match channel {
             Some(stream) => {
                 let (link, tx, rx) = IpcLink::new(stream)?;
@@ -281,14 +288,15 @@ impl<B: Brain> Session<B> {
 }
 
 /// The AI's `join` (with `token` when `ORB_AUTH_TOKEN` is set).
-fn join_frame(settings: &Settings, user_id: &str) -> String {
+/// The orb's `join` (with its token, if it has one).
+pub(crate) fn join_frame(settings: &Settings, user_id: &str) -> String {
     let mut extra = Map::new();
     if let Some(token) = &settings.auth_token {
         extra.insert("token".into(), json!(token.expose()));
     }
     RoomMessage::Join(Join {
         user_id: user_id.to_owned(),
-        user_name: String::from("AI Assistant"),
+        user_name: String::from(AI_USER_NAME),
         user_role: String::from("ai"),
         participant_type: Some(String::from(PARTICIPANT_AI)),
         room_id: None,

@@ -100,6 +100,10 @@ pub struct OrbAssign {
     pub client_id: Option<String>,
     /// The room socket credential of this process in that room.
     pub token: String,
+    /// The orb's warm room socket (`/orb-seat`) is already in the room: the server
+    /// joined it as the AI, and `peer-discovery` is on its way on that socket.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub seated: bool,
     /// Other fields.
     #[serde(flatten)]
     pub extra: Map<String, Value>,

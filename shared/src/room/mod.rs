@@ -33,6 +33,9 @@ pub const PARTICIPANT_HUMAN: &str = "human";
 /// Prefix of every orb's `userId`; no human may join with it.
 pub const AI_USER_ID_PREFIX: &str = "ai-orb-";
 
+/// The `userName` an orb joins with.
+pub const AI_USER_NAME: &str = "AI Assistant";
+
 /// The `userId` an orb joins with for a session.
 pub fn orb_user_id(session_id: &str) -> String {
     format!("{AI_USER_ID_PREFIX}{session_id}")

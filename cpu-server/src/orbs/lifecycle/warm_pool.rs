@@ -66,6 +66,8 @@ pub struct WarmPoolView {
     pub ready: usize,
     /// Members still starting.
     pub starting: usize,
+    /// Members whose room socket is open (`/orb-seat`): given a room, they are in it at once.
+    pub seated: usize,
     /// Rooms that got a warm orb, since start.
     pub assignments: u64,
     /// Warm orbs that failed (or were discarded), since start.
@@ -89,6 +91,8 @@ pub struct WarmMember {
     pub state: crate::orbs::OrbState,
     /// Since its start, ms.
     pub uptime_ms: u64,
+    /// Its room socket is open (filled in by the manager, which holds the sockets' seats).
+    pub seated: bool,
 }
 
 impl WarmPool {
@@ -434,6 +438,7 @@ impl Lifecycle {
                     pid: live.and_then(|l| l.pid),
                     state: orb.phase.state(),
                     uptime_ms: live.map_or(0, |l| now.saturating_duration_since(l.started).as_millis() as u64),
+                    seated: false,
                 })
             })
             .collect();
@@ -442,6 +447,7 @@ impl Lifecycle {
             size: counts.size,
             ready: counts.ready,
             starting: members.len().saturating_sub(counts.ready),
+            seated: 0,
             assignments: counts.assignments,
             failures: counts.failures,
             parked_for_ms: self

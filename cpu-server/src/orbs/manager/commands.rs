@@ -4,7 +4,7 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::orbs::lifecycle::SpawnAnswer;
-use crate::orbs::lifecycle::{StopReason, StopRequest};
+use crate::orbs::lifecycle::{StopReason, StopRequest, is_warm_key};
 use crate::orbs::timeline::why;
 use crate::orbs::{OrbRecord, RoomTimeline, SpawnOutcome, SpawnRequest};
 
@@ -60,12 +60,12 @@ impl Manager {
                 let _ = reply.send(record);
             }
             Command::WarmPool(reply) => {
-                let _ = reply.send(self.life.warm_pool(now));
+                let _ = reply.send(self.warm_pool_view(now));
             }
             Command::ResetWarmPool(reply) => {
                 self.life.reset_pool(now);
                 self.carry_out_pending();
-                let _ = reply.send(self.life.warm_pool(now));
+                let _ = reply.send(self.warm_pool_view(now));
             }
             Command::Shutdown(reply) => self.begin_shutdown(Some(reply)),
             Command::VerifyToken { room, token, reply } => {
@@ -74,7 +74,31 @@ impl Manager {
             Command::IssueOperatorToken { room, ttl, reply } => {
                 let _ = reply.send(self.credentials.issue_operator(&room, ttl, now));
             }
+            Command::Seat { token, seat, reply } => {
+                let _ = reply.send(self.keep_seat(&token, seat));
+            }
         }
+    }
+
+    /// The lifecycle's pool view, with which members have an open room socket.
+    fn warm_pool_view(&self, now: Instant) -> crate::orbs::lifecycle::WarmPoolView {
+        let mut view = self.life.warm_pool(now);
+        for member in &mut view.members {
+            member.seated = self.handles.iter().any(|(generation, h)| {
+                h.room == member.id && self.seats.get(generation).is_some_and(|s| !s.is_closed())
+            });
+        }
+        view.seated = view.members.iter().filter(|m| m.seated).count();
+        view
+    }
+
+    /// Keeps the seat of the warm orb holding `token` (a newer seat replaces an older one).
+    pub(super) fn keep_seat(&mut self, token: &str, seat: SeatSender) -> Option<String> {
+        let (entry, generation) = self.credentials.holder(token, is_warm_key)?;
+        let entry = entry.to_owned();
+        self.seats.insert(generation, seat);
+        tracing::debug!(%entry, generation, "warm orb's room socket open");
+        Some(entry)
     }
 
     fn record_or_error(&self, room: &str, now: Instant) -> Result<OrbRecord, String> {

@@ -39,6 +39,15 @@ impl Credentials {
         }
     }
 
+    /// The room (among those `among` accepts) and process whose current token is `token`.
+    pub fn holder(&self, token: &str, among: impl Fn(&str) -> bool) -> Option<(&str, u64)> {
+        self.current
+            .iter()
+            .filter(|(room, _)| among(room))
+            .find(|(_, (_, t))| constant_time_eq(t.as_bytes(), token.as_bytes()))
+            .map(|(room, (generation, _))| (room.as_str(), *generation))
+    }
+
     /// A one-time token for an operator's hand-started orb, valid for `ttl`.
     pub fn issue_operator(&mut self, room: &str, ttl: Duration, now: Instant) -> String {
         let token = random_token();

@@ -12,6 +12,7 @@ use crate::orbs::lifecycle::stall_rule::stall_message;
 use crate::orbs::lifecycle::{Notice, Tally};
 use crate::orbs::orb_command::OrbLaunch;
 use crate::orbs::process_control::{EventSink, LaunchEnv};
+use crate::rooms::seat::Seat;
 
 impl Manager {
     pub(super) fn apply(&mut self, action: Action) {
@@ -105,13 +106,23 @@ impl Manager {
         if launch.warm {
             return;
         }
-        tracing::info!(room = %launch.room, %from, ?pid, "warm orb assigned");
+        // Its open room socket joins the room now: the AI is in before the orb wakes up.
+        let seat = Seat {
+            room: launch.room.clone(),
+            session: launch.session.clone(),
+        };
+        let seated = self
+            .seats
+            .remove(&generation)
+            .is_some_and(|sender| sender.send(seat).is_ok());
+        tracing::info!(room = %launch.room, %from, ?pid, seated, "warm orb assigned");
         let message = ManagerToOrb::OrbAssign(OrbAssign {
             room_id: launch.room.clone(),
             session_id: launch.session,
             coach_id: launch.coach,
             client_id: launch.client,
             token: self.credentials.issue(&launch.room, generation),
+            seated,
             extra: Default::default(),
         });
         self.deliver(generation, Order::Tell(message));

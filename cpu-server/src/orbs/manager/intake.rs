@@ -36,6 +36,7 @@ impl Manager {
                     Err(error) => {
                         self.table.answered(None);
                         self.credentials.revoke(&room, generation);
+                        self.seats.remove(&generation);
                         Err(error)
                     }
                 };
@@ -53,6 +54,9 @@ impl Manager {
                 // The handle knows the process's room now: a warm orb's driver
                 // still names the pool entry it was started for.
                 let room = self.handles.get(&generation).map_or(room, |h| h.room.clone());
+                if matches!(event, ProcessEvent::Exited { .. }) {
+                    self.seats.remove(&generation);
+                }
                 if matches!(event, ProcessEvent::Exited { .. })
                     && let Some(handle) = self.handles.remove(&generation)
                 {

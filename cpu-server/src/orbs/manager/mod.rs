@@ -27,6 +27,7 @@ use super::summaries::Summaries;
 use super::timeline::Timelines;
 use crate::metrics::Metrics;
 use crate::rooms::events::{RoomEventReceiver, RoomNotifier};
+use crate::rooms::seat::SeatSender;
 use crate::settings::OrbSettings;
 use credentials::Credentials;
 use timers::Timers;
@@ -59,6 +60,10 @@ pub struct Manager {
     heartbeat_interval_ms: u64,
     timers: Timers,
     handles: HashMap<u64, Handle>,
+    /// Warm orbs' open room sockets (`/orb-seat`), by process generation: given
+    /// the room when the orb is. Kept apart from the handles, as a seat may
+    /// arrive before the launch's answer does.
+    seats: HashMap<u64, SeatSender>,
     waiters: HashMap<WaiterId, oneshot::Sender<Option<ExitRecord>>>,
     next_waiter: u64,
     credentials: Credentials,
@@ -100,6 +105,7 @@ impl Manager {
             heartbeat_interval_ms: settings.health_check_interval.as_millis() as u64,
             timers: Timers::default(),
             handles: HashMap::new(),
+            seats: HashMap::new(),
             waiters: HashMap::new(),
             next_waiter: 1,
             credentials: Credentials::default(),

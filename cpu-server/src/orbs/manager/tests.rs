@@ -263,3 +263,29 @@ async fn join_leave_churn_keeps_the_timer_queue_bounded() {
     m.on_room_event(left("r", "coach"));
     assert_eq!(m.timers.len(), 2, "one room-empty and one idle timer");
 }
+
+/// Rule: a warm orb's seat is kept on its process token alone (it may come before
+/// the launch's answer), and only a warm entry's token opens one.
+#[tokio::test]
+async fn a_seat_is_kept_before_the_launch_is_answered() {
+    let mut m = manager(OrbArgs::default(), Arc::default());
+    let warm = m.credentials.issue("warm+1", 7);
+    let room = m.credentials.issue("r1", 8);
+    let (seat, mut receiver) = crate::rooms::seat::seat_channel();
+    assert_eq!(m.keep_seat(&warm, seat).as_deref(), Some("warm+1"));
+    assert!(m.seats.contains_key(&7), "kept with no handle yet");
+    let (other, _) = crate::rooms::seat::seat_channel();
+    assert_eq!(m.keep_seat(&room, other), None, "a room orb's token opens no seat");
+    assert_eq!(m.keep_seat("nope", crate::rooms::seat::seat_channel().0), None);
+    // The process exits: its seat is dropped, and the socket learns it will never be seated.
+    m.on_report(Report::Process {
+        room: "warm+1".to_owned(),
+        generation: 7,
+        event: ProcessEvent::Exited {
+            code: Some(0),
+            signal: None,
+        },
+    });
+    assert!(!m.seats.contains_key(&7));
+    assert!(receiver.try_recv().is_err());
+}
