@@ -246,7 +246,10 @@ mod tests {
             seat_url("ws://127.0.0.1:3000/ws-simple/").as_deref(),
             Some("ws://127.0.0.1:3000/orb-seat")
         );
-        assert_eq!(seat_url("wss://h/ai/ws-simple/").as_deref(), Some("wss://h/ai/orb-seat"));
+        assert_eq!(
+            seat_url("wss://h/ai/ws-simple/").as_deref(),
+            Some("wss://h/ai/orb-seat")
+        );
         assert_eq!(seat_url("not a url"), None);
     }
 }

@@ -31,6 +31,13 @@ use super::*;
 
 /// Prefix of the pool's entries (`warm+1`, `warm+2`, …).
 pub const WARM_KEY_PREFIX: &str = "warm+";
+/// How long after an assignment the pool waits before it starts the member that
+/// replaces the one given away: the new process's start (an exec, a runtime, in
+/// production a model) then does not compete for the CPU with the assigned orb
+/// joining its room. Measured on a 2-core VM: started at once, the replacement
+/// added about 0.5 ms to the median join.
+pub const REFILL_AFTER_ASSIGNMENT: Duration = Duration::from_millis(100);
+
 /// The key of the pool's own timers (refill backoff, park window).
 const POOL_TIMERS: &str = "warm+pool";
 
@@ -216,6 +223,7 @@ impl Lifecycle {
         );
         self.push(Action::Assign { generation, launch });
         self.arm(room, TimerKind::AssignDue, now + self.warm.assign_timeout);
+        self.defer_refill(now + REFILL_AFTER_ASSIGNMENT);
     }
 
     /// The assigned orb said `orb_assigned` for `said`: it joins the room now.
@@ -381,6 +389,14 @@ impl Lifecycle {
                 self.warm.parked_until = Some(until);
                 self.arm(POOL_TIMERS, TimerKind::ParkExpired, until);
             }
+        }
+    }
+
+    /// No member starts before `at` (a later backoff already armed stays).
+    fn defer_refill(&mut self, at: Instant) {
+        if self.warm.refill_at.is_none_or(|armed| armed < at) {
+            self.warm.refill_at = Some(at);
+            self.arm(POOL_TIMERS, TimerKind::RestartDue, at);
         }
     }
 

@@ -39,7 +39,8 @@ impl Harness {
 }
 
 /// Rule: the pool starts its orbs in no room; a room takes a ready one (no new
-/// slot, no launch for the room), which must acknowledge, and the pool refills.
+/// slot, no launch for the room), which must acknowledge, and the pool refills
+/// [`REFILL_AFTER_ASSIGNMENT`] later (not while the assigned orb joins).
 #[test]
 fn a_room_takes_a_ready_warm_orb_and_the_pool_refills() {
     let mut h = Harness::new(pool_rules(1, 3));
@@ -48,16 +49,21 @@ fn a_room_takes_a_ready_warm_orb_and_the_pool_refills() {
     assert_eq!(h.pool().ready, 1);
     let joined = h.join("r", "coach", "coach");
     assert_eq!(assigns(&joined), [(1, "r".to_owned(), false)]);
+    assert!(
+        launches(&joined).is_empty(),
+        "the room launches nothing; the refill waits"
+    );
+    assert!(launches(&h.advance_to(0.099)).is_empty(), "not before the refill delay");
     assert_eq!(
-        launches(&joined),
+        launches(&h.advance_to(0.1)),
         [("warm+2".to_owned(), 2)],
-        "the room launches nothing; the pool refills"
+        "then the pool refills"
     );
     assert_eq!(h.state("r"), Some(OrbState::Spawning));
     assert_eq!(h.armed("r", TimerKind::AssignDue), Some(2.0));
     h.process("r", 1, ProcessEvent::Assigned { room: "r".into() });
     assert_eq!(h.armed("r", TimerKind::AssignDue), None);
-    assert_eq!(h.armed("r", TimerKind::ReadyDue), Some(30.0));
+    assert_eq!(h.armed("r", TimerKind::ReadyDue), Some(30.1), "acknowledged at 0.1 s");
     h.ready("r", 1);
     assert_eq!(h.state("r"), Some(OrbState::Ready));
     assert_eq!(h.life.counts().active, 2, "the room's orb and the new warm one");
@@ -81,7 +87,11 @@ fn an_unacknowledged_assignment_is_discarded_and_the_room_goes_on() {
     let due = h.advance_to(2.5);
     assert_eq!(assigns(&due), [(1, "warm+3".to_owned(), true)], "moved out of the room");
     assert!(orders(&due).contains(&(1, Order::Kill)), "{due:?}");
-    assert_eq!(launches(&due), [("r".to_owned(), 3)], "the room gets a cold orb");
+    assert_eq!(
+        launches(&due),
+        [("warm+2".to_owned(), 2), ("r".to_owned(), 3)],
+        "the pool refilled after its delay; the room gets a cold orb"
+    );
     assert!(h.pool().disabled.is_some(), "the first assignment was ignored");
     assert!(
         h.pool().members.iter().all(|m| m.state == OrbState::Stopping),
@@ -142,9 +152,9 @@ fn a_crash_looping_pool_is_parked_and_rooms_start_cold() {
 }
 
 /// Rule: rooms come first. A burst larger than the pool takes every ready warm
-/// orb; the pool refills into free slots only while nobody waits (the slot a
-/// refill took serves the next room as soon as its orb is warm); once rooms
-/// wait, freed slots go to them, not to the pool; capacity is never exceeded.
+/// orb, then cold orbs while slots are free; the pool refills into free slots
+/// only after its delay and only while nobody waits; once rooms wait, freed
+/// slots go to them, not to the pool; capacity is never exceeded.
 #[test]
 fn a_burst_takes_the_pool_then_waits_for_slots() {
     let mut h = Harness::new(pool_rules(2, 3));
@@ -159,16 +169,12 @@ fn a_burst_takes_the_pool_then_waits_for_slots() {
         assigns(&h.log),
         [(1, "a".to_owned(), false), (2, "b".to_owned(), false)]
     );
-    // The third slot went to a refill (warm+3, generation 3) before c came.
-    assert_eq!(h.state("c"), Some(OrbState::Queued));
+    // The third slot went to c, cold; d waits.
+    assert_eq!(h.state("c"), Some(OrbState::Spawning));
     assert_eq!(h.state("d"), Some(OrbState::Queued));
-    let warmed = h.warm("warm+3", 3);
-    assert_eq!(
-        assigns(&warmed),
-        [(3, "c".to_owned(), false)],
-        "the first waiting room takes it"
-    );
-    assert!(launches(&warmed).is_empty(), "d waits: no refill while a room waits");
+    assert!(launches(&h.log).contains(&("c".to_owned(), 3)), "{:?}", h.log);
+    let later = h.advance_to(0.5);
+    assert!(launches(&later).is_empty(), "no refill while a room waits: {later:?}");
     // a's orb ends: d takes the slot, not the pool.
     h.process("a", 1, ProcessEvent::Assigned { room: "a".into() });
     h.ready("a", 1);
