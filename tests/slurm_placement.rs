@@ -321,8 +321,17 @@ async fn orbs_run_as_slurm_jobs_queue_for_gpus_restart_and_never_outlive_their_s
     let pool = |port: u16| -> Value {
         serde_json::from_str(&request(port, "GET", "/api/warm-pool", Some(ADMIN_TOKEN), None).1).unwrap_or_default()
     };
-    let warm_ready = until(40 * SECOND, || (pool(pooled.port)["ready"] == 1).then_some(())).await;
-    assert!(warm_ready.is_some(), "no warm job became ready: {}", pool(pooled.port));
+    // Ready, with its room socket open from its node (`/orb-seat`).
+    let warm_ready = until(40 * SECOND, || {
+        let view = pool(pooled.port);
+        (view["ready"] == 1 && view["seated"] == 1).then_some(())
+    })
+    .await;
+    assert!(
+        warm_ready.is_some(),
+        "no warm job became ready and seated: {}",
+        pool(pooled.port)
+    );
     let warm_pid = *procfs::with_arg("--warm")
         .iter()
         .find(|p| procfs::cmdline(**p).first().is_some_and(|a| a.ends_with("gpu-orb")))
@@ -348,4 +357,14 @@ async fn orbs_run_as_slurm_jobs_queue_for_gpus_restart_and_never_outlive_their_s
         "the room's orb is the warm job: {w}"
     );
     assert_eq!(pool(pooled.port)["assignments"], 1);
+    let stderr = pooled.proc.stderr();
+    let assigned = stderr
+        .lines()
+        .map(system_tests::bench_kit::strip_ansi)
+        .find(|l| l.contains("warm orb assigned") && l.contains("sl-w"))
+        .unwrap_or_default();
+    assert!(
+        assigned.contains("seated=true"),
+        "the job joined on its seat: {assigned:?}"
+    );
 }

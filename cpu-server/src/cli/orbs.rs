@@ -242,8 +242,13 @@ fn warm_text(pool: &Value) -> String {
     out.push('\n');
     for member in pool["members"].as_array().into_iter().flatten() {
         let pid = member["pid"].as_u64().map_or("-".to_owned(), |p| p.to_string());
+        let seat = if member["seated"] == true {
+            "  room socket open"
+        } else {
+            ""
+        };
         out.push_str(&format!(
-            "  {}  pid {pid}  {}  {:.1} s\n",
+            "  {}  pid {pid}  {}  {:.1} s{seat}\n",
             member["id"].as_str().unwrap_or("?"),
             member["state"].as_str().unwrap_or("?"),
             member["uptime_ms"].as_u64().unwrap_or(0) as f64 / 1000.0
@@ -370,11 +375,11 @@ mod tests {
     fn the_warm_pool_reads_as_lines() {
         let pool = json!({"size": 2, "ready": 1, "starting": 1, "assignments": 3, "failures": 0,
             "parked_for_ms": null, "disabled": null,
-            "members": [{"id": "warm+4", "pid": 77, "state": "ready", "uptime_ms": 1500},
+            "members": [{"id": "warm+4", "pid": 77, "state": "ready", "uptime_ms": 1500, "seated": true},
                         {"id": "warm+5", "pid": null, "state": "spawning", "uptime_ms": 0}]});
         assert_eq!(
             warm_text(&pool),
-            "warm pool: 1 ready of 2, 1 starting; 3 assigned, 0 failed\n  warm+4  pid 77  ready  1.5 s\n  warm+5  pid -  spawning  0.0 s\n"
+            "warm pool: 1 ready of 2, 1 starting; 3 assigned, 0 failed\n  warm+4  pid 77  ready  1.5 s  room socket open\n  warm+5  pid -  spawning  0.0 s\n"
         );
         let off = json!({"size": 1, "ready": 0, "starting": 0, "assignments": 0, "failures": 1,
             "parked_for_ms": 2500, "disabled": "it said orb_ready", "members": []});
