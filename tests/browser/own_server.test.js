@@ -1,6 +1,7 @@
 // Room page behaviour that needs a server of its own (CPU_SERVER_BIN, GPU_SERVER_PATH
 // from tests/browser_pages.rs): reconnecting with backoff and the same userId across a
-// server restart, and the AI's `queued` status when MAX_CONCURRENT_ORBS is reached.
+// server restart, the AI's `queued` status when MAX_CONCURRENT_ORBS is reached, and the
+// dashboard's warm pool badge with ORB_WARM_POOL.
 'use strict';
 
 const { test, before, after } = require('node:test');
@@ -188,6 +189,48 @@ test('a crash-looping orb is parked: the page shows the error, the dashboard res
     assert.notEqual(third.pid, first.pid);
     await coach.page.waitForFunction(() => document.getElementById('ai-presence').textContent === 'in room');
     await dash.page.waitForSelector(`${row}[data-pid="${third.pid}"][data-state="ready"]`, { timeout: 3000 });
+    assertNoErrors([...coach.errors, ...dash.errors]);
+  } finally {
+    await coach.context.close();
+    await dash.context.close();
+    await stopServer(server);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('with a warm pool the dashboard shows its badge and the room gets the warm orb', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'browser-warm-'));
+  const port = await freePort();
+  const server = await startServer(port, dir, { ORB_WARM_POOL: '1', ORB_HEALTH_CHECK_INTERVAL: '500' });
+  const coach = await openPage(browser, VIEWPORTS[1], 'coach');
+  const dash = await openPage(browser, VIEWPORTS[0], 'dashboard');
+  try {
+    const member = await until('a ready, seated warm orb', 20000, async () => {
+      const pool = (await api('GET', '/api/warm-pool', undefined, server.base)).body || {};
+      return (pool.members || []).find((m) => m.state === 'ready' && m.seated && m.pid) || null;
+    });
+    await dash.page.goto(server.base + '/dashboard');
+    await dash.page.fill('#token', adminToken());
+    await dash.page.click('#token-save');
+    await dash.page.waitForFunction(() => document.getElementById('warm').textContent === 'warm 1 / 1');
+    assert.equal(await dash.page.isVisible('#warm'), true, 'the badge shows with ORB_WARM_POOL');
+    assert.match(await dash.page.$eval('#warm', (el) => el.className), /\bok\b/);
+
+    const room = uniqueRoom('warm');
+    await joinRoom(coach.page, room, 'Coach W', 'coach', server.base);
+    await coach.page.waitForFunction(() => document.getElementById('ai-presence').textContent === 'in room', null, { timeout: 20000 });
+    const record = await until('the room orb ready', 15000, async () => {
+      const o = await orb(room, server.base);
+      return o && o.state === 'ready' ? o : null;
+    });
+    assert.equal(record.pid, member.pid, "the room's AI is the warm process");
+    await dash.page.waitForSelector(`#orbs tr[data-room="${room}"][data-pid="${member.pid}"]`);
+    // The pool refills: a new member, and the badge is back to 1 / 1.
+    await until('the pool to refill', 20000, async () => {
+      const pool = (await api('GET', '/api/warm-pool', undefined, server.base)).body || {};
+      return (pool.members || []).some((m) => m.state === 'ready' && m.pid !== member.pid);
+    });
+    await dash.page.waitForFunction(() => document.getElementById('warm').textContent === 'warm 1 / 1');
     assertNoErrors([...coach.errors, ...dash.errors]);
   } finally {
     await coach.context.close();
