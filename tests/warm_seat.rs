@@ -55,6 +55,16 @@ async fn member(port: u16, seated: bool) -> i32 {
     .unwrap_or_else(|| panic!("no ready member with seated={seated}: {}", pool(port)))
 }
 
+/// The server's log line of the warm assignment to `room`.
+fn assignment_line(server: &RoomServer, room: &str) -> String {
+    let stderr = server.proc.stderr();
+    stderr
+        .lines()
+        .map(strip_ansi)
+        .find(|l| l.contains("warm orb assigned") && l.contains(&format!("room={room} ")))
+        .unwrap_or_else(|| panic!("no assignment to {room} in the log:\n{stderr}"))
+}
+
 /// The coach of `room` sees the AI join and, without waiting, asks it something.
 async fn coach_sees_the_ai_answer(server: &RoomServer, room: &str) -> Client {
     let (mut coach, _) = Client::join(&server.url(room), &format!("coach-{room}"), "coach").await;
@@ -75,12 +85,7 @@ async fn a_warm_orbs_socket_is_in_the_room_as_soon_as_it_is_given_it() {
     let warm = member(port, true).await;
     assert_eq!(pool(port)["seated"], 1, "{}", pool(port));
     let _coach = coach_sees_the_ai_answer(&server, "seat-a").await;
-    let stderr = server.proc.stderr();
-    let line = stderr
-        .lines()
-        .map(strip_ansi)
-        .find(|l| l.contains("warm orb assigned") && l.contains("seat-a"))
-        .unwrap_or_else(|| panic!("no assignment in the log:\n{stderr}"));
+    let line = assignment_line(&server, "seat-a");
     assert!(line.contains("seated=true"), "{line}");
     // A client who comes later finds that very process as the room's AI.
     let (_client, discovery) = Client::join(&server.url("seat-a"), "client-a", "client").await;
@@ -122,12 +127,7 @@ async fn a_seat_needs_a_warm_orbs_token_and_an_orb_that_lost_its_seat_still_join
     assert_eq!(member(port, false).await, warm);
     // Given a room, the orb is not seated: it connects and joins like a cold orb.
     let _coach = coach_sees_the_ai_answer(&server, "seat-b").await;
-    let stderr = server.proc.stderr();
-    let line = stderr
-        .lines()
-        .map(strip_ansi)
-        .find(|l| l.contains("warm orb assigned") && l.contains("seat-b"))
-        .unwrap_or_else(|| panic!("no assignment in the log:\n{stderr}"));
+    let line = assignment_line(&server, "seat-b");
     assert!(line.contains("seated=false"), "{line}");
 }
 

@@ -17,7 +17,7 @@ use shared::room::ErrorCode;
 use tracing::warn;
 
 use super::conn_limits::ConnSlot;
-use super::ws_upgrade::{ip_slot, refuse, serve_upgraded};
+use super::ws_upgrade::{ip_slot, refuse, refuse_if_draining, serve_upgraded};
 use super::{AppState, ClientAddr};
 use crate::auth::{Credential, token};
 use crate::rooms::connection::Connection;
@@ -31,12 +31,8 @@ pub async fn orb_seat(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    if state.draining.is_cancelled() {
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Draining,
-            "the server is shutting down".to_owned(),
-        );
+    if let Some(refusal) = refuse_if_draining(&state) {
+        return refusal;
     }
     let (sender, receiver) = seat_channel();
     let entry = match token::from_upgrade(&headers, None) {

@@ -59,12 +59,8 @@ pub async fn ws_simple(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    if state.draining.is_cancelled() {
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Draining,
-            "the server is shutting down".to_owned(),
-        );
+    if let Some(refusal) = refuse_if_draining(&state) {
+        return refusal;
     }
     if let Err(e) = validate_room_id(&room_id) {
         return refuse(StatusCode::BAD_REQUEST, ErrorCode::InvalidField, e.to_string());
@@ -99,6 +95,17 @@ pub async fn ws_simple(
         seat: None,
     };
     serve_upgraded(&state, upgrade, conn_slot, connection)
+}
+
+/// The 503 refusal of an upgrade while the server drains.
+pub(super) fn refuse_if_draining(state: &AppState) -> Option<Response> {
+    state.draining.is_cancelled().then(|| {
+        refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Draining,
+            "the server is shutting down".to_owned(),
+        )
+    })
 }
 
 /// This address's place among its room sockets, or the 429 refusal.
