@@ -17,6 +17,7 @@
 //! - [`state_file`]: the generated admin token file.
 //! - [`cli`]: the operator commands (`orbs …`, `check`).
 //! - [`systemd`]: `sd_notify` readiness, watchdog and stopping messages.
+//! - [`ws`]: room sockets' WebSocket handshake, framing and buffers.
 //!
 //! # Tasks and channels
 //! - one registry task owns every room (`rooms::registry`); connection tasks send it
@@ -37,6 +38,7 @@ pub mod settings;
 pub mod shutdown;
 pub mod state_file;
 pub mod systemd;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -55,6 +55,7 @@ pub mod orb_ipc;
 pub mod privileged_kit;
 pub mod process;
 pub mod procfs;
+pub mod raw_ws;
 pub mod room_harness;
 pub mod security_kit;
 pub mod slow_clients;

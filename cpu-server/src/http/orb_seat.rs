@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Extension;
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -22,6 +21,7 @@ use super::{AppState, ClientAddr};
 use crate::auth::{Credential, token};
 use crate::rooms::connection::Connection;
 use crate::rooms::seat::seat_channel;
+use crate::ws::handshake::RoomUpgrade;
 
 /// The seat upgrade.
 pub async fn orb_seat(
@@ -29,7 +29,7 @@ pub async fn orb_seat(
     ConnectInfo(ClientAddr(addr)): ConnectInfo<ClientAddr>,
     conn_slot: Option<Extension<Arc<ConnSlot>>>,
     headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
+    upgrade: RoomUpgrade,
 ) -> Response {
     if let Some(refusal) = refuse_if_draining(&state) {
         return refusal;

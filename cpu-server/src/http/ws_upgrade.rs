@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -22,14 +21,7 @@ use super::conn_limits::ConnSlot;
 use super::{AppState, ClientAddr};
 use crate::rooms::connection::Connection;
 use crate::rooms::room_id::validate_room_id;
-
-/// Initial read buffer of a room socket (grown as needed up to the message cap).
-const READ_BUFFER_BYTES: usize = 4096;
-
-/// Headroom over `MAX_MESSAGE_BYTES` given to the WebSocket codec, so frames a
-/// little over the cap are still read and answered with `too_large`, while huge
-/// ones are refused from their header without being buffered.
-const FRAME_SLACK: usize = 4096;
+use crate::ws::handshake::RoomUpgrade;
 
 /// A JSON refusal: `{"type":"error","code":…,"message":…}` with an HTTP status.
 pub(super) fn refuse(status: StatusCode, code: ErrorCode, message: String) -> Response {
@@ -57,7 +49,7 @@ pub async fn ws_simple(
     Query(query): Query<UpgradeQuery>,
     conn_slot: Option<Extension<Arc<ConnSlot>>>,
     headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
+    upgrade: RoomUpgrade,
 ) -> Response {
     if let Some(refusal) = refuse_if_draining(&state) {
         return refusal;
@@ -126,26 +118,19 @@ pub(super) fn ip_slot(state: &AppState, ip: std::net::IpAddr) -> Result<crate::r
 /// Upgrades with the room sockets' limits and runs `connection` as a tracked task.
 pub(super) fn serve_upgraded(
     state: &AppState,
-    upgrade: WebSocketUpgrade,
+    upgrade: RoomUpgrade,
     conn_slot: Option<Extension<Arc<ConnSlot>>>,
     connection: Connection,
 ) -> Response {
-    let cap = state.settings.max_message_bytes + FRAME_SLACK;
     let tracker = state.connections.clone();
-    upgrade
-        .max_message_size(cap)
-        .max_frame_size(cap)
-        // tungstenite's default 128 KiB read buffer is zero-filled before the first
-        // read: 144 KiB resident per idle socket. It grows for larger messages.
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .on_upgrade(move |socket| {
-            let conn_slot = conn_slot.map(|Extension(slot)| slot);
-            if let Some(slot) = &conn_slot {
-                slot.upgraded();
-            }
-            tracker.track_future(async move {
-                connection.run(socket).await;
-                drop(conn_slot);
-            })
+    upgrade.on_upgrade(move |stream| {
+        let conn_slot = conn_slot.map(|Extension(slot)| slot);
+        if let Some(slot) = &conn_slot {
+            slot.upgraded();
+        }
+        tracker.track_future(async move {
+            connection.run(stream).await;
+            drop(conn_slot);
         })
+    })
 }

@@ -1,13 +1,12 @@
-//! One room socket: split into a reader and a writer pump; whichever ends
-//! first ends the other, and the registry is told to remove the participant
-//! exactly here, once, whatever the cause (leave, close, error, timeout).
+//! One room socket, served by one task: it decodes the socket's frames and
+//! routes them (straight into the recipients' outboxes), writes what its own
+//! outbox holds, pings, and closes. The registry is told to remove the
+//! participant exactly here, once, whatever the cause (leave, close, error, timeout).
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use axum::extract::ws::Utf8Bytes;
 use shared::room::{
     ErrorCode, ErrorReply, FrameError, MessageKind, RoomMessage, parse_envelope, parse_inbound, relayed,
 };
@@ -27,7 +26,12 @@ use super::seat::{Seat, SeatReceiver};
 use super::stats::RelayStats;
 use crate::auth::{Auth, Credential, token};
 use crate::settings::RoomSettings;
+use crate::ws::frame::{Frame, ProtocolError};
+use crate::ws::handshake::RoomStream;
+use crate::ws::socket::{Read, WsSocket};
 
+/// Most frames taken from the outbox into the write buffer at once.
+const WRITE_BATCH: usize = 64;
 /// How long a closing socket gets to flush its close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// The AI's frames tell the OrbManager it is alive at most this often.
@@ -64,10 +68,14 @@ pub struct Connection {
 /// How the reader stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ReaderEnd {
-    /// The peer closed or the socket failed.
+    /// The socket failed or the peer's side ended without a close frame.
     PeerGone,
+    /// The peer sent a close frame (with this code): it gets one back.
+    PeerClosed(Option<u16>),
     /// The reader queued a close frame (too large, ping timeout) or kicked itself.
     Closing,
+    /// Closed by the server out of band (replaced, slow consumer, shutdown…).
+    Kicked(Kick),
 }
 
 /// The participant this socket joined as, and its room.
@@ -92,18 +100,17 @@ struct Outgoing<'t> {
 
 impl Connection {
     /// Serves the socket until it ends, then removes its participant.
-    pub async fn run(self, socket: WebSocket) {
+    pub async fn run(self, stream: RoomStream) {
         let span = info_span!("conn", conn = self.id, room = %self.room, ip = %self.ip, user = tracing::field::Empty);
-        self.serve(socket).instrument(span).await;
+        self.serve(stream).instrument(span).await;
     }
 
-    async fn serve(mut self, socket: WebSocket) {
+    async fn serve(mut self, stream: RoomStream) {
         let seat = self.seat.take();
         RelayStats::bump(&self.stats.connections);
         debug!("connected");
-        let (sink, stream) = socket.split();
-        let (outbox, receiver) = outbox(self.settings.ws_send_queue);
-        let mut writer = tokio::spawn(write_pump(sink, receiver).in_current_span());
+        let mut socket = WsSocket::new(stream, self.settings.max_message_bytes);
+        let (outbox, mut receiver) = outbox(self.settings.ws_send_queue);
         let reader = Reader {
             conn: &self,
             outbox: outbox.clone(),
@@ -115,30 +122,66 @@ impl Connection {
             seat,
             given: None,
         };
-        let mut writer_done = false;
-        let end = tokio::select! {
-            end = reader.run(stream) => Some(end),
-            _ = &mut writer => {
-                writer_done = true;
-                None
-            }
-            () = self.closing.cancelled() => {
-                outbox.kick(CLOSE_SHUTDOWN);
-                None
-            }
-        };
+        let end = reader.run(&mut socket, &mut receiver).await;
         // The one place membership is cleaned up.
         self.registry.leave(self.id).await;
-        if end == Some(ReaderEnd::PeerGone) {
-            outbox.kick(CLOSE_NORMAL);
-        }
         drop(outbox);
-        if !writer_done && tokio::time::timeout(CLOSE_GRACE, &mut writer).await.is_err() {
-            writer.abort();
+        let closing = match end {
+            ReaderEnd::PeerGone => None,
+            ReaderEnd::PeerClosed(code) => Some(Kick {
+                code: code.unwrap_or(CLOSE_NORMAL.0),
+                reason: "",
+            }),
+            ReaderEnd::Kicked(kick) => Some(kick),
+            ReaderEnd::Closing => closing_frames(&mut socket, &mut receiver),
+        };
+        if let Some(kick) = closing {
+            debug!(code = kick.code, reason = kick.reason, "closing");
+            socket.put_close(kick.code, kick.reason);
+            socket.finish(CLOSE_GRACE).await;
         }
         debug!(?end, "disconnected");
         drop(self.slot);
     }
+}
+
+/// After the reader queued a close: a kick overtakes the queue; otherwise the
+/// frames queued before the close frame are written first.
+fn closing_frames(socket: &mut WsSocket, receiver: &mut OutboxReceiver) -> Option<Kick> {
+    if let Ok(kick) = receiver.kicks.try_recv() {
+        return Some(kick);
+    }
+    while let Ok(item) = receiver.frames.try_recv() {
+        match item {
+            Outbound::Text(text) => socket.put_text(text.as_bytes()),
+            Outbound::Close(code, reason) => return Some(Kick { code, reason }),
+        }
+    }
+    let (code, reason) = CLOSE_NORMAL;
+    Some(Kick { code, reason })
+}
+
+/// Moves up to a batch of queued frames into the socket's write buffer; a
+/// queued close ends the socket.
+fn take_frames(socket: &mut WsSocket, receiver: &mut OutboxReceiver, first: Option<Outbound>) -> Result<(), Kick> {
+    let mut next = first;
+    for _ in 0..WRITE_BATCH {
+        let item = match next.take() {
+            Some(item) => item,
+            None => match receiver.frames.try_recv() {
+                Ok(item) => item,
+                Err(_) => return Ok(()),
+            },
+        };
+        match item {
+            Outbound::Text(text) => socket.put_text(text.as_bytes()),
+            Outbound::Close(code, reason) => return Err(Kick { code, reason }),
+        }
+        if !socket.wants_frames() {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// The reading half: parses, checks and routes each frame.
@@ -210,45 +253,65 @@ impl Reader<'_> {
         }
     }
 
-    async fn run(mut self, mut stream: SplitStream<WebSocket>) -> ReaderEnd {
+    async fn run(mut self, socket: &mut WsSocket, rx: &mut OutboxReceiver) -> ReaderEnd {
         let interval = self.conn.settings.ws_ping_interval;
         let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let conn = self.conn;
+        let mut closing = std::pin::pin!(conn.closing.cancelled());
         loop {
+            // Every frame already read, in order.
+            loop {
+                let frame = match socket.next_frame() {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    Err(e) => return self.on_protocol_error(&e),
+                };
+                self.last_seen = Instant::now();
+                let flow = match frame {
+                    Frame::Text(text) => self.on_text(text).await,
+                    Frame::Binary => self.error(
+                        ErrorCode::InvalidJson,
+                        "binary frames are not supported; send JSON text".to_owned(),
+                    ),
+                    Frame::Close(code) => return ReaderEnd::PeerClosed(code),
+                    Frame::Ping(_) | Frame::Pong | Frame::Fragment => Ok(()),
+                };
+                if let Err(end) = flow {
+                    return end;
+                }
+            }
+            if let Err(close) = take_frames(socket, rx, None) {
+                return ReaderEnd::Kicked(close);
+            }
             tokio::select! {
-                frame = stream.next() => {
-                    let frame = match frame {
-                        None => return ReaderEnd::PeerGone,
-                        Some(Err(e)) => return self.on_read_error(&e),
-                        Some(Ok(frame)) => frame,
-                    };
-                    self.last_seen = Instant::now();
-                    let flow = match frame {
-                        Message::Text(text) => self.on_text(&text).await,
-                        Message::Binary(_) => {
-                            self.error(ErrorCode::InvalidJson, "binary frames are not supported; send JSON text".to_owned())
-                        }
-                        Message::Close(_) => return ReaderEnd::PeerGone,
-                        Message::Ping(_) | Message::Pong(_) => Ok(()),
-                    };
-                    if let Err(end) = flow {
-                        return end;
+                biased;
+                Some(kick) = rx.kicks.recv() => return ReaderEnd::Kicked(kick),
+                () = &mut closing => {
+                    let (code, reason) = CLOSE_SHUTDOWN;
+                    return ReaderEnd::Kicked(Kick { code, reason });
+                }
+                Some(item) = rx.frames.recv(), if socket.wants_frames() => {
+                    if let Err(close) = take_frames(socket, rx, Some(item)) {
+                        return ReaderEnd::Kicked(close);
                     }
                 }
+                read = socket.drive() => match read {
+                    Ok(Read::Bytes) => {}
+                    Ok(Read::Eof) => return ReaderEnd::PeerGone,
+                    Err(e) => {
+                        debug!(error = %e, "socket error");
+                        return ReaderEnd::PeerGone;
+                    }
+                },
                 seat = seat_given(self.seat.as_mut()) => {
                     self.seat = None;
-                    let flow = match seat {
-                        Some(seat) => {
-                            self.on_seat(seat);
-                            Ok(())
-                        }
+                    match seat {
+                        Some(seat) => self.on_seat(seat),
                         None => {
                             debug!("warm orb's socket will not be seated; closing");
-                            Err(self.close(CLOSE_NORMAL))
+                            return self.close(CLOSE_NORMAL);
                         }
-                    };
-                    if let Err(end) = flow {
-                        return end;
                     }
                 }
                 _ = ticker.tick() => {
@@ -256,33 +319,36 @@ impl Reader<'_> {
                         info!("no pong for two ping intervals: closing");
                         return self.close(CLOSE_PING_TIMEOUT);
                     }
-                    if let Err(end) = self.push(Outbound::Ping) {
-                        return end;
-                    }
+                    socket.put_ping();
                 }
             }
         }
     }
 
-    /// A read error: an over-long frame gets `too_large` and 1009; anything else ends the socket.
-    fn on_read_error(&mut self, error: &axum::Error) -> ReaderEnd {
-        // tungstenite reports frames over max_frame_size/max_message_size as
-        // "Space limit exceeded" before reading their payload; axum does not
-        // re-export its error type, so its text is all there is to match.
-        let text = error.to_string();
-        if text.contains("Space limit exceeded") {
-            warn!(%text, "frame over the size cap");
-            let message = format!(
-                "message exceeds the limit of {} bytes",
-                self.conn.settings.max_message_bytes
-            );
-            if self.error(ErrorCode::TooLarge, message).is_err() {
-                return ReaderEnd::Closing;
+    /// A frame that cannot be read: one over the cap gets `too_large` and 1009;
+    /// one breaking the protocol closes the socket with its code (1002, 1007).
+    fn on_protocol_error(&mut self, error: &ProtocolError) -> ReaderEnd {
+        match error {
+            ProtocolError::TooLarge { size, max } => {
+                warn!(size, max, "frame over the size cap");
+                let message = format!("message exceeds the limit of {max} bytes");
+                if self.error(ErrorCode::TooLarge, message).is_err() {
+                    return ReaderEnd::Closing;
+                }
+                self.close(CLOSE_TOO_LARGE)
             }
-            return self.close(CLOSE_TOO_LARGE);
+            ProtocolError::Protocol(_) | ProtocolError::InvalidUtf8 => {
+                debug!(%error, "closing on a protocol error");
+                let reason = match error {
+                    ProtocolError::InvalidUtf8 => "invalid UTF-8",
+                    _ => "protocol error",
+                };
+                ReaderEnd::Kicked(Kick {
+                    code: error.close_code(),
+                    reason,
+                })
+            }
         }
-        debug!(%text, "read error");
-        ReaderEnd::PeerGone
     }
 
     async fn on_text(&mut self, text: &str) -> Result<(), ReaderEnd> {
@@ -514,69 +580,6 @@ impl Reader<'_> {
         let _ = self.push(Outbound::Close(code, reason));
         ReaderEnd::Closing
     }
-}
-
-/// Most frames written before one flush.
-const WRITE_BATCH: usize = 64;
-
-/// The writing half: sends queued frames in order; a kick overtakes the queue.
-/// Frames already queued are written together and flushed once (no waiting
-/// for more: a lone frame is flushed at once).
-async fn write_pump(mut sink: SplitSink<WebSocket, Message>, mut rx: OutboxReceiver) {
-    let mut batch = Vec::with_capacity(WRITE_BATCH);
-    loop {
-        tokio::select! {
-            biased;
-            Some(kick) = rx.kicks.recv() => return send_close(&mut sink, kick).await,
-            item = rx.frames.recv() => match item {
-                None => return,
-                Some(item) => batch.push(item),
-            },
-        }
-        while batch.len() < WRITE_BATCH {
-            match rx.frames.try_recv() {
-                Ok(item) => batch.push(item),
-                Err(_) => break,
-            }
-        }
-        let outcome = tokio::select! {
-            biased;
-            Some(kick) = rx.kicks.recv() => Err(Some(kick)),
-            written = write_batch(&mut sink, &mut batch) => written,
-        };
-        match outcome {
-            Ok(()) => {}
-            Err(Some(close)) => return send_close(&mut sink, close).await,
-            Err(None) => return,
-        }
-    }
-}
-
-/// Writes `batch` (emptying it) and flushes. `Err(Some)` when a queued close
-/// ends the batch, `Err(None)` when the socket failed.
-async fn write_batch(sink: &mut SplitSink<WebSocket, Message>, batch: &mut Vec<Outbound>) -> Result<(), Option<Kick>> {
-    for item in batch.drain(..) {
-        let message = match item {
-            Outbound::Text(text) => Message::Text(text),
-            Outbound::Ping => Message::Ping(Default::default()),
-            Outbound::Close(code, reason) => {
-                sink.flush().await.map_err(|_| None)?;
-                return Err(Some(Kick { code, reason }));
-            }
-        };
-        sink.feed(message).await.map_err(|_| None)?;
-    }
-    sink.flush().await.map_err(|_| None)
-}
-
-/// Sends a close frame, bounded: a stuck peer does not hold the task.
-async fn send_close(sink: &mut SplitSink<WebSocket, Message>, kick: Kick) {
-    debug!(code = kick.code, reason = kick.reason, "closing");
-    let frame = CloseFrame {
-        code: kick.code,
-        reason: Utf8Bytes::from_static(kick.reason),
-    };
-    let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(Message::Close(Some(frame)))).await;
 }
 
 /// The seat, once the manager sends it (`None`: it never will); never without a seat.

@@ -31,8 +31,6 @@ pub const CLOSE_NORMAL: (u16, &str) = (1000, "");
 pub enum Outbound {
     /// A JSON text frame.
     Text(Utf8Bytes),
-    /// A WebSocket protocol ping.
-    Ping,
     /// A close frame after everything queued before it; the writer stops.
     Close(u16, &'static str),
 }
