@@ -23,8 +23,9 @@
 //! - one registry task owns every room (`rooms::registry`); connection tasks send it
 //!   commands on a bounded channel (joins get a `oneshot` reply) and it emits
 //!   `RoomEvent`s to the OrbManager on a bounded channel (`send().await`);
-//! - each socket has a reader (its connection task) and a writer pump fed by a bounded
-//!   outbox the registry fills with `try_send`; a full outbox drops that socket (1008);
+//! - each socket is one connection task: it reads and routes its frames (into the
+//!   recipients' outboxes) and writes its own bounded outbox, which others fill with
+//!   `try_send`; a full outbox drops that socket (1008);
 //! - the OrbManager talks back only through `RoomNotifier` (`try_send` into the registry).
 
 pub mod auth;

@@ -297,7 +297,7 @@ impl Reader<'_> {
                     }
                 }
                 read = socket.drive() => match read {
-                    Ok(Read::Bytes) => {}
+                    Ok(Read::Bytes | Read::Room) => {}
                     Ok(Read::Eof) => return ReaderEnd::PeerGone,
                     Err(e) => {
                         debug!(error = %e, "socket error");

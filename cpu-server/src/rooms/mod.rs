@@ -4,7 +4,7 @@
 //! - [`events`]: the seam to the OrbManager (room events out, notifications in).
 //! - [`registry`]: the actor task owning every room; connections talk to it by channel.
 //! - [`room_view`]: each room's published members, through which readers relay.
-//! - [`connection`]: one socket, split into reader and writer pumps.
+//! - [`connection`]: one socket's task: its frames read and routed, its outbox written.
 //! - [`outbox`]: a connection's bounded outgoing queue and its close codes.
 //! - [`offer_rule`]: who creates the WebRTC offer (pure).
 //! - [`room_id`]: which room ids are accepted (pure).

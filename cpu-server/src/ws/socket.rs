@@ -33,6 +33,8 @@ pub enum Read {
     Bytes,
     /// The peer closed its side.
     Eof,
+    /// Nothing read, but the write buffer, full before, takes frames again.
+    Room,
 }
 
 /// A room socket's stream and buffers.
@@ -105,12 +107,17 @@ impl WsSocket {
     }
 
     /// Writes what is pending and reads more: returns once bytes (or the end)
-    /// were read, or the socket failed. Cancel-safe: nothing is lost if dropped.
+    /// were read, the write buffer takes frames again after it was full, or the
+    /// socket failed. Cancel-safe: nothing is lost if dropped.
     pub async fn drive(&mut self) -> io::Result<Read> {
         self.rbuf.advance(std::mem::take(&mut self.handed));
         std::future::poll_fn(|cx| {
+            let full = !self.wants_frames();
             if let Poll::Ready(Err(e)) = self.poll_flush_pending(cx) {
                 return Poll::Ready(Err(e));
+            }
+            if full && self.wants_frames() {
+                return Poll::Ready(Ok(Read::Room));
             }
             // Room for the frame being read, whole, once its header is in.
             let need = Decoder::frame_len(&self.rbuf).unwrap_or(0);
