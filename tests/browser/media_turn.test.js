@@ -46,9 +46,18 @@ test('through coturn only: the page hears its echo and the orb hears only the re
   assert.equal(heard.pair.remote, ORB_IP, JSON.stringify(heard.pair));
   const answer = await coach.page.evaluate((id) => window.mediaPeer.state.pcs.get(id).lastAnswer, ai);
   assert.match(answer, new RegExp(`a=candidate:\\S+ 1 udp \\d+ ${ORB_IP.replace(/\./g, '\\.')} \\d+ typ host`));
-  await new Promise((r) => setTimeout(r, 1000));
-  const echo = await probe(coach.page, ai);
-  assert.ok(Math.abs(echo.level - echo.source) < 0.06, `echo ${echo.level} vs source ${echo.source}`);
+  // The echo's level settles within a few seconds (longer on a loaded machine: a full
+  // test run once read 0.57 against 0.50 one second after connecting).
+  let echo = null;
+  try {
+    echo = await until('the echo at the source level', 8000, async () => {
+      const p = await probe(coach.page, ai);
+      return p && Math.abs(p.level - p.source) < 0.06 ? p : null;
+    });
+  } catch (e) {
+    const last = await probe(coach.page, ai);
+    assert.fail(`echo ${last?.level} vs source ${last?.source}: ${e.message}`);
+  }
 
   const media = await mediaOf(room, 'coach-1');
   const fromRelay = media.sources.every((s) => s.address.startsWith(RELAY_IP + ':'));
