@@ -34,6 +34,7 @@ have setpriv || missing+=(util-linux)
 have useradd || missing+=(passwd)
 have ip || missing+=(iproute2)
 have promtool || missing+=(prometheus)
+have readelf || missing+=(binutils) # reads the binary's build id that /health must report (tests/room_server.rs)
 have espeak-ng || missing+=(espeak-ng) # speaks the voice test's fake microphone (tests/voice_call.rs)
 # A real local Slurm cluster (scripts/slurm-local.sh) for tests/slurm_placement.rs and the
 # suite's `slurm` scenario; the script would install these itself, one apt run is cheaper.

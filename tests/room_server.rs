@@ -591,6 +591,23 @@ async fn health_endpoints_have_their_shapes() {
     assert_eq!(health["status"], "healthy");
     assert_eq!(health["service"], "cpu-server");
     assert!(health["version"].as_str().is_some_and(|v| !v.is_empty()), "{health}");
+    // The build id is the executable's own GNU build id, as binutils reads it.
+    let exe = system_tests::binaries::cpu_server();
+    let notes = std::process::Command::new("readelf")
+        .arg("-n")
+        .arg(&exe)
+        .output()
+        .expect("readelf (binutils, installed by tests/install.sh)");
+    let notes = String::from_utf8_lossy(&notes.stdout);
+    let expected = notes
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Build ID: "))
+        .expect("the binary has a GNU build id note");
+    assert_eq!(health["build_id"], expected, "{health}");
+    assert!(
+        server.proc.stderr().contains(expected),
+        "the listening line names the build id"
+    );
     assert_eq!(health["orbs"]["max"], 3, "{health}");
     assert!(health["orbs"]["active"].is_u64(), "{health}");
     assert_eq!(health["rooms"], 2, "{health}");

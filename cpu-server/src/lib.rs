@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //! - [`settings`]: flags, environment, `.env` and defaults, validated at once.
+//! - [`build_id`]: the running executable's GNU build id (`/health`, start-up log).
 //! - [`auth`]: who may open a room socket and join as whom (client JWT, orb tokens, origins).
 //! - [`http`]: routes (`/health`, `/healthz`, `/ws-simple/{room_id}`), the admin API, `/metrics`,
 //!   the room and dashboard pages, `/api/turn-credentials`; plain or TLS serving.
@@ -29,6 +30,7 @@
 //! - the OrbManager talks back only through `RoomNotifier` (`try_send` into the registry).
 
 pub mod auth;
+pub mod build_id;
 pub mod cli;
 pub mod http;
 pub mod logging;
@@ -154,7 +156,7 @@ pub async fn run_until(
             (http::router(state), Some(tokio::spawn(serve)))
         }
     };
-    info!(%local, tls = tls.is_some(), "listening");
+    info!(%local, tls = tls.is_some(), build_id = crate::build_id::current(), "listening");
     http::serve::warn_if_above_fd_limit(connections.max_connections);
     let public = http::serve::serve(
         listener,

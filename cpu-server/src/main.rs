@@ -26,6 +26,8 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    // Read while /proc/self is still ours to open, before anything else.
+    cpu_server::build_id::init();
     // Not dumpable: /proc/<pid>/environ, mem, fd... become root's, so an orb
     // (even one running as our own user) cannot read the secrets in our
     // environment or memory, nor ptrace us. Before anything reads a secret.

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 
-/// `GET /health`: status, version, orb counts and room count.
+/// `GET /health`: status, version, build id, orb counts and room count.
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let draining = state.draining.is_cancelled();
     let orbs = state.orbs.counts();
@@ -15,6 +15,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         "status": if draining { "draining" } else { "healthy" },
         "service": "cpu-server",
         "version": env!("CARGO_PKG_VERSION"),
+        "build_id": crate::build_id::current(),
         "orbs": {"active": orbs.active, "max": orbs.max},
         "rooms": state.registry.rooms(),
     });
