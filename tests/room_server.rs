@@ -697,6 +697,44 @@ async fn native_tls_serves_health_over_https() {
     assert!(text.contains(r#"{"status":"ok"}"#), "{text}");
 }
 
+/// Native TLS (`TLS_CERT`): a room over `wss://` straight to cpu-server, whose room
+/// sockets then run on hyper's upgraded TLS stream (not the raw TCP socket).
+#[tokio::test]
+async fn native_tls_serves_a_room_over_wss() {
+    use system_tests::deploy_tls::{WssClient, client_config};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = system_tests::deploy_tools::TestCert::generate(dir.path());
+    let (pem, key) = (cert.cert.to_string_lossy(), cert.key.to_string_lossy());
+    let server = RoomServer::start_with_probe(&[("TLS_CERT", &pem), ("TLS_KEY", &key)], |port| {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let config = client_config(&cert.ca);
+    let mut a = WssClient::connect(&config, server.port, "tls-room")
+        .await
+        .expect("wss a");
+    a.send(json!({"type":"join","userId":"a","userName":"a","userRole":"coach"}))
+        .await;
+    assert!(a.recv_type("peer-discovery", T).await.is_some(), "a joined over wss");
+    let mut b = WssClient::connect(&config, server.port, "tls-room")
+        .await
+        .expect("wss b");
+    b.send(json!({"type":"join","userId":"b","userName":"b","userRole":"client"}))
+        .await;
+    assert!(b.recv_type("peer-discovery", T).await.is_some(), "b joined over wss");
+    assert!(a.recv_type("user-joined", T).await.is_some());
+    let pad = "t".repeat(20_000); // several TLS records
+    b.send(json!({"type":"client_signal","action":"over tls","pad":pad}))
+        .await;
+    let got = a.recv_type("client_signal", T).await.expect("relayed over TLS");
+    assert_eq!(got["fromId"], "b", "{got}");
+    assert_eq!(got["pad"].as_str().map(str::len), Some(20_000));
+    b.close().await;
+    assert!(
+        a.recv_type("user-left", T).await.is_some(),
+        "b's close reached the room"
+    );
+}
+
 #[tokio::test]
 async fn tls_files_that_do_not_exist_are_refused_with_exit_64() {
     let dir = tempfile::tempdir().expect("tempdir");
