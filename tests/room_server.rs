@@ -701,6 +701,8 @@ async fn native_tls_serves_health_over_https() {
 /// sockets then run on hyper's upgraded TLS stream (not the raw TCP socket).
 #[tokio::test]
 async fn native_tls_serves_a_room_over_wss() {
+    use std::sync::Arc;
+
     use system_tests::deploy_tls::{WssClient, client_config};
     let dir = tempfile::tempdir().expect("tempdir");
     let cert = system_tests::deploy_tools::TestCert::generate(dir.path());
@@ -709,18 +711,22 @@ async fn native_tls_serves_a_room_over_wss() {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
     let config = client_config(&cert.ca);
-    let mut a = WssClient::connect(&config, server.port, "tls-room")
-        .await
-        .expect("wss a");
-    a.send(json!({"type":"join","userId":"a","userName":"a","userRole":"coach"}))
-        .await;
-    assert!(a.recv_type("peer-discovery", T).await.is_some(), "a joined over wss");
-    let mut b = WssClient::connect(&config, server.port, "tls-room")
-        .await
-        .expect("wss b");
-    b.send(json!({"type":"join","userId":"b","userName":"b","userRole":"client"}))
-        .await;
-    assert!(b.recv_type("peer-discovery", T).await.is_some(), "b joined over wss");
+    let join = |user: &'static str, role: &'static str| {
+        let config = Arc::clone(&config);
+        async move {
+            let mut client = WssClient::connect(&config, server.port, "tls-room").await.expect("wss");
+            client
+                .send(json!({"type":"join","userId":user,"userName":user,"userRole":role}))
+                .await;
+            assert!(
+                client.recv_type("peer-discovery", T).await.is_some(),
+                "{user} joined over wss"
+            );
+            client
+        }
+    };
+    let mut a = join("a", "coach").await;
+    let mut b = join("b", "client").await;
     assert!(a.recv_type("user-joined", T).await.is_some());
     let pad = "t".repeat(20_000); // several TLS records
     b.send(json!({"type":"client_signal","action":"over tls","pad":pad}))

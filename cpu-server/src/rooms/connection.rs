@@ -128,12 +128,9 @@ impl Connection {
         drop(outbox);
         let closing = match end {
             ReaderEnd::PeerGone => None,
-            ReaderEnd::PeerClosed(code) => Some(Kick {
-                code: code.unwrap_or(CLOSE_NORMAL.0),
-                reason: "",
-            }),
+            ReaderEnd::PeerClosed(code) => Some(Kick::from((code.unwrap_or(CLOSE_NORMAL.0), ""))),
             ReaderEnd::Kicked(kick) => Some(kick),
-            ReaderEnd::Closing => closing_frames(&mut socket, &mut receiver),
+            ReaderEnd::Closing => Some(closing_frames(&mut socket, &mut receiver)),
         };
         if let Some(kick) = closing {
             debug!(code = kick.code, reason = kick.reason, "closing");
@@ -145,20 +142,29 @@ impl Connection {
     }
 }
 
+/// Puts one queued item into the socket's write buffer; a queued close ends the socket.
+fn put(socket: &mut WsSocket, item: Outbound) -> Result<(), Kick> {
+    match item {
+        Outbound::Text(text) => {
+            socket.put_text(text.as_bytes());
+            Ok(())
+        }
+        Outbound::Close(code, reason) => Err(Kick { code, reason }),
+    }
+}
+
 /// After the reader queued a close: a kick overtakes the queue; otherwise the
 /// frames queued before the close frame are written first.
-fn closing_frames(socket: &mut WsSocket, receiver: &mut OutboxReceiver) -> Option<Kick> {
+fn closing_frames(socket: &mut WsSocket, receiver: &mut OutboxReceiver) -> Kick {
     if let Ok(kick) = receiver.kicks.try_recv() {
-        return Some(kick);
+        return kick;
     }
     while let Ok(item) = receiver.frames.try_recv() {
-        match item {
-            Outbound::Text(text) => socket.put_text(text.as_bytes()),
-            Outbound::Close(code, reason) => return Some(Kick { code, reason }),
+        if let Err(close) = put(socket, item) {
+            return close;
         }
     }
-    let (code, reason) = CLOSE_NORMAL;
-    Some(Kick { code, reason })
+    Kick::from(CLOSE_NORMAL)
 }
 
 /// Moves up to a batch of queued frames into the socket's write buffer; a
@@ -173,10 +179,7 @@ fn take_frames(socket: &mut WsSocket, receiver: &mut OutboxReceiver, first: Opti
                 Err(_) => return Ok(()),
             },
         };
-        match item {
-            Outbound::Text(text) => socket.put_text(text.as_bytes()),
-            Outbound::Close(code, reason) => return Err(Kick { code, reason }),
-        }
+        put(socket, item)?;
         if !socket.wants_frames() {
             break;
         }
@@ -287,10 +290,7 @@ impl Reader<'_> {
             tokio::select! {
                 biased;
                 Some(kick) = rx.kicks.recv() => return ReaderEnd::Kicked(kick),
-                () = &mut closing => {
-                    let (code, reason) = CLOSE_SHUTDOWN;
-                    return ReaderEnd::Kicked(Kick { code, reason });
-                }
+                () = &mut closing => return ReaderEnd::Kicked(Kick::from(CLOSE_SHUTDOWN)),
                 Some(item) = rx.frames.recv(), if socket.wants_frames() => {
                     if let Err(close) = take_frames(socket, rx, Some(item)) {
                         return ReaderEnd::Kicked(close);
@@ -339,14 +339,7 @@ impl Reader<'_> {
             }
             ProtocolError::Protocol(_) | ProtocolError::InvalidUtf8 => {
                 debug!(%error, "closing on a protocol error");
-                let reason = match error {
-                    ProtocolError::InvalidUtf8 => "invalid UTF-8",
-                    _ => "protocol error",
-                };
-                ReaderEnd::Kicked(Kick {
-                    code: error.close_code(),
-                    reason,
-                })
+                ReaderEnd::Kicked(Kick::from(error.close()))
             }
         }
     }

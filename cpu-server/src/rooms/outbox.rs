@@ -44,6 +44,13 @@ pub struct Kick {
     pub reason: &'static str,
 }
 
+impl From<(u16, &'static str)> for Kick {
+    /// A kick with one of this module's `(code, reason)` pairs.
+    fn from((code, reason): (u16, &'static str)) -> Self {
+        Self { code, reason }
+    }
+}
+
 /// Why a frame could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueueError {
@@ -105,7 +112,7 @@ impl Outbox {
         if self.kicked.swap(true, Ordering::AcqRel) {
             return false;
         }
-        let _ = self.kicks.try_send(Kick { code, reason });
+        let _ = self.kicks.try_send(Kick::from((code, reason)));
         true
     }
 }

@@ -60,10 +60,15 @@ pub enum ProtocolError {
 impl ProtocolError {
     /// The close code this error ends the socket with.
     pub fn close_code(&self) -> u16 {
+        self.close().0
+    }
+
+    /// The close code and reason this error ends the socket with.
+    pub fn close(&self) -> (u16, &'static str) {
         match self {
-            Self::TooLarge { .. } => 1009,
-            Self::Protocol(_) => CLOSE_PROTOCOL,
-            Self::InvalidUtf8 => CLOSE_INVALID_UTF8,
+            Self::TooLarge { .. } => (1009, "message too large"),
+            Self::Protocol(_) => (CLOSE_PROTOCOL, "protocol error"),
+            Self::InvalidUtf8 => (CLOSE_INVALID_UTF8, "invalid UTF-8"),
         }
     }
 }
@@ -225,16 +230,13 @@ impl Decoder {
                 partial.data.extend_from_slice(&buf[payload]);
                 if !h.fin {
                     Frame::Fragment
+                } else if !partial.text {
+                    self.delivered = true;
+                    Frame::Binary
                 } else {
                     // Dropped by the next call, once the caller is done with the text.
                     self.delivered = true;
-                    let partial = self.partial.as_ref().expect("checked above");
-                    if !partial.text {
-                        Frame::Binary
-                    } else {
-                        let text = std::str::from_utf8(&partial.data).map_err(|_| ProtocolError::InvalidUtf8)?;
-                        Frame::Text(text)
-                    }
+                    Frame::Text(std::str::from_utf8(&partial.data).map_err(|_| ProtocolError::InvalidUtf8)?)
                 }
             }
             OP_CLOSE => match &buf[payload] {
