@@ -1,12 +1,12 @@
 //! One room socket, served by one task: it decodes the socket's frames and
-//! routes them (straight into the recipients' outboxes), writes what its own
-//! outbox holds, pings, and closes. The registry is told to remove the
-//! participant exactly here, once, whatever the cause (leave, close, error, timeout).
+//! routes them (through the recipients' outboxes: straight into their sockets
+//! when nothing is queued ahead), writes what its own outbox queued, pings, and
+//! closes. The registry is told to remove the participant exactly here, once,
+//! whatever the cause (leave, close, error, timeout).
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::extract::ws::Utf8Bytes;
 use shared::room::{
     ErrorCode, ErrorReply, FrameError, MessageKind, RoomMessage, parse_envelope, parse_inbound, relayed,
 };
@@ -17,8 +17,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::limits::{IpSlot, TokenBucket};
 use super::outbox::{
-    CLOSE_NORMAL, CLOSE_PING_TIMEOUT, CLOSE_SHUTDOWN, CLOSE_SLOW_CONSUMER, CLOSE_TOO_LARGE, ConnId, Kick, Outbound,
-    Outbox, OutboxReceiver, outbox,
+    CLOSE_NORMAL, CLOSE_PING_TIMEOUT, CLOSE_SHUTDOWN, CLOSE_SLOW_CONSUMER, CLOSE_TOO_LARGE, ConnId, Kick, Outbox,
 };
 use super::registry::RegistryHandle;
 use super::room_view::{Relayed, RoomLink, Route};
@@ -28,10 +27,9 @@ use crate::auth::{Auth, Credential, token};
 use crate::settings::RoomSettings;
 use crate::ws::frame::{Frame, ProtocolError};
 use crate::ws::handshake::RoomStream;
+use crate::ws::outbox::Ending;
 use crate::ws::socket::{Read, WsSocket};
 
-/// Most frames taken from the outbox into the write buffer at once.
-const WRITE_BATCH: usize = 64;
 /// How long a closing socket gets to flush its close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// The AI's frames tell the OrbManager it is alive at most this often.
@@ -95,7 +93,7 @@ struct Joined {
 struct Outgoing<'t> {
     kind: MessageKind,
     target: Result<Option<std::borrow::Cow<'t, str>>, FrameError>,
-    text: Utf8Bytes,
+    text: String,
 }
 
 impl Connection {
@@ -109,11 +107,10 @@ impl Connection {
         let seat = self.seat.take();
         RelayStats::bump(&self.stats.connections);
         debug!("connected");
-        let mut socket = WsSocket::new(stream, self.settings.max_message_bytes);
-        let (outbox, mut receiver) = outbox(self.settings.ws_send_queue);
+        let mut socket = WsSocket::new(stream, self.settings.max_message_bytes, self.settings.ws_send_queue);
         let reader = Reader {
             conn: &self,
-            outbox: outbox.clone(),
+            outbox: socket.outbox().clone(),
             joined: None,
             refused_joins: 0,
             bucket: TokenBucket::new(self.settings.max_messages_per_second, Instant::now()),
@@ -122,69 +119,30 @@ impl Connection {
             seat,
             given: None,
         };
-        let end = reader.run(&mut socket, &mut receiver).await;
+        let end = reader.run(&mut socket).await;
         // The one place membership is cleaned up.
         self.registry.leave(self.id).await;
-        drop(outbox);
-        let closing = match end {
-            ReaderEnd::PeerGone => None,
-            ReaderEnd::PeerClosed(code) => Some(Kick::from((code.unwrap_or(CLOSE_NORMAL.0), ""))),
-            ReaderEnd::Kicked(kick) => Some(kick),
-            ReaderEnd::Closing => Some(closing_frames(&mut socket, &mut receiver)),
+        // No frame is taken after this; a kick overtakes what was queued, and so
+        // does the peer's close.
+        let close = match end {
+            ReaderEnd::Closing => Some(socket.end(Ending::Flush).unwrap_or(Kick::from(CLOSE_NORMAL))),
+            ReaderEnd::PeerGone | ReaderEnd::PeerClosed(_) | ReaderEnd::Kicked(_) => {
+                let _ = socket.end(Ending::Drop);
+                match end {
+                    ReaderEnd::PeerClosed(code) => Some(Kick::from((code.unwrap_or(CLOSE_NORMAL.0), ""))),
+                    ReaderEnd::Kicked(kick) => Some(kick),
+                    _ => None,
+                }
+            }
         };
-        if let Some(kick) = closing {
+        if let Some(kick) = close {
             debug!(code = kick.code, reason = kick.reason, "closing");
-            socket.put_close(kick.code, kick.reason);
+            socket.close(kick);
             socket.finish(CLOSE_GRACE).await;
         }
         debug!(?end, "disconnected");
         drop(self.slot);
     }
-}
-
-/// Puts one queued item into the socket's write buffer; a queued close ends the socket.
-fn put(socket: &mut WsSocket, item: Outbound) -> Result<(), Kick> {
-    match item {
-        Outbound::Text(text) => {
-            socket.put_text(text.as_bytes());
-            Ok(())
-        }
-        Outbound::Close(code, reason) => Err(Kick { code, reason }),
-    }
-}
-
-/// After the reader queued a close: a kick overtakes the queue; otherwise the
-/// frames queued before the close frame are written first.
-fn closing_frames(socket: &mut WsSocket, receiver: &mut OutboxReceiver) -> Kick {
-    if let Ok(kick) = receiver.kicks.try_recv() {
-        return kick;
-    }
-    while let Ok(item) = receiver.frames.try_recv() {
-        if let Err(close) = put(socket, item) {
-            return close;
-        }
-    }
-    Kick::from(CLOSE_NORMAL)
-}
-
-/// Moves up to a batch of queued frames into the socket's write buffer; a
-/// queued close ends the socket.
-fn take_frames(socket: &mut WsSocket, receiver: &mut OutboxReceiver, first: Option<Outbound>) -> Result<(), Kick> {
-    let mut next = first;
-    for _ in 0..WRITE_BATCH {
-        let item = match next.take() {
-            Some(item) => item,
-            None => match receiver.frames.try_recv() {
-                Ok(item) => item,
-                Err(_) => return Ok(()),
-            },
-        };
-        put(socket, item)?;
-        if !socket.wants_frames() {
-            break;
-        }
-    }
-    Ok(())
 }
 
 /// The reading half: parses, checks and routes each frame.
@@ -256,7 +214,7 @@ impl Reader<'_> {
         }
     }
 
-    async fn run(mut self, socket: &mut WsSocket, rx: &mut OutboxReceiver) -> ReaderEnd {
+    async fn run(mut self, socket: &mut WsSocket) -> ReaderEnd {
         let interval = self.conn.settings.ws_ping_interval;
         let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -284,20 +242,12 @@ impl Reader<'_> {
                     return end;
                 }
             }
-            if let Err(close) = take_frames(socket, rx, None) {
-                return ReaderEnd::Kicked(close);
-            }
             tokio::select! {
                 biased;
-                Some(kick) = rx.kicks.recv() => return ReaderEnd::Kicked(kick),
                 () = &mut closing => return ReaderEnd::Kicked(Kick::from(CLOSE_SHUTDOWN)),
-                Some(item) = rx.frames.recv(), if socket.wants_frames() => {
-                    if let Err(close) = take_frames(socket, rx, Some(item)) {
-                        return ReaderEnd::Kicked(close);
-                    }
-                }
                 read = socket.drive() => match read {
-                    Ok(Read::Bytes | Read::Room) => {}
+                    Ok(Read::Bytes) => {}
+                    Ok(Read::Kicked(kick)) => return ReaderEnd::Kicked(kick),
                     Ok(Read::Eof) => return ReaderEnd::PeerGone,
                     Err(e) => {
                         debug!(error = %e, "socket error");
@@ -362,9 +312,14 @@ impl Reader<'_> {
                 && let Some(out) = relayed(text, &envelope, &joined.from_json)
             {
                 let kind = envelope.kind;
-                let text = Utf8Bytes::from(out);
                 let target = Ok(envelope.target);
-                return self.relay(Outgoing { kind, target, text }).await;
+                return self
+                    .relay(Outgoing {
+                        kind,
+                        target,
+                        text: out,
+                    })
+                    .await;
             }
             if allowed && envelope.kind == MessageKind::OrbHeartbeat {
                 self.ai_activity().await;
@@ -383,7 +338,7 @@ impl Reader<'_> {
         let joined_ai = self.joined.as_ref().map(|j| j.is_ai);
         match (inbound.kind, joined_ai) {
             (MessageKind::Ping, joined) => {
-                self.push(Outbound::Text(RoomMessage::Pong(Default::default()).to_json().into()))?;
+                self.push(&RoomMessage::Pong(Default::default()).to_json())?;
                 if joined == Some(true) {
                     self.ai_activity().await;
                 }
@@ -482,7 +437,7 @@ impl Reader<'_> {
                     .target()
                     .map(|t| t.map(|t| std::borrow::Cow::Owned(t.to_owned())));
                 let from = self.joined.as_ref().map(|j| j.user_id.as_str()).unwrap_or_default();
-                let text = Utf8Bytes::from(inbound.into_relayed(from));
+                let text = inbound.into_relayed(from);
                 self.relay(Outgoing { kind, target, text }).await
             }
         }
@@ -504,12 +459,10 @@ impl Reader<'_> {
             Ok(None) => Route::Others,
         };
         let mut dropped = std::mem::take(&mut self.dropped);
-        let relayed =
-            joined
-                .link
-                .view
-                .borrow()
-                .relay(self.conn.id, route, &out.text, &joined.link.counters, &mut dropped);
+        // The view is taken out of the watch first: no lock is held while the
+        // recipients' sockets are written.
+        let view = joined.link.view.borrow().clone();
+        let relayed = view.relay(self.conn.id, route, &out.text, &joined.link.counters, &mut dropped);
         // A recipient kicked here leaves the room now, not when its socket has closed.
         for conn in dropped.drain(..) {
             self.conn.registry.leave(conn).await;
@@ -553,12 +506,12 @@ impl Reader<'_> {
     fn error(&mut self, code: ErrorCode, message: String) -> Result<(), ReaderEnd> {
         RelayStats::bump(&self.conn.stats.errors);
         debug!(%code, %message, "error reply");
-        self.push(Outbound::Text(ErrorReply::frame(code, message).to_json().into()))
+        self.push(&ErrorReply::frame(code, message).to_json())
     }
 
-    /// Queues `item`; a full queue drops this socket as a slow consumer.
-    fn push(&mut self, item: Outbound) -> Result<(), ReaderEnd> {
-        match self.outbox.try_push(item) {
+    /// Sends `text` to this socket; a full queue drops it as a slow consumer.
+    fn push(&mut self, text: &str) -> Result<(), ReaderEnd> {
+        match self.outbox.try_text(text.as_bytes()) {
             Ok(()) => Ok(()),
             Err(_) => {
                 RelayStats::bump(&self.conn.stats.slow_consumers);
@@ -568,9 +521,9 @@ impl Reader<'_> {
         }
     }
 
-    /// Queues a close frame after everything already queued.
-    fn close(&mut self, (code, reason): (u16, &'static str)) -> ReaderEnd {
-        let _ = self.push(Outbound::Close(code, reason));
+    /// Closes the socket after everything already queued.
+    fn close(&mut self, close: (u16, &'static str)) -> ReaderEnd {
+        self.outbox.close_after_queued(close);
         ReaderEnd::Closing
     }
 }

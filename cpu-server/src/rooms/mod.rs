@@ -5,7 +5,7 @@
 //! - [`registry`]: the actor task owning every room; connections talk to it by channel.
 //! - [`room_view`]: each room's published members, through which readers relay.
 //! - [`connection`]: one socket's task: its frames read and routed, its outbox written.
-//! - [`outbox`]: a connection's bounded outgoing queue and its close codes.
+//! - [`outbox`]: a connection's id, its close codes, and its outbox (from `ws::outbox`).
 //! - [`offer_rule`]: who creates the WebRTC offer (pure).
 //! - [`room_id`]: which room ids are accepted (pure).
 //! - [`limits`]: message-rate token bucket and per-IP socket counts.

@@ -2,17 +2,17 @@
 //! and their outboxes, published by the registry (the one owner of membership) on
 //! every change, read by each member's reader task to deliver frames itself.
 //!
-//! A frame is delivered on the reader's own task, straight into the recipients'
-//! bounded outboxes (`try_send`: never waits), so it crosses two tasks (reader,
-//! recipient's writer) instead of three, and one room's load never queues behind
-//! another's in a shared actor. Per-sender order holds because one reader delivers
-//! its frames in the order read. The registry publishes a joiner's snapshot after
+//! A frame is delivered on the reader's own task, through the recipients'
+//! outboxes (never waiting): written straight into a recipient's socket when
+//! nothing is queued ahead of it, else queued for the recipient's task; so one
+//! room's load never queues behind another's in a shared actor. Per-sender order
+//! holds because one reader delivers its frames in the order read, and an
+//! outbox never lets a frame overtake one queued before it. The registry publishes a joiner's snapshot after
 //! queueing its `peer-discovery` and before telling the others, so nobody relays to
 //! a joiner before its discovery, and whoever saw `user-joined` can reach it.
 
 use std::sync::Arc;
 
-use axum::extract::ws::Utf8Bytes;
 use tokio::sync::watch;
 use tracing::warn;
 
@@ -68,7 +68,7 @@ pub enum Route<'a> {
 /// What became of a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Relayed {
-    /// Queued for this many recipients (slow ones kicked).
+    /// Sent to this many recipients (slow ones kicked).
     Delivered(usize),
     /// The sender is no longer a member (left, or replaced by a rejoin): dropped.
     NotMember,
@@ -76,15 +76,15 @@ pub enum Relayed {
     NoSuchPeer,
 }
 
-/// Queues `text` for `member`; a full queue kicks it as a slow consumer (it then
+/// Sends `text` to `member`; a full queue kicks it as a slow consumer (it then
 /// leaves through its own connection). `false` when the member must be removed.
-pub fn deliver(member: &ViewMember, text: &Utf8Bytes, counters: &Counters) -> bool {
+pub fn deliver(member: &ViewMember, text: &str, counters: &Counters) -> bool {
     deliver_to(&member.outbox, member.conn, &member.user_id, text, counters)
 }
 
 /// [`deliver`] to the outbox of `conn` (`user_id`, for the log).
-pub fn deliver_to(outbox: &Outbox, conn: ConnId, user_id: &str, text: &Utf8Bytes, counters: &Counters) -> bool {
-    match outbox.try_text(text.clone()) {
+pub fn deliver_to(outbox: &Outbox, conn: ConnId, user_id: &str, text: &str, counters: &Counters) -> bool {
+    match outbox.try_text(text.as_bytes()) {
         Ok(()) => {
             RelayStats::bump(&counters.stats.relayed);
             counters.metrics.relayed_bytes.inc_by(text.len() as u64);
@@ -109,7 +109,7 @@ impl RoomView {
         &self,
         from: ConnId,
         route: Route<'_>,
-        text: &Utf8Bytes,
+        text: &str,
         counters: &Counters,
         dropped: &mut Vec<ConnId>,
     ) -> Relayed {
@@ -138,10 +138,10 @@ impl RoomView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rooms::outbox::{Outbound, OutboxReceiver, outbox};
+    use crate::rooms::outbox::{Outbox, outbox};
 
     /// Members `a` (conn 1) and `b` (conn 2) with queues of `a_cap` and `b_cap` frames.
-    fn two(a_cap: usize, b_cap: usize) -> (RoomView, OutboxReceiver, OutboxReceiver) {
+    fn two(a_cap: usize, b_cap: usize) -> (RoomView, Outbox, Outbox) {
         let (a, a_rx) = outbox(a_cap);
         let (b, b_rx) = outbox(b_cap);
         let member = |conn, user_id: &str, outbox| ViewMember {
@@ -164,49 +164,46 @@ mod tests {
 
     #[test]
     fn routes_reach_others_or_the_target_and_a_stranger_relays_nothing() {
-        let (view, mut a_rx, mut b_rx) = two(4, 4);
+        let (view, a_rx, b_rx) = two(4, 4);
         let c = counters();
-        let text = Utf8Bytes::from_static("{}");
+        let text = "{}";
         let mut dropped = Vec::new();
         assert_eq!(
-            view.relay(1, Route::Others, &text, &c, &mut dropped),
+            view.relay(1, Route::Others, text, &c, &mut dropped),
             Relayed::Delivered(1)
         );
-        assert!(matches!(b_rx.frames.try_recv(), Ok(Outbound::Text(_))));
-        assert!(a_rx.frames.try_recv().is_err(), "not to the sender");
+        assert_eq!(b_rx.take_texts(), ["{}"]);
+        assert!(a_rx.take_texts().is_empty(), "not to the sender");
         assert_eq!(
-            view.relay(2, Route::To("a"), &text, &c, &mut dropped),
+            view.relay(2, Route::To("a"), text, &c, &mut dropped),
             Relayed::Delivered(1)
         );
         assert_eq!(
-            view.relay(2, Route::To("z"), &text, &c, &mut dropped),
+            view.relay(2, Route::To("z"), text, &c, &mut dropped),
             Relayed::NoSuchPeer
         );
-        assert_eq!(
-            view.relay(9, Route::Others, &text, &c, &mut dropped),
-            Relayed::NotMember
-        );
+        assert_eq!(view.relay(9, Route::Others, text, &c, &mut dropped), Relayed::NotMember);
         assert!(dropped.is_empty());
         assert_eq!(RelayStats::get(&c.stats.relayed), 2);
     }
 
     #[test]
     fn a_full_outbox_is_kicked_once_and_counted_once() {
-        let (view, _a_rx, mut b_rx) = two(4, 1);
+        let (view, _a_rx, b_rx) = two(4, 1);
         let c = counters();
-        let text = Utf8Bytes::from_static("{}");
+        let text = "{}";
         let mut dropped = Vec::new();
         assert_eq!(
-            view.relay(1, Route::Others, &text, &c, &mut dropped),
+            view.relay(1, Route::Others, text, &c, &mut dropped),
             Relayed::Delivered(1)
         );
         for _ in 0..3 {
             assert_eq!(
-                view.relay(1, Route::Others, &text, &c, &mut dropped),
+                view.relay(1, Route::Others, text, &c, &mut dropped),
                 Relayed::Delivered(0)
             );
-            // The writer takes its kick at once; later overflows must not count again.
-            let _ = b_rx.kicks.try_recv();
+            // The socket's task takes its kick at once; later overflows must not count again.
+            let _ = b_rx.take_kick();
         }
         assert_eq!(RelayStats::get(&c.stats.slow_consumers), 1);
         assert_eq!(dropped, [2, 2, 2], "each time, to be removed");

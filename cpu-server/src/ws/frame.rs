@@ -257,18 +257,34 @@ impl Decoder {
     }
 }
 
+/// The unmasked header of a frame for `opcode` with `len` payload bytes, and its length.
+fn header_bytes(opcode: u8, len: usize) -> ([u8; 10], usize) {
+    let mut head = [0u8; 10];
+    head[0] = 0x80 | opcode;
+    if len < 126 {
+        head[1] = len as u8;
+        (head, 2)
+    } else if let Ok(short) = u16::try_from(len) {
+        head[1] = 126;
+        head[2..4].copy_from_slice(&short.to_be_bytes());
+        (head, 4)
+    } else {
+        head[1] = 127;
+        head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        (head, 10)
+    }
+}
+
+/// The header of a text frame carrying `len` bytes, and its length (for a
+/// vectored write of header and payload without copying the payload).
+pub fn text_header(len: usize) -> ([u8; 10], usize) {
+    header_bytes(OP_TEXT, len)
+}
+
 /// Appends an unmasked frame header for `opcode` with `len` payload bytes.
 fn put_header(out: &mut Vec<u8>, opcode: u8, len: usize) {
-    out.push(0x80 | opcode);
-    if len < 126 {
-        out.push(len as u8);
-    } else if let Ok(short) = u16::try_from(len) {
-        out.push(126);
-        out.extend_from_slice(&short.to_be_bytes());
-    } else {
-        out.push(127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
+    let (head, n) = header_bytes(opcode, len);
+    out.extend_from_slice(&head[..n]);
 }
 
 /// Appends a text frame carrying `text`.

@@ -5,8 +5,10 @@
 //! # Layout
 //! - [`handshake`]: the upgrade request's checks, the `101` answer, the upgraded stream.
 //! - [`frame`]: decoding client frames in place and encoding server frames (pure).
+//! - [`outbox`]: the sending side everyone shares: direct writes when nothing is ahead, else a bounded queue.
 //! - [`socket`]: one socket's read and write buffers and its one wait.
 
 pub mod frame;
 pub mod handshake;
+pub mod outbox;
 pub mod socket;

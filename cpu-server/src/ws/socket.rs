@@ -5,69 +5,160 @@
 //! and reads more, so a task can wait on it beside its outbox and timers without
 //! splitting the socket (no lock between a reader and a writer half).
 
-use std::future::Future;
 use std::io;
-use std::pin::{Pin, pin};
-use std::task::Poll;
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::io::Interest;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use super::frame::{self, Decoder, Frame, ProtocolError};
 use super::handshake::RoomStream;
+use super::outbox::{Ending, Kick, Outbox, Turn};
 
 /// Spare room ensured before each read (the initial buffer, too).
 const READ_CHUNK: usize = 4096;
 /// A buffer grown past this for a large frame is given back once empty.
 const KEEP_BUFFER: usize = 64 * 1024;
-/// Frames are taken from the outbox while fewer bytes than this wait to be written.
+/// Queued frames are taken while fewer bytes than this wait to be written.
 const WRITE_HIGH: usize = 64 * 1024;
+/// Turns of taking and writing queued frames in one poll, before yielding.
+const TURNS: usize = 8;
 /// How long a closed socket waits for its peer's end after the close frame.
 const LINGER: Duration = Duration::from_secs(1);
 
-/// What a read brought.
+/// What a wait on the socket brought.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Read {
     /// More bytes are buffered (frames may be ready).
     Bytes,
     /// The peer closed its side.
     Eof,
-    /// Nothing read, but the write buffer, full before, takes frames again.
-    Room,
+    /// The socket was closed out of band.
+    Kicked(Kick),
 }
 
-/// A room socket's stream and buffers.
+/// The socket's stream: shared for plain TCP (senders write to it directly),
+/// owned otherwise.
+#[derive(Debug)]
+enum Io {
+    Tcp(Arc<TcpStream>),
+    Other(TokioIo<Upgraded>),
+}
+
+impl Io {
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+        match self {
+            // Bounded: a would-block clears readiness, so the next poll waits.
+            Self::Tcp(tcp) => loop {
+                ready!(tcp.poll_read_ready(cx))?;
+                let spare = buf.capacity() - buf.len();
+                let mut read = None;
+                // A short read drained the socket: readiness is cleared (as tokio's
+                // own `poll_read` does), so the next poll waits for the next event
+                // instead of trying a read that would block.
+                let outcome = tcp.try_io(Interest::READABLE, || {
+                    let n = tcp.try_read_buf(buf)?;
+                    read = Some(n);
+                    if 0 < n && n < spare {
+                        Err(io::ErrorKind::WouldBlock.into())
+                    } else {
+                        Ok(())
+                    }
+                });
+                match (read, outcome) {
+                    (Some(n), _) => return Poll::Ready(Ok(n)),
+                    (None, Err(e)) if e.kind() != io::ErrorKind::WouldBlock => return Poll::Ready(Err(e)),
+                    (None, _) => {}
+                }
+            },
+            Self::Other(io) => tokio_util::io::poll_read_buf(Pin::new(io), cx, buf),
+        }
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self {
+            // Bounded as above.
+            Self::Tcp(tcp) => loop {
+                ready!(tcp.poll_write_ready(cx))?;
+                match tcp.try_write(buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    result => return Poll::Ready(result),
+                }
+            },
+            Self::Other(io) => Pin::new(io).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Self::Tcp(_) => Poll::Ready(Ok(())),
+            // TLS streams buffer records until flushed.
+            Self::Other(io) => Pin::new(io).poll_flush(cx),
+        }
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        match self {
+            Self::Tcp(tcp) => {
+                nix::sys::socket::shutdown(tcp.as_raw_fd(), nix::sys::socket::Shutdown::Write).map_err(io::Error::from)
+            }
+            Self::Other(io) => io.shutdown().await,
+        }
+    }
+}
+
+/// A room socket's stream, buffers and outbox.
 #[derive(Debug)]
 pub struct WsSocket {
-    io: RoomStream,
+    io: Io,
     /// Bytes read and not consumed yet; starts with a frame boundary.
     rbuf: BytesMut,
     /// Bytes of the frame handed out by the last `next_frame`, consumed by the next call.
     handed: usize,
     decoder: Decoder,
-    /// Encoded frames; `wbuf[written..]` still to write.
+    /// What everyone sends to this socket.
+    outbox: Outbox,
+    /// Frames taken from the outbox; `wbuf[written..]` still to write.
     wbuf: Vec<u8>,
     written: usize,
 }
 
 impl WsSocket {
-    /// Frames over `max_message` bytes are refused from their header.
-    pub fn new(mut io: RoomStream, max_message: usize) -> Self {
+    /// Frames over `max_message` bytes are refused from their header; at most
+    /// `max_queued` frames wait in the outbox.
+    pub fn new(io: RoomStream, max_message: usize, max_queued: usize) -> Self {
         let mut rbuf = BytesMut::new();
-        if let RoomStream::Tcp(_, early) = &mut io {
-            // Bytes hyper read past the upgrade request are the first frames.
-            rbuf.extend_from_slice(early);
-            *early = Default::default();
-        }
+        let (io, outbox) = match io {
+            RoomStream::Tcp(tcp, early) => {
+                // Bytes hyper read past the upgrade request are the first frames.
+                rbuf.extend_from_slice(&early);
+                let tcp = Arc::new(tcp);
+                (Io::Tcp(tcp.clone()), Outbox::new(max_queued, Some(tcp)))
+            }
+            RoomStream::Other(io) => (Io::Other(io), Outbox::new(max_queued, None)),
+        };
         Self {
             io,
             rbuf,
             handed: 0,
             decoder: Decoder::new(max_message),
+            outbox,
             wbuf: Vec::new(),
             written: 0,
         }
+    }
+
+    /// The sending side, for everyone who sends to this socket.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
     }
 
     /// The next complete frame already read (a ping's pong is queued here).
@@ -81,81 +172,92 @@ impl WsSocket {
         };
         self.handed = decoded.consumed;
         if let Frame::Ping(payload) = decoded.frame {
-            frame::put_pong(&mut self.wbuf, payload);
+            self.outbox.put_own(|out| frame::put_pong(out, payload), true);
         }
         Ok(Some(decoded.frame))
     }
 
-    /// Whether the write buffer takes more frames from the outbox now.
-    pub fn wants_frames(&self) -> bool {
-        self.wbuf.len() - self.written < WRITE_HIGH
-    }
-
-    /// Queues a text frame.
-    pub fn put_text(&mut self, text: &[u8]) {
-        frame::put_text(&mut self.wbuf, text);
-    }
-
     /// Queues a ping.
     pub fn put_ping(&mut self) {
-        frame::put_ping(&mut self.wbuf);
+        self.outbox.put_own(frame::put_ping, false);
     }
 
-    /// Queues a close frame.
-    pub fn put_close(&mut self, code: u16, reason: &str) {
-        frame::put_close(&mut self.wbuf, code, reason);
+    /// Ends the outbox: see [`Outbox::end`].
+    pub fn end(&mut self, ending: Ending) -> Option<Kick> {
+        self.outbox.end(ending)
+    }
+
+    /// Queues the close frame, after everything else.
+    pub fn close(&mut self, kick: Kick) {
+        self.outbox
+            .put_own(|out| frame::put_close(out, kick.code, kick.reason), false);
     }
 
     /// Writes what is pending and reads more: returns once bytes (or the end)
-    /// were read, the write buffer takes frames again after it was full, or the
-    /// socket failed. Cancel-safe: nothing is lost if dropped.
+    /// were read, the socket was kicked, or it failed. Cancel-safe: nothing is
+    /// lost if dropped.
     pub async fn drive(&mut self) -> io::Result<Read> {
         self.rbuf.advance(std::mem::take(&mut self.handed));
         std::future::poll_fn(|cx| {
-            let full = !self.wants_frames();
-            if let Poll::Ready(Err(e)) = self.poll_flush_pending(cx) {
-                return Poll::Ready(Err(e));
-            }
-            if full && self.wants_frames() {
-                return Poll::Ready(Ok(Read::Room));
+            match self.poll_write_side(cx) {
+                Poll::Ready(Ok(Some(kick))) => return Poll::Ready(Ok(Read::Kicked(kick))),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(None)) | Poll::Pending => {}
             }
             // Room for the frame being read, whole, once its header is in.
             let need = Decoder::frame_len(&self.rbuf).unwrap_or(0);
             let spare = need.saturating_sub(self.rbuf.len()).max(READ_CHUNK);
             self.rbuf.reserve(spare);
-            let read = pin!(self.io.read_buf(&mut self.rbuf)).poll(cx);
+            let read = self.io.poll_read(cx, &mut self.rbuf);
             read.map(|r| r.map(|n| if n == 0 { Read::Eof } else { Read::Bytes }))
         })
         .await
     }
 
-    /// Writes `wbuf[written..]` until done or the socket would block.
-    fn poll_flush_pending(&mut self, cx: &mut std::task::Context<'_>) -> Poll<io::Result<()>> {
-        while self.written < self.wbuf.len() {
-            match Pin::new(&mut self.io).poll_write(cx, &self.wbuf[self.written..]) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => self.written += n,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
+    /// Takes queued frames and writes them while the socket takes them: `Some`
+    /// kick when closed out of band, `None` once everything is written.
+    fn poll_write_side(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Kick>>> {
+        for _ in 0..TURNS {
+            match self.outbox.turn(cx, &mut self.wbuf, self.written, WRITE_HIGH) {
+                Turn::Kicked(kick) => return Poll::Ready(Ok(Some(kick))),
+                Turn::Nothing => return Poll::Ready(Ok(None)),
+                Turn::SenderWrites => return Poll::Pending,
+                Turn::Write => {}
+            }
+            ready!(self.poll_flush_pending(cx))?;
+            if !self.outbox.written() {
+                return Poll::Ready(Ok(None));
             }
         }
-        if !self.wbuf.is_empty() {
-            self.wbuf.clear();
-            self.written = 0;
-            if self.wbuf.capacity() > KEEP_BUFFER {
-                self.wbuf = Vec::new();
-            }
-        }
-        // TLS streams buffer records until flushed; a TCP socket's flush is a no-op.
-        Pin::new(&mut self.io).poll_flush(cx)
+        // Senders keep queueing: let the reads and timers have their turn.
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
-    /// Writes everything pending (a close frame last), sends our end, then waits
-    /// up to [`LINGER`] for the peer's end so that nothing it still sends resets
-    /// the connection before it read the close frame. Bounded by `grace` for the writes.
+    /// Writes `wbuf[written..]` until done or the socket would block.
+    fn poll_flush_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.written < self.wbuf.len() {
+            match ready!(self.io.poll_write(cx, &self.wbuf[self.written..])) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => self.written += n,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        self.wbuf.clear();
+        self.written = 0;
+        if self.wbuf.capacity() > KEEP_BUFFER {
+            self.wbuf = Vec::new();
+        }
+        self.io.poll_flush(cx)
+    }
+
+    /// Writes everything pending (a close frame last, after [`WsSocket::end`]),
+    /// sends our end, then waits up to [`LINGER`] for the peer's end so that
+    /// nothing it still sends resets the connection before it read the close
+    /// frame. Bounded by `grace` for the writes.
     pub async fn finish(mut self, grace: Duration) {
         let flushed = tokio::time::timeout(grace, async {
-            std::future::poll_fn(|cx| self.poll_flush_pending(cx)).await?;
+            std::future::poll_fn(|cx| self.poll_write_side(cx).map_ok(|_| ())).await?;
             self.io.shutdown().await
         })
         .await;
@@ -163,9 +265,15 @@ impl WsSocket {
             return;
         }
         let _ = tokio::time::timeout(LINGER, async {
-            let mut sink = [0u8; 1024];
+            let mut sink = BytesMut::with_capacity(1024);
             // Bounded by LINGER; each read is a chunk the peer sent after our close.
-            while matches!(self.io.read(&mut sink).await, Ok(n) if n > 0) {}
+            loop {
+                sink.clear();
+                match std::future::poll_fn(|cx| self.io.poll_read(cx, &mut sink)).await {
+                    Ok(n) if n > 0 => {}
+                    _ => break,
+                }
+            }
         })
         .await;
     }

@@ -8,7 +8,7 @@ use shared::room::{parse_envelope, with_from_id};
 
 use super::*;
 use crate::rooms::events::{RoomEventReceiver, room_event_channel};
-use crate::rooms::outbox::{Kick, Outbound, OutboxReceiver, outbox};
+use crate::rooms::outbox::{Kick, Outbox, outbox};
 use crate::rooms::room_view::{Relayed, Route};
 
 fn request(user_id: &str, role: &str) -> JoinRequest {
@@ -24,7 +24,7 @@ fn request(user_id: &str, role: &str) -> JoinRequest {
 fn relay(link: &RoomLink, conn: ConnId, text: &str) -> Relayed {
     let envelope = parse_envelope(text, 4096).expect("a plain frame");
     let route = envelope.target.as_deref().map_or(Route::Others, Route::To);
-    let text = Utf8Bytes::from(with_from_id(text, "\"sender\""));
+    let text = with_from_id(text, "\"sender\"");
     link.view
         .borrow()
         .relay(conn, route, &text, &link.counters, &mut Vec::new())
@@ -38,13 +38,11 @@ async fn next_event(events: &mut RoomEventReceiver) -> RoomEvent {
 }
 
 /// The `type`s of every text frame queued so far.
-fn queued_types(rx: &mut OutboxReceiver) -> Vec<String> {
+fn queued_types(rx: &Outbox) -> Vec<String> {
     let mut types = Vec::new();
-    while let Ok(item) = rx.frames.try_recv() {
-        if let Outbound::Text(text) = item {
-            let value: Value = serde_json::from_str(text.as_str()).expect("json");
-            types.push(value["type"].as_str().unwrap_or_default().to_owned());
-        }
+    for text in rx.take_texts() {
+        let value: Value = serde_json::from_str(&text).expect("json");
+        types.push(value["type"].as_str().unwrap_or_default().to_owned());
     }
     types
 }
@@ -53,7 +51,7 @@ fn queued_types(rx: &mut OutboxReceiver) -> Vec<String> {
 async fn room_events_follow_joins_ai_frames_replacement_and_leaves() {
     let (tx, mut events) = room_event_channel();
     let registry = spawn_registry(RoomSettings::default(), tx, Arc::default(), Arc::default());
-    let (coach, mut coach_rx) = outbox(16);
+    let (coach, coach_rx) = outbox(16);
     registry
         .join(1, "r", request("coach", "coach"), coach)
         .await
@@ -68,7 +66,7 @@ async fn room_events_follow_joins_ai_frames_replacement_and_leaves() {
         }
     );
     assert_eq!(registry.rooms(), 1);
-    let (ai, mut ai_rx) = outbox(16);
+    let (ai, ai_rx) = outbox(16);
     registry
         .join(2, "r", request("ai-orb-1", "ai"), ai)
         .await
@@ -88,7 +86,7 @@ async fn room_events_follow_joins_ai_frames_replacement_and_leaves() {
     registry.ai_activity(1).await; // a human's ping is no AI activity
 
     // A rejoin of the coach: the old socket is kicked with 4000, no HumanLeft.
-    let (coach2, mut coach2_rx) = outbox(16);
+    let (coach2, coach2_rx) = outbox(16);
     registry
         .join(3, "r", request("coach", "coach"), coach2)
         .await
@@ -103,20 +101,20 @@ async fn room_events_follow_joins_ai_frames_replacement_and_leaves() {
         }
     );
     assert_eq!(
-        coach_rx.kicks.try_recv().ok(),
+        coach_rx.take_kick(),
         Some(Kick {
             code: 4000,
             reason: "replaced"
         })
     );
     assert_eq!(
-        queued_types(&mut coach_rx),
+        queued_types(&coach_rx),
         ["peer-discovery", "user-joined"],
         "no heartbeat relayed"
     );
-    assert_eq!(queued_types(&mut coach2_rx), ["peer-discovery"]);
+    assert_eq!(queued_types(&coach2_rx), ["peer-discovery"]);
     assert_eq!(
-        queued_types(&mut ai_rx),
+        queued_types(&ai_rx),
         ["peer-discovery", "user-joined"],
         "no user-left for a replacement"
     );
@@ -138,7 +136,7 @@ async fn room_events_follow_joins_ai_frames_replacement_and_leaves() {
             user_id: "ai-orb-1".into()
         }
     );
-    assert_eq!(queued_types(&mut coach2_rx), ["user-left"]);
+    assert_eq!(queued_types(&coach2_rx), ["user-left"]);
     registry.leave(2).await; // already gone
     registry.leave(3).await;
     assert_eq!(
@@ -163,8 +161,8 @@ async fn room_events_follow_joins_ai_frames_replacement_and_leaves() {
 async fn a_full_outbox_kicks_its_socket_and_the_room_carries_on() {
     let (tx, mut events) = room_event_channel();
     let registry = spawn_registry(RoomSettings::default(), tx, Arc::default(), Arc::default());
-    let (sender, mut sender_rx) = outbox(16);
-    let (slow, mut slow_rx) = outbox(2);
+    let (sender, sender_rx) = outbox(16);
+    let (slow, slow_rx) = outbox(2);
     let a = registry
         .join(1, "r", request("a", "coach"), sender)
         .await
@@ -182,7 +180,7 @@ async fn a_full_outbox_kicks_its_socket_and_the_room_carries_on() {
         Relayed::Delivered(0)
     );
     assert_eq!(
-        slow_rx.kicks.try_recv().ok(),
+        slow_rx.take_kick(),
         Some(Kick {
             code: 1008,
             reason: "slow consumer"
@@ -200,10 +198,10 @@ async fn a_full_outbox_kicks_its_socket_and_the_room_carries_on() {
             humans: 2
         }
     );
-    assert!(slow_rx.kicks.try_recv().is_err(), "kicked once");
-    assert_eq!(queued_types(&mut slow_rx), ["peer-discovery", "client_signal"]);
+    assert!(slow_rx.take_kick().is_none(), "kicked once");
+    assert_eq!(queued_types(&slow_rx), ["peer-discovery", "client_signal"]);
     assert_eq!(
-        queued_types(&mut sender_rx),
+        queued_types(&sender_rx),
         ["peer-discovery", "user-joined", "user-joined", "user-left"]
     );
     // The sender is still in the room: a targeted relay to b is now refused.
@@ -224,19 +222,19 @@ async fn a_full_outbox_kicks_its_socket_and_the_room_carries_on() {
 async fn views_follow_membership_in_order() {
     let (tx, _events) = room_event_channel();
     let registry = spawn_registry(RoomSettings::default(), tx, Arc::default(), Arc::default());
-    let (a_out, mut a_rx) = outbox(16);
+    let (a_out, a_rx) = outbox(16);
     let a = registry.join(1, "r", request("a", "coach"), a_out).await.expect("join");
-    let (b_out, mut b_rx) = outbox(16);
+    let (b_out, b_rx) = outbox(16);
     let b = registry
         .join(2, "r", request("b", "client"), b_out)
         .await
         .expect("join");
     // a heard b joined: b is in a's view, and b's discovery is already ahead in its queue.
-    assert_eq!(queued_types(&mut a_rx), ["peer-discovery", "user-joined"]);
+    assert_eq!(queued_types(&a_rx), ["peer-discovery", "user-joined"]);
     assert_eq!(relay(&a, 1, r#"{"type":"offer","toId":"b"}"#), Relayed::Delivered(1));
-    assert_eq!(queued_types(&mut b_rx), ["peer-discovery", "offer"]);
+    assert_eq!(queued_types(&b_rx), ["peer-discovery", "offer"]);
     // A rejoin of b replaces its socket: the old one relays nothing.
-    let (b2_out, mut b2_rx) = outbox(16);
+    let (b2_out, b2_rx) = outbox(16);
     let b2 = registry
         .join(3, "r", request("b", "client"), b2_out)
         .await
@@ -247,7 +245,7 @@ async fn views_follow_membership_in_order() {
     registry.room_list().await; // the leave is handled
     assert_eq!(relay(&a, 1, r#"{"type":"client_signal"}"#), Relayed::NotMember);
     assert_eq!(relay(&b2, 3, r#"{"type":"client_signal"}"#), Relayed::Delivered(0));
-    assert_eq!(queued_types(&mut b2_rx), ["peer-discovery", "user-left"]);
+    assert_eq!(queued_types(&b2_rx), ["peer-discovery", "user-left"]);
 }
 
 /// Rule (audit item 9): the relay of every room never waits on the OrbManager.
@@ -266,7 +264,7 @@ async fn a_stuck_orb_manager_never_stalls_the_relay() {
         registry.ai_activity(1).await;
     }
     let (x, _x_rx) = outbox(4096);
-    let (y, mut y_rx) = outbox(4096);
+    let (y, y_rx) = outbox(4096);
     for round in 0..50 {
         let (extra, _extra_rx) = outbox(16);
         let conn = 100 + round;
@@ -288,7 +286,7 @@ async fn a_stuck_orb_manager_never_stalls_the_relay() {
     .expect("the registry answers while the manager is stuck");
     let relayed = tokio::time::timeout(Duration::from_secs(2), async {
         loop {
-            if queued_types(&mut y_rx).iter().any(|t| t == "client_signal") {
+            if queued_types(&y_rx).iter().any(|t| t == "client_signal") {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -320,7 +318,7 @@ async fn a_stuck_orb_manager_never_stalls_the_relay() {
 async fn a_human_cannot_join_as_the_ai() {
     let (tx, _events) = room_event_channel();
     let registry = spawn_registry(RoomSettings::default(), tx, Arc::default(), Arc::default());
-    let (ai, mut ai_rx) = outbox(16);
+    let (ai, ai_rx) = outbox(16);
     registry
         .join(1, "r", request("ai-orb-s1", "ai"), ai)
         .await
@@ -333,8 +331,8 @@ async fn a_human_cannot_join_as_the_ai() {
             .expect_err("refused");
         assert_eq!(refused.code, ErrorCode::Forbidden, "{user_id}");
     }
-    assert!(ai_rx.kicks.try_recv().is_err(), "the AI was not replaced");
-    assert_eq!(queued_types(&mut ai_rx), ["peer-discovery"], "nobody joined");
+    assert!(ai_rx.take_kick().is_none(), "the AI was not replaced");
+    assert_eq!(queued_types(&ai_rx), ["peer-discovery"], "nobody joined");
 }
 
 /// Rule (found by the chaos soak): a joiner's discovery is never queued while a reader
@@ -348,7 +346,7 @@ async fn a_joiners_discovery_is_never_queued_before_its_view() {
     let registry = spawn_registry(RoomSettings::default(), tx, Arc::default(), Arc::default());
     let (a_out, _a_rx) = outbox(16);
     let a = registry.join(1, "r", request("a", "coach"), a_out).await.expect("join");
-    let (b_out, mut b_rx) = outbox(16);
+    let (b_out, b_rx) = outbox(16);
     let joining = {
         // The old view is held before the join is even sent.
         let old_view = a.view.borrow();
@@ -358,7 +356,7 @@ async fn a_joiners_discovery_is_never_queued_before_its_view() {
         // 200 polls, 1 ms apart: the join runs on the other worker meanwhile.
         for _ in 0..200 {
             assert!(
-                b_rx.frames.try_recv().is_err(),
+                b_rx.take_texts().is_empty(),
                 "b's discovery was queued while a reader still saw the view without b"
             );
             std::thread::sleep(Duration::from_millis(1));
@@ -371,6 +369,6 @@ async fn a_joiners_discovery_is_never_queued_before_its_view() {
         .expect("task")
         .expect("join");
     assert_eq!(b.view.borrow().members.len(), 2);
-    assert_eq!(queued_types(&mut b_rx), ["peer-discovery"]);
+    assert_eq!(queued_types(&b_rx), ["peer-discovery"]);
     assert_eq!(relay(&b, 2, r#"{"type":"offer","toId":"a"}"#), Relayed::Delivered(1));
 }
