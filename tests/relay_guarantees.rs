@@ -8,7 +8,9 @@
 //! - a target that left gets the sender `peer_not_found` (and the sender carries on);
 //!   a socket replaced by a rejoin is closed 4000 and relays nothing more;
 //! - every target-honouring type (`toId`, else `targetId`) reaches its target only,
-//!   and `ai_response` reaches all others whatever it names.
+//!   and `ai_response` reaches all others whatever it names;
+//! - large frames from many senders to a reader that stalls arrive whole, once, in
+//!   each sender's order (direct writes that stop part-way, queued frames behind them).
 //!
 //! Orbs are spawned by hand only; the AI is a test client (`ORB_AUTH=false`).
 //! Every wait and every loop is bounded.
@@ -539,4 +541,84 @@ async fn a_kicked_slow_consumer_leaves_at_once_and_relays_nothing_more() {
         !late.iter().any(|f| f["type"] == "client_signal"),
         "a kicked member's frame was relayed: {late:?}"
     );
+}
+
+const BIG_SENDERS: usize = 6;
+const BIG_FAST: u64 = 40;
+const BIG_PACED: u64 = 20;
+
+/// One sender of the large-frame test: `BIG_FAST` frames at once, then
+/// `BIG_PACED` more 10 ms apart, each carrying 60 KiB, all to `reader`.
+async fn send_big(mut client: Client, pad: Arc<String>) -> Client {
+    for seq in 0..BIG_FAST + BIG_PACED {
+        if seq >= BIG_FAST {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        client
+            .send(json!({"type":"client_signal","toId":"reader","seq":seq,"pad":pad.as_str()}))
+            .await;
+    }
+    client
+}
+
+/// Several senders' large frames to one reader that stalls first. Its socket's
+/// buffers fill (the first frames are 14 MiB, loopback buffers hold about 10), so
+/// senders' direct writes stop part-way, what follows queues behind their rest and
+/// the reader's own task writes it; once the reader reads, the paced frames race
+/// that task's draining. Every frame must arrive whole (a torn or interleaved frame
+/// would be no JSON, or break the framing), once, in its sender's order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn large_frames_from_many_senders_to_a_stalled_reader_arrive_whole_and_in_order() {
+    let server = RoomServer::start(&ROOMY);
+    let url = server.url("big");
+    let (mut reader, _) = Client::join(&url, "reader", "coach").await;
+    let ids: Vec<String> = (0..BIG_SENDERS).map(|i| format!("s{i}")).collect();
+    let mut senders = Vec::new();
+    for id in &ids {
+        senders.push(Client::join(&url, id, "client").await.0);
+        assert_eq!(reader.recv_type("user-joined", T).await["userId"], id.as_str());
+    }
+    let pad = Arc::new("p".repeat(60 * 1024));
+    let tasks: Vec<_> = senders
+        .into_iter()
+        .map(|client| tokio::spawn(send_big(client, pad.clone())))
+        .collect();
+    // Stalled while the fast frames pile up; then reads while the paced ones come.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let total = BIG_SENDERS * (BIG_FAST + BIG_PACED) as usize;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut got = Vec::with_capacity(total);
+    while got.len() < total {
+        match reader.read(deadline.saturating_duration_since(Instant::now())).await {
+            Read::Json(frame) => got.push(frame),
+            other => panic!("after {} of {total} frames: {other:?}", got.len()),
+        }
+    }
+    let mut kept = Vec::new();
+    for task in tasks {
+        kept.push(
+            tokio::time::timeout(T, task)
+                .await
+                .expect("sender ends")
+                .expect("sender"),
+        );
+    }
+    got.extend(drain(&mut reader, QUIET).await);
+    let torn: Vec<String> = got
+        .iter()
+        .filter(|f| f["type"] != "client_signal" || f["pad"].as_str() != Some(pad.as_str()))
+        .map(|f| f.to_string().chars().take(80).collect())
+        .take(3)
+        .collect();
+    assert!(torn.is_empty(), "frames not whole: {torn:?}");
+    let expected: Vec<u64> = (0..BIG_FAST + BIG_PACED).collect();
+    for sender in &ids {
+        let seqs = seqs_from(&got, sender);
+        assert!(
+            seqs == expected,
+            "from {sender}: {} frames, not in order: {seqs:?}",
+            seqs.len()
+        );
+    }
+    assert_eq!(got.len(), total, "extra frames");
 }
