@@ -66,6 +66,9 @@ struct State {
     queued: Vec<u8>,
     /// How many frames `queued` holds (the bound counts frames).
     frames: usize,
+    /// Bytes at the front of `queued` that finish a frame a sender began writing:
+    /// they go out even when the queue is dropped, or the stream would be torn.
+    rest: usize,
     writer: Writer,
     /// Set by the first kick: later ones are no-ops.
     kicked: bool,
@@ -166,6 +169,7 @@ impl Outbox {
             return Err(QueueError::Closed);
         }
         if state.writer == Writer::Idle
+            && state.queued.is_empty()
             && let Some(stream) = state.direct.clone()
         {
             state.writer = Writer::Sender;
@@ -180,6 +184,7 @@ impl Outbox {
                 let mut rest = Vec::with_capacity(total - written + state.queued.len());
                 rest.extend_from_slice(&head[written.min(head_len)..head_len]);
                 rest.extend_from_slice(&text[written.saturating_sub(head_len)..]);
+                state.rest = rest.len();
                 rest.extend_from_slice(&state.queued);
                 state.queued = rest;
                 state.frames += 1;
@@ -263,6 +268,7 @@ impl Outbox {
                 state.queued.clear();
             }
             state.frames = 0;
+            state.rest = 0;
         }
         if wbuf.len() > written {
             state.writer = Writer::Task;
@@ -288,8 +294,9 @@ impl Outbox {
 
     /// The socket's task ends the queue: no frame is taken after this and no
     /// sender writes to the socket any more. Returns the close to send, if one
-    /// is due: a kick first (it drops what was queued), else with
-    /// [`Ending::Flush`] the reader's own close (what was queued before it stays).
+    /// is due: a kick first (it drops what was queued, but for the rest of a
+    /// frame already begun), else with [`Ending::Flush`] the reader's own close
+    /// (what was queued before it stays).
     pub fn end(&self, ending: Ending) -> Option<Kick> {
         let mut state = self.lock();
         state.ended = true;
@@ -299,8 +306,9 @@ impl Outbox {
             (None, Ending::Flush) => return state.close_after,
             (None, Ending::Drop) => None,
         };
-        state.queued.clear();
-        state.frames = 0;
+        let rest = state.rest;
+        state.queued.truncate(rest);
+        state.frames = usize::from(rest > 0);
         close
     }
 }
@@ -334,6 +342,7 @@ impl Outbox {
         let mut state = self.lock();
         let bytes = std::mem::take(&mut state.queued);
         state.frames = 0;
+        state.rest = 0;
         let mut texts = Vec::new();
         let mut rest = &bytes[..];
         while let [first, second, tail @ ..] = rest {

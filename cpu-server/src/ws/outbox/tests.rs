@@ -108,19 +108,7 @@ async fn a_frame_queues_behind_anything_the_task_holds_and_order_holds() {
 async fn a_partial_direct_write_leaves_its_rest_first_and_nothing_is_lost_or_reordered() {
     let (server, mut peer) = pair().await;
     let outbox = Outbox::new(10_000, Some(server));
-    let body = "x".repeat(60_000);
-    let mut sent = Vec::new();
-    // The peer does not read: the socket's buffers fill, a write goes partial,
-    // and every later frame queues behind its rest. Bounded by the count.
-    for i in 0..400 {
-        let text = format!("{i:04}{body}");
-        outbox.try_text(text.as_bytes()).expect("sent or queued");
-        sent.push(text);
-        if !outbox.lock().queued.is_empty() && i > 0 && outbox.lock().frames >= 3 {
-            break;
-        }
-    }
-    assert!(outbox.lock().frames >= 3, "the socket filled up and frames were queued");
+    let mut sent = fill(&outbox);
     assert_eq!(outbox.lock().writer, Writer::Task, "the task owns the rest");
     outbox.try_text(b"last").expect("queued");
     sent.push("last".into());
@@ -132,6 +120,44 @@ async fn a_partial_direct_write_leaves_its_rest_first_and_nothing_is_lost_or_reo
     assert!(whole, "the stream ends on a frame boundary");
     assert_eq!(received.len(), sent.len());
     assert!(received == sent, "every frame once, in order");
+}
+
+/// Sends 60 kB frames to a peer that does not read until frames queue behind a
+/// partial write; the frames sent.
+fn fill(outbox: &Outbox) -> Vec<String> {
+    let body = "x".repeat(60_000);
+    let mut sent = Vec::new();
+    // Bounded by the count: loopback buffers hold a few MiB.
+    for i in 0..400 {
+        let text = format!("{i:04}{body}");
+        outbox.try_text(text.as_bytes()).expect("sent or queued");
+        sent.push(text);
+        if outbox.lock().frames >= 3 {
+            break;
+        }
+    }
+    assert!(outbox.lock().frames >= 3, "the socket filled up and frames were queued");
+    sent
+}
+
+#[tokio::test]
+async fn a_kick_drops_the_queue_but_not_the_rest_of_a_frame_begun() {
+    let (server, mut peer) = pair().await;
+    let outbox = Outbox::new(10_000, Some(server));
+    let sent = fill(&outbox);
+    assert!(outbox.kick((1008, "slow consumer")));
+    assert_eq!(outbox.end(Ending::Drop), Some(Kick::from((1008, "slow consumer"))));
+    let mut wbuf = Vec::new();
+    assert_eq!(outbox.turn(&context(), &mut wbuf, 0, usize::MAX), Turn::Write);
+    let mut got = read_all(&mut peer, Duration::from_millis(300)).await;
+    got.extend_from_slice(&wbuf);
+    let (received, whole) = texts(&got);
+    assert!(whole, "the stream ends on a frame boundary: a close frame may follow");
+    assert!(received.len() < sent.len(), "the queued frames were dropped");
+    assert!(
+        received[..] == sent[..received.len()],
+        "what went out, whole and in order"
+    );
 }
 
 #[tokio::test]
