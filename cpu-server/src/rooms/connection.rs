@@ -462,7 +462,8 @@ impl Reader<'_> {
         // The view is taken out of the watch first: no lock is held while the
         // recipients' sockets are written.
         let view = joined.link.view.borrow().clone();
-        let relayed = view.relay(self.conn.id, route, &out.text, &joined.link.counters, &mut dropped);
+        let sender = (self.conn.id, &*joined.link.member);
+        let relayed = view.relay(sender, route, &out.text, &joined.link.counters, &mut dropped);
         // A recipient kicked here leaves the room now, not when its socket has closed.
         for conn in dropped.drain(..) {
             self.conn.registry.leave(conn).await;

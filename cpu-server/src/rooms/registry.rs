@@ -14,6 +14,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::extract::ws::Utf8Bytes;
 use shared::room::{
@@ -199,9 +200,17 @@ struct Member {
     participant: Participant,
     is_ai: bool,
     outbox: Outbox,
+    /// Cleared when it stops being a member, before anyone is told: its reader's
+    /// frames still in flight then reach nobody (see `Outbox::try_relay`).
+    member: Arc<AtomicBool>,
 }
 
 impl Member {
+    /// No longer a member: call before telling anyone.
+    fn retire(&self) {
+        self.member.store(false, Ordering::Release);
+    }
+
     fn side(&self) -> Side<'_> {
         Side {
             user_id: &self.participant.user_id,
@@ -392,6 +401,7 @@ impl Registry {
         if let Some(old) = &replaced {
             info!(room = %room_id, user = %request.user_id, old_conn = old.conn, conn, "rejoin replaces the old socket");
             self.by_conn.remove(&old.conn);
+            old.retire();
             old.outbox.kick(CLOSE_REPLACED);
         }
         let participant = Participant {
@@ -404,11 +414,13 @@ impl Registry {
                 request.participant_type
             },
         };
+        let member = Arc::new(AtomicBool::new(true));
         let joiner = Member {
             conn,
             participant,
             is_ai,
             outbox,
+            member: Arc::clone(&member),
         };
         let discovery = RoomMessage::PeerDiscovery(PeerDiscovery {
             peers: room.members.iter().map(|m| m.participant.clone()).collect(),
@@ -443,6 +455,7 @@ impl Registry {
         }
         let link = RoomLink {
             view: room.view.subscribe(),
+            member,
             counters: Arc::clone(&self.counters),
         };
         let humans = room.humans();
@@ -513,6 +526,7 @@ impl Registry {
             return;
         };
         let member = room.members.remove(pos);
+        member.retire();
         // The view without it first: nothing more is relayed to it once others hear it left.
         room.publish();
         let left = Utf8Bytes::from(RoomMessage::UserLeft(member.participant.clone()).to_json());

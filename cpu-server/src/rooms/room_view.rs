@@ -12,6 +12,7 @@
 //! a joiner before its discovery, and whoever saw `user-joined` can reach it.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use tokio::sync::watch;
 use tracing::warn;
@@ -47,11 +48,14 @@ pub struct RoomView {
     pub members: Vec<ViewMember>,
 }
 
-/// A member's link to its room: the latest view and the counters.
+/// A member's link to its room: the latest view, its membership and the counters.
 #[derive(Debug, Clone)]
 pub struct RoomLink {
     /// The room's latest view.
     pub view: watch::Receiver<Arc<RoomView>>,
+    /// True while it is a member; the registry clears it before it tells anyone
+    /// the member left or was replaced (see [`Outbox::try_relay`]).
+    pub member: Arc<AtomicBool>,
     /// Where relays count.
     pub counters: Arc<Counters>,
 }
@@ -70,21 +74,31 @@ pub enum Route<'a> {
 pub enum Relayed {
     /// Sent to this many recipients (slow ones kicked).
     Delivered(usize),
-    /// The sender is no longer a member (left, or replaced by a rejoin): dropped.
+    /// The sender is no longer a member (left, or replaced by a rejoin): dropped
+    /// (for every recipient not reached before its end was known).
     NotMember,
     /// No member has the target's `userId`.
     NoSuchPeer,
 }
 
-/// Sends `text` to `member`; a full queue kicks it as a slow consumer (it then
-/// leaves through its own connection). `false` when the member must be removed.
-pub fn deliver(member: &ViewMember, text: &str, counters: &Counters) -> bool {
-    deliver_to(&member.outbox, member.conn, &member.user_id, text, counters)
+/// Sends `text` to the outbox of `conn` (`user_id`, for the log); a full queue
+/// kicks it as a slow consumer (it then leaves through its own connection).
+/// `false` when the member must be removed.
+pub fn deliver_to(outbox: &Outbox, conn: ConnId, user_id: &str, text: &str, counters: &Counters) -> bool {
+    sent(outbox.try_text(text.as_bytes()), outbox, conn, user_id, text, counters)
 }
 
-/// [`deliver`] to the outbox of `conn` (`user_id`, for the log).
-pub fn deliver_to(outbox: &Outbox, conn: ConnId, user_id: &str, text: &str, counters: &Counters) -> bool {
-    match outbox.try_text(text.as_bytes()) {
+/// Counts what became of one frame sent to `outbox`: `false` when its member
+/// must be removed.
+fn sent(
+    result: Result<(), QueueError>,
+    outbox: &Outbox,
+    conn: ConnId,
+    user_id: &str,
+    text: &str,
+    counters: &Counters,
+) -> bool {
+    match result {
         Ok(()) => {
             RelayStats::bump(&counters.stats.relayed);
             counters.metrics.relayed_bytes.inc_by(text.len() as u64);
@@ -98,16 +112,18 @@ pub fn deliver_to(outbox: &Outbox, conn: ConnId, user_id: &str, text: &str, coun
             false
         }
         Err(QueueError::Closed) => false,
+        // The sender's end, not the recipient's: nothing to count or remove.
+        Err(QueueError::SenderLeft) => true,
     }
 }
 
 impl RoomView {
-    /// Relays `text` from the member on `from` along `route`; recipients that must
-    /// leave (kicked as slow consumers, or gone) are added to `dropped`, for the
-    /// caller to have them removed at once.
+    /// Relays `text` from the member on `from` (whose membership is `sender`)
+    /// along `route`; recipients that must leave (kicked as slow consumers, or
+    /// gone) are added to `dropped`, for the caller to have them removed at once.
     pub fn relay(
         &self,
-        from: ConnId,
+        (from, sender): (ConnId, &AtomicBool),
         route: Route<'_>,
         text: &str,
         counters: &Counters,
@@ -117,11 +133,16 @@ impl RoomView {
             return Relayed::NotMember;
         }
         let mut delivered = 0;
-        let mut to = |member: &ViewMember| {
-            if deliver(member, text, counters) {
-                delivered += 1;
-            } else {
-                dropped.push(member.conn);
+        // Set once the sender's membership ended meanwhile: from then on nobody hears it.
+        let mut left = false;
+        let mut to = |member: &ViewMember| match member.outbox.try_relay(text.as_bytes(), sender) {
+            Err(QueueError::SenderLeft) => left = true,
+            result => {
+                if sent(result, &member.outbox, member.conn, &member.user_id, text, counters) {
+                    delivered += 1;
+                } else {
+                    dropped.push(member.conn);
+                }
             }
         };
         match route {
@@ -131,7 +152,11 @@ impl RoomView {
             },
             Route::Others => self.members.iter().filter(|m| m.conn != from).for_each(to),
         }
-        Relayed::Delivered(delivered)
+        if left {
+            Relayed::NotMember
+        } else {
+            Relayed::Delivered(delivered)
+        }
     }
 }
 
@@ -164,42 +189,47 @@ mod tests {
 
     #[test]
     fn routes_reach_others_or_the_target_and_a_stranger_relays_nothing() {
+        let yes = AtomicBool::new(true);
         let (view, a_rx, b_rx) = two(4, 4);
         let c = counters();
         let text = "{}";
         let mut dropped = Vec::new();
         assert_eq!(
-            view.relay(1, Route::Others, text, &c, &mut dropped),
+            view.relay((1, &yes), Route::Others, text, &c, &mut dropped),
             Relayed::Delivered(1)
         );
         assert_eq!(b_rx.take_texts(), ["{}"]);
         assert!(a_rx.take_texts().is_empty(), "not to the sender");
         assert_eq!(
-            view.relay(2, Route::To("a"), text, &c, &mut dropped),
+            view.relay((2, &yes), Route::To("a"), text, &c, &mut dropped),
             Relayed::Delivered(1)
         );
         assert_eq!(
-            view.relay(2, Route::To("z"), text, &c, &mut dropped),
+            view.relay((2, &yes), Route::To("z"), text, &c, &mut dropped),
             Relayed::NoSuchPeer
         );
-        assert_eq!(view.relay(9, Route::Others, text, &c, &mut dropped), Relayed::NotMember);
+        assert_eq!(
+            view.relay((9, &yes), Route::Others, text, &c, &mut dropped),
+            Relayed::NotMember
+        );
         assert!(dropped.is_empty());
         assert_eq!(RelayStats::get(&c.stats.relayed), 2);
     }
 
     #[test]
     fn a_full_outbox_is_kicked_once_and_counted_once() {
+        let yes = AtomicBool::new(true);
         let (view, _a_rx, b_rx) = two(4, 1);
         let c = counters();
         let text = "{}";
         let mut dropped = Vec::new();
         assert_eq!(
-            view.relay(1, Route::Others, text, &c, &mut dropped),
+            view.relay((1, &yes), Route::Others, text, &c, &mut dropped),
             Relayed::Delivered(1)
         );
         for _ in 0..3 {
             assert_eq!(
-                view.relay(1, Route::Others, text, &c, &mut dropped),
+                view.relay((1, &yes), Route::Others, text, &c, &mut dropped),
                 Relayed::Delivered(0)
             );
             // The socket's task takes its kick at once; later overflows must not count again.

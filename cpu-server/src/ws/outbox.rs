@@ -16,6 +16,7 @@
 //! gave (a `user-joined` before the joiner's frames).
 
 use std::io::{self, IoSlice};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Waker};
 
@@ -46,6 +47,8 @@ pub enum QueueError {
     Full,
     /// The socket is closing or closed: it takes no more frames.
     Closed,
+    /// The sender of a relayed frame is no longer a member: the frame is dropped.
+    SenderLeft,
 }
 
 /// Who may write to the socket now.
@@ -164,9 +167,25 @@ impl Outbox {
     /// Sends a text frame without waiting: written now when nothing is ahead of it,
     /// else queued.
     pub fn try_text(&self, text: &[u8]) -> Result<(), QueueError> {
+        self.send(text, None)
+    }
+
+    /// Like [`Outbox::try_text`], for a frame relayed from a member whose
+    /// membership is `sender` (cleared by the owner of membership before it tells
+    /// anyone the member left or was replaced). It is read under this outbox's
+    /// lock, so a relayed frame either goes before whatever that owner queues here
+    /// next (a `user-left`, a `user-joined` of the rejoin) or not at all.
+    pub fn try_relay(&self, text: &[u8], sender: &AtomicBool) -> Result<(), QueueError> {
+        self.send(text, Some(sender))
+    }
+
+    fn send(&self, text: &[u8], sender: Option<&AtomicBool>) -> Result<(), QueueError> {
         let mut state = self.lock();
         if state.ended {
             return Err(QueueError::Closed);
+        }
+        if sender.is_some_and(|member| !member.load(Ordering::Acquire)) {
+            return Err(QueueError::SenderLeft);
         }
         if state.writer == Writer::Idle
             && state.queued.is_empty()

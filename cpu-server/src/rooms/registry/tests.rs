@@ -27,7 +27,7 @@ fn relay(link: &RoomLink, conn: ConnId, text: &str) -> Relayed {
     let text = with_from_id(text, "\"sender\"");
     link.view
         .borrow()
-        .relay(conn, route, &text, &link.counters, &mut Vec::new())
+        .relay((conn, &link.member), route, &text, &link.counters, &mut Vec::new())
 }
 
 async fn next_event(events: &mut RoomEventReceiver) -> RoomEvent {
@@ -246,6 +246,45 @@ async fn views_follow_membership_in_order() {
     assert_eq!(relay(&a, 1, r#"{"type":"client_signal"}"#), Relayed::NotMember);
     assert_eq!(relay(&b2, 3, r#"{"type":"client_signal"}"#), Relayed::Delivered(0));
     assert_eq!(queued_types(&b2_rx), ["peer-discovery", "user-left"]);
+}
+
+/// Rule: a reader still relaying on the view it read before its socket was
+/// replaced (or left) reaches nobody once the others were told: its frame can
+/// never arrive after the rejoin's `user-joined` or the `user-left`.
+#[tokio::test]
+async fn a_frame_relayed_on_a_stale_view_never_follows_the_news_of_its_senders_end() {
+    let (tx, _events) = room_event_channel();
+    let registry = spawn_registry(RoomSettings::default(), tx, Arc::default(), Arc::default());
+    let (a_out, a_rx) = outbox(16);
+    registry.join(1, "r", request("a", "coach"), a_out).await.expect("join");
+    let (c_out, _c_rx) = outbox(16);
+    let c = registry
+        .join(2, "r", request("c", "client"), c_out)
+        .await
+        .expect("join");
+    assert_eq!(queued_types(&a_rx), ["peer-discovery", "user-joined"]);
+    // c's reader took its view, then c rejoins on another socket before it relays.
+    let stale = c.view.borrow().clone();
+    let (c2_out, _c2_rx) = outbox(16);
+    let c2 = registry
+        .join(3, "r", request("c", "client"), c2_out)
+        .await
+        .expect("rejoin");
+    let text = with_from_id(r#"{"type":"client_signal"}"#, "\"c\"");
+    let sent = stale.relay((2, &c.member), Route::Others, &text, &c.counters, &mut Vec::new());
+    assert_eq!(sent, Relayed::NotMember, "the old socket's frame reached nobody");
+    assert_eq!(
+        queued_types(&a_rx),
+        ["user-joined"],
+        "a heard the rejoin, nothing after it"
+    );
+    // The same for a leave.
+    let stale = c2.view.borrow().clone();
+    registry.leave(3).await;
+    registry.room_list().await; // the leave is handled
+    let sent = stale.relay((3, &c2.member), Route::Others, &text, &c2.counters, &mut Vec::new());
+    assert_eq!(sent, Relayed::NotMember);
+    assert_eq!(queued_types(&a_rx), ["user-left"]);
 }
 
 /// Rule (audit item 9): the relay of every room never waits on the OrbManager.
