@@ -654,6 +654,57 @@ async fn bad_settings_are_all_reported_with_exit_64() {
     }
 }
 
+/// The names of `pid`'s threads.
+fn thread_names(pid: u32) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("task dir")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn room_sockets_run_on_relay_loops_and_relay_across_them() {
+    let server = RoomServer::start(&[("ORB_AUTH", "false"), ("RELAY_THREADS", "3")]);
+    let loops: Vec<String> = thread_names(server.proc.pid())
+        .into_iter()
+        .filter(|name| name.starts_with("relay-"))
+        .collect();
+    assert_eq!(loops, ["relay-0", "relay-1", "relay-2"]);
+    // Sockets are spread over the loops in turn: four members sit on three loops,
+    // and every frame reaches every other member whichever loop each is on.
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        clients.push(join_as(&server, "loops", &format!("m{i}"), "client").await.0);
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        client
+            .send(json!({"type":"client_signal","action":"hello","n":i}))
+            .await;
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        let mut heard: Vec<u64> = drain(client, QUIET)
+            .await
+            .iter()
+            .filter(|f| f["type"] == "client_signal")
+            .map(|f| f["n"].as_u64().expect("n"))
+            .collect();
+        heard.sort_unstable();
+        let others: Vec<u64> = (0..4).filter(|n| *n != i as u64).collect();
+        assert_eq!(heard, others, "m{i}");
+    }
+    // A bad value stops start-up with the setting's name.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut command = RoomServer::command(dir.path());
+    command.env("RELAY_THREADS", "many");
+    let mut proc = system_tests::process::Proc::spawn("cpu-server-bad-loops", command, dir.path());
+    let status = proc.wait_exit_async(Duration::from_secs(10)).await.expect("exits");
+    assert_eq!(status.code(), Some(64));
+    assert!(proc.stderr().contains("RELAY_THREADS"), "{}", proc.stderr());
+}
+
 #[tokio::test]
 async fn native_tls_serves_health_over_https() {
     let dir = tempfile::tempdir().expect("tempdir");

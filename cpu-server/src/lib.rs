@@ -107,6 +107,9 @@ pub async fn run_until(
     let auth = auth::Auth::new(&settings.security, Arc::new(orbs.clone()));
     auth.log_startup();
     let lifecycle = Lifecycle::default();
+    let relay_loops = crate::ws::loops::RelayLoops::start(settings.connections.relay_threads)
+        .map_err(|e| anyhow::anyhow!("cannot start the relay's event loops (RELAY_THREADS): {e}"))?;
+    info!(loops = relay_loops.len(), "room sockets' relay loops started");
     let connections = settings.connections;
     let trusted_proxies = settings.rooms.trusted_proxies.clone();
     let admin = http::admin_state::AdminState {
@@ -129,6 +132,7 @@ pub async fn run_until(
         closing: lifecycle.closing.clone(),
         connections: lifecycle.connections.clone(),
         turn: Arc::new(settings.turn),
+        relay_loops: Some(relay_loops),
     };
     let (public, admin_server) = match admin_host {
         None => {

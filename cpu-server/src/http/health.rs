@@ -83,6 +83,7 @@ mod tests {
             closing: lifecycle.closing.clone(),
             connections: lifecycle.connections.clone(),
             turn: Default::default(),
+            relay_loops: None,
         };
         let (status, Json(body)) = health(State(state.clone())).await;
         assert_eq!(status, StatusCode::OK);

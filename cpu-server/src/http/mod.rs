@@ -72,6 +72,8 @@ pub struct AppState {
     pub connections: TaskTracker,
     /// ICE servers for `/api/turn-credentials`.
     pub turn: Arc<TurnSettings>,
+    /// The event loops plain-TCP room sockets run on (`None`: on this runtime).
+    pub relay_loops: Option<crate::ws::loops::RelayLoops>,
 }
 
 /// The TCP peer address of an HTTP connection (set on every request by [`conn`]).

@@ -123,7 +123,7 @@ pub(super) fn serve_upgraded(
     connection: Connection,
 ) -> Response {
     let tracker = state.connections.clone();
-    upgrade.on_upgrade(move |stream| {
+    upgrade.on_upgrade(state.relay_loops.clone(), move |stream| {
         let conn_slot = conn_slot.map(|Extension(slot)| slot);
         if let Some(slot) = &conn_slot {
             slot.upgraded();

@@ -1,6 +1,7 @@
 //! Settings of the listeners' connections before they become room sockets:
-//! how long a connection may take to shake hands and send its request, and
-//! how many may be open (in total, and per client address before the upgrade).
+//! how long a connection may take to shake hands and send its request, how
+//! many may be open (in total, and per client address before the upgrade), and
+//! how many event loops room sockets run on.
 
 use std::time::Duration;
 
@@ -36,6 +37,12 @@ const MAX_PENDING_CONNECTIONS_PER_IP: Setting = Setting::new(
     "Most open connections from one TCP peer address that are not (yet) room sockets; peers in \
      TRUSTED_PROXIES are exempt",
 );
+const RELAY_THREADS: Setting = Setting::new(
+    Key::new("RELAY_THREADS", "relay-threads"),
+    "0",
+    "Single-threaded event loops that plain-TCP room sockets are spread over (each its own thread \
+     and epoll); 0: one per CPU core the process may use",
+);
 
 /// This area's declarations (for the documentation checks).
 #[cfg(test)]
@@ -45,6 +52,7 @@ pub(super) const SETTINGS: &[&Setting] = &[
     &WS_UPGRADE_TIMEOUT,
     &MAX_CONNECTIONS,
     &MAX_PENDING_CONNECTIONS_PER_IP,
+    &RELAY_THREADS,
 ];
 
 /// Raw flags of this area (each also readable from its environment variable).
@@ -69,6 +77,9 @@ pub struct ConnectionArgs {
         help = MAX_PENDING_CONNECTIONS_PER_IP.help()
     )]
     pub max_pending_connections_per_ip: Option<String>,
+    /// `RELAY_THREADS`.
+    #[arg(long = RELAY_THREADS.long(), env = RELAY_THREADS.env(), help = RELAY_THREADS.help())]
+    pub relay_threads: Option<String>,
 }
 
 /// Typed settings of this area.
@@ -84,6 +95,8 @@ pub struct ConnectionSettings {
     pub max_connections: usize,
     /// `MAX_PENDING_CONNECTIONS_PER_IP`.
     pub max_pending_per_ip: usize,
+    /// `RELAY_THREADS`, resolved: at least one.
+    pub relay_threads: usize,
 }
 
 impl Default for ConnectionSettings {
@@ -107,12 +120,17 @@ impl ConnectionArgs {
             1,
             10_000_000,
         ) as usize;
+        let relay_threads = match v.number(&RELAY_THREADS, self.relay_threads, 0, 1024) {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            n => n as usize,
+        };
         ConnectionSettings {
             header_timeout,
             tls_handshake_timeout,
             upgrade_timeout,
             max_connections,
             max_pending_per_ip,
+            relay_threads,
         }
     }
 }
@@ -129,6 +147,8 @@ mod tests {
         assert_eq!(s.tls_handshake_timeout, Duration::from_secs(10));
         assert_eq!(s.upgrade_timeout, Duration::from_secs(15));
         assert_eq!((s.max_connections, s.max_pending_per_ip), (16_384, 64));
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        assert_eq!(s.relay_threads, cores, "one loop per core");
         let dotenv = DotEnv::default();
         let mut v = Validator::new(&dotenv);
         ConnectionArgs {
@@ -137,10 +157,11 @@ mod tests {
             ws_upgrade_timeout: Some("soon".into()),
             max_connections: Some("0".into()),
             max_pending_connections_per_ip: Some("-3".into()),
+            relay_threads: Some("2000".into()),
         }
         .validate(&mut v);
-        let errors = v.finish().expect_err("five bad values");
-        assert_eq!(errors.0.len(), 5, "{errors}");
+        let errors = v.finish().expect_err("six bad values");
+        assert_eq!(errors.0.len(), 6, "{errors}");
         let text = errors.to_string();
         for name in [
             "HTTP_HEADER_TIMEOUT",
@@ -148,6 +169,7 @@ mod tests {
             "WS_UPGRADE_TIMEOUT",
             "MAX_CONNECTIONS",
             "MAX_PENDING_CONNECTIONS_PER_IP",
+            "RELAY_THREADS",
         ] {
             assert!(text.contains(name), "{name}: {text}");
         }

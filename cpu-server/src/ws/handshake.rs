@@ -21,6 +21,8 @@ use sha1::{Digest, Sha1};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::loops::RelayLoops;
+
 /// The GUID RFC 6455 appends to the client's key.
 const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -109,17 +111,31 @@ impl<S: Send + Sync> FromRequestParts<S> for RoomUpgrade {
 }
 
 impl RoomUpgrade {
-    /// The `101` answer; `serve` runs on the upgraded stream once hyper hands it over.
-    pub fn on_upgrade<F, Fut>(self, serve: F) -> Response
+    /// The `101` answer; `serve` runs on the upgraded stream once hyper hands it
+    /// over: a plain TCP socket on one of `loops` (when given), anything else here.
+    pub fn on_upgrade<F, Fut>(self, loops: Option<RelayLoops>, serve: F) -> Response
     where
         F: FnOnce(RoomStream) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
         let on_upgrade = self.on_upgrade;
         tokio::spawn(async move {
-            match on_upgrade.await {
-                Ok(upgraded) => serve(RoomStream::from(upgraded)).await,
-                Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+            let stream = match on_upgrade.await {
+                Ok(upgraded) => RoomStream::from(upgraded),
+                Err(e) => return tracing::debug!(error = %e, "upgrade failed"),
+            };
+            match (stream, loops) {
+                (RoomStream::Tcp(tcp, early), Some(loops)) => match tcp.into_std() {
+                    // Taken off this runtime's epoll, registered with the loop's.
+                    Ok(tcp) => loops.spawn(async move {
+                        match TcpStream::from_std(tcp) {
+                            Ok(tcp) => serve(RoomStream::Tcp(tcp, early)).await,
+                            Err(e) => tracing::debug!(error = %e, "socket not moved to its relay loop"),
+                        }
+                    }),
+                    Err(e) => tracing::debug!(error = %e, "socket not moved to its relay loop"),
+                },
+                (stream, _) => serve(stream).await,
             }
         });
         let accept = accept_key(self.key.as_bytes());

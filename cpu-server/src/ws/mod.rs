@@ -5,10 +5,12 @@
 //! # Layout
 //! - [`handshake`]: the upgrade request's checks, the `101` answer, the upgraded stream.
 //! - [`frame`]: decoding client frames in place and encoding server frames (pure).
+//! - [`loops`]: the single-threaded event loops plain-TCP room sockets run on.
 //! - [`outbox`]: the sending side everyone shares: direct writes when nothing is ahead, else a bounded queue.
 //! - [`socket`]: one socket's read and write buffers and its one wait.
 
 pub mod frame;
 pub mod handshake;
+pub mod loops;
 pub mod outbox;
 pub mod socket;
