@@ -386,6 +386,7 @@ impl Registry {
                 format!("userId {:?} belongs to the AI participant", request.user_id),
             );
         }
+        let rooms_after = self.rooms.len() + usize::from(is_new_room);
         let room = self.rooms.entry(room_id.clone()).or_insert_with(Room::new);
         let existing = room
             .members
@@ -444,6 +445,9 @@ impl Registry {
         // Its discovery and the view with it at once, under the view's lock: no frame
         // reaches it before its discovery, and a reader that acts on the discovery (its
         // client answered it) already finds it. Then the others hear of it.
+        // The count first: the joiner's discovery may be written to its socket at
+        // once, and whoever heard it must find the room counted (`/health`).
+        self.rooms_count.send_replace(rooms_after);
         let (counters, dropped) = (&self.counters, &mut self.dropped);
         room.publish_with(|members| {
             if let Some(joiner) = members.last() {
@@ -460,7 +464,6 @@ impl Registry {
         };
         let humans = room.humans();
         self.by_conn.insert(conn, (room_id.clone(), user_id.clone()));
-        self.publish_count();
         info!(room = %room_id, user = %user_id, conn, is_ai, humans, "joined");
         if let Some(old) = replaced {
             if old.is_ai {
