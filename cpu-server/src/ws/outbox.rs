@@ -193,30 +193,7 @@ impl Outbox {
         {
             state.writer = Writer::Sender;
             drop(state);
-            let (head, head_len) = frame::text_header(text.len());
-            let written = write_now(&stream, &head[..head_len], text);
-            drop(stream);
-            let total = head_len + text.len();
-            let mut state = self.lock();
-            if written < total {
-                // The rest goes first; anything appended meanwhile follows it.
-                let mut rest = Vec::with_capacity(total - written + state.queued.len());
-                rest.extend_from_slice(&head[written.min(head_len)..head_len]);
-                rest.extend_from_slice(&text[written.saturating_sub(head_len)..]);
-                state.rest = rest.len();
-                rest.extend_from_slice(&state.queued);
-                state.queued = rest;
-                state.frames += 1;
-            }
-            let waker = if state.queued.is_empty() {
-                state.writer = Writer::Idle;
-                None
-            } else {
-                state.writer = Writer::Task;
-                state.waker.take()
-            };
-            drop(state);
-            wake(waker);
+            self.write_direct(&stream, text);
             return Ok(());
         }
         if state.frames >= self.shared.max_frames {
@@ -226,6 +203,35 @@ impl Outbox {
         drop(state);
         wake(waker);
         Ok(())
+    }
+
+    /// Writes `text`'s frame into `stream` as the claimed writer, then gives the
+    /// socket back: to nobody when it all went out and nothing was queued
+    /// meanwhile, else to its task (woken), with the frame's rest first.
+    fn write_direct(&self, stream: &TcpStream, text: &[u8]) {
+        let (head, head_len) = frame::text_header(text.len());
+        let written = write_now(stream, &head[..head_len], text);
+        let total = head_len + text.len();
+        let mut state = self.lock();
+        if written < total {
+            // The rest goes first; anything appended meanwhile follows it.
+            let mut rest = Vec::with_capacity(total - written + state.queued.len());
+            rest.extend_from_slice(&head[written.min(head_len)..head_len]);
+            rest.extend_from_slice(&text[written.saturating_sub(head_len)..]);
+            state.rest = rest.len();
+            rest.extend_from_slice(&state.queued);
+            state.queued = rest;
+            state.frames += 1;
+        }
+        let waker = if state.queued.is_empty() {
+            state.writer = Writer::Idle;
+            None
+        } else {
+            state.writer = Writer::Task;
+            state.waker.take()
+        };
+        drop(state);
+        wake(waker);
     }
 
     /// The socket's task queues a control frame of its own (ping, pong, close),
