@@ -109,7 +109,10 @@ pub async fn run_until(
     let lifecycle = Lifecycle::default();
     let relay_loops = crate::ws::loops::RelayLoops::start(settings.connections.relay_threads)
         .map_err(|e| anyhow::anyhow!("cannot start the relay's event loops (RELAY_THREADS): {e}"))?;
-    info!(loops = relay_loops.len(), "room sockets' relay loops started");
+    info!(
+        loops = settings.connections.relay_threads,
+        "room sockets' relay loops started"
+    );
     let connections = settings.connections;
     let trusted_proxies = settings.rooms.trusted_proxies.clone();
     let admin = http::admin_state::AdminState {

@@ -124,16 +124,17 @@ impl Connection {
         self.registry.leave(self.id).await;
         // No frame is taken after this; a kick overtakes what was queued, and so
         // does the peer's close.
+        let ending = if end == ReaderEnd::Closing {
+            Ending::Flush
+        } else {
+            Ending::Drop
+        };
+        let queued_close = socket.end(ending);
         let close = match end {
-            ReaderEnd::Closing => Some(socket.end(Ending::Flush).unwrap_or(Kick::from(CLOSE_NORMAL))),
-            ReaderEnd::PeerGone | ReaderEnd::PeerClosed(_) | ReaderEnd::Kicked(_) => {
-                let _ = socket.end(Ending::Drop);
-                match end {
-                    ReaderEnd::PeerClosed(code) => Some(Kick::from((code.unwrap_or(CLOSE_NORMAL.0), ""))),
-                    ReaderEnd::Kicked(kick) => Some(kick),
-                    _ => None,
-                }
-            }
+            ReaderEnd::Closing => Some(queued_close.unwrap_or(Kick::from(CLOSE_NORMAL))),
+            ReaderEnd::PeerClosed(code) => Some(Kick::from((code.unwrap_or(CLOSE_NORMAL.0), ""))),
+            ReaderEnd::Kicked(kick) => Some(kick),
+            ReaderEnd::PeerGone => None,
         };
         if let Some(kick) = close {
             debug!(code = kick.code, reason = kick.reason, "closing");

@@ -6,9 +6,6 @@
 //! plain HTTP (with any bytes hyper read past the request), or hyper's upgraded
 //! stream over TLS.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
@@ -18,7 +15,6 @@ use bytes::Bytes;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use sha1::{Digest, Sha1};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::loops::RelayLoops;
@@ -164,38 +160,6 @@ impl From<Upgraded> for RoomStream {
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => Self::Tcp(parts.io.into_inner(), parts.read_buf),
             Err(upgraded) => Self::Other(TokioIo::new(upgraded)),
-        }
-    }
-}
-
-impl AsyncRead for RoomStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(tcp, _) => Pin::new(tcp).poll_read(cx, buf),
-            Self::Other(io) => Pin::new(io).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for RoomStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Self::Tcp(tcp, _) => Pin::new(tcp).poll_write(cx, buf),
-            Self::Other(io) => Pin::new(io).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(tcp, _) => Pin::new(tcp).poll_flush(cx),
-            Self::Other(io) => Pin::new(io).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(tcp, _) => Pin::new(tcp).poll_shutdown(cx),
-            Self::Other(io) => Pin::new(io).poll_shutdown(cx),
         }
     }
 }

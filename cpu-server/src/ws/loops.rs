@@ -40,16 +40,6 @@ impl RelayLoops {
         })
     }
 
-    /// How many loops there are.
-    pub fn len(&self) -> usize {
-        self.handles.len()
-    }
-
-    /// Always false: there is at least one loop.
-    pub fn is_empty(&self) -> bool {
-        self.handles.is_empty()
-    }
-
     /// Runs `task` on the next loop.
     pub fn spawn<F>(&self, task: F)
     where
