@@ -19,6 +19,7 @@
 //! - [`cli`]: the operator commands (`orbs …`, `check`).
 //! - [`systemd`]: `sd_notify` readiness, watchdog and stopping messages.
 //! - [`ws`]: room sockets' WebSocket handshake, framing and buffers.
+//! - [`upgrade`]: replacing the running image in place (`cpu-server upgrade`, SIGUSR2).
 //!
 //! # Tasks and channels
 //! - one registry task owns every room (`rooms::registry`); connection tasks send it
@@ -41,6 +42,7 @@ pub mod settings;
 pub mod shutdown;
 pub mod state_file;
 pub mod systemd;
+pub mod upgrade;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -80,11 +82,73 @@ pub async fn run_until(
     shutdown: impl Future<Output = ()> + Send + 'static,
     force: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let start = Start {
+        public: listener,
+        admin: None,
+        upgrade: None,
+    };
+    serve_until(start, settings, shutdown, force).await.map(drop)
+}
+
+/// What the server starts with besides its settings.
+#[derive(Debug)]
+pub struct Start {
+    /// The bound `CPU_HOST` listener.
+    pub public: TcpListener,
+    /// The bound `ADMIN_HOST` listener (bound here from the settings when `None`).
+    pub admin: Option<TcpListener>,
+    /// The binary's upgrade context; `None` (in-process servers): upgrades are refused.
+    pub upgrade: Option<UpgradeStart>,
+}
+
+/// What a server that can upgrade in place knows at start.
+#[derive(Debug)]
+pub struct UpgradeStart {
+    /// Its executable and arguments.
+    pub installed: upgrade::preflight::Installed,
+    /// The handover this image took over, if it is an upgrade.
+    pub inherited: Option<upgrade::handover::Handover>,
+}
+
+/// How [`serve_until`] ended.
+#[derive(Debug)]
+pub enum Ending {
+    /// Stopped (drained) on request.
+    Stopped,
+    /// Drained for an upgrade: the caller replaces the image with this.
+    Upgrade(upgrade::Exec),
+}
+
+/// Serves until `shutdown` (or a committed upgrade), then drains; see [`run_until`].
+pub async fn serve_until(
+    start: Start,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    force: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Ending> {
+    let Start {
+        public: listener,
+        admin: admin_listener,
+        upgrade: upgrade_start,
+    } = start;
     let local = listener.local_addr()?;
     let tls = settings.tls.as_ref().map(http::tls::load_config).transpose()?;
-    let admin_token: Arc<str> = state_file::admin_token(&settings.admin)?.into();
+    let inherited = upgrade_start.as_ref().and_then(|u| u.inherited.as_ref());
+    // A generated token survives an upgrade (its file still holds it); `ADMIN_TOKEN` wins.
+    let generated = inherited
+        .and_then(|h| h.admin_token.clone())
+        .filter(|_| settings.admin.token.is_none());
+    let admin_token: Arc<str> = match generated {
+        Some(token) => token,
+        None => state_file::admin_token(&settings.admin)?,
+    }
+    .into();
     let admin_host = settings.admin.host;
-    let stats = Arc::new(RelayStats::default());
+    // What an upgrade hands over: the generated token only (a set one is in the environment).
+    let carried_token = settings.admin.token.is_none().then(|| admin_token.to_string());
+    let stats = Arc::new(RelayStats::starting_at(
+        inherited.map(|h| h.counters).unwrap_or_default(),
+    ));
     let metrics = Arc::new(metrics::Metrics::new());
     let (events_tx, events_rx) = room_event_channel();
     let registry = spawn_registry(
@@ -113,6 +177,36 @@ pub async fn run_until(
         loops = settings.connections.relay_threads,
         "room sockets' relay loops started"
     );
+    let admin_listener = match (admin_host, admin_listener) {
+        (None, _) => None,
+        (Some(_), Some(listener)) => Some(listener),
+        (Some(addr), None) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on ADMIN_HOST={addr}: {e}"))?,
+        ),
+    };
+    // Copies of the listening sockets, kept for an upgrade: once the accept
+    // loops let theirs go, these keep the sockets listening across the exec.
+    let kept = upgrade::KeptListeners::of(&listener, admin_listener.as_ref())?;
+    let (upgrades, mut commits) = upgrade::controller::spawn(upgrade::controller::Setup {
+        installed: upgrade_start.as_ref().map(|u| u.installed.clone()),
+        preview: kept.preview(Arc::clone(&stats), inherited_count(inherited)),
+        inherited: inherited.map(|h| upgrade::controller::done(&h.upgrade)),
+        completed: inherited_count(inherited),
+        timeout: upgrade::preflight::TIMEOUT,
+    });
+    if let Some(handover) = inherited {
+        let done = upgrade::controller::done(&handover.upgrade);
+        info!(
+            id = %done.id,
+            from = %done.from_build,
+            to = %done.to_build,
+            pause_ms = done.pause_ms,
+            "upgraded in place: serving the handed-over listeners"
+        );
+    }
+    upgrade_on_sigusr2(upgrades.clone())?;
     let connections = settings.connections;
     let trusted_proxies = settings.rooms.trusted_proxies.clone();
     let admin = http::admin_state::AdminState {
@@ -122,6 +216,7 @@ pub async fn run_until(
         metrics,
         connections: lifecycle.connections.clone(),
         token: admin_token,
+        upgrades,
     };
     let state = AppState {
         registry,
@@ -137,7 +232,7 @@ pub async fn run_until(
         turn: Arc::new(settings.turn),
         relay_loops: Some(relay_loops),
     };
-    let (public, admin_server) = match admin_host {
+    let (public, admin_server) = match admin_listener {
         None => {
             let events = http::pages::events_router(admin.clone(), lifecycle.draining.clone());
             (
@@ -145,11 +240,8 @@ pub async fn run_until(
                 None,
             )
         }
-        Some(addr) => {
-            let admin_listener = TcpListener::bind(addr)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen on ADMIN_HOST={addr}: {e}"))?;
-            info!(admin = %addr, "admin API and /metrics only on ADMIN_HOST");
+        Some(admin_listener) => {
+            info!(admin = ?admin_host, "admin API and /metrics only on ADMIN_HOST");
             let operator = http::pages::operator_router(admin.clone(), lifecycle.draining.clone());
             // Its own caps: a flood of the public port never locks the operator out.
             let serve = http::serve::serve(
@@ -176,17 +268,29 @@ pub async fn run_until(
     let mut server = tokio::spawn(public);
     let systemd = systemd::Systemd::ready();
     let vital = (orbs.clone(), vital_registry);
-    tokio::select! {
-        () = shutdown => {}
+    let commit = tokio::select! {
+        () = shutdown => None,
+        Some(commit) = commits.recv() => Some(commit),
         result = &mut server => {
             result?;
             anyhow::bail!("the HTTP server stopped by itself");
         }
         () = vital.0.failed() => return fatal(&orbs, &lifecycle, "the OrbManager"),
         () = vital.1.failed() => return fatal(&orbs, &lifecycle, "the room registry"),
+    };
+    let committed_at_ms = upgrade::controller::now_ms();
+    let mut kept = Some(kept);
+    match &commit {
+        None => {
+            info!("shutdown requested: draining");
+            systemd.stopping();
+            drop(kept.take()); // the listeners close as the accept loops stop
+        }
+        Some(commit) => {
+            info!(id = %commit.record.id, "upgrade committed: draining, the listening sockets stay open");
+            systemd.reloading();
+        }
     }
-    info!("shutdown requested: draining");
-    systemd.stopping();
     lifecycle.draining.cancel();
     tokio::select! {
         () = lifecycle.drain(&orbs) => {}
@@ -210,6 +314,39 @@ pub async fn run_until(
         slow_consumers = RelayStats::get(&stats.slow_consumers),
         "stopped"
     );
+    let (Some(commit), Some(upgrade_start), Some(kept)) = (commit, upgrade_start, kept) else {
+        return Ok(Ending::Stopped);
+    };
+    let record = upgrade::handover::UpgradeRecord {
+        committed_at_ms,
+        ..commit.record
+    };
+    let handover = kept.handover(
+        record,
+        &stats,
+        inherited_count(upgrade_start.inherited.as_ref()),
+        carried_token,
+    );
+    let exec = upgrade::Exec::prepare(&handover, kept.into_fds(), upgrade_start.installed, orbs.spawner())
+        .map_err(|e| anyhow::anyhow!("cannot prepare the handover: {e}"))?;
+    Ok(Ending::Upgrade(exec))
+}
+
+/// Upgrades completed before the one being committed.
+fn inherited_count(inherited: Option<&upgrade::handover::Handover>) -> u64 {
+    inherited.map_or(0, |h| h.upgrades_before + 1)
+}
+
+/// SIGUSR2 asks for an upgrade, as `cpu-server upgrade` does; the outcome is logged.
+fn upgrade_on_sigusr2(upgrades: upgrade::UpgradeHandle) -> std::io::Result<()> {
+    let mut signals = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2())?;
+    tokio::spawn(async move {
+        while signals.recv().await.is_some() {
+            if let Err(refusal) = upgrades.request(upgrade::Origin::Signal).await {
+                warn!(%refusal, "SIGUSR2: no upgrade");
+            }
+        }
+    });
     Ok(())
 }
 
@@ -227,7 +364,7 @@ fn reopen_orb_logs_on_sighup(orbs: orbs::OrbsHandle) -> std::io::Result<()> {
     Ok(())
 }
 
-fn fatal(orbs: &orbs::OrbsHandle, lifecycle: &Lifecycle, what: &str) -> anyhow::Result<()> {
+fn fatal(orbs: &orbs::OrbsHandle, lifecycle: &Lifecycle, what: &str) -> anyhow::Result<Ending> {
     lifecycle.draining.cancel();
     let killed = orbs.kill_all_now();
     error!(killed, "{what} died; exiting so that the service is restarted");

@@ -1,7 +1,10 @@
 //! cpu-server binary: reads settings (flags, environment, `.env`), sets up
 //! logging, binds `CPU_HOST` and runs the server until SIGTERM/SIGINT.
 //! A second signal exits at once; SIGHUP reopens every log file.
-//! With a subcommand (`orbs …`, `check`) it is the operator CLI instead.
+//! SIGUSR2 upgrades it in place (as `cpu-server upgrade` does): when the upgrade
+//! is committed, the server drains and this binary's `main` ends by replacing
+//! the program image; a new image started so takes over the listeners first.
+//! With a subcommand (`orbs …`, `check`, `upgrade`) it is the operator CLI instead.
 //! Either way the process is made non-dumpable first (`PR_SET_DUMPABLE 0`).
 
 use std::process::ExitCode;
@@ -9,6 +12,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use cpu_server::logging::{FileLog, LogFile};
 use cpu_server::settings::ServerArgs;
+use cpu_server::upgrade::inherit::{TakenOver, take_over_from_env};
+use cpu_server::upgrade::preflight::Installed;
+use cpu_server::{Ending, Start, UpgradeStart};
 use shared::settings::{DotEnv, EXIT_USAGE};
 use shared::signals::Signals;
 use tokio_util::sync::CancellationToken;
@@ -28,6 +34,8 @@ struct Cli {
 fn main() -> ExitCode {
     // Read while /proc/self is still ours to open, before anything else.
     cpu_server::build_id::init();
+    // What an upgrade runs again: the path as it is now, before an install replaces the file.
+    let installed = Installed::of_this_process();
     // Not dumpable: /proc/<pid>/environ, mem, fd... become root's, so an orb
     // (even one running as our own user) cannot read the secrets in our
     // environment or memory, nor ptrace us. Before anything reads a secret.
@@ -46,7 +54,7 @@ fn main() -> ExitCode {
         || dotenv.get("OPENAI_API_KEY").is_some_and(|v| !v.is_empty());
     let settings = match cli.server.validate(&dotenv, has_ai_key) {
         Ok(settings) => settings,
-        Err(errors) if matches!(cli.command, Some(cpu_server::cli::Command::Check)) => {
+        Err(errors) if matches!(cli.command, Some(cpu_server::cli::Command::Check { handover: None })) => {
             println!("PROBLEM  {errors}");
             return ExitCode::FAILURE;
         }
@@ -55,6 +63,17 @@ fn main() -> ExitCode {
     if let Some(command) = cli.command {
         return cpu_server::cli::run(command, &settings);
     }
+    // An upgrade in place: the previous image left its listeners open for us.
+    let taken = match take_over_from_env() {
+        None => None,
+        Some(Ok(taken)) => Some(taken),
+        Some(Err(e)) => {
+            eprintln!(
+                "cannot take over from the previous program image (upgrade): {e}; exiting so that the service is restarted"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
     let file_log = match cpu_server::logging::init(&settings.logs) {
         Ok(file) => file,
         Err(e) => {
@@ -85,25 +104,41 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(async move {
+    let ending = runtime.block_on(async move {
         let listen = settings.listen;
-        let listener = match tokio::net::TcpListener::bind(listen).await {
-            Ok(listener) => listener,
-            Err(e) => {
-                eprintln!("cannot listen on CPU_HOST={listen}: {e}");
-                return ExitCode::FAILURE;
+        let (listener, admin, inherited) = match taken {
+            Some(TakenOver {
+                handover,
+                public,
+                admin,
+            }) => {
+                let adopt = |l: std::net::TcpListener| tokio::net::TcpListener::from_std(l);
+                match (adopt(public), admin.map(adopt).transpose()) {
+                    (Ok(public), Ok(admin)) => (public, admin, Some(handover)),
+                    (Err(e), _) | (_, Err(e)) => {
+                        eprintln!("cannot serve the handed-over listeners: {e}");
+                        return Err(ExitCode::FAILURE);
+                    }
+                }
             }
+            None => match tokio::net::TcpListener::bind(listen).await {
+                Ok(listener) => (listener, None, None),
+                Err(e) => {
+                    eprintln!("cannot listen on CPU_HOST={listen}: {e}");
+                    return Err(ExitCode::FAILURE);
+                }
+            },
         };
         let mut signals = match Signals::install() {
             Ok(signals) => signals,
             Err(e) => {
                 eprintln!("cannot install signal handlers: {e}");
-                return ExitCode::FAILURE;
+                return Err(ExitCode::FAILURE);
             }
         };
         if let Err(e) = reopen_logs_on_sighup(log_file, dropped) {
             eprintln!("cannot install the SIGHUP handler: {e}");
-            return ExitCode::FAILURE;
+            return Err(ExitCode::FAILURE);
         }
         // First signal: graceful stop. Second: every orb group SIGKILLed, exit 1.
         let (graceful, force) = (CancellationToken::new(), CancellationToken::new());
@@ -116,19 +151,40 @@ fn main() -> ExitCode {
             eprintln!("{second} during shutdown: killing every orb and exiting now");
             force_tx.cancel();
         });
-        match cpu_server::run_until(listener, settings, graceful.cancelled_owned(), force.cancelled_owned()).await {
-            Ok(()) => ExitCode::SUCCESS,
+        let start = Start {
+            public: listener,
+            admin,
+            upgrade: installed.map(|installed| UpgradeStart { installed, inherited }),
+        };
+        match cpu_server::serve_until(start, settings, graceful.cancelled_owned(), force.cancelled_owned()).await {
+            Ok(ending) => Ok(ending),
             Err(e) => {
                 error!(error = format!("{e:#}"), "server failed");
-                ExitCode::FAILURE
+                Err(ExitCode::FAILURE)
             }
         }
     });
+    if let Ok(Ending::Upgrade(exec)) = &ending {
+        info!(binary = %exec.installed.path.display(), "replacing the program image");
+    }
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     if let Some((guard, file)) = log_guard {
         guard.finish(file.path());
     }
-    code
+    match ending {
+        Ok(Ending::Stopped) => ExitCode::SUCCESS,
+        Err(code) => code,
+        Ok(Ending::Upgrade(exec)) => {
+            let path = exec.installed.path.display().to_string();
+            let error = exec.run();
+            // The drain is done and the listeners are still open in this process:
+            // exiting closes them, and systemd restarts the service.
+            eprintln!(
+                "cannot replace the program image with {path}: {error}; exiting so that the service is restarted"
+            );
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// SIGHUP (logrotate's postrotate) reopens the cpu log (the orb logs: see

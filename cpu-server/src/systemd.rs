@@ -116,6 +116,16 @@ impl Systemd {
         }
     }
 
+    /// Sends `RELOADING=1` (an upgrade in place started; the new image sends
+    /// `READY=1`), with `MONOTONIC_USEC`, which systemd 253 and later expect.
+    pub fn reloading(&self) {
+        if let Some(notifier) = &self.notifier {
+            let usec = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+                .map_or(0, |t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1000);
+            send(notifier, &format!("RELOADING=1\nMONOTONIC_USEC={usec}"));
+        }
+    }
+
     /// Sends `STOPPING=1` (the drain started). The watchdog keeps pinging until drop.
     pub fn stopping(&self) {
         if let Some(notifier) = &self.notifier {

@@ -31,6 +31,8 @@
 //! - [`voice_stub`]: the speech APIs (transcriptions, OpenAI speech, ElevenLabs stream) for the orb's voice,
 //!   servable inside a private network namespace.
 //! - [`chaos_kit`]: the chaos soak's misbehaving orb, process counting and sequence checker.
+//! - [`upgrade_kit`]: a cpu-server run from an installed path the test replaces, a second
+//!   build, binaries that fail the preflight, a prober opening connection after connection.
 
 pub mod bench_kit;
 pub mod bench_media;
@@ -61,6 +63,7 @@ pub mod security_kit;
 pub mod slow_clients;
 pub mod slurm_kit;
 pub mod turn_coturn;
+pub mod upgrade_kit;
 pub mod voice_stub;
 pub mod wait;
 pub mod ws;

@@ -1,5 +1,5 @@
-//! Operator commands of the `cpu-server` binary: `orbs …` through the running
-//! server's admin API, and `check`, a doctor for the setup.
+//! Operator commands of the `cpu-server` binary: `orbs …` and `upgrade` through
+//! the running server's admin API, and `check`, a doctor for the setup.
 //!
 //! The CLI finds the server at `ADMIN_HOST` if set, else `CPU_HOST`, and
 //! authenticates with `ADMIN_TOKEN` if set, else the token file the server
@@ -11,12 +11,16 @@
 //! - [`table`]: the readable orb table.
 //! - [`logs`]: printing and following an orb's log file.
 //! - [`check`]: the doctor.
+//! - [`handover_check`]: `check --handover`, the new binary's side of an upgrade's preflight.
+//! - [`upgrade`]: `upgrade`, the in-place upgrade of the running server.
 
 pub mod check;
 pub mod client;
+pub mod handover_check;
 pub mod logs;
 pub mod orbs;
 pub mod table;
+pub mod upgrade;
 
 use std::process::ExitCode;
 
@@ -37,7 +41,17 @@ pub enum Command {
     },
     /// Checks settings, the orb program, log directories, ports and `ulimit -n`;
     /// prints each problem with its fix and exits non-zero if there is any.
-    Check,
+    Check {
+        /// Instead: check that this binary can take over from a running server
+        /// whose handover document is in this file (`-`: stdin), as an
+        /// upgrade's preflight does.
+        #[arg(long, value_name = "FILE")]
+        handover: Option<std::path::PathBuf>,
+    },
+    /// Replaces the running server's program in place with the binary now at
+    /// its installed path (same pid, listening sockets kept), after that binary
+    /// passed a preflight; waits until the new one serves. Same as SIGUSR2.
+    Upgrade,
 }
 
 /// The admin API client for `settings`: address and token.
@@ -56,29 +70,33 @@ pub fn admin_client(settings: &Settings) -> Result<AdminClient, String> {
 /// Runs `command` and returns the process exit code.
 pub fn run(command: Command, settings: &Settings) -> ExitCode {
     match command {
-        Command::Check => {
+        Command::Check { handover: Some(source) } => handover_check::run(&source, settings),
+        Command::Check { handover: None } => {
             if check::report(&check::findings(settings)) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
             }
         }
-        Command::Orbs { command } => {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(runtime) => runtime,
-                Err(e) => {
-                    eprintln!("cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let result = runtime.block_on(orbs::run(command, settings));
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(message) => {
-                    eprintln!("error: {message}");
-                    ExitCode::FAILURE
-                }
-            }
+        Command::Orbs { command } => block_on(orbs::run(command, settings)),
+        Command::Upgrade => block_on(upgrade::run(settings)),
+    }
+}
+
+/// Runs a client command on a small runtime: exit 0, or 1 with its error.
+fn block_on(command: impl Future<Output = Result<(), String>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -345,7 +345,7 @@ fn why_text(timeline: &Value) -> String {
     out
 }
 
-fn expect(answer: Result<Answer, super::client::ClientError>, status: u16) -> Result<Answer, String> {
+pub(super) fn expect(answer: Result<Answer, super::client::ClientError>, status: u16) -> Result<Answer, String> {
     let answer = answer.map_err(|e| e.to_string())?;
     if answer.status == status {
         Ok(answer)
@@ -354,7 +354,7 @@ fn expect(answer: Result<Answer, super::client::ClientError>, status: u16) -> Re
     }
 }
 
-fn api_error(answer: &Answer) -> String {
+pub(super) fn api_error(answer: &Answer) -> String {
     let body: Value = serde_json::from_str(&answer.body).unwrap_or(Value::Null);
     match (body["error"].as_str(), body["code"].as_str()) {
         (Some(error), Some(code)) => format!("{error} ({code}, HTTP {})", answer.status),

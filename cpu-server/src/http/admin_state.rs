@@ -9,6 +9,7 @@ use crate::metrics::Metrics;
 use crate::orbs::OrbsHandle;
 use crate::rooms::registry::RegistryHandle;
 use crate::rooms::stats::RelayStats;
+use crate::upgrade::UpgradeHandle;
 
 /// What the admin handlers use; cheap to clone.
 #[derive(Clone)]
@@ -25,6 +26,8 @@ pub struct AdminState {
     pub connections: TaskTracker,
     /// The bearer token.
     pub token: Arc<str>,
+    /// In-place upgrades (`/api/upgrade`).
+    pub upgrades: UpgradeHandle,
 }
 
 impl std::fmt::Debug for AdminState {

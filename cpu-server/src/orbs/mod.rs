@@ -180,6 +180,8 @@ pub struct OrbsHandle {
     /// Cancelled when a task that supervision depends on (the manager, the
     /// sampler, the reaper) ended while the server was not stopping.
     failed: CancellationToken,
+    /// The thread that forks every orb (an upgrade execs there).
+    spawner: spawner::Spawner,
 }
 
 impl std::fmt::Debug for OrbsHandle {
@@ -331,6 +333,12 @@ impl OrbsHandle {
         self.launcher.link(room, token)
     }
 
+    /// The thread that forks every orb: an upgrade replaces the program image
+    /// from it, so that the orbs' parent-death signal stays armed.
+    pub fn spawner(&self) -> spawner::Spawner {
+        self.spawner.clone()
+    }
+
     /// SIGHUP: the orbs' log files are reopened before their next line.
     pub fn reopen_logs(&self) {
         self.launcher.reopen_logs();
@@ -435,7 +443,7 @@ fn spawn_manager_inner(
         notifier,
         writer,
         counts_tx,
-        spawner,
+        spawner.clone(),
         metrics,
     );
     let inputs = Inputs {
@@ -458,6 +466,7 @@ fn spawn_manager_inner(
         stop_bound,
         background,
         failed,
+        spawner,
     }
 }
 

@@ -15,8 +15,8 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 /// A unit of work for the spawner thread.
 pub type SpawnJob = Box<dyn FnOnce() + Send + 'static>;
 
-/// Handle to the spawner thread; the thread ends when this is dropped.
-#[derive(Debug)]
+/// Handle to the spawner thread; the thread ends when every clone is dropped.
+#[derive(Debug, Clone)]
 pub struct Spawner {
     jobs: SyncSender<SpawnJob>,
 }

@@ -1,4 +1,4 @@
-//! The admin API (`/api/orbs*`, `/api/rooms`) and `/metrics`, behind a bearer token.
+//! The admin API (`/api/orbs*`, `/api/rooms`, `/api/warm-pool*`, `/api/upgrade`) and `/metrics`, behind a bearer token.
 //!
 //! Served on `CPU_HOST` with the public routes, or only on `ADMIN_HOST` when set.
 //! Only these routes carry the token check; other `/api` routes are public.
@@ -9,11 +9,13 @@
 //! - [`orbs`]: list, show, spawn, kill, kill all, reset, timeline, session summary, operator token.
 //! - [`rooms`]: rooms and their participants.
 //! - [`warm_pool`]: the warm pool and its reset.
+//! - [`upgrade`]: the in-place upgrade (start it, its status).
 
 pub mod auth;
 pub mod error;
 pub mod orbs;
 pub mod rooms;
+pub mod upgrade;
 pub mod warm_pool;
 
 use std::sync::Arc;
@@ -38,6 +40,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/rooms", get(rooms::list))
         .route("/api/warm-pool", get(warm_pool::show))
         .route("/api/warm-pool/reset", post(warm_pool::reset))
+        .route("/api/upgrade", get(upgrade::show).post(upgrade::start))
         .route("/metrics", get(super::metrics::metrics))
         .route_layer(from_fn_with_state(token, auth::require_bearer))
         .layer(map_response_with_state(metrics, error::count_errors))

@@ -1,0 +1,80 @@
+//! `cpu-server upgrade`: asks the running server to upgrade in place to the
+//! binary now at its installed path, and waits until the new image serves.
+//!
+//! Exit 0 once the new image reports this upgrade `done`; exit 1 with the
+//! reason when the preflight refused it (the server then runs on unchanged),
+//! or when the server did not come back as the new image in time.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::client::AdminClient;
+use super::orbs::{api_error, expect};
+use crate::settings::Settings;
+
+/// Bound of the request: the preflight runs within it.
+const PREFLIGHT: Duration = Duration::from_secs(60);
+/// Bound of one status request (connections wait in the backlog while the server drains).
+const POLL: Duration = Duration::from_secs(10);
+/// Pause between status requests.
+const POLL_EVERY: Duration = Duration::from_millis(200);
+/// Longest wait for the new image: the drain (orbs' stop grace, sockets) and its start.
+const COMMIT: Duration = Duration::from_secs(180);
+
+/// Runs the command.
+pub async fn run(settings: &Settings) -> Result<(), String> {
+    let client = super::admin_client(settings)?;
+    let answer = client
+        .request("POST", "/api/upgrade", None, PREFLIGHT)
+        .await
+        .map_err(|e| e.to_string())?;
+    if answer.status != 202 {
+        return Err(format!("upgrade refused: {}", api_error(&answer)));
+    }
+    let accepted: Value = serde_json::from_str(&answer.body).map_err(|e| format!("unexpected answer: {e}"))?;
+    let id = accepted["id"].as_str().unwrap_or_default().to_owned();
+    println!(
+        "preflight passed: build {} -> {}; draining and replacing the program image",
+        accepted["from_build"].as_str().unwrap_or("?"),
+        accepted["to_build"].as_str().unwrap_or("?")
+    );
+    let status = wait_for(&client, &id).await?;
+    println!(
+        "upgraded: pid {} now runs build {} (pause {} ms; {} upgrades since the service started)",
+        status["pid"],
+        status["last"]["to_build"].as_str().unwrap_or("?"),
+        status["last"]["pause_ms"],
+        status["completed"]
+    );
+    Ok(())
+}
+
+/// Polls `GET /api/upgrade` until upgrade `id` is reported done.
+async fn wait_for(client: &AdminClient, id: &str) -> Result<Value, String> {
+    let deadline = Instant::now() + COMMIT;
+    let mut last_error = String::new();
+    while Instant::now() < deadline {
+        match expect(client.request("GET", "/api/upgrade", None, POLL).await, 200) {
+            Ok(answer) => {
+                let status: Value = serde_json::from_str(&answer.body).unwrap_or(Value::Null);
+                if status["last"]["id"] == id && status["last"]["result"] == "done" {
+                    return Ok(status);
+                }
+                if status["state"] == "idle" {
+                    return Err(format!(
+                        "the server is serving again but not as this upgrade ({}): it restarted instead \
+                         (the new image failed after the exec? see the journal)",
+                        status["last"]
+                    ));
+                }
+            }
+            Err(e) => last_error = e,
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+    Err(format!(
+        "the new image did not report upgrade {id} within {} s (last: {last_error})",
+        COMMIT.as_secs()
+    ))
+}

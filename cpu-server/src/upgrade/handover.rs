@@ -1,0 +1,232 @@
+//! The handover: what one program image of the server gives the next one when
+//! it upgrades in place, as a versioned JSON document.
+//!
+//! The running image writes it into a memory file it leaves open across
+//! `execve`; the new image finds the file's descriptor in
+//! [`HANDOVER_FD_ENV`], reads it first thing and adopts the descriptors it
+//! names. Before committing, the running image also pipes the same document
+//! to the new binary's `check --handover -`, which must read it: a binary
+//! that cannot is never executed in place.
+//!
+//! Compatibility rule: a binary reads its own [`FORMAT`] and the one before it
+//! ([`READABLE`]); fields are only ever added, with defaults, inside a format.
+
+use serde::{Deserialize, Serialize};
+
+/// The environment variable naming the handover's descriptor in the new image.
+pub const HANDOVER_FD_ENV: &str = "CPU_SERVER_HANDOVER_FD";
+
+/// The format this binary writes.
+pub const FORMAT: u32 = 1;
+
+/// The formats this binary reads: its own and the previous release's.
+pub const READABLE: std::ops::RangeInclusive<u32> = 1..=FORMAT;
+
+/// Largest handover read (a document describing listeners, counters and the
+/// upgrade; bounded so a wrong descriptor cannot make us read forever).
+pub const MAX_BYTES: usize = 16 * 1024 * 1024;
+
+/// One handover document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handover {
+    /// Its format ([`FORMAT`] when written by this binary).
+    pub format: u32,
+    /// The upgrade being carried out.
+    pub upgrade: UpgradeRecord,
+    /// Listening sockets, kept open across the exec (no connection refused).
+    pub listeners: Vec<Listener>,
+    /// Relay counters so far (the new image counts on from them).
+    pub counters: Counters,
+    /// Upgrades completed before this one, since the service started.
+    #[serde(default)]
+    pub upgrades_before: u64,
+    /// The generated admin token (`STATE_DIR/admin-token`), kept so that the
+    /// CLI's token stays valid; absent when `ADMIN_TOKEN` is set, and in the
+    /// preflight's copy (the check needs no secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<String>,
+}
+
+/// Which listener a handed-over socket is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenerRole {
+    /// `CPU_HOST`: rooms, pages, health (and the admin API without `ADMIN_HOST`).
+    Public,
+    /// `ADMIN_HOST`: the admin API and `/metrics` only.
+    Admin,
+}
+
+/// A listening TCP socket handed over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listener {
+    /// What it serves.
+    pub role: ListenerRole,
+    /// Its descriptor number in the new image (inherited as is).
+    pub fd: i32,
+    /// The address it is bound to (checked against the descriptor on adoption
+    /// and against the new image's settings by the preflight).
+    pub addr: std::net::SocketAddr,
+}
+
+/// The relay's monotonic counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Connections upgraded to room sockets.
+    pub connections: u64,
+    /// Messages delivered (one per recipient).
+    pub relayed: u64,
+    /// `error` replies sent.
+    pub errors: u64,
+    /// Sockets closed as slow consumers.
+    pub slow_consumers: u64,
+}
+
+/// One upgrade: who asked, from which build to which, when it committed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeRecord {
+    /// Its id (given to whoever asked, to recognise the outcome).
+    pub id: String,
+    /// The build id of the image that handed over.
+    pub from_build: String,
+    /// The build id the preflight read from the new binary.
+    pub to_build: String,
+    /// What asked for it (`api`, `SIGUSR2`).
+    pub origin: String,
+    /// When the running image committed (stopped accepting), in ms since the Unix epoch.
+    pub committed_at_ms: u64,
+}
+
+/// Why a handover document is not readable by this binary.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HandoverError {
+    /// Not JSON, or not a handover.
+    #[error("the handover is not a handover document: {0}")]
+    Malformed(String),
+    /// A format this binary does not read.
+    #[error("handover format {found} is not readable by this binary (it reads formats {min} to {max})")]
+    Format {
+        /// The document's format.
+        found: u32,
+        /// Oldest readable.
+        min: u32,
+        /// Newest readable.
+        max: u32,
+    },
+    /// Larger than [`MAX_BYTES`].
+    #[error("the handover is larger than {MAX_BYTES} bytes")]
+    TooLarge,
+}
+
+/// Only the format, read before the rest (so that a newer document with fields
+/// this binary does not know still gets the format error, not a parse error).
+#[derive(Deserialize)]
+struct FormatOnly {
+    format: u32,
+}
+
+impl Handover {
+    /// The document as JSON.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Reads a document, refusing formats outside [`READABLE`].
+    pub fn parse(bytes: &[u8]) -> Result<Self, HandoverError> {
+        if bytes.len() > MAX_BYTES {
+            return Err(HandoverError::TooLarge);
+        }
+        let FormatOnly { format } =
+            serde_json::from_slice(bytes).map_err(|e| HandoverError::Malformed(e.to_string()))?;
+        if !READABLE.contains(&format) {
+            return Err(HandoverError::Format {
+                found: format,
+                min: *READABLE.start(),
+                max: *READABLE.end(),
+            });
+        }
+        serde_json::from_slice(bytes).map_err(|e| HandoverError::Malformed(e.to_string()))
+    }
+
+    /// The listener of `role`, if handed over.
+    pub fn listener(&self, role: ListenerRole) -> Option<&Listener> {
+        self.listeners.iter().find(|l| l.role == role)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Handover {
+        Handover {
+            format: FORMAT,
+            upgrade: UpgradeRecord {
+                id: "u1".to_owned(),
+                from_build: "aa".to_owned(),
+                to_build: "bb".to_owned(),
+                origin: "api".to_owned(),
+                committed_at_ms: 1_700_000_000_000,
+            },
+            listeners: vec![Listener {
+                role: ListenerRole::Public,
+                fd: 7,
+                addr: "127.0.0.1:3000".parse().expect("addr"),
+            }],
+            counters: Counters {
+                connections: 3,
+                relayed: 40,
+                errors: 1,
+                slow_consumers: 0,
+            },
+            upgrades_before: 2,
+            admin_token: Some("t0k3n".to_owned()),
+        }
+    }
+
+    #[test]
+    fn a_document_reads_back_as_written() {
+        let handover = sample();
+        assert_eq!(Handover::parse(&handover.to_json()), Ok(handover.clone()));
+        assert_eq!(handover.listener(ListenerRole::Public).map(|l| l.fd), Some(7));
+        assert_eq!(handover.listener(ListenerRole::Admin), None);
+    }
+
+    #[test]
+    fn other_formats_are_refused_by_number_before_their_fields_are_read() {
+        let mut newer: serde_json::Value = serde_json::from_slice(&sample().to_json()).expect("json");
+        newer["format"] = (FORMAT + 1).into();
+        newer["listeners"] = "a shape this binary does not know".into();
+        let err = Handover::parse(newer.to_string().as_bytes()).expect_err("newer format");
+        assert_eq!(
+            err,
+            HandoverError::Format {
+                found: FORMAT + 1,
+                min: *READABLE.start(),
+                max: FORMAT
+            }
+        );
+        assert!(err.to_string().contains("not readable by this binary"), "{err}");
+        newer["format"] = 0.into();
+        assert!(matches!(
+            Handover::parse(newer.to_string().as_bytes()),
+            Err(HandoverError::Format { found: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn garbage_and_missing_fields_are_malformed() {
+        assert!(matches!(Handover::parse(b"not json"), Err(HandoverError::Malformed(_))));
+        assert!(matches!(
+            Handover::parse(br#"{"format":1}"#),
+            Err(HandoverError::Malformed(_))
+        ));
+        let mut old: serde_json::Value = serde_json::from_slice(&sample().to_json()).expect("json");
+        old.as_object_mut().expect("object").remove("upgrades_before");
+        assert_eq!(
+            Handover::parse(old.to_string().as_bytes()).map(|h| h.upgrades_before),
+            Ok(0),
+            "fields added within a format have defaults"
+        );
+    }
+}

@@ -1,0 +1,223 @@
+//! The descriptors an upgrade keeps open across `execve`: writing the
+//! handover into a memory file, clearing close-on-exec on what is handed over,
+//! and, in the new image, adopting them again.
+//!
+//! This module holds the upgrade's only `unsafe`: turning descriptor numbers
+//! named by the handover into owned descriptors, once, at start-up.
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+use nix::sys::memfd::{MFdFlags, memfd_create};
+use nix::sys::stat::{SFlag, fstat};
+
+use super::handover::{HANDOVER_FD_ENV, Handover, HandoverError, ListenerRole, MAX_BYTES};
+
+/// Why the new image could not take over what the previous one handed over.
+#[derive(Debug, thiserror::Error)]
+pub enum TakeOverError {
+    /// The variable is not a descriptor number.
+    #[error("{HANDOVER_FD_ENV}={0:?} is not a descriptor number")]
+    NotANumber(String),
+    /// A named descriptor is not open, or not of the expected kind.
+    #[error("descriptor {fd} ({what}): {problem}")]
+    Descriptor {
+        /// Its number.
+        fd: RawFd,
+        /// What it should be.
+        what: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The document itself.
+    #[error(transparent)]
+    Handover(#[from] HandoverError),
+    /// Reading it.
+    #[error("cannot read the handover: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What the new image took over: the document and its listening sockets.
+#[derive(Debug)]
+pub struct TakenOver {
+    /// The document.
+    pub handover: Handover,
+    /// The public listener (`CPU_HOST`).
+    pub public: std::net::TcpListener,
+    /// The admin listener (`ADMIN_HOST`), when there was one.
+    pub admin: Option<std::net::TcpListener>,
+}
+
+/// Set once the handover was taken: its descriptors have an owner.
+static TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// Writes `document` into a new memory file (close-on-exec until
+/// [`inheritable`] clears it), positioned at its start.
+pub fn memory_file(document: &[u8]) -> std::io::Result<File> {
+    let fd = memfd_create("cpu-server-handover", MFdFlags::MFD_CLOEXEC)?;
+    let mut file = File::from(fd);
+    file.write_all(document)?;
+    file.seek(SeekFrom::Start(0))?;
+    Ok(file)
+}
+
+/// Lets `fd` survive `execve` (clears `FD_CLOEXEC`).
+pub fn inheritable(fd: &impl AsFd) -> std::io::Result<()> {
+    fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))?;
+    Ok(())
+}
+
+/// In a new image: takes over the handover named by [`HANDOVER_FD_ENV`], if
+/// set. Only the first call looks; later ones return `None`.
+pub fn take_over_from_env() -> Option<Result<TakenOver, TakeOverError>> {
+    let raw = std::env::var(HANDOVER_FD_ENV).ok()?;
+    if TAKEN.swap(true, Ordering::SeqCst) {
+        return None;
+    }
+    Some(take_over(&raw))
+}
+
+fn take_over(raw: &str) -> Result<TakenOver, TakeOverError> {
+    let fd: RawFd = raw
+        .trim()
+        .parse()
+        .ok()
+        .filter(|fd| *fd >= 0)
+        .ok_or_else(|| TakeOverError::NotANumber(raw.to_owned()))?;
+    let mut file = File::from(adopt(fd, "the handover memory file", SFlag::S_IFREG)?);
+    let mut bytes = Vec::new();
+    (&mut file).take(MAX_BYTES as u64 + 1).read_to_end(&mut bytes)?;
+    drop(file);
+    let handover = Handover::parse(&bytes)?;
+    let listener = |role: ListenerRole| -> Result<Option<std::net::TcpListener>, TakeOverError> {
+        let Some(entry) = handover.listener(role) else {
+            return Ok(None);
+        };
+        let what = match role {
+            ListenerRole::Public => "the CPU_HOST listener",
+            ListenerRole::Admin => "the ADMIN_HOST listener",
+        };
+        let listener = std::net::TcpListener::from(adopt(entry.fd, what, SFlag::S_IFSOCK)?);
+        let problem = |problem: String| TakeOverError::Descriptor {
+            fd: entry.fd,
+            what,
+            problem,
+        };
+        let bound = listener.local_addr().map_err(|e| problem(e.to_string()))?;
+        if bound != entry.addr {
+            return Err(problem(format!("bound to {bound}, the handover says {}", entry.addr)));
+        }
+        listener.set_nonblocking(true).map_err(|e| problem(e.to_string()))?;
+        Ok(Some(listener))
+    };
+    let public = listener(ListenerRole::Public)?.ok_or_else(|| TakeOverError::Descriptor {
+        fd: -1,
+        what: "the CPU_HOST listener",
+        problem: "missing from the handover".to_owned(),
+    })?;
+    let admin = listener(ListenerRole::Admin)?;
+    Ok(TakenOver {
+        handover,
+        public,
+        admin,
+    })
+}
+
+/// Owns descriptor `fd`, which must be open and of `kind`; marks it close-on-exec.
+fn adopt(fd: RawFd, what: &'static str, kind: SFlag) -> Result<OwnedFd, TakeOverError> {
+    let problem = |problem: String| TakeOverError::Descriptor { fd, what, problem };
+    // SAFETY: `fstat` through a borrowed raw number only reads the descriptor's metadata.
+    let stat = fstat(unsafe { BorrowedFd::borrow_raw(fd) }).map_err(|e| problem(format!("not open ({e})")))?;
+    if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != kind {
+        return Err(problem("not the kind of file the handover says".to_owned()));
+    }
+    // SAFETY: the descriptor is open (fstat succeeded) and of the expected kind;
+    // the previous image of this process left it open for exactly this, and
+    // nothing else here owns it: the handover is taken once (`TAKEN`), at
+    // start-up, before anything opens a descriptor it could be confused with.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    fcntl(&owned, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(|e| problem(e.to_string()))?;
+    Ok(owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    use super::*;
+
+    #[test]
+    fn a_memory_file_reads_back_and_can_be_made_inheritable() {
+        let mut file = memory_file(b"{\"format\":1}").expect("memfd");
+        let flags = fcntl(&file, FcntlArg::F_GETFD).expect("flags");
+        assert_ne!(flags & FdFlag::FD_CLOEXEC.bits(), 0, "close-on-exec until handed over");
+        inheritable(&file).expect("clear");
+        let flags = fcntl(&file, FcntlArg::F_GETFD).expect("flags");
+        assert_eq!(flags & FdFlag::FD_CLOEXEC.bits(), 0);
+        let mut text = String::new();
+        file.read_to_string(&mut text).expect("read");
+        assert_eq!(text, "{\"format\":1}");
+    }
+
+    #[test]
+    fn bad_numbers_closed_descriptors_and_wrong_kinds_are_refused() {
+        assert!(matches!(take_over("x"), Err(TakeOverError::NotANumber(_))));
+        assert!(matches!(take_over("-1"), Err(TakeOverError::NotANumber(_))));
+        assert!(matches!(take_over("987654"), Err(TakeOverError::Descriptor { .. })));
+        // A socket where the handover's memory file should be.
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let fd = socket.as_raw_fd().to_string();
+        let err = take_over(&fd).expect_err("a socket is not the memory file");
+        assert!(err.to_string().contains("not the kind of file"), "{err}");
+        drop(socket); // refused before it was owned: still ours to close
+    }
+
+    #[test]
+    fn a_handover_and_its_listener_are_taken_over_by_number() {
+        use std::os::fd::IntoRawFd;
+
+        use super::super::handover::{Counters, FORMAT, Listener, UpgradeRecord};
+
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = socket.local_addr().expect("addr");
+        let handover = |fd: RawFd, addr: std::net::SocketAddr| Handover {
+            format: FORMAT,
+            upgrade: UpgradeRecord {
+                id: "u".to_owned(),
+                from_build: "a".to_owned(),
+                to_build: "b".to_owned(),
+                origin: "test".to_owned(),
+                committed_at_ms: 0,
+            },
+            listeners: vec![Listener {
+                role: ListenerRole::Public,
+                fd,
+                addr,
+            }],
+            counters: Counters::default(),
+            upgrades_before: 0,
+            admin_token: None,
+        };
+        // Given up as a number, as `execve` would leave it.
+        let fd = socket.into_raw_fd();
+        let memfd = memory_file(&handover(fd, addr).to_json()).expect("memfd").into_raw_fd();
+        let taken = take_over(&memfd.to_string()).expect("taken over");
+        assert_eq!(taken.public.local_addr().expect("addr"), addr);
+        assert!(taken.admin.is_none());
+        let client = std::net::TcpStream::connect(addr).expect("still listening");
+        drop(client);
+
+        // A listener bound elsewhere than the document says is refused.
+        let other = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let wrong: std::net::SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        let memfd = memory_file(&handover(other.into_raw_fd(), wrong).to_json())
+            .expect("memfd")
+            .into_raw_fd();
+        let err = take_over(&memfd.to_string()).expect_err("address differs");
+        assert!(err.to_string().contains("the handover says 127.0.0.1:1"), "{err}");
+    }
+}

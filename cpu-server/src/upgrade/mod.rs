@@ -1,0 +1,104 @@
+//! Upgrading the server in place: the running process replaces its program
+//! image with the cpu-server binary now at its installed path (`execve`, same
+//! pid, same unit, same environment), keeping its listening sockets open
+//! throughout, so that no connection is refused at any moment.
+//!
+//! What happens, in order (docs/upgrade.md has the whole story):
+//! 1. a request arrives (`POST /api/upgrade`, i.e. `cpu-server upgrade`, or
+//!    SIGUSR2); one at a time;
+//! 2. the [`preflight`] runs the new binary's `check --handover -`; if it
+//!    fails, the request is refused with its reason and nothing changes;
+//! 3. the commit: systemd is told `RELOADING=1`, the server drains as on
+//!    SIGTERM (orbs stopped, room sockets closed) while the listening sockets
+//!    stay open (connections wait in their backlog);
+//! 4. the [`handover`] is written into a memory file and the image is replaced
+//!    from the orb spawner thread ([`Exec`]); the new image adopts the
+//!    listeners ([`inherit`]), serves, and tells systemd `READY=1`.
+//!
+//! Rooms and orbs do not survive an upgrade yet: they end as with a restart
+//! (the handover format will carry them in a later version).
+//!
+//! # Layout
+//! - [`handover`]: the versioned document.
+//! - [`inherit`]: descriptors across `execve`.
+//! - [`listeners`]: the listening sockets kept open for the new image.
+//! - [`preflight`]: running the new binary's check.
+//! - [`controller`]: the task that takes requests, runs the preflight and hands the commit to the server.
+
+pub mod controller;
+pub mod handover;
+pub mod inherit;
+pub mod listeners;
+pub mod preflight;
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+
+pub use controller::{Commit, Origin, Outcome, Status, UpgradeHandle};
+use handover::{HANDOVER_FD_ENV, Handover};
+pub use listeners::KeptListeners;
+use preflight::Installed;
+
+use crate::orbs::spawner::Spawner;
+
+/// Everything the image replacement needs, prepared after the drain.
+#[derive(Debug)]
+pub struct Exec {
+    /// What to run.
+    pub installed: Installed,
+    /// The document, in a memory file left open across `execve`.
+    pub document: std::fs::File,
+    /// The descriptors the document names (kept open until the exec).
+    pub keep: Vec<OwnedFd>,
+    /// The thread that forked every orb: the exec happens there.
+    pub spawner: Spawner,
+}
+
+impl Exec {
+    /// Clears close-on-exec on the document and every kept descriptor.
+    pub fn prepare(
+        handover: &Handover,
+        keep: Vec<OwnedFd>,
+        installed: Installed,
+        spawner: Spawner,
+    ) -> std::io::Result<Self> {
+        let document = inherit::memory_file(&handover.to_json())?;
+        inherit::inheritable(&document)?;
+        for fd in &keep {
+            inherit::inheritable(fd)?;
+        }
+        Ok(Self {
+            installed,
+            document,
+            keep,
+            spawner,
+        })
+    }
+
+    /// Replaces the program image from the spawner thread (`PR_SET_PDEATHSIG`
+    /// of the orbs is tied to the thread that forked them, and `execve` ends
+    /// every other thread). Returns only if the exec failed, with why.
+    pub fn run(self) -> std::io::Error {
+        let Self {
+            installed,
+            document,
+            keep,
+            spawner,
+        } = self;
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let job = Box::new(move || {
+            let mut command = std::process::Command::new(&installed.path);
+            command
+                .args(&installed.args)
+                .env(HANDOVER_FD_ENV, document.as_raw_fd().to_string());
+            let error = command.exec();
+            drop((document, keep));
+            let _ = tx.send(error);
+        });
+        if spawner.submit(job).is_err() {
+            return std::io::Error::other("the orb spawner thread is gone or busy");
+        }
+        rx.recv()
+            .unwrap_or_else(|_| std::io::Error::other("the orb spawner thread ended during the exec"))
+    }
+}

@@ -1,0 +1,211 @@
+//! In-place upgrades (`cpu-server upgrade`, SIGUSR2) through the real binary,
+//! run from an installed path the tests replace as a deploy does.
+//!
+//! What holds today: the pid and the listening sockets survive every upgrade
+//! (no connection refused, descriptors back to where they were), two builds
+//! alternate, systemd sees `RELOADING=1` then `READY=1`, and a binary that
+//! fails the preflight leaves the running server and its rooms untouched.
+//! Rooms and orbs do not survive yet: room sockets are closed (1001) by the
+//! drain and clients rejoin the new image.
+
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use serde_json::json;
+use system_tests::room_harness::read_until_closed;
+use system_tests::upgrade_kit::{
+    InstalledServer, Prober, install, install_script, installed_path, second_build, set_mode,
+};
+use system_tests::ws::Client;
+
+const T: Duration = Duration::from_secs(10);
+
+/// Puts a binary that fails the preflight at the installed path.
+type Installer<'a> = Box<dyn Fn() + 'a>;
+
+fn url(server: &InstalledServer, room: &str) -> String {
+    format!("ws://127.0.0.1:{}/ws-simple/{room}", server.port)
+}
+
+/// Polls `GET /api/upgrade` until `completed` reaches `n` (bounded).
+fn wait_completed(server: &InstalledServer, n: u64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = system_tests::room_harness::http_get(server.port, "/healthz")
+            .filter(|(code, _)| *code == 200)
+            .map(|_| server.upgrade_status());
+        if let Some(status) = status.filter(|s| s["completed"] == n) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "upgrade {n} not done:\n{}",
+            server.proc.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_alternating_two_builds_keep_the_pid_and_the_listener_and_refuse_no_connection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = InstalledServer::start(dir.path(), &[]);
+    let pid = server.proc.pid();
+    let build_a = server.health()["build_id"].as_str().expect("build id").to_owned();
+    let b = second_build(dir.path(), &build_a);
+    let fds_before = server.fd_count();
+
+    // A room socket open across the first upgrade: closed cleanly, then it rejoins.
+    let (mut coach, _) = Client::join(&url(&server, "kept"), "coach-1", "coach").await;
+    let prober = Prober::start(server.port);
+    let mut builds = Vec::new();
+    for round in 1..=4u64 {
+        let binary = if round % 2 == 1 {
+            b.clone()
+        } else {
+            system_tests::binaries::cpu_server()
+        };
+        install(dir.path(), &binary);
+        let run = tokio::task::block_in_place(|| server.cli(&["upgrade"]));
+        assert_eq!(run.code, Some(0), "round {round}: {run:?}\n{}", server.proc.stderr());
+        assert!(run.stdout.contains(&format!("upgraded: pid {pid} ")), "{}", run.stdout);
+        let status = wait_completed(&server, round);
+        assert_eq!(status["pid"], pid, "same process");
+        assert_eq!(status["last"]["result"], "done");
+        builds.push(server.health()["build_id"].as_str().expect("build id").to_owned());
+        if round == 1 {
+            let close = read_until_closed(&mut coach, T).await.expect("closed by the drain");
+            assert_eq!(close.map(|(code, _)| code), Some(1001), "a close frame, not a reset");
+            let (mut again, joined) = Client::join(&url(&server, "kept"), "coach-1", "coach").await;
+            assert_eq!(joined["type"], "peer-discovery", "{joined}");
+            again.send(json!({"type":"client_signal","action":"ping"})).await;
+            again.close().await;
+        }
+    }
+    let build_b = &builds[0];
+    assert_ne!(build_b, &build_a, "two builds");
+    assert_eq!(
+        builds,
+        [build_b.clone(), build_a.clone(), build_b.clone(), build_a.clone()]
+    );
+
+    // SIGUSR2 does the same as the command.
+    install(dir.path(), &b);
+    server.proc.signal(Signal::SIGUSR2);
+    let status = wait_completed(&server, 5);
+    assert_eq!(status["last"]["origin"], "SIGUSR2");
+    assert_eq!(server.health()["build_id"], build_b.as_str());
+    assert!(
+        status["last"]["pause_ms"].as_u64().is_some_and(|ms| ms < 10_000),
+        "{status}"
+    );
+
+    let (answered, failures) = prober.finish();
+    assert!(failures.is_empty(), "connections failed during upgrades: {failures:?}");
+    assert!(answered > 20, "the prober kept getting answers ({answered})");
+    let settled = Instant::now() + Duration::from_secs(5);
+    while server.fd_count() != fds_before && Instant::now() < settled {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(server.fd_count(), fds_before, "descriptors back to the baseline");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_that_fails_its_preflight_leaves_the_server_and_its_room_as_they_were() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = InstalledServer::start(dir.path(), &[]);
+    let build = server.health()["build_id"].clone();
+    let (mut coach, _) = Client::join(&url(&server, "stays"), "coach-1", "coach").await;
+    let (mut client, _) = Client::join(&url(&server, "stays"), "client-1", "client").await;
+    let _ = coach.recv_type("user-joined", T).await;
+    let real = system_tests::binaries::cpu_server().display().to_string();
+    let cases: Vec<(&str, Installer, &[&str])> = vec![
+        (
+            "refuses its settings",
+            Box::new(|| {
+                install_script(
+                    dir.path(),
+                    &format!("#!/bin/sh\nRELAY_THREADS=abc exec {real} \"$@\"\n"),
+                )
+            }),
+            &["refuses its settings (exit 64)", "RELAY_THREADS"],
+        ),
+        (
+            "would move CPU_HOST",
+            Box::new(|| {
+                install_script(
+                    dir.path(),
+                    &format!("#!/bin/sh\nCPU_HOST=127.0.0.1:1 exec {real} \"$@\"\n"),
+                )
+            }),
+            &["exit 64", "CPU_HOST=127.0.0.1:1 but the running server listens on"],
+        ),
+        (
+            "cannot be executed",
+            Box::new(|| {
+                install(dir.path(), &system_tests::binaries::cpu_server());
+                set_mode(&installed_path(dir.path()), 0o644);
+            }),
+            &["cannot run the new binary", "Permission denied"],
+        ),
+        (
+            "cannot read the handover (a real binary fed none, as a release without this format would be)",
+            Box::new(|| install_script(dir.path(), &format!("#!/bin/sh\nexec {real} \"$@\" </dev/null\n"))),
+            &["exit 65", "not a handover document"],
+        ),
+    ];
+    for (round, (what, put, reasons)) in cases.iter().enumerate() {
+        put();
+        let run = tokio::task::block_in_place(|| server.cli(&["upgrade"]));
+        assert_eq!(run.code, Some(1), "{what}: {run:?}");
+        for reason in *reasons {
+            assert!(
+                run.stderr.contains(reason),
+                "{what}: the command says why ({reason}): {}",
+                run.stderr
+            );
+        }
+        let status = server.upgrade_status();
+        assert_eq!(status["last"]["result"], "refused", "{what}");
+        assert_eq!(status["completed"], 0, "{what}");
+        assert_eq!(server.health()["build_id"], build, "{what}: still the same build");
+        // The room carries on: both sockets open, relaying.
+        coach
+            .send(json!({"type":"client_signal","action":"note","value":round}))
+            .await;
+        let signal = client.recv_type("client_signal", T).await;
+        assert_eq!(signal["value"], round, "{what}");
+    }
+    assert!(
+        server
+            .proc
+            .stderr()
+            .contains("upgrade refused: the running server carries on unchanged")
+    );
+}
+
+#[test]
+fn systemd_sees_reloading_then_ready_from_the_same_main_pid() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("notify.sock");
+    let systemd = UnixDatagram::bind(&path).expect("bind notify socket");
+    systemd.set_read_timeout(Some(T)).expect("timeout");
+    let notify = path.display().to_string();
+    let server = InstalledServer::start(dir.path(), &[("NOTIFY_SOCKET", notify.as_str())]);
+    let mut buf = [0u8; 512];
+    let mut next = || {
+        let n = systemd.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(next(), "READY=1");
+    let run = server.cli(&["upgrade"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let reloading = next();
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC=") && reloading.len() > 28,
+        "{reloading:?}"
+    );
+    assert_eq!(next(), "READY=1", "the new image is ready");
+    assert_eq!(server.upgrade_status()["pid"], server.proc.pid());
+}
