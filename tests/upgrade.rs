@@ -209,3 +209,40 @@ fn systemd_sees_reloading_then_ready_from_the_same_main_pid() {
     assert_eq!(next(), "READY=1", "the new image is ready");
     assert_eq!(server.upgrade_status()["pid"], server.proc.pid());
 }
+
+/// A connection accepted just before the drain, whose request arrives during
+/// it, is answered (it used to be closed unanswered: hyper's graceful shutdown
+/// ends a connection that has not sent a request yet).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_accepted_before_the_drain_is_answered_during_it() {
+    use std::io::{Read, Write};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = InstalledServer::start(dir.path(), &[]);
+    // A room socket that never answers the close frame: the drain waits for it.
+    let (_silent, _) = Client::join(&url(&server, "slow"), "coach-1", "coach").await;
+    let mut early = std::net::TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+    early.set_read_timeout(Some(T)).expect("timeout");
+    std::thread::sleep(Duration::from_millis(100)); // accepted, no request yet
+    let server = std::sync::Arc::new(server);
+    let upgrading = {
+        let server = std::sync::Arc::clone(&server);
+        std::thread::spawn(move || server.cli(&["upgrade"]))
+    };
+    let deadline = Instant::now() + T;
+    while !server.proc.stderr().contains("closing client sockets") {
+        assert!(Instant::now() < deadline, "no drain:\n{}", server.proc.stderr());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    early
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("send the request");
+    let mut answer = String::new();
+    let _ = early.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "answered during the drain: {answer:?}"
+    );
+    let run = upgrading.join().expect("cli thread");
+    assert_eq!(run.code, Some(0), "{run:?}");
+}

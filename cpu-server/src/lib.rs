@@ -251,6 +251,7 @@ pub async fn serve_until(
                 connections.clone(),
                 trusted_proxies.clone(),
                 lifecycle.draining.clone(),
+                lifecycle.http.clone(),
             );
             (http::router(state), Some(tokio::spawn(serve)))
         }
@@ -264,6 +265,7 @@ pub async fn serve_until(
         connections,
         trusted_proxies,
         lifecycle.draining.clone(),
+        lifecycle.http.clone(),
     );
     let mut server = tokio::spawn(public);
     let systemd = systemd::Systemd::ready();

@@ -3,7 +3,9 @@
 //! Order of the drain: `/health` turns 503 and upgrades are refused, the
 //! listener stops accepting, the OrbManager stops every orb (their sockets
 //! stay open so they can say goodbye), then every client socket is closed
-//! with 1001 and the connection tasks get a bounded time to finish.
+//! with 1001 and the connection tasks get a bounded time to finish; last,
+//! HTTP connections still open are shut down gracefully (one accepted just
+//! before the drain is answered, not closed before its request was read).
 
 use std::time::Duration;
 
@@ -25,6 +27,8 @@ pub struct Lifecycle {
     pub closing: CancellationToken,
     /// The connection tasks.
     pub connections: TaskTracker,
+    /// HTTP connections must finish now (cancelled at the end of the drain).
+    pub http: CancellationToken,
 }
 
 impl Lifecycle {
@@ -44,5 +48,6 @@ impl Lifecycle {
                 "drain timed out; abandoning the remaining sockets"
             );
         }
+        self.http.cancel();
     }
 }

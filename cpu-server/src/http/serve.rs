@@ -1,8 +1,9 @@
 //! The accept loop of a listener (plain or native TLS): admits each connection
 //! under the caps of [`super::conn_limits`] or closes it at once with a
 //! rate-limited warning naming the setting, pauses instead of spinning when
-//! `accept` itself fails (descriptors exhausted), and on `stop` closes the
-//! listener and waits for the connections in flight ([`super::conn`]).
+//! `accept` itself fails (descriptors exhausted), and on `stop` lets the
+//! listener go and waits for the connections in flight ([`super::conn`]),
+//! which keep being served until `finish`, then end gracefully.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -31,8 +32,9 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 const FD_RESERVE: u64 = 256;
 
 /// Serves `app` on `listener` (TLS with `tls`) until `stop`, then waits for the
-/// open HTTP connections to finish (room sockets are tracked by their own tasks).
-/// Peers in `trusted_proxies` are exempt from the per-address cap.
+/// open HTTP connections, shut down gracefully from `finish` on (room sockets
+/// are tracked by their own tasks). Peers in `trusted_proxies` are exempt from
+/// the per-address cap.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -40,6 +42,7 @@ pub async fn serve(
     settings: ConnectionSettings,
     trusted_proxies: Vec<IpAddr>,
     stop: CancellationToken,
+    finish: CancellationToken,
 ) {
     let limits = ConnLimits::new(settings.max_connections, settings.max_pending_per_ip, &trusted_proxies);
     let shared = Arc::new(Shared::new(app, tls.map(TlsAcceptor::from), &settings));
@@ -59,7 +62,7 @@ pub async fn serve(
                         peer,
                         Arc::new(slot),
                         Arc::clone(&shared),
-                        stop.clone(),
+                        finish.clone(),
                     ));
                 }
                 Err(refusal) => {
