@@ -74,14 +74,28 @@ async fn upgrades_alternating_two_builds_keep_the_pid_and_the_listener_and_refus
         assert_eq!(status["pid"], pid, "same process");
         assert_eq!(status["last"]["result"], "done");
         builds.push(server.health()["build_id"].as_str().expect("build id").to_owned());
-        if round == 1 {
-            let close = read_until_closed(&mut coach, T).await.expect("closed by the drain");
-            assert_eq!(close.map(|(code, _)| code), Some(1001), "a close frame, not a reset");
-            let (mut again, joined) = Client::join(&url(&server, "kept"), "coach-1", "coach").await;
-            assert_eq!(joined["type"], "peer-discovery", "{joined}");
-            again.send(json!({"type":"client_signal","action":"ping"})).await;
-            again.close().await;
-        }
+        // Room sockets are closed by the drain (a close frame, not a reset); the
+        // new image takes the rejoin and relays.
+        let close = read_until_closed(&mut coach, T).await.expect("closed by the drain");
+        assert_eq!(
+            close.map(|(code, _)| code),
+            Some(1001),
+            "round {round}: a close frame, not a reset"
+        );
+        let (again, joined) = Client::join(&url(&server, "kept"), "coach-1", "coach").await;
+        assert_eq!(joined["type"], "peer-discovery", "{joined}");
+        let (mut client, _) = Client::join(&url(&server, "kept"), "client-1", "client").await;
+        coach = again;
+        let _ = coach.recv_type("user-joined", T).await;
+        coach
+            .send(json!({"type":"client_signal","action":"note","value":round,"toId":"client-1"}))
+            .await;
+        assert_eq!(
+            client.recv_type("client_signal", T).await["value"],
+            round,
+            "round {round}: relayed"
+        );
+        client.close().await;
     }
     let build_b = &builds[0];
     assert_ne!(build_b, &build_a, "two builds");

@@ -4,7 +4,7 @@
 //! Drives the release binaries (build them first: `cargo build --release --workspace --bins`).
 //!
 //! Usage: `cargo bench -p system-tests --bench suite -- [SCENARIO...] [--quick]`
-//! Scenarios: spawn relay throughput ai memory scale connections churn isolation media voice slurm warm
+//! Scenarios: spawn relay throughput ai memory scale connections churn isolation media voice slurm warm upgrade
 //! (none named: all). Prints a table and writes `target/bench-suite.json`.
 
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use system_tests::bench_peers::{self, message_256, relay_pairs, round_trips, sta
 use system_tests::bench_server::start;
 use system_tests::ws::Client;
 
-const ALL: [&str; 13] = [
+const ALL: [&str; 14] = [
     "spawn",
     "relay",
     "throughput",
@@ -29,6 +29,7 @@ const ALL: [&str; 13] = [
     "voice",
     "slurm",
     "warm",
+    "upgrade",
 ];
 
 fn main() {
@@ -94,6 +95,12 @@ fn main() {
             "voice" => system_tests::bench_voice::voice(&mut report, quick),
             "slurm" => system_tests::bench_slurm::slurm(&mut report, &runtime, if quick { 10 } else { 20 }),
             "warm" => system_tests::bench_warm::warm(&mut report, &runtime, if quick { 30 } else { 100 }),
+            "upgrade" => runtime.block_on(system_tests::bench_upgrade::upgrade(
+                &mut report,
+                if quick { 5 } else { 20 },
+                if quick { 2 } else { 4 },
+                secs(if quick { 1 } else { 3 }),
+            )),
             _ => {}
         }
         println!("{scenario:<12} ({:.1} s)", t.elapsed().as_secs_f64());

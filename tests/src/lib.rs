@@ -28,6 +28,7 @@
 //! - [`bench_kit`], [`bench_peers`], [`bench_server`], [`bench_orbs`]: the benchmark
 //!   suite's measures, reference peers (echo, nginx), bench servers and orb scenarios.
 //! - [`bench_slurm`]: the suite's orb placement through the local Slurm cluster against local spawn.
+//! - [`bench_upgrade`]: the suite's rooms relaying across in-place upgrades, against before and after.
 //! - [`voice_stub`]: the speech APIs (transcriptions, OpenAI speech, ElevenLabs stream) for the orb's voice,
 //!   servable inside a private network namespace.
 //! - [`chaos_kit`]: the chaos soak's misbehaving orb, process counting and sequence checker.
@@ -40,6 +41,7 @@ pub mod bench_orbs;
 pub mod bench_peers;
 pub mod bench_server;
 pub mod bench_slurm;
+pub mod bench_upgrade;
 pub mod bench_voice;
 pub mod bench_warm;
 pub mod binaries;
