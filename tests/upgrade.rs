@@ -5,7 +5,7 @@
 //! (no connection refused, descriptors back to where they were), two builds
 //! alternate, systemd sees `RELOADING=1` then `READY=1`, and a binary that
 //! fails the preflight leaves the running server and its rooms untouched.
-//! Rooms and orbs do not survive yet: room sockets are closed (1001) by the
+//! Rooms and orbs do not survive yet: room sockets are closed (1012, reconnect) by the
 //! drain and clients rejoin the new image.
 
 use std::os::unix::net::UnixDatagram;
@@ -67,7 +67,7 @@ async fn upgrades_alternating_two_builds_keep_the_pid_and_the_listener_and_refus
             system_tests::binaries::cpu_server()
         };
         install(dir.path(), &binary);
-        let run = tokio::task::block_in_place(|| server.cli(&["upgrade"]));
+        let run = tokio::task::block_in_place(|| server.cli(&["upgrade", "--end-rooms"]));
         assert_eq!(run.code, Some(0), "round {round}: {run:?}\n{}", server.proc.stderr());
         assert!(run.stdout.contains(&format!("upgraded: pid {pid} ")), "{}", run.stdout);
         let status = wait_completed(&server, round);
@@ -79,8 +79,8 @@ async fn upgrades_alternating_two_builds_keep_the_pid_and_the_listener_and_refus
         let close = read_until_closed(&mut coach, T).await.expect("closed by the drain");
         assert_eq!(
             close.map(|(code, _)| code),
-            Some(1001),
-            "round {round}: a close frame, not a reset"
+            Some(1012),
+            "round {round}: the reconnect code, not a reset"
         );
         let (again, joined) = Client::join(&url(&server, "kept"), "coach-1", "coach").await;
         assert_eq!(joined["type"], "peer-discovery", "{joined}");
@@ -169,9 +169,19 @@ async fn a_binary_that_fails_its_preflight_leaves_the_server_and_its_room_as_the
             &["exit 65", "not a handover document"],
         ),
     ];
+    // With a room open, the command refuses unless told that rooms may end.
+    install(dir.path(), &system_tests::binaries::cpu_server());
+    let run = tokio::task::block_in_place(|| server.cli(&["upgrade"]));
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        run.stderr.contains("1 room(s) open") && run.stderr.contains("--end-rooms"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(server.upgrade_status()["state"], "idle");
     for (round, (what, put, reasons)) in cases.iter().enumerate() {
         put();
-        let run = tokio::task::block_in_place(|| server.cli(&["upgrade"]));
+        let run = tokio::task::block_in_place(|| server.cli(&["upgrade", "--end-rooms"]));
         assert_eq!(run.code, Some(1), "{what}: {run:?}");
         for reason in *reasons {
             assert!(
@@ -241,7 +251,7 @@ async fn a_connection_accepted_before_the_drain_is_answered_during_it() {
     let server = std::sync::Arc::new(server);
     let upgrading = {
         let server = std::sync::Arc::clone(&server);
-        std::thread::spawn(move || server.cli(&["upgrade"]))
+        std::thread::spawn(move || server.cli(&["upgrade", "--end-rooms"]))
     };
     let deadline = Instant::now() + T;
     while !server.proc.stderr().contains("closing client sockets") {

@@ -295,7 +295,7 @@ pub async fn serve_until(
     }
     lifecycle.draining.cancel();
     tokio::select! {
-        () = lifecycle.drain(&orbs) => {}
+        () = lifecycle.drain(&orbs, commit.is_some()) => {}
         () = force => {
             let killed = orbs.kill_all_now();
             warn!(killed, "second signal: SIGKILLed every orb process group");

@@ -7,6 +7,8 @@
 //! HTTP connections still open are shut down gracefully (one accepted just
 //! before the drain is answered, not closed before its request was read).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -14,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::orbs::OrbsHandle;
+use crate::rooms::outbox::{CLOSE_RESTART, CLOSE_SHUTDOWN};
 
 /// Longest wait for connection tasks after their close frames were asked for.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -24,7 +27,7 @@ pub struct Lifecycle {
     /// Shutdown started: health says draining, no new sockets.
     pub draining: CancellationToken,
     /// Every socket must close now.
-    pub closing: CancellationToken,
+    pub closing: Closing,
     /// The connection tasks.
     pub connections: TaskTracker,
     /// HTTP connections must finish now (cancelled at the end of the drain).
@@ -32,12 +35,13 @@ pub struct Lifecycle {
 }
 
 impl Lifecycle {
-    /// Runs the drain after `draining` was cancelled and the listener stopped.
-    pub async fn drain(&self, orbs: &OrbsHandle) {
+    /// Runs the drain after `draining` was cancelled and the listener stopped;
+    /// `restart`: for an upgrade (sockets are told to reconnect).
+    pub async fn drain(&self, orbs: &OrbsHandle, restart: bool) {
         info!("stopping orbs");
         orbs.shutdown().await;
         info!(open = self.connections.len(), "closing client sockets");
-        self.closing.cancel();
+        self.closing.close_all(restart);
         self.connections.close();
         if tokio::time::timeout(DRAIN_TIMEOUT, self.connections.wait())
             .await
@@ -49,5 +53,53 @@ impl Lifecycle {
             );
         }
         self.http.cancel();
+    }
+}
+
+/// The order to close every room socket, and its code: 1001 on a shutdown,
+/// 1012 (service restart: reconnect) when the server restarts for an upgrade.
+#[derive(Debug, Clone, Default)]
+pub struct Closing {
+    token: CancellationToken,
+    restart: Arc<AtomicBool>,
+}
+
+impl Closing {
+    /// Closes every socket (`restart`: with the reconnect code).
+    pub fn close_all(&self, restart: bool) {
+        self.restart.store(restart, Ordering::SeqCst);
+        self.token.cancel();
+    }
+
+    /// Resolves when every socket must close.
+    pub async fn cancelled(&self) {
+        self.token.cancelled().await;
+    }
+
+    /// The close code and reason the sockets get.
+    pub fn code(&self) -> (u16, &'static str) {
+        if self.restart.load(Ordering::SeqCst) {
+            CLOSE_RESTART
+        } else {
+            CLOSE_SHUTDOWN
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_restart_closes_with_the_reconnect_code_and_a_shutdown_with_going_away() {
+        let shutdown = Closing::default();
+        shutdown.close_all(false);
+        shutdown.cancelled().await;
+        assert_eq!(shutdown.code().0, 1001);
+        let restart = Closing::default();
+        restart.close_all(true);
+        restart.cancelled().await;
+        assert_eq!(restart.code(), CLOSE_RESTART);
+        assert_eq!(restart.code().0, 1012);
     }
 }

@@ -51,7 +51,13 @@ pub enum Command {
     /// Replaces the running server's program in place with the binary now at
     /// its installed path (same pid, listening sockets kept), after that binary
     /// passed a preflight; waits until the new one serves. Same as SIGUSR2.
-    Upgrade,
+    /// Rooms and orbs do not survive it yet: with any open it refuses unless
+    /// `--end-rooms` is given.
+    Upgrade {
+        /// Go ahead although rooms are open or orbs run: they end, as on a restart.
+        #[arg(long)]
+        end_rooms: bool,
+    },
 }
 
 /// The admin API client for `settings`: address and token.
@@ -79,7 +85,7 @@ pub fn run(command: Command, settings: &Settings) -> ExitCode {
             }
         }
         Command::Orbs { command } => block_on(orbs::run(command, settings)),
-        Command::Upgrade => block_on(upgrade::run(settings)),
+        Command::Upgrade { end_rooms } => block_on(upgrade::run(settings, end_rooms)),
     }
 }
 

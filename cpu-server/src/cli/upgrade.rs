@@ -2,8 +2,9 @@
 //! binary now at its installed path, and waits until the new image serves.
 //!
 //! Exit 0 once the new image reports this upgrade `done`; exit 1 with the
-//! reason when the preflight refused it (the server then runs on unchanged),
-//! or when the server did not come back as the new image in time.
+//! reason when it was refused (rooms open without `--end-rooms`, or the
+//! preflight failed: the server then runs on unchanged), or when the server
+//! did not come back as the new image in time.
 
 use std::time::{Duration, Instant};
 
@@ -22,11 +23,16 @@ const POLL_EVERY: Duration = Duration::from_millis(200);
 /// Longest wait for the new image: the drain (orbs' stop grace, sockets) and its start.
 const COMMIT: Duration = Duration::from_secs(180);
 
-/// Runs the command.
-pub async fn run(settings: &Settings) -> Result<(), String> {
+/// Runs the command; `end_rooms`: go ahead although rooms are open (they end).
+pub async fn run(settings: &Settings, end_rooms: bool) -> Result<(), String> {
     let client = super::admin_client(settings)?;
+    let path = if end_rooms {
+        "/api/upgrade?end_rooms=true"
+    } else {
+        "/api/upgrade"
+    };
     let answer = client
-        .request("POST", "/api/upgrade", None, PREFLIGHT)
+        .request("POST", path, None, PREFLIGHT)
         .await
         .map_err(|e| e.to_string())?;
     if answer.status != 202 {

@@ -66,8 +66,8 @@ pub struct AppState {
     pub next_conn: Arc<AtomicU64>,
     /// Cancelled when shutdown starts: `/health` says draining, upgrades are refused.
     pub draining: CancellationToken,
-    /// Cancelled when every socket must close (after the orbs stopped).
-    pub closing: CancellationToken,
+    /// Set when every socket must close (after the orbs stopped), with its code.
+    pub closing: crate::shutdown::Closing,
     /// Tracks connection tasks for the bounded drain.
     pub connections: TaskTracker,
     /// ICE servers for `/api/turn-credentials`.

@@ -12,19 +12,17 @@ use shared::room::{
 };
 use tokio::sync::oneshot;
 use tokio::time::{Duration, Instant, MissedTickBehavior};
-use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::limits::{IpSlot, TokenBucket};
-use super::outbox::{
-    CLOSE_NORMAL, CLOSE_PING_TIMEOUT, CLOSE_SHUTDOWN, CLOSE_SLOW_CONSUMER, CLOSE_TOO_LARGE, ConnId, Kick, Outbox,
-};
+use super::outbox::{CLOSE_NORMAL, CLOSE_PING_TIMEOUT, CLOSE_SLOW_CONSUMER, CLOSE_TOO_LARGE, ConnId, Kick, Outbox};
 use super::registry::RegistryHandle;
 use super::room_view::{Relayed, RoomLink, Route};
 use super::seat::{Seat, SeatReceiver};
 use super::stats::RelayStats;
 use crate::auth::{Auth, Credential, token};
 use crate::settings::RoomSettings;
+use crate::shutdown::Closing;
 use crate::ws::frame::{Frame, ProtocolError};
 use crate::ws::handshake::RoomStream;
 use crate::ws::outbox::Ending;
@@ -54,8 +52,8 @@ pub struct Connection {
     pub settings: Arc<RoomSettings>,
     /// Relay counters.
     pub stats: Arc<RelayStats>,
-    /// Cancelled when the server closes every socket.
-    pub closing: CancellationToken,
+    /// Set when the server closes every socket (with its code).
+    pub closing: Closing,
     /// This socket's place in the per-IP limit, released when the connection ends.
     pub slot: IpSlot,
     /// A warm orb's seat (`/orb-seat`): the socket joins no room until the
@@ -245,7 +243,7 @@ impl Reader<'_> {
             }
             tokio::select! {
                 biased;
-                () = &mut closing => return ReaderEnd::Kicked(Kick::from(CLOSE_SHUTDOWN)),
+                () = &mut closing => return ReaderEnd::Kicked(Kick::from(conn.closing.code())),
                 read = socket.drive() => match read {
                     Ok(Read::Bytes) => {}
                     Ok(Read::Kicked(kick)) => return ReaderEnd::Kicked(kick),

@@ -14,6 +14,9 @@ pub const CLOSE_REPLACED: (u16, &str) = (4000, "replaced");
 pub const CLOSE_SLOW_CONSUMER: (u16, &str) = (1008, "slow consumer");
 /// Close code sent to every socket on server shutdown.
 pub const CLOSE_SHUTDOWN: (u16, &str) = (1001, "server shutting down");
+/// Close code sent to every socket the drain of an upgrade in place closes
+/// (1012 Service Restart): the server is back at once, reconnect.
+pub const CLOSE_RESTART: (u16, &str) = (1012, "server restarting for an upgrade: reconnect");
 /// Close code of a peer that stopped answering pings.
 pub const CLOSE_PING_TIMEOUT: (u16, &str) = (1001, "ping timeout");
 /// Close code of a frame over `MAX_MESSAGE_BYTES`.
