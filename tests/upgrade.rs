@@ -270,3 +270,60 @@ async fn a_connection_accepted_before_the_drain_is_answered_during_it() {
     let run = upgrading.join().expect("cli thread");
     assert_eq!(run.code, Some(0), "{run:?}");
 }
+
+/// A new binary that passes its preflight but fails once it is the program
+/// image: the process ends (a crash, for systemd to restart), the command
+/// says so instead of waiting, and no orb is left behind (the drain stopped
+/// the real orb that ran, gracefully).
+#[test]
+fn a_new_image_that_fails_after_the_exec_ends_the_process_and_the_command_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = InstalledServer::start(dir.path(), &[]);
+    let (code, orb) = server.api("POST", "/api/orbs", Some(r#"{"room":"with-orb"}"#));
+    assert!(code == 201 || code == 200, "{code} {orb}");
+    let deadline = Instant::now() + T;
+    let pid = loop {
+        let (_, record) = server.api("GET", "/api/orbs/with-orb", None);
+        if record["state"] == "ready" {
+            break record["pid"].as_i64().expect("pid") as i32;
+        }
+        assert!(Instant::now() < deadline, "orb not ready: {record}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let real = system_tests::binaries::cpu_server().display().to_string();
+    install_script(
+        dir.path(),
+        &format!(
+            "#!/bin/sh\ncase \"$*\" in *'check --handover -'*) exec {real} \"$@\";; esac\n\
+             echo 'the new image cannot start' >&2\nexit 3\n"
+        ),
+    );
+    let started = Instant::now();
+    let run = server.cli(&["upgrade", "--end-rooms"]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(run.stdout.contains("preflight passed"), "{}", run.stdout);
+    assert!(
+        run.stderr.contains("failed after the exec and the process ended"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "reported at once: {:?}",
+        started.elapsed()
+    );
+    let status = server.proc.wait_exit(T).expect("the process ended");
+    assert_eq!(status.code(), Some(3), "the new image's own exit status");
+    assert!(server.proc.stderr().contains("the new image cannot start"));
+    assert!(
+        system_tests::procfs::stat(pid).is_none(),
+        "the orb {pid} is gone (stopped by the drain)"
+    );
+    // The orb exited by itself (code 0) on the drain's graceful stop, before the exec.
+    let log = system_tests::bench_kit::strip_ansi(&server.proc.stderr());
+    let exited = log
+        .find("orb exited room=with-orb code=Some(0)")
+        .expect("the orb's graceful exit");
+    let exec = log.find("replacing the program image").expect("the exec");
+    assert!(exited < exec, "stopped before the exec:\n{log}");
+}

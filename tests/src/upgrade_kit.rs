@@ -85,7 +85,7 @@ pub fn env(dir: &Path, port: u16) -> Vec<(String, String)> {
         ("ORB_SPAWN_ON".into(), "manual".into()),
         (
             "GPU_SERVER_PATH".into(),
-            crate::binaries::gpu_orb().display().to_string(),
+            crate::binaries::target_dir().display().to_string(),
         ),
         ("RUST_LOG".into(), "info".into()),
     ]
@@ -139,10 +139,16 @@ impl InstalledServer {
 
     /// `GET /api/upgrade` as JSON.
     pub fn upgrade_status(&self) -> Value {
-        let token = std::fs::read_to_string(self.dir.join("state/admin-token")).expect("token file");
-        let (status, body) = crate::operator_kit::request(self.port, "GET", "/api/upgrade", Some(token.trim()), None);
+        let (status, body) = self.api("GET", "/api/upgrade", None);
         assert_eq!(status, 200, "{body}");
-        serde_json::from_str(&body).expect("status JSON")
+        body
+    }
+
+    /// An admin API request with the server's generated token: status and JSON body.
+    pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        let token = std::fs::read_to_string(self.dir.join("state/admin-token")).expect("token file");
+        let (status, text) = crate::operator_kit::request(self.port, method, path, Some(token.trim()), body);
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
     /// The server's open descriptors.

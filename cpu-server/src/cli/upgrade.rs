@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::client::AdminClient;
-use super::orbs::{api_error, expect};
+use super::client::{AdminClient, ClientError};
+use super::orbs::api_error;
 use crate::settings::Settings;
 
 /// Bound of the request: the preflight runs within it.
@@ -22,6 +22,9 @@ const POLL: Duration = Duration::from_secs(10);
 const POLL_EVERY: Duration = Duration::from_millis(200);
 /// Longest wait for the new image: the drain (orbs' stop grace, sockets) and its start.
 const COMMIT: Duration = Duration::from_secs(180);
+/// Refused this long after the commit: the process is gone (an upgrade never
+/// closes the listening socket; systemd restarts a failed service after 2 s).
+const GONE: Duration = Duration::from_secs(3);
 
 /// Runs the command; `end_rooms`: go ahead although rooms are open (they end).
 pub async fn run(settings: &Settings, end_rooms: bool) -> Result<(), String> {
@@ -59,10 +62,12 @@ pub async fn run(settings: &Settings, end_rooms: bool) -> Result<(), String> {
 /// Polls `GET /api/upgrade` until upgrade `id` is reported done.
 async fn wait_for(client: &AdminClient, id: &str) -> Result<Value, String> {
     let deadline = Instant::now() + COMMIT;
+    let mut refused_since: Option<Instant> = None;
     let mut last_error = String::new();
     while Instant::now() < deadline {
-        match expect(client.request("GET", "/api/upgrade", None, POLL).await, 200) {
-            Ok(answer) => {
+        match client.request("GET", "/api/upgrade", None, POLL).await {
+            Ok(answer) if answer.status == 200 => {
+                refused_since = None;
                 let status: Value = serde_json::from_str(&answer.body).unwrap_or(Value::Null);
                 if status["last"]["id"] == id && status["last"]["result"] == "done" {
                     return Ok(status);
@@ -75,7 +80,19 @@ async fn wait_for(client: &AdminClient, id: &str) -> Result<Value, String> {
                     ));
                 }
             }
-            Err(e) => last_error = e,
+            Ok(answer) => last_error = api_error(&answer),
+            // The listening socket never closes during an upgrade: refused means the process is gone.
+            Err(ClientError::Refused(addr)) => {
+                let since = *refused_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= GONE {
+                    return Err(format!(
+                        "nothing listens on {addr} since the upgrade was committed: the new program image \
+                         failed after the exec and the process ended (under systemd it is restarted, without \
+                         the rooms; see journalctl -u myultracoach)"
+                    ));
+                }
+            }
+            Err(e) => last_error = e.to_string(),
         }
         tokio::time::sleep(POLL_EVERY).await;
     }
