@@ -1,19 +1,18 @@
 //! In-place upgrades (`cpu-server upgrade`, SIGUSR2) through the real binary,
 //! run from an installed path the tests replace as a deploy does.
 //!
-//! What holds today: the pid and the listening sockets survive every upgrade
-//! (no connection refused, descriptors back to where they were), two builds
-//! alternate, systemd sees `RELOADING=1` then `READY=1`, and a binary that
-//! fails the preflight leaves the running server and its rooms untouched.
-//! Rooms and orbs do not survive yet: room sockets are closed (1012, reconnect) by the
-//! drain and clients rejoin the new image.
+//! What holds today: the pid, the listening sockets and the rooms' sockets
+//! survive every upgrade (no connection refused, no room socket closed, every
+//! message relayed once and in order, descriptors back to where they were),
+//! two builds alternate, systemd sees `RELOADING=1` then `READY=1`, and a
+//! binary that fails the preflight leaves the running server and its rooms
+//! untouched. Orbs do not survive yet: the drain stops them.
 
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use serde_json::json;
-use system_tests::room_harness::read_until_closed;
 use system_tests::upgrade_kit::{
     InstalledServer, Prober, install, install_script, installed_path, second_build, set_mode,
 };
@@ -56,8 +55,10 @@ async fn upgrades_alternating_two_builds_keep_the_pid_and_the_listener_and_refus
     let b = second_build(dir.path(), &build_a);
     let fds_before = server.fd_count();
 
-    // A room socket open across the first upgrade: closed cleanly, then it rejoins.
+    // A room open across every upgrade: its sockets stay, and it relays after each.
     let (mut coach, _) = Client::join(&url(&server, "kept"), "coach-1", "coach").await;
+    let (mut client, _) = Client::join(&url(&server, "kept"), "client-1", "client").await;
+    let _ = coach.recv_type("user-joined", T).await;
     let prober = Prober::start(server.port);
     let mut builds = Vec::new();
     for round in 1..=4u64 {
@@ -67,35 +68,21 @@ async fn upgrades_alternating_two_builds_keep_the_pid_and_the_listener_and_refus
             system_tests::binaries::cpu_server()
         };
         install(dir.path(), &binary);
-        let run = tokio::task::block_in_place(|| server.cli(&["upgrade", "--end-rooms"]));
+        let run = tokio::task::block_in_place(|| server.cli(&["upgrade"]));
         assert_eq!(run.code, Some(0), "round {round}: {run:?}\n{}", server.proc.stderr());
         assert!(run.stdout.contains(&format!("upgraded: pid {pid} ")), "{}", run.stdout);
         let status = wait_completed(&server, round);
         assert_eq!(status["pid"], pid, "same process");
         assert_eq!(status["last"]["result"], "done");
         builds.push(server.health()["build_id"].as_str().expect("build id").to_owned());
-        // Room sockets are closed by the drain (a close frame, not a reset); the
-        // new image takes the rejoin and relays.
-        let close = read_until_closed(&mut coach, T).await.expect("closed by the drain");
-        assert_eq!(
-            close.map(|(code, _)| code),
-            Some(1012),
-            "round {round}: the reconnect code, not a reset"
-        );
-        let (again, joined) = Client::join(&url(&server, "kept"), "coach-1", "coach").await;
-        assert_eq!(joined["type"], "peer-discovery", "{joined}");
-        let (mut client, _) = Client::join(&url(&server, "kept"), "client-1", "client").await;
-        coach = again;
-        let _ = coach.recv_type("user-joined", T).await;
         coach
             .send(json!({"type":"client_signal","action":"note","value":round,"toId":"client-1"}))
             .await;
         assert_eq!(
             client.recv_type("client_signal", T).await["value"],
             round,
-            "round {round}: relayed"
+            "round {round}: relayed on the same sockets"
         );
-        client.close().await;
     }
     let build_b = &builds[0];
     assert_ne!(build_b, &build_a, "two builds");
@@ -118,11 +105,12 @@ async fn upgrades_alternating_two_builds_keep_the_pid_and_the_listener_and_refus
     let (answered, failures) = prober.finish();
     assert!(failures.is_empty(), "connections failed during upgrades: {failures:?}");
     assert!(answered > 20, "the prober kept getting answers ({answered})");
+    // Baseline plus the room's two sockets.
     let settled = Instant::now() + Duration::from_secs(5);
-    while server.fd_count() != fds_before && Instant::now() < settled {
+    while server.fd_count() != fds_before + 2 && Instant::now() < settled {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(server.fd_count(), fds_before, "descriptors back to the baseline");
+    assert_eq!(server.fd_count(), fds_before + 2, "descriptors back to the baseline");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,19 +157,21 @@ async fn a_binary_that_fails_its_preflight_leaves_the_server_and_its_room_as_the
             &["exit 65", "not a handover document"],
         ),
     ];
-    // With a room open, the command refuses unless told that rooms may end.
+    // With an orb running, the command refuses unless told that orbs may restart.
+    let (code, orb) = server.api("POST", "/api/orbs", Some(r#"{"room":"orb-room"}"#));
+    assert!(code == 201 || code == 200, "{code} {orb}");
     install(dir.path(), &system_tests::binaries::cpu_server());
     let run = tokio::task::block_in_place(|| server.cli(&["upgrade"]));
     assert_eq!(run.code, Some(1), "{run:?}");
     assert!(
-        run.stderr.contains("1 room(s) open") && run.stderr.contains("--end-rooms"),
+        run.stderr.contains("1 orb(s) running") && run.stderr.contains("--restart-orbs"),
         "{}",
         run.stderr
     );
     assert_eq!(server.upgrade_status()["state"], "idle");
     for (round, (what, put, reasons)) in cases.iter().enumerate() {
         put();
-        let run = tokio::task::block_in_place(|| server.cli(&["upgrade", "--end-rooms"]));
+        let run = tokio::task::block_in_place(|| server.cli(&["upgrade", "--restart-orbs"]));
         assert_eq!(run.code, Some(1), "{what}: {run:?}");
         for reason in *reasons {
             assert!(
@@ -242,22 +232,41 @@ async fn a_connection_accepted_before_the_drain_is_answered_during_it() {
     use std::io::{Read, Write};
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = InstalledServer::start(dir.path(), &[]);
-    // A room socket that never answers the close frame: the drain waits for it.
-    let (_silent, _) = Client::join(&url(&server, "slow"), "coach-1", "coach").await;
+    // An orb that ignores the graceful stop: the drain waits ORB_STOP_GRACE for it.
+    let program = system_tests::manager_kit::fake_orb(dir.path(), "deaf-orb", system_tests::operator_kit::COUNTING_ORB);
+    let d = dir.path().display().to_string();
+    let program = program.display().to_string();
+    let server = InstalledServer::start(
+        dir.path(),
+        &[
+            ("GPU_SERVER_PATH", d.as_str()),
+            ("ORB_COMMAND", program.as_str()),
+            ("ORB_TEST_DIR", d.as_str()),
+            ("ORB_STOP_GRACE", "1500"),
+            ("ORB_KILL_GRACE", "500"),
+        ],
+    );
+    let (code, orb) = server.api("POST", "/api/orbs", Some(r#"{"room":"slow"}"#));
+    assert!(code == 201 || code == 200, "{code} {orb}");
+    let ready = Instant::now() + T;
+    while server.api("GET", "/api/orbs/slow", None).1["state"] != "ready" {
+        assert!(Instant::now() < ready, "orb not ready:\n{}", server.proc.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut early = std::net::TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
     early.set_read_timeout(Some(T)).expect("timeout");
     std::thread::sleep(Duration::from_millis(100)); // accepted, no request yet
     let server = std::sync::Arc::new(server);
     let upgrading = {
         let server = std::sync::Arc::clone(&server);
-        std::thread::spawn(move || server.cli(&["upgrade", "--end-rooms"]))
+        std::thread::spawn(move || server.cli(&["upgrade", "--restart-orbs"]))
     };
     let deadline = Instant::now() + T;
-    while !server.proc.stderr().contains("closing client sockets") {
+    while !server.proc.stderr().contains("stopping orbs") {
         assert!(Instant::now() < deadline, "no drain:\n{}", server.proc.stderr());
         std::thread::sleep(Duration::from_millis(10));
     }
+    std::thread::sleep(Duration::from_millis(200)); // well into the drain
     early
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .expect("send the request");
@@ -269,6 +278,182 @@ async fn a_connection_accepted_before_the_drain_is_answered_during_it() {
     );
     let run = upgrading.join().expect("cli thread");
     assert_eq!(run.code, Some(0), "{run:?}");
+}
+
+/// What one side of a room saw of its peer's numbered messages.
+#[derive(Debug, Default)]
+struct SeqTrace {
+    sent: u64,
+    received: u64,
+    out_of_order: Vec<(u64, u64)>,
+    closed: Option<String>,
+}
+
+/// Sends numbered `client_signal`s to `to` every 2 ms until `stop`, while
+/// reading the peer's and checking that they come 0, 1, 2… exactly; then reads
+/// until the peer's last number (`peer_last`, set by its sender) arrived.
+async fn seq_side(
+    ws: system_tests::bench_peers::Ws,
+    to: &'static str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    mine: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    theirs: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> SeqTrace {
+    use std::sync::atomic::Ordering;
+
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let (mut sink, mut stream) = ws.split();
+    let sender = tokio::spawn(async move {
+        let mut n = 0u64;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+            let text = json!({"type":"client_signal","action":"seq","value":n,"toId":to}).to_string();
+            if sink.send(Message::text(text)).await.is_err() {
+                break;
+            }
+            n += 1;
+            mine.store(n, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        (n, sink)
+    });
+    let mut trace = SeqTrace::default();
+    let mut last_progress = Instant::now();
+    loop {
+        let done = theirs.load(Ordering::SeqCst);
+        if done > 0 && trace.received >= done && sender.is_finished() {
+            break;
+        }
+        if last_progress.elapsed() > Duration::from_secs(10) {
+            trace.closed = Some(format!("nothing for 10 s after {}", trace.received));
+            break;
+        }
+        match tokio::time::timeout(Duration::from_millis(100), stream.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => {
+                let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                if value["action"] != "seq" {
+                    continue;
+                }
+                let n = value["value"].as_u64().unwrap_or(u64::MAX);
+                if n != trace.received {
+                    trace.out_of_order.push((trace.received, n));
+                }
+                trace.received = n + 1;
+                last_progress = Instant::now();
+            }
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                trace.closed = Some(format!("{frame:?}"));
+                break;
+            }
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(e))) => {
+                trace.closed = Some(e.to_string());
+                break;
+            }
+            Ok(None) => {
+                trace.closed = Some("ended".to_owned());
+                break;
+            }
+            Err(_) => {}
+        }
+    }
+    if let Ok((sent, _sink)) = sender.await {
+        trace.sent = sent;
+    }
+    trace
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_keep_their_sockets_and_every_message_in_order_across_upgrades() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+
+    const ROOMS: usize = 6;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = InstalledServer::start(dir.path(), &[]);
+    let build_a = server.health()["build_id"].as_str().expect("build id").to_owned();
+    let b = second_build(dir.path(), &build_a);
+    let fds_before = server.fd_count();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut sides = Vec::new();
+    for room in 0..ROOMS {
+        let url = url(&server, &format!("seq{room}"));
+        let coach = system_tests::bench_peers::join(&url, "coach", "coach")
+            .await
+            .expect("coach joins");
+        let client = system_tests::bench_peers::join(&url, "client", "client")
+            .await
+            .expect("client joins");
+        let (coach_sent, client_sent) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        sides.push(tokio::spawn(seq_side(
+            coach,
+            "client",
+            Arc::clone(&stop),
+            Arc::clone(&coach_sent),
+            Arc::clone(&client_sent),
+        )));
+        sides.push(tokio::spawn(seq_side(
+            client,
+            "coach",
+            Arc::clone(&stop),
+            client_sent,
+            coach_sent,
+        )));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for round in 1..=4u64 {
+        let binary = if round % 2 == 1 {
+            b.clone()
+        } else {
+            system_tests::binaries::cpu_server()
+        };
+        install(dir.path(), &binary);
+        let run = tokio::task::block_in_place(|| server.cli(&["upgrade"]));
+        assert_eq!(run.code, Some(0), "round {round}: {run:?}\n{}", server.proc.stderr());
+        assert_eq!(wait_completed(&server, round)["pid"], server.proc.pid());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut total = 0;
+    let mut traces = Vec::new();
+    for side in sides {
+        traces.push(side.await.expect("side task"));
+    }
+    for trace in traces {
+        assert_eq!(
+            trace.closed,
+            None,
+            "no socket closed: {trace:?}\n{}",
+            server.proc.stderr()
+        );
+        assert!(
+            trace.out_of_order.is_empty(),
+            "lost, duplicated or reordered: {trace:?}"
+        );
+        assert!(trace.sent > 100, "{trace:?}");
+        total += trace.received;
+    }
+    assert!(
+        server
+            .proc
+            .stderr()
+            .contains("room sockets taken over from the previous program image")
+    );
+    eprintln!("{total} numbered messages relayed across 4 upgrades, none lost, duplicated or reordered");
+    // The sides closed their sockets: the server is back to its baseline.
+    let settled = Instant::now() + Duration::from_secs(5);
+    while server.fd_count() != fds_before && Instant::now() < settled {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        server.fd_count(),
+        fds_before,
+        "descriptors back to the baseline, nothing leaked"
+    );
+    let (_, rooms) = server.api("GET", "/api/rooms", None);
+    assert_eq!(rooms, json!([]), "every room left once its sockets closed");
 }
 
 /// A new binary that passes its preflight but fails once it is the program
@@ -299,7 +484,7 @@ fn a_new_image_that_fails_after_the_exec_ends_the_process_and_the_command_says_s
         ),
     );
     let started = Instant::now();
-    let run = server.cli(&["upgrade", "--end-rooms"]);
+    let run = server.cli(&["upgrade", "--restart-orbs"]);
     assert_eq!(run.code, Some(1), "{run:?}");
     assert!(run.stdout.contains("preflight passed"), "{}", run.stdout);
     assert!(

@@ -108,6 +108,8 @@ pub struct UpgradeStart {
     pub installed: upgrade::preflight::Installed,
     /// The handover this image took over, if it is an upgrade.
     pub inherited: Option<upgrade::handover::Handover>,
+    /// The room sockets it handed over, adopted.
+    pub sockets: Vec<(upgrade::sockets::SocketEntry, std::net::TcpStream)>,
 }
 
 /// How [`serve_until`] ended.
@@ -129,8 +131,12 @@ pub async fn serve_until(
     let Start {
         public: listener,
         admin: admin_listener,
-        upgrade: upgrade_start,
+        upgrade: mut upgrade_start,
     } = start;
+    let resumed = upgrade_start
+        .as_mut()
+        .map(|u| std::mem::take(&mut u.sockets))
+        .unwrap_or_default();
     let local = listener.local_addr()?;
     let tls = settings.tls.as_ref().map(http::tls::load_config).transpose()?;
     let inherited = upgrade_start.as_ref().and_then(|u| u.inherited.as_ref());
@@ -232,6 +238,8 @@ pub async fn serve_until(
         turn: Arc::new(settings.turn),
         relay_loops: Some(relay_loops),
     };
+    upgrade::resume::resume(&state, resumed).await;
+    let registry_for_upgrade = state.registry.clone();
     let (public, admin_server) = match admin_listener {
         None => {
             let events = http::pages::events_router(admin.clone(), lifecycle.draining.clone());
@@ -294,8 +302,14 @@ pub async fn serve_until(
         }
     }
     lifecycle.draining.cancel();
+    let drained = async {
+        match &commit {
+            None => lifecycle.drain(&orbs, false).await,
+            Some(_) => lifecycle.park(&orbs).await,
+        }
+    };
     tokio::select! {
-        () = lifecycle.drain(&orbs, commit.is_some()) => {}
+        () = drained => {}
         () = force => {
             let killed = orbs.kill_all_now();
             warn!(killed, "second signal: SIGKILLed every orb process group");
@@ -323,13 +337,17 @@ pub async fn serve_until(
         committed_at_ms,
         ..commit.record
     };
-    let handover = kept.handover(
+    let mut handover = kept.handover(
         record,
         &stats,
         inherited_count(upgrade_start.inherited.as_ref()),
         carried_token,
     );
-    let exec = upgrade::Exec::prepare(&handover, kept.into_fds(), upgrade_start.installed, orbs.spawner())
+    let (entries, mut keep) = upgrade::sockets::entries(&registry_for_upgrade, &lifecycle.closing.parked).await;
+    handover.sockets = entries;
+    let mut fds = kept.into_fds();
+    fds.append(&mut keep);
+    let exec = upgrade::Exec::prepare(&handover, fds, upgrade_start.installed, orbs.spawner())
         .map_err(|e| anyhow::anyhow!("cannot prepare the handover: {e}"))?;
     Ok(Ending::Upgrade(exec))
 }

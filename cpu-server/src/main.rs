@@ -111,10 +111,11 @@ fn main() -> ExitCode {
                 handover,
                 public,
                 admin,
+                sockets,
             }) => {
                 let adopt = |l: std::net::TcpListener| tokio::net::TcpListener::from_std(l);
                 match (adopt(public), admin.map(adopt).transpose()) {
-                    (Ok(public), Ok(admin)) => (public, admin, Some(handover)),
+                    (Ok(public), Ok(admin)) => (public, admin, Some((handover, sockets))),
                     (Err(e), _) | (_, Err(e)) => {
                         eprintln!("cannot serve the handed-over listeners: {e}");
                         return Err(ExitCode::FAILURE);
@@ -154,7 +155,14 @@ fn main() -> ExitCode {
         let start = Start {
             public: listener,
             admin,
-            upgrade: installed.map(|installed| UpgradeStart { installed, inherited }),
+            upgrade: installed.map(|installed| {
+                let (inherited, sockets) = inherited.map_or((None, Vec::new()), |(h, s)| (Some(h), s));
+                UpgradeStart {
+                    installed,
+                    inherited,
+                    sockets,
+                }
+            }),
         };
         match cpu_server::serve_until(start, settings, graceful.cancelled_owned(), force.cancelled_owned()).await {
             Ok(ending) => Ok(ending),

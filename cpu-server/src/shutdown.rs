@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use crate::orbs::OrbsHandle;
 use crate::rooms::outbox::{CLOSE_RESTART, CLOSE_SHUTDOWN};
+use crate::upgrade::sockets::ParkedSockets;
 
 /// Longest wait for connection tasks after their close frames were asked for.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,14 +55,40 @@ impl Lifecycle {
         }
         self.http.cancel();
     }
+
+    /// The drain of an upgrade that hands room sockets over: orbs stopped (their
+    /// sockets leave), then every joined human's plain-TCP socket parks in
+    /// [`Closing::parked`] at a frame boundary, still a member; the others close
+    /// with 1012.
+    pub async fn park(&self, orbs: &OrbsHandle) {
+        info!("stopping orbs");
+        orbs.shutdown().await;
+        info!(open = self.connections.len(), "parking room sockets for the new image");
+        self.closing.park_all();
+        self.connections.close();
+        if tokio::time::timeout(DRAIN_TIMEOUT, self.connections.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                open = self.connections.len(),
+                "parking timed out; the remaining sockets are not handed over"
+            );
+        }
+        self.http.cancel();
+    }
 }
 
 /// The order to close every room socket, and its code: 1001 on a shutdown,
-/// 1012 (service restart: reconnect) when the server restarts for an upgrade.
+/// 1012 (service restart: reconnect) when the server restarts for an upgrade;
+/// or, for an upgrade that hands room sockets over, to park them.
 #[derive(Debug, Clone, Default)]
 pub struct Closing {
     token: CancellationToken,
     restart: Arc<AtomicBool>,
+    hand_over: Arc<AtomicBool>,
+    /// Where sockets park for a handover.
+    pub parked: ParkedSockets,
 }
 
 impl Closing {
@@ -69,6 +96,17 @@ impl Closing {
     pub fn close_all(&self, restart: bool) {
         self.restart.store(restart, Ordering::SeqCst);
         self.token.cancel();
+    }
+
+    /// Joined humans' sockets park in [`Closing::parked`]; the others close with 1012.
+    pub fn park_all(&self) {
+        self.hand_over.store(true, Ordering::SeqCst);
+        self.close_all(true);
+    }
+
+    /// Whether sockets park rather than close.
+    pub fn handing_over(&self) -> bool {
+        self.hand_over.load(Ordering::SeqCst)
     }
 
     /// Resolves when every socket must close.

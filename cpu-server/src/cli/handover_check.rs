@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use shared::settings::EXIT_USAGE;
 
 use crate::settings::Settings;
-use crate::upgrade::handover::{Handover, ListenerRole, MAX_BYTES};
+use crate::upgrade::handover::{Handover, ListenerRole, MAX_BYTES, READABLE};
 
 /// Exit status for a document this binary cannot read (`EX_DATAERR`).
 pub const EXIT_UNREADABLE: u8 = 65;
@@ -49,6 +49,7 @@ pub fn run(source: &Path, settings: &Settings) -> ExitCode {
         handover.upgrade.from_build,
         handover.listeners.len()
     );
+    println!("formats={}-{}", READABLE.start(), READABLE.end());
     println!("build_id={}", crate::build_id::current());
     ExitCode::SUCCESS
 }
@@ -109,6 +110,7 @@ mod tests {
             counters: Counters::default(),
             upgrades_before: 0,
             admin_token: None,
+            sockets: Vec::new(),
         }
     }
 

@@ -51,12 +51,12 @@ pub enum Command {
     /// Replaces the running server's program in place with the binary now at
     /// its installed path (same pid, listening sockets kept), after that binary
     /// passed a preflight; waits until the new one serves. Same as SIGUSR2.
-    /// Rooms and orbs do not survive it yet: with any open it refuses unless
-    /// `--end-rooms` is given.
+    /// Rooms and their sockets survive it, orbs do not yet: while any runs it
+    /// refuses unless `--restart-orbs` is given.
     Upgrade {
-        /// Go ahead although rooms are open or orbs run: they end, as on a restart.
+        /// Go ahead although orbs run: each is stopped and its room gets a new one.
         #[arg(long)]
-        end_rooms: bool,
+        restart_orbs: bool,
     },
 }
 
@@ -85,7 +85,7 @@ pub fn run(command: Command, settings: &Settings) -> ExitCode {
             }
         }
         Command::Orbs { command } => block_on(orbs::run(command, settings)),
-        Command::Upgrade { end_rooms } => block_on(upgrade::run(settings, end_rooms)),
+        Command::Upgrade { restart_orbs } => block_on(upgrade::run(settings, restart_orbs)),
     }
 }
 

@@ -2,7 +2,7 @@
 //! binary now at its installed path, and waits until the new image serves.
 //!
 //! Exit 0 once the new image reports this upgrade `done`; exit 1 with the
-//! reason when it was refused (rooms open without `--end-rooms`, or the
+//! reason when it was refused (orbs running without `--restart-orbs`, or the
 //! preflight failed: the server then runs on unchanged), or when the server
 //! did not come back as the new image in time.
 
@@ -26,11 +26,11 @@ const COMMIT: Duration = Duration::from_secs(180);
 /// closes the listening socket; systemd restarts a failed service after 2 s).
 const GONE: Duration = Duration::from_secs(3);
 
-/// Runs the command; `end_rooms`: go ahead although rooms are open (they end).
-pub async fn run(settings: &Settings, end_rooms: bool) -> Result<(), String> {
+/// Runs the command; `restart_orbs`: go ahead although orbs run (they are restarted).
+pub async fn run(settings: &Settings, restart_orbs: bool) -> Result<(), String> {
     let client = super::admin_client(settings)?;
-    let path = if end_rooms {
-        "/api/upgrade?end_rooms=true"
+    let path = if restart_orbs {
+        "/api/upgrade?restart_orbs=true"
     } else {
         "/api/upgrade"
     };

@@ -23,6 +23,7 @@ use super::stats::RelayStats;
 use crate::auth::{Auth, Credential, token};
 use crate::settings::RoomSettings;
 use crate::shutdown::Closing;
+use crate::upgrade::sockets::Parked;
 use crate::ws::frame::{Frame, ProtocolError};
 use crate::ws::handshake::RoomStream;
 use crate::ws::outbox::Ending;
@@ -72,6 +73,8 @@ enum ReaderEnd {
     Closing,
     /// Closed by the server out of band (replaced, slow consumer, shutdown…).
     Kicked(Kick),
+    /// Stopped at a frame boundary for an upgrade that hands the socket over.
+    HandOver,
 }
 
 /// The participant this socket joined as, and its room.
@@ -101,12 +104,23 @@ impl Connection {
         self.serve(stream).instrument(span).await;
     }
 
-    async fn serve(mut self, stream: RoomStream) {
-        let seat = self.seat.take();
+    async fn serve(self, stream: RoomStream) {
         RelayStats::bump(&self.stats.connections);
         debug!("connected");
-        let mut socket = WsSocket::new(stream, self.settings.max_message_bytes, self.settings.ws_send_queue);
-        let reader = Reader {
+        let socket = WsSocket::new(stream, self.settings.max_message_bytes, self.settings.ws_send_queue);
+        self.serve_socket(socket, None).await;
+    }
+
+    /// Serves a socket a previous program image handed over, already joined as
+    /// `user_id` (its membership restored by the registry as `link`).
+    pub async fn resume(self, socket: WsSocket, user_id: String, link: RoomLink) {
+        let span = info_span!("conn", conn = self.id, room = %self.room, ip = %self.ip, user = tracing::field::Empty);
+        self.serve_socket(socket, Some((user_id, link))).instrument(span).await;
+    }
+
+    async fn serve_socket(mut self, mut socket: WsSocket, joined: Option<(String, RoomLink)>) {
+        let seat = self.seat.take();
+        let mut reader = Reader {
             conn: &self,
             outbox: socket.outbox().clone(),
             joined: None,
@@ -117,7 +131,26 @@ impl Connection {
             seat,
             given: None,
         };
-        let end = reader.run(&mut socket).await;
+        if let Some((user_id, link)) = joined {
+            reader.joined_as(user_id, false, link);
+        }
+        let mut end = reader.run(&mut socket).await;
+        let human = reader.joined.take().filter(|joined| !joined.is_ai);
+        drop(reader);
+        if end == ReaderEnd::HandOver {
+            if human.is_some() && socket.is_plain() {
+                // Still a member: the new image resumes it; nothing leaves.
+                debug!("parked for the upgrade's handover");
+                self.closing.parked.park(Parked {
+                    conn: self.id,
+                    ip: self.ip,
+                    room: self.room.clone(),
+                    socket,
+                });
+                return;
+            }
+            end = ReaderEnd::Kicked(Kick::from(self.closing.code()));
+        }
         // The one place membership is cleaned up.
         self.registry.leave(self.id).await;
         // No frame is taken after this; a kick overtakes what was queued, and so
@@ -132,7 +165,7 @@ impl Connection {
             ReaderEnd::Closing => Some(queued_close.unwrap_or(Kick::from(CLOSE_NORMAL))),
             ReaderEnd::PeerClosed(code) => Some(Kick::from((code.unwrap_or(CLOSE_NORMAL.0), ""))),
             ReaderEnd::Kicked(kick) => Some(kick),
-            ReaderEnd::PeerGone => None,
+            ReaderEnd::PeerGone | ReaderEnd::HandOver => None,
         };
         if let Some(kick) = close {
             debug!(code = kick.code, reason = kick.reason, "closing");
@@ -213,7 +246,7 @@ impl Reader<'_> {
         }
     }
 
-    async fn run(mut self, socket: &mut WsSocket) -> ReaderEnd {
+    async fn run(&mut self, socket: &mut WsSocket) -> ReaderEnd {
         let interval = self.conn.settings.ws_ping_interval;
         let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -243,7 +276,11 @@ impl Reader<'_> {
             }
             tokio::select! {
                 biased;
-                () = &mut closing => return ReaderEnd::Kicked(Kick::from(conn.closing.code())),
+                () = &mut closing => return if conn.closing.handing_over() {
+                    ReaderEnd::HandOver
+                } else {
+                    ReaderEnd::Kicked(Kick::from(conn.closing.code()))
+                },
                 read = socket.drive() => match read {
                     Ok(Read::Bytes) => {}
                     Ok(Read::Kicked(kick)) => return ReaderEnd::Kicked(kick),

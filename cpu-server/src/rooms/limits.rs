@@ -81,6 +81,17 @@ impl IpLimiter {
         })
     }
 
+    /// A slot for `ip` whatever it holds already: a socket handed over by an
+    /// upgrade was admitted by the previous image and is counted, not refused.
+    pub fn acquire_anyway(&self, ip: IpAddr) -> IpSlot {
+        let mut open = self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *open.entry(ip).or_insert(0) += 1;
+        IpSlot {
+            ip,
+            open: Arc::clone(&self.open),
+        }
+    }
+
     /// Sockets open from `ip` now.
     pub fn open_from(&self, ip: IpAddr) -> usize {
         let open = self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner());

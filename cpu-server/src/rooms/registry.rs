@@ -69,6 +69,26 @@ enum Command {
     List {
         reply: oneshot::Sender<Vec<RoomInfo>>,
     },
+    Freeze {
+        reply: oneshot::Sender<Vec<FrozenRoom>>,
+    },
+    Restore {
+        rooms: Vec<RestoredRoom>,
+        reply: oneshot::Sender<HashMap<ConnId, RoomLink>>,
+    },
+}
+
+/// A room handed over by a previous program image: its id and its members in
+/// join order, each with the outbox of its resumed socket.
+pub type RestoredRoom = (String, Vec<(ConnId, Participant, Outbox)>);
+
+/// One room's members (join order) when the registry froze for an upgrade.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrozenRoom {
+    /// The room id.
+    pub room: String,
+    /// Its members: connection, participant, whether it is the AI.
+    pub members: Vec<(ConnId, Participant, bool)>,
 }
 
 /// One room as operators see it: its participants, no secrets.
@@ -127,6 +147,28 @@ impl RegistryHandle {
     /// `conn` leaves its room (leave, close, error or timeout: idempotent).
     pub async fn leave(&self, conn: ConnId) {
         let _ = self.commands.send(Command::Leave { conn }).await;
+    }
+
+    /// For an upgrade that hands room sockets over: every room's members, after
+    /// which the registry stops (it sends nothing more to anyone).
+    pub async fn freeze(&self) -> Vec<FrozenRoom> {
+        let (reply, rx) = oneshot::channel();
+        if self.commands.send(Command::Freeze { reply }).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// In a new program image: the handed-over rooms, each member with the
+    /// outbox of its resumed socket, back as they were (nobody is told: they
+    /// already know each other); the OrbManager hears of every human as a join.
+    /// Returns each member's link.
+    pub async fn restore(&self, rooms: Vec<RestoredRoom>) -> HashMap<ConnId, RoomLink> {
+        let (reply, rx) = oneshot::channel();
+        if self.commands.send(Command::Restore { rooms, reply }).await.is_err() {
+            return HashMap::new();
+        }
+        rx.await.unwrap_or_default()
     }
 
     /// Every room with its participants, sorted by room id.
@@ -330,6 +372,26 @@ impl Registry {
                     rooms.sort_by(|a, b| a.room.cmp(&b.room));
                     let _ = reply.send(rooms);
                 }
+                Command::Freeze { reply } => {
+                    let rooms = self
+                        .rooms
+                        .iter()
+                        .map(|(room, r)| FrozenRoom {
+                            room: room.clone(),
+                            members: r
+                                .members
+                                .iter()
+                                .map(|m| (m.conn, m.participant.clone(), m.is_ai))
+                                .collect(),
+                        })
+                        .collect();
+                    let _ = reply.send(rooms);
+                    info!("room registry frozen for an upgrade");
+                    return;
+                }
+                Command::Restore { rooms, reply } => {
+                    let _ = reply.send(self.restore(rooms));
+                }
             }
             while let Some(conn) = self.dropped.pop() {
                 self.remove(conn);
@@ -491,6 +553,44 @@ impl Registry {
         };
         self.events.emit(event);
         Ok(link)
+    }
+
+    fn restore(&mut self, rooms: Vec<RestoredRoom>) -> HashMap<ConnId, RoomLink> {
+        let mut links = HashMap::new();
+        for (room_id, members) in rooms {
+            let room = self.rooms.entry(room_id.clone()).or_insert_with(Room::new);
+            for (conn, participant, outbox) in members {
+                let member = Arc::new(AtomicBool::new(true));
+                self.by_conn
+                    .insert(conn, (room_id.clone(), participant.user_id.clone()));
+                let (user_id, user_role) = (participant.user_id.clone(), participant.user_role.clone());
+                room.members.push(Member {
+                    conn,
+                    participant,
+                    is_ai: false,
+                    outbox,
+                    member: Arc::clone(&member),
+                });
+                links.insert(
+                    conn,
+                    RoomLink {
+                        view: room.view.subscribe(),
+                        member,
+                        counters: Arc::clone(&self.counters),
+                    },
+                );
+                self.events.emit(RoomEvent::HumanJoined {
+                    room: room_id.clone(),
+                    user_id,
+                    user_role,
+                    humans: room.humans(),
+                });
+            }
+            room.publish();
+            info!(room = %room_id, humans = room.humans(), "room taken over from the previous program image");
+        }
+        self.publish_count();
+        links
     }
 
     fn ai_shutdown(&mut self, conn: ConnId, reason: Option<String>) {

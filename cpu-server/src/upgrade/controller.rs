@@ -263,6 +263,7 @@ mod tests {
                 counters: Counters::default(),
                 upgrades_before: 0,
                 admin_token: None,
+                sockets: Vec::new(),
             }),
             inherited: None,
             completed: 0,
@@ -291,9 +292,8 @@ mod tests {
         assert!(commits.try_recv().is_err(), "nothing committed");
 
         // The preview reaches the check: it passes only on this format.
-        let (handle, mut commits) = spawn(setup(Some(sh(
-            r#"case "$(cat)" in *'"format":1,'*) echo build_id=b2;; *) exit 65;; esac"#,
-        ))));
+        let script = format!(r#"case "$(cat)" in *'"format":{FORMAT},'*) echo build_id=b2;; *) exit 65;; esac"#);
+        let (handle, mut commits) = spawn(setup(Some(sh(&script))));
         let accepted = handle.request(Origin::Signal).await.expect("passes");
         assert_eq!(accepted.to_build, "b2");
         let commit = commits.recv().await.expect("committed");

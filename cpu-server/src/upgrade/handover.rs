@@ -13,11 +13,14 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::sockets::SocketEntry;
+
 /// The environment variable naming the handover's descriptor in the new image.
 pub const HANDOVER_FD_ENV: &str = "CPU_SERVER_HANDOVER_FD";
 
-/// The format this binary writes.
-pub const FORMAT: u32 = 1;
+/// The format this binary writes: 2 adds the room sockets ([`Handover::sockets`]).
+/// For a binary that reads only format 1 it writes format 1 (rooms are then drained).
+pub const FORMAT: u32 = 2;
 
 /// The formats this binary reads: its own and the previous release's.
 pub const READABLE: std::ops::RangeInclusive<u32> = 1..=FORMAT;
@@ -45,6 +48,9 @@ pub struct Handover {
     /// preflight's copy (the check needs no secret).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_token: Option<String>,
+    /// Room sockets handed over, joined (format 2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sockets: Vec<SocketEntry>,
 }
 
 /// Which listener a handed-over socket is.
@@ -181,6 +187,7 @@ mod tests {
             },
             upgrades_before: 2,
             admin_token: Some("t0k3n".to_owned()),
+            sockets: Vec::new(),
         }
     }
 

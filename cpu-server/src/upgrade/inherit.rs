@@ -50,6 +50,8 @@ pub struct TakenOver {
     pub public: std::net::TcpListener,
     /// The admin listener (`ADMIN_HOST`), when there was one.
     pub admin: Option<std::net::TcpListener>,
+    /// The room sockets, each with its entry (non-blocking).
+    pub sockets: Vec<(super::sockets::SocketEntry, std::net::TcpStream)>,
 }
 
 /// Set once the handover was taken: its descriptors have an owner.
@@ -120,10 +122,21 @@ fn take_over(raw: &str) -> Result<TakenOver, TakeOverError> {
         problem: "missing from the handover".to_owned(),
     })?;
     let admin = listener(ListenerRole::Admin)?;
+    let mut sockets = Vec::with_capacity(handover.sockets.len());
+    for entry in &handover.sockets {
+        let stream = std::net::TcpStream::from(adopt(entry.fd, "a room socket", SFlag::S_IFSOCK)?);
+        stream.set_nonblocking(true).map_err(|e| TakeOverError::Descriptor {
+            fd: entry.fd,
+            what: "a room socket",
+            problem: e.to_string(),
+        })?;
+        sockets.push((entry.clone(), stream));
+    }
     Ok(TakenOver {
         handover,
         public,
         admin,
+        sockets,
     })
 }
 
@@ -201,6 +214,7 @@ mod tests {
             counters: Counters::default(),
             upgrades_before: 0,
             admin_token: None,
+            sockets: Vec::new(),
         };
         // Given up as a number, as `execve` would leave it.
         let fd = socket.into_raw_fd();

@@ -48,7 +48,9 @@ impl KeptListeners {
             .collect()
     }
 
-    /// The handover of `upgrade`, as it is written for the exec.
+    /// The handover of `upgrade` as it is written for the exec, without room
+    /// sockets (the caller adds them, and lowers the format for a binary that
+    /// reads only format 1).
     pub fn handover(
         &self,
         upgrade: UpgradeRecord,
@@ -63,6 +65,7 @@ impl KeptListeners {
             counters: stats.counters(),
             upgrades_before,
             admin_token,
+            sockets: Vec::new(),
         }
     }
 
@@ -81,6 +84,7 @@ impl KeptListeners {
             counters: stats.counters(),
             upgrades_before,
             admin_token: None,
+            sockets: Vec::new(),
         })
     }
 

@@ -23,6 +23,8 @@
 //! - [`inherit`]: descriptors across `execve`.
 //! - [`listeners`]: the listening sockets kept open for the new image.
 //! - [`preflight`]: running the new binary's check.
+//! - [`sockets`]: the room sockets handed over (parked, written into the document).
+//! - [`resume`]: the new image resuming them as joined connections.
 //! - [`controller`]: the task that takes requests, runs the preflight and hands the commit to the server.
 
 pub mod controller;
@@ -30,6 +32,8 @@ pub mod handover;
 pub mod inherit;
 pub mod listeners;
 pub mod preflight;
+pub mod resume;
+pub mod sockets;
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;

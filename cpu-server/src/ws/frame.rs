@@ -152,6 +152,13 @@ pub struct Decoder {
     delivered: bool,
 }
 
+impl Decoder {
+    /// No fragmented message is half received: the next byte starts a message.
+    pub fn between_messages(&self) -> bool {
+        self.partial.is_none()
+    }
+}
+
 /// What [`Decoder::decode`] found at the start of the buffer.
 #[derive(Debug)]
 pub struct Decoded<'a> {

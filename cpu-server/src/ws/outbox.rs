@@ -144,8 +144,20 @@ impl Outbox {
     /// An outbox holding at most `max_frames` queued frames; `direct` lets senders
     /// write to the socket themselves.
     pub fn new(max_frames: usize, direct: Option<Arc<TcpStream>>) -> Self {
+        Self::resumed(max_frames, direct, Vec::new())
+    }
+
+    /// Like [`Outbox::new`], with `unsent` (encoded frames a previous program
+    /// image had not written yet, possibly the rest of one first) to write
+    /// before anything else.
+    pub fn resumed(max_frames: usize, direct: Option<Arc<TcpStream>>, unsent: Vec<u8>) -> Self {
+        let pending = !unsent.is_empty();
         let state = State {
             direct,
+            rest: unsent.len(),
+            frames: usize::from(pending),
+            writer: if pending { Writer::Task } else { Writer::Idle },
+            queued: unsent,
             ..State::default()
         };
         Self {
@@ -315,6 +327,17 @@ impl Outbox {
         } else {
             true
         }
+    }
+
+    /// For a handover, once nobody sends to this socket any more: ends the queue
+    /// and returns every byte queued and not written, in order.
+    pub fn take_unsent(&self) -> Vec<u8> {
+        let mut state = self.lock();
+        state.ended = true;
+        state.direct = None;
+        state.frames = 0;
+        state.rest = 0;
+        std::mem::take(&mut state.queued)
     }
 
     /// The socket's task ends the queue: no frame is taken after this and no

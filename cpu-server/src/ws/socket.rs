@@ -115,6 +115,18 @@ impl Io {
     }
 }
 
+/// What a plain-TCP room socket gives a new program image: its stream and the
+/// bytes on either side of the framing.
+#[derive(Debug)]
+pub struct SocketParts {
+    /// The socket (a duplicate: dropping the original does not close it).
+    pub fd: std::os::fd::OwnedFd,
+    /// Bytes read and not parsed yet; they start a frame.
+    pub unread: Vec<u8>,
+    /// Encoded frames not written yet (the rest of one may come first).
+    pub unsent: Vec<u8>,
+}
+
 /// A room socket's stream, buffers and outbox.
 #[derive(Debug)]
 pub struct WsSocket {
@@ -154,6 +166,47 @@ impl WsSocket {
             wbuf: Vec::new(),
             written: 0,
         }
+    }
+
+    /// A socket a previous program image handed over: `unread` bytes are
+    /// parsed first and `unsent` ones written before anything else.
+    pub fn resume(tcp: TcpStream, parts_unread: &[u8], unsent: Vec<u8>, max_message: usize, max_queued: usize) -> Self {
+        let tcp = Arc::new(tcp);
+        let mut rbuf = BytesMut::new();
+        rbuf.extend_from_slice(parts_unread);
+        Self {
+            io: Io::Tcp(tcp.clone()),
+            rbuf,
+            handed: 0,
+            decoder: Decoder::new(max_message),
+            outbox: Outbox::resumed(max_queued, Some(tcp), unsent),
+            wbuf: Vec::new(),
+            written: 0,
+        }
+    }
+
+    /// A plain TCP socket (one a handover can keep; TLS sessions cannot be).
+    pub fn is_plain(&self) -> bool {
+        matches!(self.io, Io::Tcp(_))
+    }
+
+    /// Hands the socket over at a frame boundary, once nobody sends to it any
+    /// more; `None` (the socket is then dropped: closed) when it cannot be
+    /// (TLS, a fragmented message half received, no descriptor left).
+    pub fn hand_over(mut self) -> Option<SocketParts> {
+        let Io::Tcp(tcp) = &self.io else { return None };
+        if !self.decoder.between_messages() {
+            return None;
+        }
+        let fd = std::os::fd::AsFd::as_fd(&**tcp).try_clone_to_owned().ok()?;
+        self.rbuf.advance(std::mem::take(&mut self.handed));
+        let mut unsent = self.wbuf.split_off(self.written);
+        unsent.extend(self.outbox.take_unsent());
+        Some(SocketParts {
+            fd,
+            unread: self.rbuf.to_vec(),
+            unsent,
+        })
     }
 
     /// The sending side, for everyone who sends to this socket.

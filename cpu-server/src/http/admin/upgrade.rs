@@ -2,9 +2,9 @@
 //! (`cpu-server upgrade`). The POST answers once the new binary's preflight
 //! passed (202, then the server drains and execs) or with why it was refused
 //! (409 busy or rooms open, 422 preflight failed, 503 unavailable); the running
-//! server is then unchanged. Rooms and orbs do not survive an upgrade yet, so
-//! while any room is open or any orb runs the POST is refused (409
-//! `rooms_open`) unless it says `?end_rooms=true`. The GET shows the state and
+//! server is then unchanged. Room sockets survive an upgrade, orbs do not yet
+//! (each is stopped and its room gets a new one): while any orb runs the POST
+//! is refused (409 `orbs_running`) unless it says `?restart_orbs=true`. The GET shows the state and
 //! the last outcome; after an upgrade the new image shows it as `done`, with
 //! its id and pause.
 
@@ -21,25 +21,25 @@ use crate::upgrade::controller::{Accepted, Refusal, Status};
 /// `POST /api/upgrade` options.
 #[derive(Debug, Default, Deserialize)]
 pub struct StartQuery {
-    /// Go ahead although rooms are open (they end, as on a restart).
+    /// Go ahead although orbs run (each is stopped; its room gets a new one).
     #[serde(default)]
-    end_rooms: bool,
+    restart_orbs: bool,
 }
 
-/// `POST /api/upgrade[?end_rooms=true]`.
+/// `POST /api/upgrade[?restart_orbs=true]`.
 pub async fn start(
     State(state): State<AdminState>,
     Query(query): Query<StartQuery>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
-    let (rooms, orbs) = (state.registry.rooms(), state.orbs.counts().active);
-    if !query.end_rooms && (rooms > 0 || orbs > 0) {
+    let orbs = state.orbs.counts().active;
+    if !query.restart_orbs && orbs > 0 {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "rooms_open",
+            "orbs_running",
             format!(
-                "{rooms} room(s) open and {orbs} orb(s) running: an upgrade does not hand them over yet, so it \
-                 would end them as a restart does (sockets closed with 1012, orbs started anew); ask again \
-                 with end_rooms=true (cpu-server upgrade --end-rooms) to go ahead"
+                "{orbs} orb(s) running: an upgrade keeps the rooms and their sockets but not the orbs yet: each \
+                 would be stopped and its room given a new one (the AI's conversation is lost); ask again with \
+                 restart_orbs=true (cpu-server upgrade --restart-orbs) to go ahead"
             ),
         ));
     }
