@@ -54,6 +54,7 @@ async fn upgrades_alternating_two_builds_keep_the_pid_and_the_listener_and_refus
     let build_a = server.health()["build_id"].as_str().expect("build id").to_owned();
     let b = second_build(dir.path(), &build_a);
     let fds_before = server.fd_count();
+    let started = server.start_time();
 
     // A room open across every upgrade: its sockets stay, and it relays after each.
     let (mut coach, _) = Client::join(&url(&server, "kept"), "coach-1", "coach").await;
@@ -102,6 +103,11 @@ async fn upgrades_alternating_two_builds_keep_the_pid_and_the_listener_and_refus
         "{status}"
     );
 
+    assert_eq!(
+        server.start_time(),
+        started,
+        "the service did not restart: same start time"
+    );
     let (answered, failures) = prober.finish();
     assert!(failures.is_empty(), "connections failed during upgrades: {failures:?}");
     assert!(answered > 20, "the prober kept getting answers ({answered})");

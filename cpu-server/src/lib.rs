@@ -156,6 +156,9 @@ pub async fn serve_until(
         inherited.map(|h| h.counters).unwrap_or_default(),
     ));
     let metrics = Arc::new(metrics::Metrics::new());
+    if let Some(started) = inherited.map(|h| h.started_at_s).filter(|s| *s > 0.0) {
+        metrics.started_at(started);
+    }
     let (events_tx, events_rx) = room_event_channel();
     let registry = spawn_registry(
         settings.rooms.clone(),
@@ -215,6 +218,7 @@ pub async fn serve_until(
     upgrade_on_sigusr2(upgrades.clone())?;
     let connections = settings.connections;
     let trusted_proxies = settings.rooms.trusted_proxies.clone();
+    let started_at_s = metrics.start_time_seconds();
     let admin = http::admin_state::AdminState {
         orbs: orbs.clone(),
         registry: registry.clone(),
@@ -345,6 +349,7 @@ pub async fn serve_until(
     );
     let (entries, mut keep) = upgrade::sockets::entries(&registry_for_upgrade, &lifecycle.closing.parked).await;
     handover.sockets = entries;
+    handover.started_at_s = started_at_s;
     let mut fds = kept.into_fds();
     fds.append(&mut keep);
     let exec = upgrade::Exec::prepare(&handover, fds, upgrade_start.installed, orbs.spawner())

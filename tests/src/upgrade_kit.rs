@@ -144,6 +144,16 @@ impl InstalledServer {
         body
     }
 
+    /// `cpu_server_start_time_seconds` from `/metrics`.
+    pub fn start_time(&self) -> f64 {
+        let token = std::fs::read_to_string(self.dir.join("state/admin-token")).expect("token file");
+        let (_, text) = crate::operator_kit::request(self.port, "GET", "/metrics", Some(token.trim()), None);
+        crate::operator_kit::parse_metrics(&text)
+            .get("cpu_server_start_time_seconds")
+            .copied()
+            .expect("start time metric")
+    }
+
     /// An admin API request with the server's generated token: status and JSON body.
     pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
         let token = std::fs::read_to_string(self.dir.join("state/admin-token")).expect("token file");

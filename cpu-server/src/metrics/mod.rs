@@ -160,6 +160,12 @@ impl Metrics {
         self.start_time.get()
     }
 
+    /// The start time of the process this image took over by an upgrade (it
+    /// did not restart: its rooms went on).
+    pub fn started_at(&self, seconds: f64) {
+        self.start_time.set(seconds);
+    }
+
     /// Counts an error of `code`.
     pub fn error(&self, code: &str) {
         self.errors.get_or_create(&label("code", code)).inc();

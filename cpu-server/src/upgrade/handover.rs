@@ -30,7 +30,7 @@ pub const READABLE: std::ops::RangeInclusive<u32> = 1..=FORMAT;
 pub const MAX_BYTES: usize = 16 * 1024 * 1024;
 
 /// One handover document.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Handover {
     /// Its format ([`FORMAT`] when written by this binary).
     pub format: u32,
@@ -48,6 +48,10 @@ pub struct Handover {
     /// preflight's copy (the check needs no secret).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_token: Option<String>,
+    /// When the process started (`cpu_server_start_time_seconds`), Unix seconds;
+    /// an upgrade keeps it: the service did not restart.
+    #[serde(default)]
+    pub started_at_s: f64,
     /// Room sockets handed over, joined (format 2).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sockets: Vec<SocketEntry>,
@@ -187,6 +191,7 @@ mod tests {
             },
             upgrades_before: 2,
             admin_token: Some("t0k3n".to_owned()),
+            started_at_s: 1_700_000_000.5,
             sockets: Vec::new(),
         }
     }

@@ -214,6 +214,7 @@ mod tests {
             counters: Counters::default(),
             upgrades_before: 0,
             admin_token: None,
+            started_at_s: 0.0,
             sockets: Vec::new(),
         };
         // Given up as a number, as `execve` would leave it.

@@ -65,6 +65,7 @@ impl KeptListeners {
             counters: stats.counters(),
             upgrades_before,
             admin_token,
+            started_at_s: 0.0,
             sockets: Vec::new(),
         }
     }
@@ -84,6 +85,7 @@ impl KeptListeners {
             counters: stats.counters(),
             upgrades_before,
             admin_token: None,
+            started_at_s: 0.0,
             sockets: Vec::new(),
         })
     }
