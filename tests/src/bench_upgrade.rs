@@ -113,7 +113,7 @@ pub async fn upgrade(report: &mut Report, rooms: usize, upgrades: usize, steady:
         install(dir.path(), &binary);
         let begun = Instant::now();
         let s = Arc::clone(&server);
-        let run = tokio::task::spawn_blocking(move || s.cli(&["upgrade", "--end-rooms"])).await;
+        let run = tokio::task::spawn_blocking(move || s.cli(&["upgrade"])).await;
         windows.push((begun, Instant::now()));
         match run {
             Ok(run) if run.code == Some(0) => {
