@@ -2,7 +2,8 @@
 //! SIGKILLed and SIGSTOPped, flood their stdout, ignore SIGTERM, fork
 //! grandchildren or exit with errors (a fake orb script chosen by room name,
 //! the real gpu-orb for `czr*` rooms), and cpu-server itself is restarted with
-//! SIGTERM and with SIGKILL. Invariants are checked every tick and at the end.
+//! SIGTERM and with SIGKILL, and upgraded in place (SIGUSR2) twice. Invariants
+//! are checked every tick and at the end.
 //!
 //! `CHAOS_SECONDS` (default 60) sets the length, `CHAOS_SEED` picks the faults
 //! (default: a fixed seed, so a CI failure replays exactly).
@@ -279,6 +280,35 @@ impl Soak {
         }
     }
 
+    /// Upgrades cpu-server in place (SIGUSR2; the installed binary is the same
+    /// build): the same process must serve again, its rooms' sockets open (the
+    /// sequence pair and every joined client go on), its orbs stopped and
+    /// started again for coached rooms.
+    async fn upgrade(&mut self) {
+        let port = self.port;
+        let Some(server) = &self.server else { return };
+        let pid = server.proc.pid();
+        let before = api(port, "GET", "/api/upgrade").1["completed"].as_u64().unwrap_or(0);
+        server.proc.signal(Signal::SIGUSR2);
+        let done = system_tests::wait::until_true(Duration::from_secs(60), || {
+            api(port, "GET", "/api/upgrade").1["completed"].as_u64() == Some(before + 1)
+        })
+        .await;
+        if !done {
+            self.fail("an upgrade in place completes within 60 s", "not reported done");
+        }
+        let status = api(port, "GET", "/api/upgrade").1;
+        if status["pid"] != pid {
+            self.fail(
+                "an upgrade keeps the server's pid",
+                format!("{pid} became {}", status["pid"]),
+            );
+        }
+        // The new image's OrbManager starts afresh: records count from now.
+        self.server_since = Instant::now();
+        self.counts.add("server_upgrade");
+    }
+
     /// At the end: every coached room's orb is ready (and alive), parked, or queued behind full slots.
     async fn settle(&mut self) {
         let port = self.port;
@@ -407,6 +437,8 @@ async fn chaos_soak_holds_every_invariant() {
         [Signal::SIGKILL, Signal::SIGTERM]
     };
     let mut restarts: Vec<(Duration, Signal)> = vec![(total / 3, kinds[0]), (total * 2 / 3, kinds[1])];
+    // Two upgrades in place, between the restarts.
+    let mut upgrades: Vec<Duration> = vec![total / 6, total / 2];
     let begun = Instant::now();
     let mut ticks: u64 = 0;
     while begun.elapsed() < total && ticks < 1_000_000 {
@@ -416,6 +448,12 @@ async fn chaos_soak_holds_every_invariant() {
         {
             restarts.remove(0);
             soak.restart(signal).await;
+        }
+        if let Some(&at) = upgrades.first()
+            && begun.elapsed() >= at
+        {
+            upgrades.remove(0);
+            soak.upgrade().await;
         }
         match rng.u32(..100) {
             0..30 => soak.toggle(rng.usize(..ROOMS.len()), true).await,
@@ -447,6 +485,17 @@ async fn chaos_soak_holds_every_invariant() {
     }
     if seq.0 == 0 {
         soak.fail("the sequence pair exchanged messages", "no frame checked");
+    }
+    // It reconnects only when its server restarted: an upgrade kept its sockets.
+    let restarts = ["server_sigkill", "server_sigterm"]
+        .iter()
+        .map(|k| soak.counts.0.get(k).copied().unwrap_or(0))
+        .sum::<u64>();
+    if seq.1 > 1 + restarts {
+        soak.fail(
+            "an upgrade keeps the room sockets (the sequence pair reconnects only on restarts)",
+            format!("{} epochs for {restarts} restarts", seq.1),
+        );
     }
     let starts: BTreeMap<String, usize> = ROOMS
         .iter()

@@ -518,3 +518,47 @@ fn a_new_image_that_fails_after_the_exec_ends_the_process_and_the_command_says_s
     let exec = log.find("replacing the program image").expect("the exec");
     assert!(exited < exec, "stopped before the exec:\n{log}");
 }
+
+/// Native TLS (`TLS_CERT`): no TLS session is handed over, so an upgrade closes
+/// `wss://` room sockets with 1012 (reconnect), and the reconnect is served by
+/// the new image on the same listening socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_native_tls_an_upgrade_closes_room_sockets_with_the_reconnect_code() {
+    use system_tests::deploy_tls::{WssClient, client_config};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = system_tests::deploy_tools::TestCert::generate(dir.path());
+    let (pem, key) = (cert.cert.display().to_string(), cert.key.display().to_string());
+    let admin = system_tests::free_port();
+    let server = InstalledServer::start_with_admin(
+        dir.path(),
+        &[("TLS_CERT", pem.as_str()), ("TLS_KEY", key.as_str())],
+        Some(admin),
+    );
+    let config = client_config(&cert.ca);
+    let join = |user: &'static str| {
+        let config = std::sync::Arc::clone(&config);
+        let port = server.port;
+        async move {
+            let mut client = WssClient::connect(&config, port, "tls-room").await.expect("wss");
+            client
+                .send(json!({"type":"join","userId":user,"userName":user,"userRole":"coach"}))
+                .await;
+            assert!(client.recv_type("peer-discovery", T).await.is_some(), "{user} joined");
+            client
+        }
+    };
+    let mut before = join("coach-1").await;
+    let run = tokio::task::block_in_place(|| server.cli(&["upgrade"]));
+    assert_eq!(run.code, Some(0), "{run:?}\n{}", server.proc.stderr());
+    assert_eq!(
+        before.close_code(T).await,
+        Some(1012),
+        "a TLS socket is closed with the reconnect code"
+    );
+    let mut after = join("coach-1").await;
+    after.send(json!({"type":"client_signal","action":"back"})).await;
+    let (_, rooms) = server.api("GET", "/api/rooms", None);
+    assert_eq!(rooms[0]["participants"][0]["userId"], "coach-1", "{rooms}");
+    after.close().await;
+}

@@ -106,6 +106,19 @@ impl WssClient {
         }
     }
 
+    /// Reads (skipping frames) until the server's close frame: its code; `None`
+    /// when the socket ended otherwise or nothing came within `timeout`.
+    pub async fn close_code(&mut self, timeout: Duration) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.socket.next()).await {
+                Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
+                Ok(Some(Ok(_))) => continue,
+                _ => return None,
+            }
+        }
+    }
+
     /// Closes politely (bounded).
     pub async fn close(mut self) {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.socket.close(None)).await;

@@ -21,6 +21,8 @@ pub struct InstalledServer {
     pub port: u16,
     /// Where its binary, state and logs are.
     pub dir: PathBuf,
+    /// Its `ADMIN_HOST` port, when it has one (the CLI and the API go there).
+    pub admin_port: Option<u16>,
 }
 
 /// The installed path in `dir`.
@@ -95,6 +97,12 @@ impl InstalledServer {
     /// Installs the built cpu-server in `dir` and starts it from there with
     /// `extra` on top of [`env`]; waits (bounded) for `/healthz`.
     pub fn start(dir: &Path, extra: &[(&str, &str)]) -> Self {
+        Self::start_with_admin(dir, extra, None)
+    }
+
+    /// Like [`InstalledServer::start`], with the admin API on its own port
+    /// (`ADMIN_HOST`: needed when `CPU_HOST` speaks TLS); ready once that answers.
+    pub fn start_with_admin(dir: &Path, extra: &[(&str, &str)], admin_port: Option<u16>) -> Self {
         install(dir, &crate::binaries::cpu_server());
         let port = crate::free_port();
         let mut command = std::process::Command::new(installed_path(dir));
@@ -105,15 +113,19 @@ impl InstalledServer {
         for (k, v) in extra {
             command.env(k, v);
         }
+        if let Some(admin) = admin_port {
+            command.env("ADMIN_HOST", format!("127.0.0.1:{admin}"));
+        }
         crate::room_harness::register_server_host(&format!("127.0.0.1:{port}"));
         let proc = Proc::spawn("cpu-server", command, dir);
         let server = Self {
             proc,
             port,
             dir: dir.to_path_buf(),
+            admin_port,
         };
         let deadline = Instant::now() + Duration::from_secs(15);
-        while crate::room_harness::http_get(port, "/healthz").map(|(s, _)| s) != Some(200) {
+        while crate::room_harness::http_get(server.api_port(), "/api/upgrade").map(|(s, _)| s) != Some(401) {
             assert!(
                 Instant::now() < deadline,
                 "cpu-server did not start:\n{}",
@@ -124,9 +136,17 @@ impl InstalledServer {
         server
     }
 
+    /// Where the admin API listens.
+    pub fn api_port(&self) -> u16 {
+        self.admin_port.unwrap_or(self.port)
+    }
+
     /// `cpu-server ARGS` (the built binary) against this server, bounded.
     pub fn cli(&self, args: &[&str]) -> CliRun {
-        let env = env(&self.dir, self.port);
+        let mut env = env(&self.dir, self.port);
+        if let Some(admin) = self.admin_port {
+            env.push(("ADMIN_HOST".into(), format!("127.0.0.1:{admin}")));
+        }
         let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         cli(&self.dir, &refs, args, Duration::from_secs(120))
     }
@@ -147,7 +167,7 @@ impl InstalledServer {
     /// `cpu_server_start_time_seconds` from `/metrics`.
     pub fn start_time(&self) -> f64 {
         let token = std::fs::read_to_string(self.dir.join("state/admin-token")).expect("token file");
-        let (_, text) = crate::operator_kit::request(self.port, "GET", "/metrics", Some(token.trim()), None);
+        let (_, text) = crate::operator_kit::request(self.api_port(), "GET", "/metrics", Some(token.trim()), None);
         crate::operator_kit::parse_metrics(&text)
             .get("cpu_server_start_time_seconds")
             .copied()
@@ -157,7 +177,7 @@ impl InstalledServer {
     /// An admin API request with the server's generated token: status and JSON body.
     pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
         let token = std::fs::read_to_string(self.dir.join("state/admin-token")).expect("token file");
-        let (status, text) = crate::operator_kit::request(self.port, method, path, Some(token.trim()), body);
+        let (status, text) = crate::operator_kit::request(self.api_port(), method, path, Some(token.trim()), body);
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
