@@ -32,6 +32,10 @@ pub fn run(source: &Path, settings: &Settings) -> ExitCode {
         eprintln!("cannot read the handover from {}: {e}", source.display());
         return ExitCode::from(EXIT_UNREADABLE);
     }
+    if bytes.len() > MAX_BYTES {
+        eprintln!("the handover preview is larger than {MAX_BYTES} bytes");
+        return ExitCode::from(EXIT_UNREADABLE);
+    }
     let handover = match Handover::parse(&bytes) {
         Ok(handover) => handover,
         Err(e) => {

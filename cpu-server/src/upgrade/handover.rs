@@ -25,8 +25,10 @@ pub const FORMAT: u32 = 2;
 /// The formats this binary reads: its own and the previous release's.
 pub const READABLE: std::ops::RangeInclusive<u32> = 1..=FORMAT;
 
-/// Largest handover read (a document describing listeners, counters and the
-/// upgrade; bounded so a wrong descriptor cannot make us read forever).
+/// Largest handover the preflight's check reads from its stdin (a preview: no
+/// room sockets). The new image reads its memory file whole: it holds what the
+/// old image held in memory (room sockets' unsent bytes included), and a
+/// memory file ends.
 pub const MAX_BYTES: usize = 16 * 1024 * 1024;
 
 /// One handover document.
@@ -123,9 +125,6 @@ pub enum HandoverError {
         /// Newest readable.
         max: u32,
     },
-    /// Larger than [`MAX_BYTES`].
-    #[error("the handover is larger than {MAX_BYTES} bytes")]
-    TooLarge,
 }
 
 /// Only the format, read before the rest (so that a newer document with fields
@@ -143,9 +142,6 @@ impl Handover {
 
     /// Reads a document, refusing formats outside [`READABLE`].
     pub fn parse(bytes: &[u8]) -> Result<Self, HandoverError> {
-        if bytes.len() > MAX_BYTES {
-            return Err(HandoverError::TooLarge);
-        }
         let FormatOnly { format } =
             serde_json::from_slice(bytes).map_err(|e| HandoverError::Malformed(e.to_string()))?;
         if !READABLE.contains(&format) {

@@ -15,7 +15,7 @@ use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::sys::memfd::{MFdFlags, memfd_create};
 use nix::sys::stat::{SFlag, fstat};
 
-use super::handover::{HANDOVER_FD_ENV, Handover, HandoverError, ListenerRole, MAX_BYTES};
+use super::handover::{HANDOVER_FD_ENV, Handover, HandoverError, ListenerRole};
 
 /// Why the new image could not take over what the previous one handed over.
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +92,7 @@ fn take_over(raw: &str) -> Result<TakenOver, TakeOverError> {
         .ok_or_else(|| TakeOverError::NotANumber(raw.to_owned()))?;
     let mut file = File::from(adopt(fd, "the handover memory file", SFlag::S_IFREG)?);
     let mut bytes = Vec::new();
-    (&mut file).take(MAX_BYTES as u64 + 1).read_to_end(&mut bytes)?;
+    file.read_to_end(&mut bytes)?;
     drop(file);
     let handover = Handover::parse(&bytes)?;
     let listener = |role: ListenerRole| -> Result<Option<std::net::TcpListener>, TakeOverError> {

@@ -331,3 +331,6 @@ impl WsSocket {
         .await;
     }
 }
+
+#[cfg(test)]
+mod tests;

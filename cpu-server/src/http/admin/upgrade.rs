@@ -31,7 +31,9 @@ pub async fn start(
     State(state): State<AdminState>,
     Query(query): Query<StartQuery>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
-    let orbs = state.orbs.counts().active;
+    // Warm orbs hold no room: restarting them loses nothing.
+    let counts = state.orbs.counts();
+    let orbs = counts.active.saturating_sub(counts.warm.ready);
     if !query.restart_orbs && orbs > 0 {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
