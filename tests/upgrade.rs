@@ -27,6 +27,29 @@ fn url(server: &InstalledServer, room: &str) -> String {
     format!("ws://127.0.0.1:{}/ws-simple/{room}", server.port)
 }
 
+/// Installs build `b` on odd rounds, the built binary on even ones, and
+/// upgrades to it with the command: upgrade `round` must be done, same pid.
+fn upgrade_round(
+    server: &InstalledServer,
+    dir: &std::path::Path,
+    b: &std::path::Path,
+    round: u64,
+) -> serde_json::Value {
+    let binary = if round % 2 == 1 {
+        b.to_path_buf()
+    } else {
+        system_tests::binaries::cpu_server()
+    };
+    install(dir, &binary);
+    let run = tokio::task::block_in_place(|| server.cli(&["upgrade"]));
+    assert_eq!(run.code, Some(0), "round {round}: {run:?}\n{}", server.proc.stderr());
+    let pid = server.proc.pid();
+    assert!(run.stdout.contains(&format!("upgraded: pid {pid} ")), "{}", run.stdout);
+    let status = wait_completed(server, round);
+    assert_eq!(status["pid"], pid, "same process");
+    status
+}
+
 /// Polls `GET /api/upgrade` until `completed` reaches `n` (bounded).
 fn wait_completed(server: &InstalledServer, n: u64) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -50,7 +73,6 @@ fn wait_completed(server: &InstalledServer, n: u64) -> serde_json::Value {
 async fn upgrades_alternating_two_builds_keep_the_pid_and_the_listener_and_refuse_no_connection() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = InstalledServer::start(dir.path(), &[]);
-    let pid = server.proc.pid();
     let build_a = server.health()["build_id"].as_str().expect("build id").to_owned();
     let b = second_build(dir.path(), &build_a);
     let fds_before = server.fd_count();
@@ -63,17 +85,7 @@ async fn upgrades_alternating_two_builds_keep_the_pid_and_the_listener_and_refus
     let prober = Prober::start(server.port);
     let mut builds = Vec::new();
     for round in 1..=4u64 {
-        let binary = if round % 2 == 1 {
-            b.clone()
-        } else {
-            system_tests::binaries::cpu_server()
-        };
-        install(dir.path(), &binary);
-        let run = tokio::task::block_in_place(|| server.cli(&["upgrade"]));
-        assert_eq!(run.code, Some(0), "round {round}: {run:?}\n{}", server.proc.stderr());
-        assert!(run.stdout.contains(&format!("upgraded: pid {pid} ")), "{}", run.stdout);
-        let status = wait_completed(&server, round);
-        assert_eq!(status["pid"], pid, "same process");
+        let status = upgrade_round(&server, dir.path(), &b, round);
         assert_eq!(status["last"]["result"], "done");
         builds.push(server.health()["build_id"].as_str().expect("build id").to_owned());
         coach
@@ -410,15 +422,7 @@ async fn rooms_keep_their_sockets_and_every_message_in_order_across_upgrades() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     for round in 1..=4u64 {
-        let binary = if round % 2 == 1 {
-            b.clone()
-        } else {
-            system_tests::binaries::cpu_server()
-        };
-        install(dir.path(), &binary);
-        let run = tokio::task::block_in_place(|| server.cli(&["upgrade"]));
-        assert_eq!(run.code, Some(0), "round {round}: {run:?}\n{}", server.proc.stderr());
-        assert_eq!(wait_completed(&server, round)["pid"], server.proc.pid());
+        upgrade_round(&server, dir.path(), &b, round);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);

@@ -43,17 +43,8 @@ impl Lifecycle {
         orbs.shutdown().await;
         info!(open = self.connections.len(), "closing client sockets");
         self.closing.close_all(restart);
-        self.connections.close();
-        if tokio::time::timeout(DRAIN_TIMEOUT, self.connections.wait())
-            .await
-            .is_err()
-        {
-            warn!(
-                open = self.connections.len(),
-                "drain timed out; abandoning the remaining sockets"
-            );
-        }
-        self.http.cancel();
+        self.end_connections("drain timed out; abandoning the remaining sockets")
+            .await;
     }
 
     /// The drain of an upgrade that hands room sockets over: orbs stopped (their
@@ -65,15 +56,19 @@ impl Lifecycle {
         orbs.shutdown().await;
         info!(open = self.connections.len(), "parking room sockets for the new image");
         self.closing.park_all();
+        self.end_connections("parking timed out; the remaining sockets are not handed over")
+            .await;
+    }
+
+    /// Waits (bounded) for the connection tasks told to end, then has the HTTP
+    /// connections finish.
+    async fn end_connections(&self, timed_out: &'static str) {
         self.connections.close();
         if tokio::time::timeout(DRAIN_TIMEOUT, self.connections.wait())
             .await
             .is_err()
         {
-            warn!(
-                open = self.connections.len(),
-                "parking timed out; the remaining sockets are not handed over"
-            );
+            warn!(open = self.connections.len(), "{timed_out}");
         }
         self.http.cancel();
     }

@@ -76,6 +76,33 @@ pub struct AppState {
     pub relay_loops: Option<crate::ws::loops::RelayLoops>,
 }
 
+impl AppState {
+    /// A room connection of this server: socket `id` in `room` from `ip`.
+    pub fn connection(
+        &self,
+        id: crate::rooms::outbox::ConnId,
+        room: String,
+        ip: std::net::IpAddr,
+        credential: crate::auth::Credential,
+        slot: crate::rooms::limits::IpSlot,
+        seat: Option<crate::rooms::seat::SeatReceiver>,
+    ) -> crate::rooms::connection::Connection {
+        crate::rooms::connection::Connection {
+            id,
+            room,
+            ip,
+            registry: self.registry.clone(),
+            auth: self.auth.clone(),
+            credential,
+            settings: self.settings.clone(),
+            stats: self.stats.clone(),
+            closing: self.closing.clone(),
+            slot,
+            seat,
+        }
+    }
+}
+
 /// The TCP peer address of an HTTP connection (set on every request by [`conn`]).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub SocketAddr);

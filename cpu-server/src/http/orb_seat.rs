@@ -19,7 +19,6 @@ use super::conn_limits::ConnSlot;
 use super::ws_upgrade::{ip_slot, refuse, refuse_if_draining, serve_upgraded};
 use super::{AppState, ClientAddr};
 use crate::auth::{Credential, token};
-use crate::rooms::connection::Connection;
 use crate::rooms::seat::seat_channel;
 use crate::ws::handshake::RoomUpgrade;
 
@@ -51,18 +50,7 @@ pub async fn orb_seat(
         Ok(slot) => slot,
         Err(refusal) => return *refusal,
     };
-    let connection = Connection {
-        id: state.next_conn.fetch_add(1, Ordering::Relaxed),
-        room: entry,
-        ip: addr.ip(),
-        registry: state.registry.clone(),
-        auth: state.auth.clone(),
-        credential: Credential::None,
-        settings: state.settings.clone(),
-        stats: state.stats.clone(),
-        closing: state.closing.clone(),
-        slot,
-        seat: Some(receiver),
-    };
+    let id = state.next_conn.fetch_add(1, Ordering::Relaxed);
+    let connection = state.connection(id, entry, addr.ip(), Credential::None, slot, Some(receiver));
     serve_upgraded(&state, upgrade, conn_slot, connection)
 }

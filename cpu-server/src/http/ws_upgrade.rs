@@ -73,19 +73,8 @@ pub async fn ws_simple(
         Ok(slot) => slot,
         Err(refusal) => return *refusal,
     };
-    let connection = Connection {
-        id: state.next_conn.fetch_add(1, Ordering::Relaxed),
-        room: room_id,
-        ip: addr.ip(),
-        registry: state.registry.clone(),
-        auth: state.auth.clone(),
-        credential,
-        settings: state.settings.clone(),
-        stats: state.stats.clone(),
-        closing: state.closing.clone(),
-        slot,
-        seat: None,
-    };
+    let id = state.next_conn.fetch_add(1, Ordering::Relaxed);
+    let connection = state.connection(id, room_id, addr.ip(), credential, slot, None);
     serve_upgraded(&state, upgrade, conn_slot, connection)
 }
 

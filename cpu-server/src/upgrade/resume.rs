@@ -12,7 +12,6 @@ use tracing::{info, warn};
 use super::sockets::SocketEntry;
 use crate::auth::Credential;
 use crate::http::AppState;
-use crate::rooms::connection::Connection;
 use crate::ws::socket::WsSocket;
 
 /// Resumes `sockets` into `state`'s registry and connection tasks; returns how many.
@@ -59,19 +58,8 @@ pub async fn resume(state: &AppState, sockets: Vec<(SocketEntry, std::net::TcpSt
         let Some(link) = links.remove(&entry.conn) else {
             continue;
         };
-        let connection = Connection {
-            id: entry.conn,
-            room: entry.room,
-            ip: entry.ip,
-            registry: state.registry.clone(),
-            auth: state.auth.clone(),
-            credential: Credential::None,
-            settings: state.settings.clone(),
-            stats: state.stats.clone(),
-            closing: state.closing.clone(),
-            slot: state.ip_limiter.acquire_anyway(entry.ip),
-            seat: None,
-        };
+        let slot = state.ip_limiter.acquire_anyway(entry.ip);
+        let connection = state.connection(entry.conn, entry.room, entry.ip, Credential::None, slot, None);
         let user_id = entry.participant.user_id;
         tokio::spawn(state.connections.track_future(connection.resume(socket, user_id, link)));
     }
