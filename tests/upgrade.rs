@@ -566,3 +566,37 @@ async fn over_native_tls_an_upgrade_closes_room_sockets_with_the_reconnect_code(
     assert_eq!(rooms[0]["participants"][0]["userId"], "coach-1", "{rooms}");
     after.close().await;
 }
+
+/// A connection accepted before an upgrade whose request comes only after the
+/// drain ended (a server without orbs drains in a few ms) is still answered: a
+/// connection that has not sent its first request gets a short grace for it
+/// before it is shut down (the upgrade test's prober failed once on this).
+#[test]
+fn a_connection_whose_request_comes_after_the_drain_is_answered() {
+    use std::io::{Read, Write};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = std::sync::Arc::new(InstalledServer::start(dir.path(), &[]));
+    let mut early = std::net::TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+    early.set_read_timeout(Some(T)).expect("timeout");
+    std::thread::sleep(Duration::from_millis(100)); // accepted, no request yet
+    let upgrading = {
+        let server = std::sync::Arc::clone(&server);
+        std::thread::spawn(move || server.cli(&["upgrade"]))
+    };
+    let deadline = Instant::now() + T;
+    while !server.proc.stderr().contains("parking room sockets for the new image") {
+        assert!(Instant::now() < deadline, "no drain:\n{}", server.proc.stderr());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // The drain is over (no orbs, no sockets): HTTP connections are being shut down.
+    std::thread::sleep(Duration::from_millis(40));
+    early
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("send the request");
+    let mut answer = String::new();
+    let _ = early.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "answered: {answer:?}");
+    let run = upgrading.join().expect("cli thread");
+    assert_eq!(run.code, Some(0), "{run:?}");
+}

@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -27,6 +28,13 @@ use tracing::debug;
 use super::ClientAddr;
 use super::conn_limits::ConnSlot;
 use crate::settings::ConnectionSettings;
+
+/// When the server stops (a drain's end, before an upgrade's exec), how long a
+/// connection that has not sent its first request yet still gets for it: it was
+/// accepted before the stop, so its request is answered, not dropped unread.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(250);
+/// How often that wait looks whether the request came.
+const FIRST_REQUEST_POLL: Duration = Duration::from_millis(5);
 
 /// What every connection of one listener shares.
 pub struct Shared {
@@ -100,7 +108,10 @@ async fn serve_http<I>(io: I, peer: SocketAddr, slot: Arc<ConnSlot>, shared: &Sh
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let requested = Arc::new(AtomicBool::new(false));
+    let seen = Arc::clone(&requested);
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        seen.store(true, Ordering::Relaxed);
         if !request.headers().contains_key(UPGRADE) {
             slot.request_received();
         }
@@ -117,8 +128,24 @@ where
             }
             return;
         }
-        () = stop.cancelled() => connection.as_mut().graceful_shutdown(),
+        () = stop.cancelled() => {}
     }
+    // Bounded by FIRST_REQUEST_GRACE; the connection keeps being served meanwhile.
+    let grace = tokio::time::sleep(FIRST_REQUEST_GRACE);
+    let mut grace = pin!(grace);
+    while !requested.load(Ordering::Relaxed) {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    debug!(%peer, error = %e, "connection ended while stopping");
+                }
+                return;
+            }
+            () = &mut grace => break,
+            () = tokio::time::sleep(FIRST_REQUEST_POLL) => {}
+        }
+    }
+    connection.as_mut().graceful_shutdown();
     if let Err(e) = connection.await {
         debug!(%peer, error = %e, "connection ended while stopping");
     }
