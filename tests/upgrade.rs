@@ -384,11 +384,12 @@ async fn seq_side(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rooms_keep_their_sockets_and_every_message_in_order_across_upgrades() {
+async fn rooms_keep_their_sockets_and_every_message_in_order_across_ten_upgrades() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU64};
 
     const ROOMS: usize = 6;
+    const UPGRADES: u64 = 10;
     let dir = tempfile::tempdir().expect("tempdir");
     let server = InstalledServer::start(dir.path(), &[]);
     let build_a = server.health()["build_id"].as_str().expect("build id").to_owned();
@@ -421,10 +422,12 @@ async fn rooms_keep_their_sockets_and_every_message_in_order_across_upgrades() {
         )));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    for round in 1..=4u64 {
+    let rss_before = system_tests::procfs::rss_bytes(server.proc.pid() as i32).unwrap_or(0);
+    for round in 1..=UPGRADES {
         upgrade_round(&server, dir.path(), &b, round);
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
     }
+    let rss_after = system_tests::procfs::rss_bytes(server.proc.pid() as i32).unwrap_or(0);
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let mut total = 0;
     let mut traces = Vec::new();
@@ -451,7 +454,12 @@ async fn rooms_keep_their_sockets_and_every_message_in_order_across_upgrades() {
             .stderr()
             .contains("room sockets taken over from the previous program image")
     );
-    eprintln!("{total} numbered messages relayed across 4 upgrades, none lost, duplicated or reordered");
+    eprintln!("{total} numbered messages relayed across {UPGRADES} upgrades, none lost, duplicated or reordered");
+    // Each image starts its heap afresh: memory does not pile up across upgrades.
+    assert!(
+        rss_after <= rss_before + rss_before / 2 + 8 * 1024 * 1024,
+        "RSS {rss_before} before the upgrades, {rss_after} after"
+    );
     // The sides closed their sockets: the server is back to its baseline.
     let settled = Instant::now() + Duration::from_secs(5);
     while server.fd_count() != fds_before && Instant::now() < settled {

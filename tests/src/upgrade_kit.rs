@@ -36,8 +36,21 @@ pub fn install(dir: &Path, binary: &Path) {
     let target = installed_path(dir);
     std::fs::create_dir_all(target.parent().expect("bin dir")).expect("bin dir");
     let staged = target.with_extension("new");
-    std::fs::copy(binary, &staged).expect("stage the binary");
+    copy_out_of_process(binary, &staged);
     std::fs::rename(&staged, &target).expect("install the binary");
+}
+
+/// Copies `from` to `to` with `cp`, so that no process this test process forks
+/// can inherit a descriptor open for writing on a file that is executed next
+/// (`execve` fails with "Text file busy" while one exists; tests run in parallel).
+fn copy_out_of_process(from: &Path, to: &Path) {
+    let status = std::process::Command::new("cp")
+        .arg("--")
+        .arg(from)
+        .arg(to)
+        .status()
+        .expect("run cp");
+    assert!(status.success(), "cp {} {}: {status}", from.display(), to.display());
 }
 
 /// Installs a shell script as the binary.
@@ -67,9 +80,11 @@ pub fn second_build(dir: &Path, build_id: &str) -> PathBuf {
         .expect("the build id's bytes are in the file");
     let mut copy = original;
     copy[at + id.len() - 1] ^= 0x5a;
+    let written = dir.join("cpu-server-b.written");
+    std::fs::write(&written, copy).expect("write second build");
+    set_mode(&written, 0o755);
     let path = dir.join("cpu-server-b");
-    std::fs::write(&path, copy).expect("write second build");
-    set_mode(&path, 0o755);
+    copy_out_of_process(&written, &path);
     path
 }
 
