@@ -175,6 +175,10 @@ async fn a_binary_that_fails_its_preflight_leaves_the_server_and_its_room_as_the
             &["exit 65", "not a handover document"],
         ),
     ];
+    // A malformed option is refused with a JSON error, and nothing starts.
+    let (status, body) = server.api("POST", "/api/upgrade?restart_orbs=maybe", None);
+    assert_eq!((status, body["code"].as_str()), (400, Some("bad_query")), "{body}");
+    assert_eq!(server.upgrade_status()["state"], "idle");
     // With an orb running, the command refuses unless told that orbs may restart.
     let (code, orb) = server.api("POST", "/api/orbs", Some(r#"{"room":"orb-room"}"#));
     assert!(code == 201 || code == 200, "{code} {orb}");

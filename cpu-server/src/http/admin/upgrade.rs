@@ -9,6 +9,7 @@
 //! its id and pause.
 
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
@@ -29,8 +30,14 @@ pub struct StartQuery {
 /// `POST /api/upgrade[?restart_orbs=true]`.
 pub async fn start(
     State(state): State<AdminState>,
-    Query(query): Query<StartQuery>,
+    query: Result<Query<StartQuery>, QueryRejection>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let Query(query) = query.map_err(|e| {
+        ApiError::bad_request(
+            "bad_query",
+            format!("{}: the only option is restart_orbs=true", e.body_text()),
+        )
+    })?;
     // Warm orbs hold no room: restarting them loses nothing.
     let counts = state.orbs.counts();
     let orbs = counts.active.saturating_sub(counts.warm.ready);
