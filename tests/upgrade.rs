@@ -612,3 +612,49 @@ fn a_connection_whose_request_comes_after_the_drain_is_answered() {
     let run = upgrading.join().expect("cli thread");
     assert_eq!(run.code, Some(0), "{run:?}");
 }
+
+/// An orb that sends its session summary when asked to stop gracefully, then exits.
+const SUMMARISING_ORB: &str = r#"ready
+( while beat; do sleep 0.1; done ) &
+while read -r line <&3; do
+  case "$line" in *shutdown_graceful*)
+    printf '{"type":"session_summary","roomId":"%s","sessionId":"%s","summary":{"summary":"goals discussed","turns":1,"truncated":false}}\n' "$room" "$SESSION_ID" >&3
+    printf '{"type":"orb_shutdown","reason":"system_shutdown"}\n' >&3
+    kill $!; exit 0;;
+  esac
+done
+"#;
+
+/// The session summaries of the orbs an upgrade stops (and any kept before)
+/// are handed over: the new image answers them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_summaries_survive_an_upgrade() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let program = system_tests::manager_kit::fake_orb(dir.path(), "summarising-orb", SUMMARISING_ORB);
+    let (d, program) = (dir.path().display().to_string(), program.display().to_string());
+    let server = InstalledServer::start(
+        dir.path(),
+        &[
+            ("GPU_SERVER_PATH", d.as_str()),
+            ("ORB_COMMAND", program.as_str()),
+            ("ORB_TEST_DIR", d.as_str()),
+        ],
+    );
+    let (code, orb) = server.api("POST", "/api/orbs", Some(r#"{"room":"r-sum"}"#));
+    assert!(code == 201 || code == 200, "{code} {orb}");
+    let ready = Instant::now() + T;
+    let session = loop {
+        let (_, record) = server.api("GET", "/api/orbs/r-sum", None);
+        if record["state"] == "ready" {
+            break record["session"].as_str().expect("session").to_owned();
+        }
+        assert!(Instant::now() < ready, "orb not ready:\n{}", server.proc.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let run = tokio::task::block_in_place(|| server.cli(&["upgrade", "--restart-orbs"]));
+    assert_eq!(run.code, Some(0), "{run:?}\n{}", server.proc.stderr());
+    let (status, body) = server.api("GET", "/api/orbs/r-sum/summary", None);
+    assert_eq!(status, 200, "the new image has the stopped orb's summary: {body}");
+    assert_eq!(body["session"], session.as_str());
+    assert_eq!(body["summary"]["summary"], "goals discussed");
+}

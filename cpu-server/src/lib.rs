@@ -177,6 +177,9 @@ pub async fn serve_until(
         Arc::clone(&metrics),
     );
     reopen_orb_logs_on_sighup(orbs.clone())?;
+    if let Some(handover) = inherited {
+        orbs.import_summaries(handover.summaries.clone()).await;
+    }
     let auth = auth::Auth::new(&settings.security, Arc::new(orbs.clone()));
     auth.log_startup();
     let lifecycle = Lifecycle::default();
@@ -350,6 +353,7 @@ pub async fn serve_until(
     let (entries, mut keep) = upgrade::sockets::entries(&registry_for_upgrade, &lifecycle.closing.parked).await;
     handover.sockets = entries;
     handover.started_at_s = started_at_s;
+    handover.summaries = orbs.export_summaries().await;
     let mut fds = kept.into_fds();
     fds.append(&mut keep);
     let exec = upgrade::Exec::prepare(&handover, fds, upgrade_start.installed, orbs.spawner())

@@ -115,6 +115,7 @@ mod tests {
             upgrades_before: 0,
             admin_token: None,
             started_at_s: 0.0,
+            summaries: Vec::new(),
             sockets: Vec::new(),
         }
     }

@@ -150,6 +150,8 @@ pub(crate) enum Command {
     ResetWarmPool(oneshot::Sender<lifecycle::WarmPoolView>),
     Events(String, oneshot::Sender<Option<RoomTimeline>>),
     Summary(String, oneshot::Sender<Option<summaries::StoredSummary>>),
+    ExportSummaries(oneshot::Sender<Vec<summaries::StoredSummary>>),
+    ImportSummaries(Vec<summaries::StoredSummary>),
     Shutdown(oneshot::Sender<()>),
     VerifyToken {
         room: String,
@@ -248,6 +250,19 @@ impl OrbsHandle {
     /// The room's last session summary (`None`: none kept).
     pub async fn summary(&self, room: &str) -> Option<summaries::StoredSummary> {
         self.ask(|tx| Command::Summary(room.to_owned(), tx)).await.flatten()
+    }
+
+    /// Every session summary kept (for an upgrade's handover, after the orbs stopped
+    /// and sent theirs).
+    pub async fn export_summaries(&self) -> Vec<summaries::StoredSummary> {
+        self.ask(Command::ExportSummaries).await.unwrap_or_default()
+    }
+
+    /// Takes over the session summaries a previous program image kept.
+    pub async fn import_summaries(&self, kept: Vec<summaries::StoredSummary>) {
+        if !kept.is_empty() {
+            let _ = self.commands.send(Command::ImportSummaries(kept)).await;
+        }
     }
 
     /// Stops every orb at once; answers after the last one exited.

@@ -23,7 +23,7 @@ pub const MAX_TOTAL_BYTES: usize = 32 * 1024 * 1024;
 pub const RETENTION_MS: u64 = 60 * 60 * 1000;
 
 /// One room's last summary.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StoredSummary {
     /// The room.
     pub room: String,
@@ -95,6 +95,33 @@ impl Summaries {
         self.rooms.insert(room.to_owned(), stored);
         tracing::info!(%room, %session, bytes, ?turns, ?truncated, "session summary kept");
         Kept::Kept { bytes }
+    }
+
+    /// Every summary kept and not expired at `now_ms` (for an upgrade's handover).
+    pub fn export(&self, now_ms: u64) -> Vec<StoredSummary> {
+        let mut all: Vec<StoredSummary> = self
+            .rooms
+            .values()
+            .filter(|s| now_ms.saturating_sub(s.received_at_ms) < RETENTION_MS)
+            .cloned()
+            .collect();
+        all.sort_by_key(|s| s.received_at_ms);
+        all
+    }
+
+    /// Takes over summaries a previous program image kept, oldest first, under
+    /// the same bounds as [`Summaries::keep`] (their contents are not logged).
+    pub fn import(&mut self, summaries: Vec<StoredSummary>, now_ms: u64) {
+        for stored in summaries {
+            let bytes = stored.summary.len();
+            if bytes > MAX_SUMMARY_BYTES || now_ms.saturating_sub(stored.received_at_ms) >= RETENTION_MS {
+                continue;
+            }
+            self.forget(&stored.room);
+            self.make_room(now_ms, bytes);
+            self.total_bytes += bytes;
+            self.rooms.insert(stored.room.clone(), stored);
+        }
     }
 
     /// `room`'s last summary, unless older than [`RETENTION_MS`] at `now_ms`.
@@ -228,5 +255,28 @@ mod tests {
         assert!(s.get("big-0", 100).is_none());
         s.keep("late", "s", RETENTION_MS + 1000, &summary("c"));
         assert_eq!(s.len(), 1, "everything older than the retention is gone");
+    }
+
+    #[test]
+    fn summaries_exported_then_imported_are_kept_as_they_were_and_the_expired_are_not() {
+        let mut old = Summaries::default();
+        let now = 10 * RETENTION_MS;
+        old.keep("r1", "s1", now - 1000, &json!({"summary": "one", "turns": 1}));
+        old.keep("r2", "s2", now - 500, &json!({"summary": "two", "turns": 2}));
+        old.keep("gone", "s0", now - RETENTION_MS - 1, &json!({"summary": "old"}));
+        let exported = old.export(now);
+        assert_eq!(
+            exported.iter().map(|s| s.room.as_str()).collect::<Vec<_>>(),
+            ["r1", "r2"]
+        );
+        let mut new = Summaries::default();
+        new.import(exported, now);
+        assert_eq!(new.get("r1", now), old.get("r1", now));
+        assert_eq!(new.get("r2", now).map(|s| s.session), Some("s2".to_owned()));
+        assert_eq!(new.get("gone", now), None);
+        assert_eq!(
+            new.total_bytes(),
+            old.get("r1", now).map_or(0, |s| s.summary.len()) + old.get("r2", now).map_or(0, |s| s.summary.len())
+        );
     }
 }

@@ -54,6 +54,10 @@ pub struct Handover {
     /// an upgrade keeps it: the service did not restart.
     #[serde(default)]
     pub started_at_s: f64,
+    /// The rooms' last session summaries (format 2): the orbs the upgrade
+    /// stopped sent theirs as they stopped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub summaries: Vec<crate::orbs::summaries::StoredSummary>,
     /// Room sockets handed over, joined (format 2).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sockets: Vec<SocketEntry>,
@@ -188,6 +192,7 @@ mod tests {
             upgrades_before: 2,
             admin_token: Some("t0k3n".to_owned()),
             started_at_s: 1_700_000_000.5,
+            summaries: Vec::new(),
             sockets: Vec::new(),
         }
     }

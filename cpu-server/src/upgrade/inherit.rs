@@ -215,6 +215,7 @@ mod tests {
             upgrades_before: 0,
             admin_token: None,
             started_at_s: 0.0,
+            summaries: Vec::new(),
             sockets: Vec::new(),
         };
         // Given up as a number, as `execve` would leave it.

@@ -66,6 +66,7 @@ impl KeptListeners {
             upgrades_before,
             admin_token,
             started_at_s: 0.0,
+            summaries: Vec::new(),
             sockets: Vec::new(),
         }
     }
@@ -86,6 +87,7 @@ impl KeptListeners {
             upgrades_before,
             admin_token: None,
             started_at_s: 0.0,
+            summaries: Vec::new(),
             sockets: Vec::new(),
         })
     }

@@ -53,6 +53,16 @@ impl Manager {
             Command::Summary(room, reply) => {
                 let _ = reply.send(self.summaries.get(&room, wall_ms()));
             }
+            Command::ExportSummaries(reply) => {
+                let _ = reply.send(self.summaries.export(wall_ms()));
+            }
+            Command::ImportSummaries(kept) => {
+                tracing::info!(
+                    rooms = kept.len(),
+                    "session summaries taken over from the previous program image"
+                );
+                self.summaries.import(kept, wall_ms());
+            }
             Command::Reset(room, reply) => {
                 let result = self.life.reset(&room, now);
                 self.carry_out_pending();
