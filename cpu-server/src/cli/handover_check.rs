@@ -90,34 +90,19 @@ pub fn listeners_match(handover: &Handover, listen: SocketAddr, admin: Option<So
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upgrade::handover::{Counters, FORMAT, Listener, UpgradeRecord};
+    use crate::upgrade::handover::{Listener, UpgradeRecord};
 
     fn handover(listeners: &[(ListenerRole, &str)]) -> Handover {
-        Handover {
-            format: FORMAT,
-            upgrade: UpgradeRecord {
-                id: "u".to_owned(),
-                from_build: "a".to_owned(),
-                to_build: String::new(),
-                origin: "api".to_owned(),
-                committed_at_ms: 0,
-            },
-            listeners: listeners
-                .iter()
-                .enumerate()
-                .map(|(i, (role, addr))| Listener {
-                    role: *role,
-                    fd: 3 + i as i32,
-                    addr: addr.parse().expect("addr"),
-                })
-                .collect(),
-            counters: Counters::default(),
-            upgrades_before: 0,
-            admin_token: None,
-            started_at_s: 0.0,
-            summaries: Vec::new(),
-            sockets: Vec::new(),
-        }
+        let listeners = listeners
+            .iter()
+            .enumerate()
+            .map(|(i, (role, addr))| Listener {
+                role: *role,
+                fd: 3 + i as i32,
+                addr: addr.parse().expect("addr"),
+            })
+            .collect();
+        Handover::bare(UpgradeRecord::default(), listeners)
     }
 
     fn addr(a: &str) -> SocketAddr {

@@ -250,23 +250,13 @@ pub fn now_ms() -> u64 {
 mod tests {
     use std::path::PathBuf;
 
-    use super::super::handover::{Counters, FORMAT};
+    use super::super::handover::FORMAT;
     use super::*;
 
     fn setup(installed: Option<Installed>) -> Setup {
         Setup {
             installed,
-            preview: Box::new(|upgrade| Handover {
-                format: FORMAT,
-                upgrade,
-                listeners: Vec::new(),
-                counters: Counters::default(),
-                upgrades_before: 0,
-                admin_token: None,
-                started_at_s: 0.0,
-                summaries: Vec::new(),
-                sockets: Vec::new(),
-            }),
+            preview: Box::new(|upgrade| Handover::bare(upgrade, Vec::new())),
             inherited: None,
             completed: 0,
             timeout: Duration::from_secs(10),

@@ -99,7 +99,7 @@ pub struct Counters {
 }
 
 /// One upgrade: who asked, from which build to which, when it committed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpgradeRecord {
     /// Its id (given to whoever asked, to recognise the outcome).
     pub id: String,
@@ -139,6 +139,22 @@ struct FormatOnly {
 }
 
 impl Handover {
+    /// A document of this binary's format for `upgrade` and `listeners`,
+    /// carrying nothing else yet.
+    pub fn bare(upgrade: UpgradeRecord, listeners: Vec<Listener>) -> Self {
+        Self {
+            format: FORMAT,
+            upgrade,
+            listeners,
+            counters: Counters::default(),
+            upgrades_before: 0,
+            admin_token: None,
+            started_at_s: 0.0,
+            summaries: Vec::new(),
+            sockets: Vec::new(),
+        }
+    }
+
     /// The document as JSON.
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()

@@ -193,30 +193,17 @@ mod tests {
     fn a_handover_and_its_listener_are_taken_over_by_number() {
         use std::os::fd::IntoRawFd;
 
-        use super::super::handover::{Counters, FORMAT, Listener, UpgradeRecord};
+        use super::super::handover::{Listener, UpgradeRecord};
 
         let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = socket.local_addr().expect("addr");
-        let handover = |fd: RawFd, addr: std::net::SocketAddr| Handover {
-            format: FORMAT,
-            upgrade: UpgradeRecord {
-                id: "u".to_owned(),
-                from_build: "a".to_owned(),
-                to_build: "b".to_owned(),
-                origin: "test".to_owned(),
-                committed_at_ms: 0,
-            },
-            listeners: vec![Listener {
+        let handover = |fd: RawFd, addr: std::net::SocketAddr| {
+            let listener = Listener {
                 role: ListenerRole::Public,
                 fd,
                 addr,
-            }],
-            counters: Counters::default(),
-            upgrades_before: 0,
-            admin_token: None,
-            started_at_s: 0.0,
-            summaries: Vec::new(),
-            sockets: Vec::new(),
+            };
+            Handover::bare(UpgradeRecord::default(), vec![listener])
         };
         // Given up as a number, as `execve` would leave it.
         let fd = socket.into_raw_fd();

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use super::handover::{FORMAT, Handover, Listener, ListenerRole, UpgradeRecord};
+use super::handover::{Handover, Listener, ListenerRole, UpgradeRecord};
 use crate::rooms::stats::RelayStats;
 
 /// The duplicates, by role, with the address each is bound to.
@@ -59,15 +59,10 @@ impl KeptListeners {
         admin_token: Option<String>,
     ) -> Handover {
         Handover {
-            format: FORMAT,
-            upgrade,
-            listeners: self.entries(),
             counters: stats.counters(),
             upgrades_before,
             admin_token,
-            started_at_s: 0.0,
-            summaries: Vec::new(),
-            sockets: Vec::new(),
+            ..Handover::bare(upgrade, self.entries())
         }
     }
 
@@ -80,15 +75,9 @@ impl KeptListeners {
     ) -> Box<dyn Fn(UpgradeRecord) -> Handover + Send> {
         let listeners = self.entries();
         Box::new(move |upgrade| Handover {
-            format: FORMAT,
-            upgrade,
-            listeners: listeners.clone(),
             counters: stats.counters(),
             upgrades_before,
-            admin_token: None,
-            started_at_s: 0.0,
-            summaries: Vec::new(),
-            sockets: Vec::new(),
+            ..Handover::bare(upgrade, listeners.clone())
         })
     }
 
