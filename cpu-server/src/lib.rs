@@ -201,15 +201,8 @@ pub async fn serve_until(
     // Copies of the listening sockets, kept for an upgrade: once the accept
     // loops let theirs go, these keep the sockets listening across the exec.
     let kept = upgrade::KeptListeners::of(&listener, admin_listener.as_ref())?;
-    let (upgrades, mut commits) = upgrade::controller::spawn(upgrade::controller::Setup {
-        installed: upgrade_start.as_ref().map(|u| u.installed.clone()),
-        preview: kept.preview(Arc::clone(&stats), inherited_count(inherited)),
-        inherited: inherited.map(|h| upgrade::controller::done(&h.upgrade)),
-        completed: inherited_count(inherited),
-        timeout: upgrade::preflight::TIMEOUT,
-    });
-    if let Some(handover) = inherited {
-        let done = upgrade::controller::done(&handover.upgrade);
+    let done = inherited.map(|h| upgrade::controller::done(&h.upgrade));
+    if let Some(done) = &done {
         info!(
             id = %done.id,
             from = %done.from_build,
@@ -218,6 +211,13 @@ pub async fn serve_until(
             "upgraded in place: serving the handed-over listeners"
         );
     }
+    let (upgrades, mut commits) = upgrade::controller::spawn(upgrade::controller::Setup {
+        installed: upgrade_start.as_ref().map(|u| u.installed.clone()),
+        preview: kept.preview(Arc::clone(&stats), inherited_count(inherited)),
+        inherited: done,
+        completed: inherited_count(inherited),
+        timeout: upgrade::preflight::TIMEOUT,
+    });
     upgrade_on_sigusr2(upgrades.clone())?;
     let connections = settings.connections;
     let trusted_proxies = settings.rooms.trusted_proxies.clone();
@@ -246,7 +246,6 @@ pub async fn serve_until(
         relay_loops: Some(relay_loops),
     };
     upgrade::resume::resume(&state, resumed).await;
-    let registry_for_upgrade = state.registry.clone();
     let (public, admin_server) = match admin_listener {
         None => {
             let events = http::pages::events_router(admin.clone(), lifecycle.draining.clone());
@@ -311,7 +310,7 @@ pub async fn serve_until(
     lifecycle.draining.cancel();
     let drained = async {
         match &commit {
-            None => lifecycle.drain(&orbs, false).await,
+            None => lifecycle.drain(&orbs).await,
             Some(_) => lifecycle.park(&orbs).await,
         }
     };
@@ -350,7 +349,7 @@ pub async fn serve_until(
         inherited_count(upgrade_start.inherited.as_ref()),
         carried_token,
     );
-    let (entries, mut keep) = upgrade::sockets::entries(&registry_for_upgrade, &lifecycle.closing.parked).await;
+    let (entries, mut keep) = upgrade::sockets::entries(&vital.1, &lifecycle.closing.parked).await;
     handover.sockets = entries;
     handover.started_at_s = started_at_s;
     handover.summaries = orbs.export_summaries().await;

@@ -36,13 +36,12 @@ pub struct Lifecycle {
 }
 
 impl Lifecycle {
-    /// Runs the drain after `draining` was cancelled and the listener stopped;
-    /// `restart`: for an upgrade (sockets are told to reconnect).
-    pub async fn drain(&self, orbs: &OrbsHandle, restart: bool) {
+    /// Runs the drain after `draining` was cancelled and the listener stopped.
+    pub async fn drain(&self, orbs: &OrbsHandle) {
         info!("stopping orbs");
         orbs.shutdown().await;
         info!(open = self.connections.len(), "closing client sockets");
-        self.closing.close_all(restart);
+        self.closing.close_all(false);
         self.end_connections("drain timed out; abandoning the remaining sockets")
             .await;
     }

@@ -144,7 +144,6 @@ impl Connection {
                 self.closing.parked.park(Parked {
                     conn: self.id,
                     ip: self.ip,
-                    room: self.room.clone(),
                     socket,
                 });
                 return;

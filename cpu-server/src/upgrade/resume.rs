@@ -19,7 +19,9 @@ pub async fn resume(state: &AppState, sockets: Vec<(SocketEntry, std::net::TcpSt
     if sockets.is_empty() {
         return 0;
     }
+    // Rooms in the order the document lists them, members in join order.
     let mut rooms: Vec<(String, Vec<_>)> = Vec::new();
+    let mut room_at: HashMap<String, usize> = HashMap::new();
     let mut resumed = Vec::new();
     for (entry, stream) in sockets {
         let (unread, unsent) = match entry.bytes() {
@@ -36,7 +38,6 @@ pub async fn resume(state: &AppState, sockets: Vec<(SocketEntry, std::net::TcpSt
                 continue;
             }
         };
-        let _ = tcp.set_nodelay(true);
         let socket = WsSocket::resume(
             tcp,
             &unread,
@@ -45,10 +46,11 @@ pub async fn resume(state: &AppState, sockets: Vec<(SocketEntry, std::net::TcpSt
             state.settings.ws_send_queue,
         );
         let member = (entry.conn, entry.participant.clone(), socket.outbox().clone());
-        match rooms.iter_mut().find(|(room, _)| *room == entry.room) {
-            Some((_, members)) => members.push(member),
-            None => rooms.push((entry.room.clone(), vec![member])),
-        }
+        let at = *room_at.entry(entry.room.clone()).or_insert_with(|| {
+            rooms.push((entry.room.clone(), Vec::new()));
+            rooms.len() - 1
+        });
+        rooms[at].1.push(member);
         state.next_conn.fetch_max(entry.conn + 1, Ordering::Relaxed);
         resumed.push((entry, socket));
     }

@@ -30,9 +30,7 @@ pub struct Parked {
     pub conn: ConnId,
     /// The peer's address.
     pub ip: IpAddr,
-    /// Its room.
-    pub room: String,
-    /// The socket.
+    /// The socket (its room is the registry's to say).
     pub socket: WsSocket,
 }
 
