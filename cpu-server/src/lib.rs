@@ -110,6 +110,10 @@ pub struct UpgradeStart {
     pub inherited: Option<upgrade::handover::Handover>,
     /// The room sockets it handed over, adopted.
     pub sockets: Vec<(upgrade::sockets::SocketEntry, std::net::TcpStream)>,
+    /// The orbs it handed over, adopted.
+    pub orbs: Option<orbs::handover::OrbsTakeover>,
+    /// The orb spawner, run on the thread that will replace the image.
+    pub spawner: orbs::spawner::Spawner,
 }
 
 /// How [`serve_until`] ended.
@@ -137,6 +141,7 @@ pub async fn serve_until(
         .as_mut()
         .map(|u| std::mem::take(&mut u.sockets))
         .unwrap_or_default();
+    let orbs_taken = upgrade_start.as_mut().and_then(|u| u.orbs.take());
     let local = listener.local_addr()?;
     let tls = settings.tls.as_ref().map(http::tls::load_config).transpose()?;
     let inherited = upgrade_start.as_ref().and_then(|u| u.inherited.as_ref());
@@ -175,6 +180,7 @@ pub async fn serve_until(
         (local, loopback_host(local)),
         settings.security.isolation(),
         Arc::clone(&metrics),
+        (upgrade_start.as_ref().map(|u| u.spawner.clone()), orbs_taken),
     );
     reopen_orb_logs_on_sighup(orbs.clone())?;
     if let Some(handover) = inherited {
@@ -308,10 +314,21 @@ pub async fn serve_until(
         }
     }
     lifecycle.draining.cancel();
+    // Orbs go to the new image alive unless asked otherwise or they cannot.
+    let keep_orbs = match &commit {
+        Some(commit) if !commit.restart_orbs => match orbs.handover_refusal() {
+            None => true,
+            Some(why) => {
+                info!(%why, "the orbs are stopped for the upgrade");
+                false
+            }
+        },
+        _ => false,
+    };
     let drained = async {
         match &commit {
             None => lifecycle.drain(&orbs).await,
-            Some(_) => lifecycle.park(&orbs).await,
+            Some(_) => lifecycle.park(&orbs, keep_orbs).await,
         }
     };
     tokio::select! {
@@ -352,10 +369,23 @@ pub async fn serve_until(
     let (entries, mut keep) = upgrade::sockets::entries(&vital.1, &lifecycle.closing.parked).await;
     handover.sockets = entries;
     handover.started_at_s = started_at_s;
-    handover.summaries = orbs.export_summaries().await;
     let mut fds = kept.into_fds();
     fds.append(&mut keep);
-    let exec = upgrade::Exec::prepare(&handover, fds, upgrade_start.installed, orbs.spawner())
+    if keep_orbs {
+        match orbs.hand_over().await {
+            Ok(orbs) => {
+                handover.orbs = Some(orbs.document);
+                fds.extend(orbs.fds);
+            }
+            Err(why) => {
+                // Their sockets are handed over; the new image sees them leave as the orbs stop.
+                warn!(%why, "the orbs cannot be handed over; stopping them");
+                orbs.shutdown().await;
+            }
+        }
+    }
+    handover.summaries = orbs.export_summaries().await;
+    let exec = upgrade::Exec::prepare(&handover, fds, upgrade_start.installed)
         .map_err(|e| anyhow::anyhow!("cannot prepare the handover: {e}"))?;
     Ok(Ending::Upgrade(exec))
 }

@@ -104,78 +104,100 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let ending = runtime.block_on(async move {
-        let listen = settings.listen;
-        let (listener, admin, inherited) = match taken {
-            Some(TakenOver {
-                handover,
-                public,
-                admin,
-                sockets,
-            }) => {
-                let adopt = |l: std::net::TcpListener| tokio::net::TcpListener::from_std(l);
-                match (adopt(public), admin.map(adopt).transpose()) {
-                    (Ok(public), Ok(admin)) => (public, admin, Some((handover, sockets))),
-                    (Err(e), _) | (_, Err(e)) => {
-                        eprintln!("cannot serve the handed-over listeners: {e}");
-                        return Err(ExitCode::FAILURE);
+    // Every orb is forked on this thread, and the image is replaced from it (see
+    // `orbs::spawner`); the server runs on a thread of its own.
+    let (spawner, spawn_jobs) = cpu_server::orbs::spawner::Spawner::channel(settings.orbs.max_concurrent);
+    let stopper = spawner.clone();
+    let handle = runtime.handle().clone();
+    let server = std::thread::Builder::new().name("server".to_owned()).spawn(move || {
+        let ending = runtime.block_on(async move {
+            let listen = settings.listen;
+            let (listener, admin, inherited) = match taken {
+                Some(TakenOver {
+                    handover,
+                    public,
+                    admin,
+                    sockets,
+                    orbs,
+                }) => {
+                    let adopt = |l: std::net::TcpListener| tokio::net::TcpListener::from_std(l);
+                    match (adopt(public), admin.map(adopt).transpose()) {
+                        (Ok(public), Ok(admin)) => (public, admin, Some((handover, sockets, orbs))),
+                        (Err(e), _) | (_, Err(e)) => {
+                            eprintln!("cannot serve the handed-over listeners: {e}");
+                            return Err(ExitCode::FAILURE);
+                        }
                     }
                 }
-            }
-            None => match tokio::net::TcpListener::bind(listen).await {
-                Ok(listener) => (listener, None, None),
+                None => match tokio::net::TcpListener::bind(listen).await {
+                    Ok(listener) => (listener, None, None),
+                    Err(e) => {
+                        eprintln!("cannot listen on CPU_HOST={listen}: {e}");
+                        return Err(ExitCode::FAILURE);
+                    }
+                },
+            };
+            let mut signals = match Signals::install() {
+                Ok(signals) => signals,
                 Err(e) => {
-                    eprintln!("cannot listen on CPU_HOST={listen}: {e}");
+                    eprintln!("cannot install signal handlers: {e}");
                     return Err(ExitCode::FAILURE);
                 }
-            },
-        };
-        let mut signals = match Signals::install() {
-            Ok(signals) => signals,
-            Err(e) => {
-                eprintln!("cannot install signal handlers: {e}");
+            };
+            if let Err(e) = reopen_logs_on_sighup(log_file, dropped) {
+                eprintln!("cannot install the SIGHUP handler: {e}");
                 return Err(ExitCode::FAILURE);
             }
-        };
-        if let Err(e) = reopen_logs_on_sighup(log_file, dropped) {
-            eprintln!("cannot install the SIGHUP handler: {e}");
-            return Err(ExitCode::FAILURE);
-        }
-        // First signal: graceful stop. Second: every orb group SIGKILLed, exit 1.
-        let (graceful, force) = (CancellationToken::new(), CancellationToken::new());
-        let (graceful_tx, force_tx) = (graceful.clone(), force.clone());
-        tokio::spawn(async move {
-            let first = signals.recv().await;
-            info!(signal = first, "shutting down (send it again to exit at once)");
-            graceful_tx.cancel();
-            let second = signals.recv().await;
-            eprintln!("{second} during shutdown: killing every orb and exiting now");
-            force_tx.cancel();
-        });
-        let start = Start {
-            public: listener,
-            admin,
-            upgrade: installed.map(|installed| {
-                let (inherited, sockets) = inherited.map_or((None, Vec::new()), |(h, s)| (Some(h), s));
-                UpgradeStart {
-                    installed,
-                    inherited,
-                    sockets,
+            // First signal: graceful stop. Second: every orb group SIGKILLed, exit 1.
+            let (graceful, force) = (CancellationToken::new(), CancellationToken::new());
+            let (graceful_tx, force_tx) = (graceful.clone(), force.clone());
+            tokio::spawn(async move {
+                let first = signals.recv().await;
+                info!(signal = first, "shutting down (send it again to exit at once)");
+                graceful_tx.cancel();
+                let second = signals.recv().await;
+                eprintln!("{second} during shutdown: killing every orb and exiting now");
+                force_tx.cancel();
+            });
+            let start = Start {
+                public: listener,
+                admin,
+                upgrade: installed.map(|installed| {
+                    let (inherited, sockets, orbs) =
+                        inherited.map_or((None, Vec::new(), None), |(h, s, o)| (Some(h), s, o));
+                    UpgradeStart {
+                        installed,
+                        inherited,
+                        sockets,
+                        orbs,
+                        spawner,
+                    }
+                }),
+            };
+            match cpu_server::serve_until(start, settings, graceful.cancelled_owned(), force.cancelled_owned()).await {
+                Ok(ending) => Ok(ending),
+                Err(e) => {
+                    error!(error = format!("{e:#}"), "server failed");
+                    Err(ExitCode::FAILURE)
                 }
-            }),
-        };
-        match cpu_server::serve_until(start, settings, graceful.cancelled_owned(), force.cancelled_owned()).await {
-            Ok(ending) => Ok(ending),
-            Err(e) => {
-                error!(error = format!("{e:#}"), "server failed");
-                Err(ExitCode::FAILURE)
             }
+        });
+        if let Ok(Ending::Upgrade(exec)) = &ending {
+            info!(binary = %exec.installed.path.display(), "replacing the program image");
         }
+        runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+        stopper.stop();
+        ending
     });
-    if let Ok(Ending::Upgrade(exec)) = &ending {
-        info!(binary = %exec.installed.path.display(), "replacing the program image");
-    }
-    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    let server = match server {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("cannot start the server thread: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    spawn_jobs.run_here(&handle);
+    let ending = server.join().unwrap_or(Err(ExitCode::FAILURE));
     if let Some((guard, file)) = log_guard {
         guard.finish(file.path());
     }

@@ -46,15 +46,22 @@ impl Lifecycle {
             .await;
     }
 
-    /// The drain of an upgrade that hands room sockets over: orbs stopped (their
-    /// sockets leave), then every joined human's plain-TCP socket parks in
-    /// [`Closing::parked`] at a frame boundary, still a member; the others close
-    /// with 1012.
-    pub async fn park(&self, orbs: &OrbsHandle) {
-        info!("stopping orbs");
-        orbs.shutdown().await;
-        info!(open = self.connections.len(), "parking room sockets for the new image");
-        self.closing.park_all();
+    /// The drain of an upgrade that hands room sockets over. With `keep_orbs`
+    /// (the orbs are handed over alive, [`OrbsHandle::hand_over`] after this),
+    /// every joined plain-TCP socket parks, the AIs' too; otherwise the orbs are
+    /// stopped first (their sockets leave) and every joined human's socket parks.
+    /// Parked sockets wait in [`Closing::parked`] at a frame boundary, still
+    /// members; the others close with 1012.
+    pub async fn park(&self, orbs: &OrbsHandle, keep_orbs: bool) {
+        if !keep_orbs {
+            info!("stopping orbs");
+            orbs.shutdown().await;
+        }
+        info!(
+            open = self.connections.len(),
+            keep_orbs, "parking room sockets for the new image"
+        );
+        self.closing.park_all(keep_orbs);
         self.end_connections("parking timed out; the remaining sockets are not handed over")
             .await;
     }
@@ -81,6 +88,7 @@ pub struct Closing {
     token: CancellationToken,
     restart: Arc<AtomicBool>,
     hand_over: Arc<AtomicBool>,
+    hand_over_ai: Arc<AtomicBool>,
     /// Where sockets park for a handover.
     pub parked: ParkedSockets,
 }
@@ -92,8 +100,10 @@ impl Closing {
         self.token.cancel();
     }
 
-    /// Joined humans' sockets park in [`Closing::parked`]; the others close with 1012.
-    pub fn park_all(&self) {
+    /// Joined humans' sockets park in [`Closing::parked`] (and the AIs' too with
+    /// `ai`: their orbs are handed over); the others close with 1012.
+    pub fn park_all(&self, ai: bool) {
+        self.hand_over_ai.store(ai, Ordering::SeqCst);
         self.hand_over.store(true, Ordering::SeqCst);
         self.close_all(true);
     }
@@ -101,6 +111,11 @@ impl Closing {
     /// Whether sockets park rather than close.
     pub fn handing_over(&self) -> bool {
         self.hand_over.load(Ordering::SeqCst)
+    }
+
+    /// Whether a joined socket parks (`is_ai`: the room's AI) rather than closes.
+    pub fn parks(&self, is_ai: bool) -> bool {
+        self.handing_over() && (!is_ai || self.hand_over_ai.load(Ordering::SeqCst))
     }
 
     /// Resolves when every socket must close.

@@ -4,14 +4,18 @@
 
 use std::path::PathBuf;
 
-use tokio::sync::mpsc;
+use std::os::fd::AsFd;
+
+use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
+
+use super::child::OrbChild;
 
 use super::local_driver::LocalDriver;
 use super::orb_command::{self, OrbLaunch};
 use super::orb_env;
 use super::output_log::{LogReopen, spawn_output_capture};
-use super::process_control::{EventSink, LaunchEnv, Launcher, Started, StartedOrb, Supervision};
+use super::process_control::{EventSink, HandedOver, LaunchEnv, Launcher, Order, Started, StartedOrb, Supervision};
 use super::process_spawn::{ProcessSpec, SpawnedProcess, spawn_process};
 use crate::settings::Isolation;
 use crate::settings::OrbSettings;
@@ -86,30 +90,102 @@ impl LocalLauncher {
     }
 }
 
-impl Launcher for LocalLauncher {
-    fn start(&self, launch: &OrbLaunch, env: &LaunchEnv, events: EventSink) -> Result<Started, String> {
-        let mut process = self.spawn(launch, env)?;
-        if let (Some(stdout), Some(stderr)) = (process.child.stdout.take(), process.child.stderr.take()) {
-            spawn_output_capture(stdout, stderr, self.log_path(&launch.room), &self.reopen);
-        }
+impl LocalLauncher {
+    /// The driver of process `pid` of `room`, and its handle.
+    fn drive(
+        room: &str,
+        pid: u32,
+        make: impl FnOnce(mpsc::Receiver<Order>, HandoverReceiver) -> LocalDriver,
+    ) -> Started {
         let (orders, orders_rx) = mpsc::channel(ORDER_QUEUE);
-        let pid = process.pid;
-        let span = tracing::info_span!("orb", room = %launch.room, pid);
-        let driver = LocalDriver {
-            child: process.child,
-            pid,
-            ipc: process.ipc,
-            orders: orders_rx,
-            events,
-        };
-        Ok(Started {
+        let (handover, handover_rx) = oneshot::channel();
+        let span = tracing::info_span!("orb", room = %room, pid);
+        let driver = make(orders_rx, handover_rx);
+        Started {
             orb: StartedOrb {
                 pid: Some(pid),
                 orders,
                 supervision: Supervision::Ipc,
+                handover: Some(handover),
             },
             driver: Box::pin(driver.run().instrument(span)),
-        })
+        }
+    }
+}
+
+type HandoverReceiver = oneshot::Receiver<crate::orbs::process_control::HandoverRequest>;
+
+impl Launcher for LocalLauncher {
+    fn start(&self, launch: &OrbLaunch, env: &LaunchEnv, events: EventSink) -> Result<Started, String> {
+        let mut process = self.spawn(launch, env)?;
+        let mut output = None;
+        if let (Some(stdout), Some(stderr)) = (process.child.stdout.take(), process.child.stderr.take()) {
+            // Copies kept for an upgrade, which hands the pipes over with the process.
+            output = stdout
+                .as_fd()
+                .try_clone_to_owned()
+                .and_then(|out| Ok((out, stderr.as_fd().try_clone_to_owned()?)))
+                .ok();
+            spawn_output_capture(stdout, stderr, self.log_path(&launch.room), &self.reopen);
+        }
+        let pid = process.pid;
+        Ok(Self::drive(&launch.room, pid, |orders, handover| LocalDriver {
+            child: OrbChild::Spawned(process.child),
+            pid,
+            ipc: process.ipc,
+            buffered: (Vec::new(), Vec::new()),
+            output,
+            orders,
+            handover,
+            events,
+        }))
+    }
+
+    fn hands_over(&self) -> bool {
+        true
+    }
+
+    fn adopt(&self, room: &str, orb: HandedOver, events: EventSink) -> Result<Started, String> {
+        let HandedOver {
+            pid,
+            ipc,
+            unread,
+            unsent,
+            output,
+        } = orb;
+        let ipc = match ipc {
+            Some(fd) => std::os::unix::net::UnixStream::from(fd),
+            // Its channel had failed: a closed one stands in (the driver hears EOF).
+            None => std::os::unix::net::UnixStream::pair().map_err(|e| e.to_string())?.0,
+        };
+        ipc.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let ipc = tokio::net::UnixStream::from_std(ipc).map_err(|e| e.to_string())?;
+        let mut kept = None;
+        if let Some((stdout, stderr)) = output {
+            let copies = (stdout.try_clone(), stderr.try_clone());
+            let pipe = |fd| tokio::net::unix::pipe::Receiver::from_owned_fd(fd);
+            match (pipe(stdout), pipe(stderr)) {
+                (Ok(out), Ok(err)) => {
+                    spawn_output_capture(out, err, self.log_path(room), &self.reopen);
+                    if let (Ok(out), Ok(err)) = copies {
+                        kept = Some((out, err));
+                    }
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!(%room, pid, error = %e, "cannot read a handed-over orb's output; it is discarded")
+                }
+            }
+        }
+        Ok(Self::drive(room, pid, |orders, handover| LocalDriver {
+            child: OrbChild::adopted(pid),
+            pid,
+            ipc,
+            buffered: (unread, unsent),
+            output: kept,
+            orders,
+            handover,
+            events,
+        }))
     }
 
     fn reopen_logs(&self) {

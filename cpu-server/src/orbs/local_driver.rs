@@ -4,18 +4,19 @@
 //! lifecycle's); it ends only after the process has been reaped and its whole
 //! process group killed, and its last event is always [`ProcessEvent::Exited`].
 
-use std::os::unix::process::ExitStatusExt;
+use std::os::fd::OwnedFd;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
 use shared::ipc::{IpcCodec, IpcEvent, ManagerToOrb, OrbToManager, ShutdownGraceful};
 use tokio::net::UnixStream;
-use tokio::process::Child;
-use tokio::sync::mpsc;
-use tokio_util::codec::Framed;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::{Framed, FramedParts};
 use tracing::{debug, warn};
 
-use super::process_control::{EventSink, Order, ProcessEvent};
+use super::child::OrbChild;
+use super::process_control::{EventSink, HandedOver, HandoverRequest, Order, ProcessEvent};
 use super::process_group;
 
 type Ipc = Framed<UnixStream, IpcCodec<OrbToManager, ManagerToOrb>>;
@@ -25,36 +26,66 @@ type Ipc = Framed<UnixStream, IpcCodec<OrbToManager, ManagerToOrb>>;
 /// with a warning; a longer line is discarded as it arrives).
 pub const MAX_LINE_FROM_ORB: usize = shared::ipc::MAX_ORB_LINE_BYTES;
 
+/// Longest wait for the IPC channel's queued bytes to be written before a handover.
+const HANDOVER_FLUSH: Duration = Duration::from_millis(200);
+
 /// One local orb process under supervision.
 pub struct LocalDriver {
     /// The process.
-    pub child: Child,
+    pub child: OrbChild,
     /// Its pid (= its process group).
     pub pid: u32,
     /// The manager's end of the IPC channel.
     pub ipc: UnixStream,
+    /// Bytes already read from (or queued for) the channel by a previous program
+    /// image: read first, written first.
+    pub buffered: (Vec<u8>, Vec<u8>),
+    /// Copies of the read ends of its stdout and stderr pipes (an upgrade hands
+    /// them over; the log capture reads the originals).
+    pub output: Option<(OwnedFd, OwnedFd)>,
     /// Orders.
     pub orders: mpsc::Receiver<Order>,
+    /// An upgrade asking for the process (the driver then ends and the process lives on).
+    pub handover: oneshot::Receiver<HandoverRequest>,
     /// Where events go.
     pub events: EventSink,
 }
 
+/// Why the driver's loop ended.
+enum Stopped {
+    /// The process was reaped: (code, signal).
+    Exited((Option<i32>, Option<i32>)),
+    /// An upgrade takes the process over.
+    HandOver(HandoverRequest),
+}
+
 impl LocalDriver {
-    /// Drives the process until it is gone.
+    /// Drives the process until it is gone (or handed over).
     pub async fn run(self) {
         let LocalDriver {
             mut child,
             pid,
             ipc,
+            buffered,
+            output,
             mut orders,
+            mut handover,
             events,
         } = self;
-        let mut ipc: Ipc = Framed::new(ipc, IpcCodec::new(MAX_LINE_FROM_ORB));
+        let mut parts = FramedParts::new::<ManagerToOrb>(ipc, IpcCodec::new(MAX_LINE_FROM_ORB));
+        parts.read_buf = BytesMut::from(&buffered.0[..]);
+        parts.write_buf = BytesMut::from(&buffered.1[..]);
+        let mut ipc: Ipc = Framed::from_parts(parts);
         let mut ipc_open = true;
         let mut orders_open = true;
-        let status = loop {
+        let mut handover_open = true;
+        let stopped = loop {
             tokio::select! {
-                status = child.wait() => break status,
+                status = child.wait() => break Stopped::Exited(status),
+                request = &mut handover, if handover_open => match request {
+                    Ok(request) => break Stopped::HandOver(request),
+                    Err(_) => handover_open = false,
+                },
                 event = ipc.next(), if ipc_open => match event {
                     Some(Ok(IpcEvent::Message(message))) => events.send(translate(message)).await,
                     Some(Ok(IpcEvent::Unknown { type_name, .. })) => debug!(%type_name, "ignored unknown IPC message"),
@@ -89,6 +120,21 @@ impl LocalDriver {
                 },
             }
         };
+        let status = match stopped {
+            Stopped::Exited(status) => status,
+            Stopped::HandOver(request) => {
+                let _ = tokio::time::timeout(HANDOVER_FLUSH, ipc.flush()).await;
+                let handed = hand_over(pid, ipc_open.then_some(ipc), output);
+                // The process lives on: this image must not kill it when it drops its handle.
+                child.let_go();
+                if let Err(handed) = request.send(handed) {
+                    // Nobody took it after all: the manager is gone, and so must the orb be.
+                    drop(handed);
+                    process_group::kill(pid);
+                }
+                return;
+            }
+        };
         // The leader is reaped; anything left in its group goes too.
         process_group::kill(pid);
         // What it wrote just before exiting may still be unread: its session
@@ -103,11 +149,27 @@ impl LocalDriver {
                 events.send(ProcessEvent::Announced(reason)).await;
             }
         }
-        let (code, signal) = match &status {
-            Ok(s) => (s.code(), s.signal()),
-            Err(_) => (None, None),
-        };
+        let (code, signal) = status;
         events.send(ProcessEvent::Exited { code, signal }).await;
+    }
+}
+
+/// The process's channel (with what its codec buffered) and output pipes, for a new image.
+fn hand_over(pid: u32, ipc: Option<Ipc>, output: Option<(OwnedFd, OwnedFd)>) -> HandedOver {
+    let (ipc, unread, unsent) = match ipc {
+        Some(ipc) => {
+            let parts = ipc.into_parts();
+            let fd = parts.io.into_std().map(OwnedFd::from).ok();
+            (fd, parts.read_buf.to_vec(), parts.write_buf.to_vec())
+        }
+        None => (None, Vec::new(), Vec::new()),
+    };
+    HandedOver {
+        pid,
+        ipc,
+        unread,
+        unsent,
+        output,
     }
 }
 

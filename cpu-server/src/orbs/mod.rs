@@ -8,10 +8,12 @@
 //!   runs: start it, give it orders, hear its events.
 //! - [`launcher`]: [`launcher::LocalLauncher`], orbs as children of this server.
 //! - [`local_driver`]: one task per local orb process (child, IPC channel).
+//! - [`child`]: the orb process a driver waits for (spawned here, or handed over by an upgrade).
 //! - [`process_group`]: where an orb's process group gets a signal.
 //! - [`record`]: the public record operators see.
 //! - [`timeline`]: each room's orb timeline and the one-line "why" of its last end.
 //! - [`summaries`]: each room's last session summary, kept after its orb is gone.
+//! - [`handover`]: the orbs' part of an upgrade's handover (alive, same processes).
 //! - [`process_spawn`]: fork/exec hygiene (process group, parent-death signal, fds).
 //! - [`orb_command`]: which program, in which directory, with which arguments.
 //! - [`orb_env`]: the environment allowlist.
@@ -22,6 +24,8 @@
 //! - [`reaper`]: child subreaper; kills and reaps orphaned orb descendants.
 //! - [`stray_sweep`]: at start-up, kills what an earlier (SIGKILLed) server's orbs left.
 
+pub mod child;
+pub mod handover;
 pub mod launcher;
 pub mod lifecycle;
 pub mod local_driver;
@@ -153,6 +157,7 @@ pub(crate) enum Command {
     ExportSummaries(oneshot::Sender<Vec<summaries::StoredSummary>>),
     ImportSummaries(Vec<summaries::StoredSummary>),
     Shutdown(oneshot::Sender<()>),
+    HandOver(oneshot::Sender<Result<handover::OrbsHandover, String>>),
     VerifyToken {
         room: String,
         token: String,
@@ -179,11 +184,11 @@ pub struct OrbsHandle {
     launcher: Arc<dyn Launcher>,
     stop_bound: Duration,
     background: CancellationToken,
+    /// Why orbs cannot be handed over to an upgrade in this configuration (`None`: they can).
+    handover_refusal: Option<&'static str>,
     /// Cancelled when a task that supervision depends on (the manager, the
     /// sampler, the reaper) ended while the server was not stopping.
     failed: CancellationToken,
-    /// The thread that forks every orb (an upgrade execs there).
-    spawner: spawner::Spawner,
 }
 
 impl std::fmt::Debug for OrbsHandle {
@@ -330,6 +335,27 @@ impl OrbsHandle {
         self.background.cancel();
     }
 
+    /// Why this server's orbs cannot be handed over to an upgrade (`None`: they can):
+    /// orbs placed by Slurm, and warm orbs, are not.
+    pub fn handover_refusal(&self) -> Option<&'static str> {
+        self.handover_refusal
+    }
+
+    /// An upgrade: every orb goes to the next program image, alive. Waits (bounded)
+    /// for stops and launches under way to settle; refuses (with why) when the
+    /// orbs cannot be handed over, and nothing changed then. Once handed over,
+    /// this server supervises no orb any more (its sampler and reaper stop).
+    pub async fn hand_over(&self) -> Result<handover::OrbsHandover, String> {
+        let answer = self
+            .ask(Command::HandOver)
+            .await
+            .unwrap_or_else(|| Err("the orb manager stopped".to_owned()));
+        if answer.is_ok() {
+            self.background.cancel();
+        }
+        answer
+    }
+
     /// Resolves when supervision broke: a vital task panicked or ended by
     /// itself. The server must then exit (systemd restarts it) rather than keep
     /// answering `/health` without an OrbManager.
@@ -346,12 +372,6 @@ impl OrbsHandle {
     /// `None`: refused (wrong token, no such orb, or a launcher without links).
     pub fn link(&self, room: &str, token: &str) -> Option<mpsc::Sender<axum::extract::ws::WebSocket>> {
         self.launcher.link(room, token)
-    }
-
-    /// The thread that forks every orb: an upgrade replaces the program image
-    /// from it, so that the orbs' parent-death signal stays armed.
-    pub fn spawner(&self) -> spawner::Spawner {
-        self.spawner.clone()
     }
 
     /// SIGHUP: the orbs' log files are reopened before their next line.
@@ -374,12 +394,19 @@ pub fn spawn_manager(
     where_orbs_connect: (std::net::SocketAddr, String),
     isolation: crate::settings::Isolation,
     metrics: Arc<Metrics>,
+    inherit: (Option<spawner::Spawner>, Option<handover::OrbsTakeover>),
 ) -> OrbsHandle {
     let (listen, cpu_host) = where_orbs_connect;
+    let (spawner, takeover) = inherit;
     // Before any orb exists, so that none of its descendants can go to init.
     reaper::become_subreaper();
     let sweep_host = cpu_host.clone();
-    let local_sweep = tokio::task::spawn_blocking(move || stray_sweep::sweep(&sweep_host, isolation.uid));
+    // The orbs an upgrade handed over are ours, not strays.
+    let spare = takeover
+        .as_ref()
+        .map(handover::OrbsTakeover::groups)
+        .unwrap_or_default();
+    let local_sweep = tokio::task::spawn_blocking(move || stray_sweep::sweep(&sweep_host, isolation.uid, &spare));
     let slurm_stop = CancellationToken::new();
     let (launcher, sweep): (Arc<dyn Launcher>, _) = match &placement.launcher {
         LauncherKind::Local => {
@@ -399,7 +426,14 @@ pub fn spawn_manager(
             (Arc::new(launcher), sweep)
         }
     };
-    let handle = spawn_manager_inner(settings, events, notifier, launcher, metrics, Some(sweep));
+    let handle = spawn_manager_inner(
+        settings,
+        events,
+        notifier,
+        launcher,
+        metrics,
+        (Some(sweep), spawner, takeover),
+    );
     let background = handle.background.clone();
     tokio::spawn(async move {
         background.cancelled().await;
@@ -425,7 +459,7 @@ pub fn spawn_manager_with(
     launcher: Arc<dyn Launcher>,
     metrics: Arc<Metrics>,
 ) -> OrbsHandle {
-    spawn_manager_inner(settings, events, notifier, launcher, metrics, None)
+    spawn_manager_inner(settings, events, notifier, launcher, metrics, (None, None, None))
 }
 
 fn spawn_manager_inner(
@@ -434,8 +468,20 @@ fn spawn_manager_inner(
     notifier: Arc<dyn RoomNotifier>,
     launcher: Arc<dyn Launcher>,
     metrics: Arc<Metrics>,
-    before_first_spawn: Option<tokio::task::JoinHandle<usize>>,
+    start: (
+        Option<tokio::task::JoinHandle<usize>>,
+        Option<spawner::Spawner>,
+        Option<handover::OrbsTakeover>,
+    ),
 ) -> OrbsHandle {
+    let (before_first_spawn, spawner, takeover) = start;
+    let handover_refusal = if settings.warm_pool.size > 0 {
+        Some("warm orbs (ORB_WARM_POOL) are not handed over")
+    } else if !launcher.hands_over() {
+        Some("orbs placed on a cluster (ORB_LAUNCHER=slurm) are not handed over")
+    } else {
+        None
+    };
     let (writer, table) = TableWriter::new();
     let background = CancellationToken::new();
     let (counts_tx, counts_rx) = watch::channel(OrbCounts {
@@ -450,17 +496,23 @@ fn spawn_manager_inner(
     let sampler = sampler::spawn_sampler(table.clone(), sample_period, samples_tx, background.clone(), gpu_limit);
     watch_vital("resource sampler", sampler, &background, &failed);
     let stop_bound = settings.stop_grace + settings.kill_grace + Duration::from_secs(5);
-    let spawner = spawner::Spawner::start(tokio::runtime::Handle::current(), settings.max_concurrent)
-        .unwrap_or_else(|error| panic!("cannot start the orb spawner thread: {error}"));
-    let (manager, reports) = Manager::new(
+    let spawner = spawner.unwrap_or_else(|| {
+        spawner::Spawner::start(tokio::runtime::Handle::current(), settings.max_concurrent)
+            .unwrap_or_else(|error| panic!("cannot start the orb spawner thread: {error}"))
+    });
+    let (mut manager, reports) = Manager::new(
         &settings,
         Arc::clone(&launcher),
         notifier,
         writer,
         counts_tx,
-        spawner.clone(),
+        spawner,
         metrics,
     );
+    if let Some(takeover) = takeover {
+        // Before the first event: the orbs are the manager's again, each with its record.
+        manager.take_over(takeover);
+    }
     let inputs = Inputs {
         commands: commands_rx,
         events,
@@ -480,8 +532,8 @@ fn spawn_manager_inner(
         launcher,
         stop_bound,
         background,
+        handover_refusal,
         failed,
-        spawner,
     }
 }
 

@@ -17,7 +17,9 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use shared::ipc::{ManagerToOrb, OrbMetrics};
-use tokio::sync::mpsc;
+use std::os::fd::OwnedFd;
+
+use tokio::sync::{mpsc, oneshot};
 
 use super::orb_command::OrbLaunch;
 
@@ -131,7 +133,31 @@ pub struct StartedOrb {
     pub orders: mpsc::Sender<Order>,
     /// How it is heard from.
     pub supervision: Supervision,
+    /// Asks its driver to let the process go to the next program image (an
+    /// upgrade); `None`: this orb cannot be handed over.
+    pub handover: Option<HandoverPort>,
 }
+
+/// A local orb process let go by its driver for the next program image: the
+/// process lives on, and everything its new driver needs comes with it.
+#[derive(Debug)]
+pub struct HandedOver {
+    /// Its pid (= its process group).
+    pub pid: u32,
+    /// The manager's end of its IPC channel (`None`: the channel had failed).
+    pub ipc: Option<OwnedFd>,
+    /// Bytes read from the channel and not yet parsed.
+    pub unread: Vec<u8>,
+    /// Bytes queued for the channel and not yet written.
+    pub unsent: Vec<u8>,
+    /// Copies of the read ends of its stdout and stderr pipes.
+    pub output: Option<(OwnedFd, OwnedFd)>,
+}
+
+/// Where a driver sends its process when it lets it go.
+pub type HandoverRequest = oneshot::Sender<HandedOver>;
+/// The manager's half: one request per process.
+pub type HandoverPort = oneshot::Sender<HandoverRequest>;
 
 /// A future that drives one orb until it is gone.
 pub type Driver = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
@@ -176,6 +202,18 @@ pub trait Launcher: Send + Sync + 'static {
     /// `token` goes; `None` (the default): this launcher's orbs have no such link.
     fn link(&self, _room: &str, _token: &str) -> Option<mpsc::Sender<axum::extract::ws::WebSocket>> {
         None
+    }
+
+    /// Whether its orbs can be handed over to an upgrade ([`Launcher::adopt`]).
+    fn hands_over(&self) -> bool {
+        false
+    }
+
+    /// Takes over `orb`, a process of `room` a previous program image handed over
+    /// (an upgrade), as its driver; the default: this launcher cannot.
+    fn adopt(&self, room: &str, orb: HandedOver, events: EventSink) -> Result<Started, String> {
+        let _ = (room, events);
+        Err(format!("this launcher cannot take over orb process {}", orb.pid))
     }
 }
 

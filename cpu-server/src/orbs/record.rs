@@ -27,7 +27,7 @@ pub enum OrbState {
 }
 
 /// How a process ended, as far as the manager saw it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ExitRecord {
     /// Exit code, when it exited.
     pub code: Option<i32>,

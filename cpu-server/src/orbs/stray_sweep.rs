@@ -22,11 +22,12 @@ const MAX_PASSES: usize = 10;
 /// Kills leftovers of an earlier server at `cpu_host`; returns how many.
 /// `orb_uid`: the uid orbs run as (`ORB_USER`), when they are switched to it.
 /// Repeats until a pass finds nothing (bounded), killing each stray's whole
-/// process group too. Blocking (reads `/proc`): run it off the async runtime.
-pub fn sweep(cpu_host: &str, orb_uid: Option<u32>) -> usize {
+/// process group too, except the groups in `spare` (the orbs an upgrade handed
+/// over, alive and ours). Blocking (reads `/proc`): run it off the async runtime.
+pub fn sweep(cpu_host: &str, orb_uid: Option<u32>, spare: &[i32]) -> usize {
     let mut killed = 0;
     for _ in 0..MAX_PASSES {
-        let found = sweep_once(cpu_host, orb_uid);
+        let found = sweep_once(cpu_host, orb_uid, spare);
         if found == 0 {
             break;
         }
@@ -36,7 +37,7 @@ pub fn sweep(cpu_host: &str, orb_uid: Option<u32>) -> usize {
     killed
 }
 
-fn sweep_once(cpu_host: &str, orb_uid: Option<u32>) -> usize {
+fn sweep_once(cpu_host: &str, orb_uid: Option<u32>, spare: &[i32]) -> usize {
     let me = std::process::id() as i32;
     let foreign_orb_uid = orb_uid.filter(|uid| *uid != nix::unistd::geteuid().as_raw());
     let my_group = nix::unistd::getpgrp().as_raw();
@@ -67,6 +68,9 @@ fn sweep_once(cpu_host: &str, orb_uid: Option<u32>) -> usize {
         }
         // Read the group before the kill: afterwards the process may be gone.
         let group = process_group(pid);
+        if group.is_some_and(|g| spare.contains(&g)) {
+            continue; // an orb an upgrade handed over (or one of its descendants)
+        }
         if kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
             tracing::warn!(pid, "killed a stray orb process left by an earlier cpu-server");
             killed += 1;

@@ -112,13 +112,16 @@ impl Connection {
     }
 
     /// Serves a socket a previous program image handed over, already joined as
-    /// `user_id` (its membership restored by the registry as `link`).
-    pub async fn resume(self, socket: WsSocket, user_id: String, link: RoomLink) {
+    /// `user_id` (the room's AI when `is_ai`; its membership restored by the
+    /// registry as `link`).
+    pub async fn resume(self, socket: WsSocket, user_id: String, is_ai: bool, link: RoomLink) {
         let span = info_span!("conn", conn = self.id, room = %self.room, ip = %self.ip, user = tracing::field::Empty);
-        self.serve_socket(socket, Some((user_id, link))).instrument(span).await;
+        self.serve_socket(socket, Some((user_id, is_ai, link)))
+            .instrument(span)
+            .await;
     }
 
-    async fn serve_socket(mut self, mut socket: WsSocket, joined: Option<(String, RoomLink)>) {
+    async fn serve_socket(mut self, mut socket: WsSocket, joined: Option<(String, bool, RoomLink)>) {
         let seat = self.seat.take();
         let mut reader = Reader {
             conn: &self,
@@ -131,14 +134,14 @@ impl Connection {
             seat,
             given: None,
         };
-        if let Some((user_id, link)) = joined {
-            reader.joined_as(user_id, false, link);
+        if let Some((user_id, is_ai, link)) = joined {
+            reader.joined_as(user_id, is_ai, link);
         }
         let mut end = reader.run(&mut socket).await;
-        let human = reader.joined.take().filter(|joined| !joined.is_ai);
+        let joined = reader.joined.take();
         drop(reader);
         if end == ReaderEnd::HandOver {
-            if human.is_some() && socket.is_plain() {
+            if joined.is_some_and(|j| self.closing.parks(j.is_ai)) && socket.is_plain() {
                 // Still a member: the new image resumes it; nothing leaves.
                 debug!("parked for the upgrade's handover");
                 self.closing.parked.park(Parked {

@@ -26,6 +26,17 @@ pub enum RoomEvent {
         /// Humans in the room now, this one included.
         humans: usize,
     },
+    /// A human handed over by a previous program image, back in its room (an
+    /// upgrade): a join for the spawn rule, but the room's orb, if it was handed
+    /// over too, already knows them.
+    HumanRestored {
+        /// The room.
+        room: String,
+        /// Who.
+        user_id: String,
+        /// `coach`, `client`, …
+        user_role: String,
+    },
     /// A human left (exactly once per participant).
     HumanLeft {
         /// The room.

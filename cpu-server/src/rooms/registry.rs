@@ -79,8 +79,9 @@ enum Command {
 }
 
 /// A room handed over by a previous program image: its id and its members in
-/// join order, each with the outbox of its resumed socket.
-pub type RestoredRoom = (String, Vec<(ConnId, Participant, Outbox)>);
+/// join order, each with the outbox of its resumed socket and whether it is the
+/// room's AI.
+pub type RestoredRoom = (String, Vec<(ConnId, Participant, Outbox, bool)>);
 
 /// One room's members (join order) when the registry froze for an upgrade.
 #[derive(Debug, Clone, PartialEq)]
@@ -161,7 +162,8 @@ impl RegistryHandle {
 
     /// In a new program image: the handed-over rooms, each member with the
     /// outbox of its resumed socket, back as they were (nobody is told: they
-    /// already know each other); the OrbManager hears of every human as a join.
+    /// already know each other); the OrbManager hears of every human
+    /// ([`RoomEvent::HumanRestored`]), not of an AI (its orb was handed over too).
     /// Returns each member's link.
     pub async fn restore(&self, rooms: Vec<RestoredRoom>) -> HashMap<ConnId, RoomLink> {
         let (reply, rx) = oneshot::channel();
@@ -559,7 +561,7 @@ impl Registry {
         let mut links = HashMap::new();
         for (room_id, members) in rooms {
             let room = self.rooms.entry(room_id.clone()).or_insert_with(Room::new);
-            for (conn, participant, outbox) in members {
+            for (conn, participant, outbox, is_ai) in members {
                 let member = Arc::new(AtomicBool::new(true));
                 self.by_conn
                     .insert(conn, (room_id.clone(), participant.user_id.clone()));
@@ -567,7 +569,7 @@ impl Registry {
                 room.members.push(Member {
                     conn,
                     participant,
-                    is_ai: false,
+                    is_ai,
                     outbox,
                     member: Arc::clone(&member),
                 });
@@ -579,12 +581,14 @@ impl Registry {
                         counters: Arc::clone(&self.counters),
                     },
                 );
-                self.events.emit(RoomEvent::HumanJoined {
-                    room: room_id.clone(),
-                    user_id,
-                    user_role,
-                    humans: room.humans(),
-                });
+                // The AI's orb, handed over with it, is the OrbManager's already.
+                if !is_ai {
+                    self.events.emit(RoomEvent::HumanRestored {
+                        room: room_id.clone(),
+                        user_id,
+                        user_role,
+                    });
+                }
             }
             room.publish();
             info!(room = %room_id, humans = room.humans(), "room taken over from the previous program image");

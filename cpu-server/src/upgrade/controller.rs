@@ -76,6 +76,8 @@ pub struct Status {
 pub struct Commit {
     /// The upgrade (its `committed_at_ms` is set when the drain starts).
     pub record: UpgradeRecord,
+    /// Stop the orbs (their rooms get new ones) rather than hand them over.
+    pub restart_orbs: bool,
 }
 
 /// A request's answer once its preflight passed.
@@ -108,16 +110,22 @@ type Reply = oneshot::Sender<Result<Accepted, Refusal>>;
 /// Handle to the controller; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct UpgradeHandle {
-    requests: mpsc::Sender<(Origin, Reply)>,
+    requests: mpsc::Sender<(Origin, bool, Reply)>,
     status: watch::Receiver<Status>,
 }
 
 impl UpgradeHandle {
     /// Asks for an upgrade; answers once the preflight passed or with why not.
     pub async fn request(&self, origin: Origin) -> Result<Accepted, Refusal> {
+        self.request_with(origin, false).await
+    }
+
+    /// [`UpgradeHandle::request`]; `restart_orbs`: the orbs are stopped (their
+    /// rooms get new ones) instead of handed over.
+    pub async fn request_with(&self, origin: Origin, restart_orbs: bool) -> Result<Accepted, Refusal> {
         let (reply, answer) = oneshot::channel();
         self.requests
-            .try_send((origin, reply))
+            .try_send((origin, restart_orbs, reply))
             .map_err(|_| Refusal::Busy("an upgrade is already under way".to_owned()))?;
         answer
             .await
@@ -147,7 +155,7 @@ pub struct Setup {
 
 /// Starts the controller; commits arrive on the returned receiver (at most one).
 pub fn spawn(setup: Setup) -> (UpgradeHandle, mpsc::Receiver<Commit>) {
-    let (requests, mut inbox) = mpsc::channel::<(Origin, Reply)>(QUEUE);
+    let (requests, mut inbox) = mpsc::channel::<(Origin, bool, Reply)>(QUEUE);
     let (commits, commit_rx) = mpsc::channel(1);
     let Setup {
         installed,
@@ -165,7 +173,7 @@ pub fn spawn(setup: Setup) -> (UpgradeHandle, mpsc::Receiver<Commit>) {
     });
     tokio::spawn(async move {
         let mut committed = false;
-        while let Some((origin, reply)) = inbox.recv().await {
+        while let Some((origin, restart_orbs, reply)) = inbox.recv().await {
             if committed {
                 let _ = reply.send(Err(Refusal::Busy("an upgrade is being committed".to_owned())));
                 continue;
@@ -216,7 +224,7 @@ pub fn spawn(setup: Setup) -> (UpgradeHandle, mpsc::Receiver<Commit>) {
                         from_build: record.from_build.clone(),
                         to_build: record.to_build.clone(),
                     }));
-                    committed = commits.send(Commit { record }).await.is_ok();
+                    committed = commits.send(Commit { record, restart_orbs }).await.is_ok();
                 }
             }
         }

@@ -18,9 +18,11 @@ use super::sockets::SocketEntry;
 /// The environment variable naming the handover's descriptor in the new image.
 pub const HANDOVER_FD_ENV: &str = "CPU_SERVER_HANDOVER_FD";
 
-/// The format this binary writes: 2 adds the room sockets ([`Handover::sockets`]).
-/// For a binary that reads only format 1 it writes format 1 (rooms are then drained).
-pub const FORMAT: u32 = 2;
+/// The format this binary writes: 2 added the room sockets ([`Handover::sockets`]),
+/// 3 the orbs ([`Handover::orbs`]) and the rooms' AI sockets ([`SocketEntry::ai`]).
+/// A binary that cannot read it fails the preflight (nothing changes): a rollback
+/// to a release older than the running one's format is a restart.
+pub const FORMAT: u32 = 3;
 
 /// The formats this binary reads: its own and the previous release's.
 pub const READABLE: std::ops::RangeInclusive<u32> = 1..=FORMAT;
@@ -61,6 +63,9 @@ pub struct Handover {
     /// Room sockets handed over, joined (format 2).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sockets: Vec<SocketEntry>,
+    /// The orbs, handed over alive (format 3; absent: they were stopped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orbs: Option<crate::orbs::handover::OrbsDocument>,
 }
 
 /// Which listener a handed-over socket is.
@@ -152,6 +157,7 @@ impl Handover {
             started_at_s: 0.0,
             summaries: Vec::new(),
             sockets: Vec::new(),
+            orbs: None,
         }
     }
 
@@ -210,6 +216,7 @@ mod tests {
             started_at_s: 1_700_000_000.5,
             summaries: Vec::new(),
             sockets: Vec::new(),
+            orbs: Some(crate::orbs::handover::OrbsDocument::default()),
         }
     }
 

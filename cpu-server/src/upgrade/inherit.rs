@@ -16,6 +16,8 @@ use nix::sys::memfd::{MFdFlags, memfd_create};
 use nix::sys::stat::{SFlag, fstat};
 
 use super::handover::{HANDOVER_FD_ENV, Handover, HandoverError, ListenerRole};
+use crate::orbs::handover::{OrbsDocument, OrbsTakeover};
+use crate::orbs::process_control::HandedOver;
 
 /// Why the new image could not take over what the previous one handed over.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +41,9 @@ pub enum TakeOverError {
     /// Reading it.
     #[error("cannot read the handover: {0}")]
     Io(#[from] std::io::Error),
+    /// An orb's entry.
+    #[error("{0}")]
+    Orb(String),
 }
 
 /// What the new image took over: the document and its listening sockets.
@@ -52,6 +57,8 @@ pub struct TakenOver {
     pub admin: Option<std::net::TcpListener>,
     /// The room sockets, each with its entry (non-blocking).
     pub sockets: Vec<(super::sockets::SocketEntry, std::net::TcpStream)>,
+    /// The orbs, each process with its descriptors (format 3).
+    pub orbs: Option<OrbsTakeover>,
 }
 
 /// Set once the handover was taken: its descriptors have an owner.
@@ -132,12 +139,42 @@ fn take_over(raw: &str) -> Result<TakenOver, TakeOverError> {
         })?;
         sockets.push((entry.clone(), stream));
     }
+    let orbs = handover.orbs.clone().map(take_over_orbs).transpose()?;
     Ok(TakenOver {
         handover,
         public,
         admin,
         sockets,
+        orbs,
     })
+}
+
+/// Each orb process's channel and output pipes, adopted.
+fn take_over_orbs(document: OrbsDocument) -> Result<OrbsTakeover, TakeOverError> {
+    let mut processes = Vec::with_capacity(document.processes.len());
+    for entry in &document.processes {
+        let (unread, unsent) = entry.buffered().map_err(TakeOverError::Orb)?;
+        let ipc = entry
+            .ipc_fd
+            .map(|fd| adopt(fd, "an orb's IPC channel", SFlag::S_IFSOCK))
+            .transpose()?;
+        let output = match entry.output_fds {
+            Some((out, err)) => Some((
+                adopt(out, "an orb's stdout pipe", SFlag::S_IFIFO)?,
+                adopt(err, "an orb's stderr pipe", SFlag::S_IFIFO)?,
+            )),
+            None => None,
+        };
+        let handed = HandedOver {
+            pid: entry.pid,
+            ipc,
+            unread,
+            unsent,
+            output,
+        };
+        processes.push((entry.clone(), handed));
+    }
+    Ok(OrbsTakeover { document, processes })
 }
 
 /// Owns descriptor `fd`, which must be open and of `kind`; marks it close-on-exec.

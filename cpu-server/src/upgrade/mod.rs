@@ -14,7 +14,7 @@
 //!    boundary, still in its room ([`sockets`]); the listening sockets stay
 //!    open (connections wait in their backlog);
 //! 4. the registry is frozen, the [`handover`] is written into a memory file
-//!    and the image is replaced from the orb spawner thread ([`Exec`]); the new
+//!    and the image is replaced from the main thread, where every orb was forked ([`Exec`]); the new
 //!    image adopts the listeners and the room sockets ([`inherit`]), restores
 //!    the rooms and resumes the sockets ([`resume`]), serves, and tells systemd
 //!    `READY=1`.
@@ -47,8 +47,6 @@ use handover::{HANDOVER_FD_ENV, Handover};
 pub use listeners::KeptListeners;
 use preflight::Installed;
 
-use crate::orbs::spawner::Spawner;
-
 /// Everything the image replacement needs, prepared after the drain.
 #[derive(Debug)]
 pub struct Exec {
@@ -58,18 +56,11 @@ pub struct Exec {
     pub document: std::fs::File,
     /// The descriptors the document names (kept open until the exec).
     pub keep: Vec<OwnedFd>,
-    /// The thread that forked every orb: the exec happens there.
-    pub spawner: Spawner,
 }
 
 impl Exec {
     /// Clears close-on-exec on the document and every kept descriptor.
-    pub fn prepare(
-        handover: &Handover,
-        keep: Vec<OwnedFd>,
-        installed: Installed,
-        spawner: Spawner,
-    ) -> std::io::Result<Self> {
+    pub fn prepare(handover: &Handover, keep: Vec<OwnedFd>, installed: Installed) -> std::io::Result<Self> {
         let document = inherit::memory_file(&handover.to_json())?;
         inherit::inheritable(&document)?;
         for fd in &keep {
@@ -79,34 +70,26 @@ impl Exec {
             installed,
             document,
             keep,
-            spawner,
         })
     }
 
-    /// Replaces the program image from the spawner thread (`PR_SET_PDEATHSIG`
-    /// of the orbs is tied to the thread that forked them, and `execve` ends
-    /// every other thread). Returns only if the exec failed, with why.
+    /// Replaces the program image. Call it from the thread that forked every
+    /// orb (the binary's main thread, where the orb spawner runs:
+    /// `PR_SET_PDEATHSIG` of the orbs is tied to the thread that forked them,
+    /// and `execve` ends every other thread). Returns only if the exec failed,
+    /// with why.
     pub fn run(self) -> std::io::Error {
         let Self {
             installed,
             document,
             keep,
-            spawner,
         } = self;
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let job = Box::new(move || {
-            let mut command = std::process::Command::new(&installed.path);
-            command
-                .args(&installed.args)
-                .env(HANDOVER_FD_ENV, document.as_raw_fd().to_string());
-            let error = command.exec();
-            drop((document, keep));
-            let _ = tx.send(error);
-        });
-        if spawner.submit(job).is_err() {
-            return std::io::Error::other("the orb spawner thread is gone or busy");
-        }
-        rx.recv()
-            .unwrap_or_else(|_| std::io::Error::other("the orb spawner thread ended during the exec"))
+        let mut command = std::process::Command::new(&installed.path);
+        command
+            .args(&installed.args)
+            .env(HANDOVER_FD_ENV, document.as_raw_fd().to_string());
+        let error = command.exec();
+        drop((document, keep));
+        error
     }
 }

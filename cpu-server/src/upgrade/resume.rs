@@ -45,7 +45,7 @@ pub async fn resume(state: &AppState, sockets: Vec<(SocketEntry, std::net::TcpSt
             state.settings.max_message_bytes,
             state.settings.ws_send_queue,
         );
-        let member = (entry.conn, entry.participant.clone(), socket.outbox().clone());
+        let member = (entry.conn, entry.participant.clone(), socket.outbox().clone(), entry.ai);
         let at = *room_at.entry(entry.room.clone()).or_insert_with(|| {
             rooms.push((entry.room.clone(), Vec::new()));
             rooms.len() - 1
@@ -63,7 +63,11 @@ pub async fn resume(state: &AppState, sockets: Vec<(SocketEntry, std::net::TcpSt
         let slot = state.ip_limiter.acquire_anyway(entry.ip);
         let connection = state.connection(entry.conn, entry.room, entry.ip, Credential::None, slot, None);
         let user_id = entry.participant.user_id;
-        tokio::spawn(state.connections.track_future(connection.resume(socket, user_id, link)));
+        tokio::spawn(
+            state
+                .connections
+                .track_future(connection.resume(socket, user_id, entry.ai, link)),
+        );
     }
     info!(
         sockets = count,

@@ -66,6 +66,9 @@ pub struct SocketEntry {
     pub room: String,
     /// Who it joined as.
     pub participant: Participant,
+    /// Whether it is the room's AI (its orb handed over too; format 3).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ai: bool,
     /// Bytes read and not parsed (base64).
     pub unread: String,
     /// Encoded frames not written (base64).
@@ -74,13 +77,15 @@ pub struct SocketEntry {
 
 impl SocketEntry {
     /// The entry of `parts`, whose descriptor will be `fd`.
-    pub fn new(conn: ConnId, ip: IpAddr, room: String, participant: Participant, fd: i32, parts: &SocketParts) -> Self {
+    pub fn new(member: (ConnId, Participant, bool), ip: IpAddr, room: String, fd: i32, parts: &SocketParts) -> Self {
+        let (conn, participant, ai) = member;
         Self {
             fd,
             conn,
             ip,
             room,
             participant,
+            ai,
             unread: STANDARD.encode(&parts.unread),
             unsent: STANDARD.encode(&parts.unsent),
         }
@@ -108,17 +113,17 @@ pub async fn entries(registry: &RegistryHandle, parked: &ParkedSockets) -> (Vec<
     let (mut entries, mut fds) = (Vec::new(), Vec::new());
     for room in rooms {
         for (conn, participant, is_ai) in room.members {
-            let Some(parked) = sockets.remove(&conn).filter(|_| !is_ai) else {
+            // Parked only when handed over (an AI's socket, when its orb is too).
+            let Some(parked) = sockets.remove(&conn) else {
                 continue;
             };
             match parked.socket.hand_over() {
                 Some(parts) => {
                     let fd = parts.fd.as_raw_fd();
                     entries.push(SocketEntry::new(
-                        conn,
+                        (conn, participant, is_ai),
                         parked.ip,
                         room.room.clone(),
-                        participant,
                         fd,
                         &parts,
                     ));

@@ -2,9 +2,11 @@
 //! (`cpu-server upgrade`). The POST answers once the new binary's preflight
 //! passed (202, then the server drains and execs) or with why it was refused
 //! (409 busy or rooms open, 422 preflight failed, 503 unavailable); the running
-//! server is then unchanged. Room sockets survive an upgrade, orbs do not yet
-//! (each is stopped and its room gets a new one): while any orb runs the POST
-//! is refused (409 `orbs_running`) unless it says `?restart_orbs=true`. The GET shows the state and
+//! server is then unchanged. Room sockets survive an upgrade, and so do local
+//! orbs (handed over alive); `?restart_orbs=true` stops them instead (each room
+//! gets a new one). Where orbs cannot be handed over (Slurm, a warm pool) and
+//! some run, the POST is refused (409 `orbs_running`) unless it says
+//! `?restart_orbs=true`. The GET shows the state and
 //! the last outcome; after an upgrade the new image shows it as `done`, with
 //! its id and pause.
 
@@ -22,7 +24,8 @@ use crate::upgrade::controller::{Accepted, Refusal, Status};
 /// `POST /api/upgrade` options.
 #[derive(Debug, Default, Deserialize)]
 pub struct StartQuery {
-    /// Go ahead although orbs run (each is stopped; its room gets a new one).
+    /// Stop the orbs rather than hand them over (each room gets a new one); where
+    /// orbs cannot be handed over, go ahead although some run.
     #[serde(default)]
     restart_orbs: bool,
 }
@@ -41,18 +44,21 @@ pub async fn start(
     // Warm orbs hold no room: restarting them loses nothing.
     let counts = state.orbs.counts();
     let orbs = counts.active.saturating_sub(counts.warm.ready);
-    if !query.restart_orbs && orbs > 0 {
+    if let Some(why) = state.orbs.handover_refusal()
+        && !query.restart_orbs
+        && orbs > 0
+    {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "orbs_running",
             format!(
-                "{orbs} orb(s) running: an upgrade keeps the rooms and their sockets but not the orbs yet: each \
-                 would be stopped and its room given a new one (the AI's conversation is lost); ask again with \
-                 restart_orbs=true (cpu-server upgrade --restart-orbs) to go ahead"
+                "{orbs} orb(s) running and {why}: each would be stopped and its room given a new one (the AI's \
+                 conversation is lost); ask again with restart_orbs=true (cpu-server upgrade --restart-orbs) to go \
+                 ahead"
             ),
         ));
     }
-    match state.upgrades.request(Origin::Api).await {
+    match state.upgrades.request_with(Origin::Api, query.restart_orbs).await {
         Ok(accepted) => Ok((StatusCode::ACCEPTED, Json(accepted))),
         Err(refusal @ Refusal::Busy(_)) => Err(ApiError::new(StatusCode::CONFLICT, "busy", refusal.to_string())),
         Err(refusal @ Refusal::Preflight(_)) => Err(ApiError::new(

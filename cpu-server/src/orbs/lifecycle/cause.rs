@@ -9,7 +9,7 @@
 use serde::Serialize;
 
 /// Why the supervisor stops a running orb.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
     /// An operator asked (API, CLI).
@@ -136,7 +136,7 @@ impl std::fmt::Display for StopReason {
 }
 
 /// Every cause an orb's end is counted, labelled and told under.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExitCause {
     /// Exited unasked with a failure status or a signal.

@@ -57,6 +57,14 @@ impl GpuSlots {
         Some(self.devices[index].clone())
     }
 
+    /// Holds a slot of `device` for process `generation` (an orb handed over by an
+    /// upgrade keeps its device); a device no longer configured holds nothing.
+    pub fn hold(&mut self, generation: u64, device: &str) {
+        if let Some(index) = self.devices.iter().position(|d| d == device) {
+            self.held.insert(generation, index);
+        }
+    }
+
     /// Frees the slot of process `generation` (nothing when it held none).
     pub fn free(&mut self, generation: u64) {
         self.held.remove(&generation);

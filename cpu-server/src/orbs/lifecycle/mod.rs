@@ -25,6 +25,7 @@ pub mod gpu_slots;
 pub mod note;
 pub mod phase;
 pub mod restart_policy;
+pub mod snapshot;
 pub mod spawn_rule;
 pub mod stall_rule;
 pub mod warm_pool;
@@ -145,6 +146,16 @@ pub enum Event {
         /// Their `userRole`.
         role: String,
     },
+    /// A human handed over by an upgrade is back in its room: a join the
+    /// room's orb (handed over too, if it has one) is not told of again.
+    HumanRestored {
+        /// The room.
+        room: String,
+        /// Who.
+        user_id: String,
+        /// Their `userRole`.
+        role: String,
+    },
     /// A human left a room.
     HumanLeft {
         /// The room.
@@ -197,7 +208,8 @@ pub enum Event {
 }
 
 /// The kinds of timer; a room has at most one of each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TimerKind {
     /// `ROOM_EMPTY_GRACE` after the last human left.
     EmptyGrace,
@@ -243,7 +255,7 @@ impl TimerKind {
 }
 
 /// One room's timer of one kind.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Timer {
     /// The room.
     pub room: String,
@@ -395,7 +407,8 @@ impl Lifecycle {
     /// Takes `event` at `now`; returns what to do.
     pub fn on(&mut self, event: Event, now: Instant) -> Vec<Action> {
         match event {
-            Event::HumanJoined { room, user_id, role } => self.human_joined(&room, user_id, &role, now),
+            Event::HumanJoined { room, user_id, role } => self.human_joined(&room, user_id, &role, now, true),
+            Event::HumanRestored { room, user_id, role } => self.human_joined(&room, user_id, &role, now, false),
             Event::HumanLeft { room, user_id } => self.human_left(&room, &user_id, now),
             Event::AiJoined { room } => self.ai_joined(&room, now),
             Event::AiLeft { room } => {

@@ -39,6 +39,45 @@ pub struct RestartPolicy {
     pub restarts: u32,
 }
 
+/// A policy's history as a document (an upgrade's handover): failures as ages.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PolicyState {
+    /// Ages of the failures in the window, oldest first, ms.
+    pub failures_ago_ms: Vec<u64>,
+    /// Consecutive failures since the last healthy period.
+    pub streak: u32,
+    /// Restarts done in total.
+    pub restarts: u32,
+}
+
+impl PolicyState {
+    /// `policy`'s history at `now`.
+    pub fn of(policy: &RestartPolicy, now: Instant) -> Self {
+        Self {
+            failures_ago_ms: policy
+                .failures
+                .iter()
+                .map(|t| now.saturating_duration_since(*t).as_millis() as u64)
+                .collect(),
+            streak: policy.streak,
+            restarts: policy.restarts,
+        }
+    }
+
+    /// The policy with this history at `now`, under the current limits.
+    pub fn policy(&self, max_restarts: u32, window: Duration, now: Instant) -> RestartPolicy {
+        let mut policy = RestartPolicy::new(max_restarts, window);
+        policy.failures = self
+            .failures_ago_ms
+            .iter()
+            .filter_map(|ms| now.checked_sub(Duration::from_millis(*ms)))
+            .collect();
+        policy.streak = self.streak;
+        policy.restarts = self.restarts;
+        policy
+    }
+}
+
 impl RestartPolicy {
     /// A policy allowing `max_restarts` restarts per `window`.
     pub fn new(max_restarts: u32, window: Duration) -> Self {

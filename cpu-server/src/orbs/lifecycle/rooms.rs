@@ -8,14 +8,18 @@ use super::spawn_rule::{self, Role};
 use super::*;
 
 impl Lifecycle {
-    pub(super) fn human_joined(&mut self, room: &str, user_id: String, role: &str, now: Instant) {
+    /// `tell`: whether the room's orb hears of it (not for a human an upgrade
+    /// handed over: a handed-over orb already knows them).
+    pub(super) fn human_joined(&mut self, room: &str, user_id: String, role: &str, now: Instant, tell: bool) {
         let role = Role::parse(role);
         let people = self.people.entry(room.to_owned()).or_default();
         people.0.insert(user_id.clone(), role.clone());
         // Somebody is here: the room is neither empty nor idle any more.
         self.cancel(room, TimerKind::EmptyGrace);
         self.cancel(room, TimerKind::Idle);
-        self.tell_orb(room, participant_joined(user_id, &role));
+        if tell {
+            self.tell_orb(room, participant_joined(user_id, &role));
+        }
         if spawn_rule::join_calls_for_orb(self.rules.spawn_on, &role) && !self.draining && !self.orbs.contains_key(room)
         {
             self.create_entry(room, None, now);

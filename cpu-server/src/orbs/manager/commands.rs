@@ -78,6 +78,7 @@ impl Manager {
                 let _ = reply.send(self.warm_pool_view(now));
             }
             Command::Shutdown(reply) => self.begin_shutdown(Some(reply)),
+            Command::HandOver(reply) => self.ask_hand_over(reply),
             Command::VerifyToken { room, token, reply } => {
                 let _ = reply.send(self.credentials.verify(&room, &token, now));
             }

@@ -87,6 +87,41 @@ impl Credentials {
     }
 }
 
+impl Credentials {
+    /// The token of process `generation` of `room` (for an upgrade's handover).
+    pub fn token_of(&self, room: &str, generation: u64) -> Option<String> {
+        self.current
+            .get(room)
+            .filter(|(g, _)| *g == generation)
+            .map(|(_, token)| token.clone())
+    }
+
+    /// Process `generation` of `room`, handed over by a previous program image, keeps `token`.
+    pub fn keep(&mut self, room: &str, generation: u64, token: String) {
+        self.current.insert(room.to_owned(), (generation, token));
+    }
+
+    /// The unexpired operator tokens: room, token, time left.
+    pub fn operator_tokens(&self, now: Instant) -> Vec<(String, String, Duration)> {
+        let mut all = Vec::new();
+        for (room, tokens) in &self.operator {
+            for (token, expires) in tokens.iter().filter(|(_, expires)| *expires > now) {
+                all.push((room.clone(), token.clone(), expires.saturating_duration_since(now)));
+            }
+        }
+        all.sort();
+        all
+    }
+
+    /// Keeps an operator token a previous program image issued, for `left` more.
+    pub fn keep_operator(&mut self, room: &str, token: String, left: Duration, now: Instant) {
+        let tokens = self.operator.entry(room.to_owned()).or_default();
+        if tokens.len() < MAX_OPERATOR_TOKENS {
+            tokens.push((token, now + left));
+        }
+    }
+}
+
 /// A fresh 128-bit random token, hex-encoded.
 fn random_token() -> String {
     let mut bytes = [0u8; 16];

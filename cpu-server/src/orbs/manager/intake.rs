@@ -29,6 +29,7 @@ impl Manager {
                             room: room.clone(),
                             pid: orb.pid,
                             orders: orb.orders,
+                            handover: orb.handover,
                         };
                         self.handles.insert(generation, handle);
                         Ok(info)
@@ -90,6 +91,15 @@ impl Manager {
                 user_role,
                 ..
             } => Event::HumanJoined {
+                room,
+                user_id,
+                role: user_role,
+            },
+            RoomEvent::HumanRestored {
+                room,
+                user_id,
+                user_role,
+            } => Event::HumanRestored {
                 room,
                 user_id,
                 role: user_role,

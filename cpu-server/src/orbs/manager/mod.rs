@@ -35,6 +35,7 @@ use timers::Timers;
 mod commands;
 mod credentials;
 mod effects;
+mod handover;
 mod intake;
 mod timers;
 
@@ -49,6 +50,8 @@ struct Handle {
     room: String,
     pid: Option<u32>,
     orders: mpsc::Sender<Order>,
+    /// Asks its driver to let the process go (an upgrade); `None`: it cannot.
+    handover: Option<super::process_control::HandoverPort>,
 }
 
 /// The actor's state and channels.
@@ -73,6 +76,10 @@ pub struct Manager {
     metrics: Arc<Metrics>,
     timelines: Timelines,
     summaries: Summaries,
+    /// An upgrade waiting for the orbs to settle.
+    pending: Option<handover::Pending>,
+    /// The orbs went to the next program image: this manager has none.
+    handed_over: bool,
 }
 
 /// The channels the manager listens on.
@@ -115,6 +122,8 @@ impl Manager {
             metrics,
             timelines: Timelines::default(),
             summaries: Summaries::default(),
+            pending: None,
+            handed_over: false,
         };
         (manager, reports_rx)
     }
@@ -141,6 +150,10 @@ impl Manager {
                 Some(report) = reports.recv() => self.on_report(report),
                 Some(samples) = inputs.samples.recv() => self.on_samples(samples),
                 Some(timer) = self.timers.next(), if !self.timers.is_empty() => self.feed(Event::Timer(timer)),
+                () = tokio::time::sleep(handover::RETRY), if self.pending.is_some() => {}
+            }
+            if self.pending.is_some() {
+                self.try_hand_over(&mut inputs, &mut reports).await;
             }
             if !commands_open && self.life.idle() {
                 break;

@@ -46,6 +46,7 @@ impl Launcher for FakeLauncher {
                 pid: None,
                 orders: orders_tx,
                 supervision: Supervision::Ipc,
+                handover: None,
             },
             driver: Box::pin(async {}),
         })
@@ -210,6 +211,7 @@ async fn a_kill_that_does_not_fit_is_still_delivered() {
             room: "r".to_owned(),
             pid: None,
             orders: orders_tx,
+            handover: None,
         },
     );
     m.apply(Action::Order {

@@ -38,6 +38,20 @@ impl Timers {
         }
     }
 
+    /// Every armed timer and the time left until it fires (an upgrade's handover), by room and kind.
+    pub fn export(&self, now: Instant) -> Vec<(Timer, u64)> {
+        let mut armed: Vec<(Timer, u64)> = self
+            .keys
+            .iter()
+            .map(|(timer, key)| {
+                let left = self.queue.deadline(key).saturating_duration_since(now);
+                (timer.clone(), left.as_millis() as u64)
+            })
+            .collect();
+        armed.sort_by(|a, b| (&a.0.room, a.0.kind as u8).cmp(&(&b.0.room, b.0.kind as u8)));
+        armed
+    }
+
     /// Armed timers.
     #[cfg(test)]
     pub fn len(&self) -> usize {

@@ -200,6 +200,7 @@ impl Launcher for SlurmLauncher {
                 pid: None,
                 orders,
                 supervision: Supervision::Ipc,
+                handover: None,
             },
             driver: Box::pin(driver.run().instrument(span)),
         })

@@ -1,0 +1,241 @@
+//! Handing the orbs over to the next program image (an upgrade), and taking
+//! them over in it.
+//!
+//! Running image: an upgrade asks ([`Command::HandOver`]); the manager waits
+//! (at most [`SETTLE`]) until every orb is in a settled phase, takes in what
+//! was already said to it (room events, driver reports), asks each driver to
+//! let its process go, and answers with the document and the descriptors.
+//! From then on it holds no orb: nothing it does can touch them.
+//!
+//! New image: before its first event the manager imports the document, adopts
+//! each process with a new driver, restores each token and timer, and counts a
+//! process the document promised but did not bring as exited.
+
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::*;
+use crate::orbs::handover::{OperatorToken, OrbsDocument, OrbsHandover, OrbsTakeover, ProcessEntry, TimerEntry};
+use crate::orbs::lifecycle::snapshot::Blocker;
+use crate::orbs::process_control::{EventSink, ProcessEvent};
+use crate::orbs::process_group;
+
+/// Longest wait for stops and launches under way to settle before the orbs are handed over.
+pub const SETTLE: Duration = Duration::from_secs(10);
+/// Longest wait for one driver to let its process go.
+const LET_GO: Duration = Duration::from_secs(2);
+
+/// An upgrade waiting for the orbs.
+pub(super) struct Pending {
+    reply: oneshot::Sender<Result<OrbsHandover, String>>,
+    until: Instant,
+}
+
+/// How often a pending handover looks again whether the orbs settled.
+pub(super) const RETRY: Duration = Duration::from_millis(20);
+
+impl Manager {
+    /// An upgrade asks for the orbs.
+    pub(super) fn ask_hand_over(&mut self, reply: oneshot::Sender<Result<OrbsHandover, String>>) {
+        if self.handed_over {
+            let _ = reply.send(Err("the orbs were handed over already".to_owned()));
+            return;
+        }
+        self.pending = Some(Pending {
+            reply,
+            until: Instant::now() + SETTLE,
+        });
+    }
+
+    /// Hands the orbs over if they settled; refuses when they cannot be, or did
+    /// not settle in time. `inputs` and `reports`: what was said before is heard first.
+    pub(super) async fn try_hand_over(&mut self, inputs: &mut Inputs, reports: &mut mpsc::Receiver<Report>) {
+        let Some(pending) = self.pending.take() else { return };
+        match self.life.handover_blocker() {
+            Some(Blocker::Never(why)) => {
+                let _ = pending.reply.send(Err(why.to_owned()));
+                return;
+            }
+            Some(Blocker::Settling(why)) if Instant::now() >= pending.until => {
+                let _ = pending.reply.send(Err(format!("{why} after {}s", SETTLE.as_secs())));
+                return;
+            }
+            Some(Blocker::Settling(_)) => {
+                self.pending = Some(pending);
+                return;
+            }
+            None => {}
+        }
+        while let Ok(event) = inputs.events.try_recv() {
+            self.on_room_event(event);
+        }
+        while let Ok(report) = reports.try_recv() {
+            self.on_report(report);
+        }
+        if self.life.handover_blocker().is_some() {
+            self.pending = Some(pending);
+            return;
+        }
+        let handover = self.hand_over().await;
+        info!(
+            orbs = handover.document.processes.len(),
+            rooms = handover.document.lifecycle.rooms.len(),
+            "orbs handed over to the next program image"
+        );
+        let _ = pending.reply.send(Ok(handover));
+    }
+
+    async fn hand_over(&mut self) -> OrbsHandover {
+        let now = Instant::now();
+        let (lifecycle, adopted) = self.life.export(now);
+        let mut letting_go = Vec::new();
+        for process in &adopted {
+            let Some(handle) = self.handles.get_mut(&process.generation) else {
+                continue;
+            };
+            let Some(port) = handle.handover.take() else { continue };
+            let (tx, rx) = oneshot::channel();
+            if port.send(tx).is_ok() {
+                letting_go.push((handle.room.clone(), process.generation, rx));
+            }
+        }
+        let mut document = OrbsDocument {
+            lifecycle,
+            timers: self
+                .timers
+                .export(now)
+                .into_iter()
+                .map(|(timer, in_ms)| TimerEntry {
+                    room: timer.room,
+                    kind: timer.kind,
+                    in_ms,
+                })
+                .collect(),
+            processes: Vec::new(),
+            operator_tokens: self
+                .credentials
+                .operator_tokens(now)
+                .into_iter()
+                .map(|(room, token, left)| OperatorToken {
+                    room,
+                    token,
+                    expires_in_ms: left.as_millis() as u64,
+                })
+                .collect(),
+        };
+        let mut fds = Vec::new();
+        for (room, generation, rx) in letting_go {
+            match tokio::time::timeout(LET_GO, rx).await {
+                Ok(Ok(handed)) => {
+                    let token = self.credentials.token_of(&room, generation);
+                    document
+                        .processes
+                        .push(ProcessEntry::new(&room, generation, token, &handed));
+                    fds.extend(handed.ipc);
+                    if let Some((out, err)) = handed.output {
+                        fds.push(out);
+                        fds.push(err);
+                    }
+                }
+                // Exited meanwhile (or its driver is stuck): the new image counts it as exited.
+                _ => warn!(%room, generation, "an orb process was not handed over"),
+            }
+        }
+        self.forget_orbs();
+        OrbsHandover { document, fds }
+    }
+
+    /// After the handover: no orb is this manager's any more; nothing it does
+    /// can start, stop or signal one.
+    fn forget_orbs(&mut self) {
+        self.handed_over = true;
+        self.life.forget_all();
+        self.timers = Timers::default();
+        self.handles.clear();
+        self.seats.clear();
+        for (_, reply) in self.waiters.drain() {
+            let _ = reply.send(None);
+        }
+    }
+
+    /// In a new image, before any event: takes over the orbs a previous image handed over.
+    pub fn take_over(&mut self, takeover: OrbsTakeover) {
+        let now = Instant::now();
+        let OrbsTakeover { document, processes } = takeover;
+        let adopted = self.life.import(document.lifecycle, now);
+        let mut brought: HashMap<u64, (ProcessEntry, crate::orbs::process_control::HandedOver)> =
+            processes.into_iter().map(|p| (p.0.generation, p)).collect();
+        let mut missing = Vec::new();
+        for process in &adopted {
+            let Some((entry, handed)) = brought
+                .remove(&process.generation)
+                .filter(|(e, _)| e.pid == process.pid)
+            else {
+                missing.push(*process);
+                continue;
+            };
+            let events = EventSink::new(&entry.room, entry.generation, self.reports_tx.clone());
+            match self.launcher.adopt(&entry.room, handed, events) {
+                Ok(started) => {
+                    self.table.launching();
+                    self.table.answered(Some((entry.pid, entry.room.as_str())));
+                    if let Some(token) = entry.token.clone() {
+                        self.credentials.keep(&entry.room, entry.generation, token);
+                    }
+                    self.handles.insert(
+                        entry.generation,
+                        Handle {
+                            room: entry.room.clone(),
+                            pid: started.orb.pid,
+                            orders: started.orb.orders,
+                            handover: started.orb.handover,
+                        },
+                    );
+                    tokio::spawn(started.driver);
+                }
+                Err(error) => {
+                    warn!(room = %entry.room, pid = entry.pid, %error, "a handed-over orb cannot be driven; killing it");
+                    process_group::kill(entry.pid);
+                    missing.push(*process);
+                }
+            }
+        }
+        // Processes nobody's record names: nothing may run unsupervised.
+        for (entry, _) in brought.into_values() {
+            warn!(room = %entry.room, pid = entry.pid, "a handed-over orb process belongs to no room; killing it");
+            process_group::kill(entry.pid);
+        }
+        for timer in &document.timers {
+            self.timers.arm(timer.timer(), now + Duration::from_millis(timer.in_ms));
+        }
+        for token in document.operator_tokens {
+            let left = Duration::from_millis(token.expires_in_ms);
+            self.credentials.keep_operator(&token.room, token.token, left, now);
+        }
+        info!(
+            orbs = self.handles.len(),
+            missing = missing.len(),
+            "orbs taken over from the previous program image"
+        );
+        // A process the record promised but that did not come: it ended during the
+        // upgrade, as far as anyone can tell; the restart rule decides.
+        for process in missing {
+            let Some(room) = self.life.room_of(process.generation) else {
+                continue;
+            };
+            let exited = ProcessEvent::Exited {
+                code: None,
+                signal: None,
+            };
+            self.feed(Event::Process {
+                room,
+                generation: process.generation,
+                event: exited,
+            });
+        }
+        self.publish_counts();
+    }
+}
