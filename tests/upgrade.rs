@@ -179,21 +179,13 @@ async fn a_binary_that_fails_its_preflight_leaves_the_server_and_its_room_as_the
     let (status, body) = server.api("POST", "/api/upgrade?restart_orbs=maybe", None);
     assert_eq!((status, body["code"].as_str()), (400, Some("bad_query")), "{body}");
     assert_eq!(server.upgrade_status()["state"], "idle");
-    // With an orb running, the command refuses unless told that orbs may restart.
+    // An orb runs: each refusal leaves it as it was too.
     let (code, orb) = server.api("POST", "/api/orbs", Some(r#"{"room":"orb-room"}"#));
     assert!(code == 201 || code == 200, "{code} {orb}");
-    install(dir.path(), &system_tests::binaries::cpu_server());
-    let run = tokio::task::block_in_place(|| server.cli(&["upgrade"]));
-    assert_eq!(run.code, Some(1), "{run:?}");
-    assert!(
-        run.stderr.contains("1 orb(s) running") && run.stderr.contains("--restart-orbs"),
-        "{}",
-        run.stderr
-    );
-    assert_eq!(server.upgrade_status()["state"], "idle");
+    let orb_pid = wait_orb_ready(&server, "orb-room")["pid"].clone();
     for (round, (what, put, reasons)) in cases.iter().enumerate() {
         put();
-        let run = tokio::task::block_in_place(|| server.cli(&["upgrade", "--restart-orbs"]));
+        let run = tokio::task::block_in_place(|| server.cli(&["upgrade"]));
         assert_eq!(run.code, Some(1), "{what}: {run:?}");
         for reason in *reasons {
             assert!(
@@ -212,6 +204,12 @@ async fn a_binary_that_fails_its_preflight_leaves_the_server_and_its_room_as_the
             .await;
         let signal = client.recv_type("client_signal", T).await;
         assert_eq!(signal["value"], round, "{what}");
+        let (_, record) = server.api("GET", "/api/orbs/orb-room", None);
+        assert_eq!(
+            (&record["pid"], &record["state"]),
+            (&orb_pid, &json!("ready")),
+            "{what}: the orb untouched"
+        );
     }
     assert!(
         server
@@ -219,6 +217,54 @@ async fn a_binary_that_fails_its_preflight_leaves_the_server_and_its_room_as_the
             .stderr()
             .contains("upgrade refused: the running server carries on unchanged")
     );
+}
+
+/// Polls the room's orb record until it is ready (bounded); returns it.
+fn wait_orb_ready(server: &InstalledServer, room: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, record) = server.api("GET", &format!("/api/orbs/{room}"), None);
+        if record["state"] == "ready" {
+            return record;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "orb of {room} not ready: {record}\n{}",
+            server.proc.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Where orbs cannot be handed over (a warm pool; Slurm likewise), an upgrade
+/// with a room's orb running is refused unless told the orbs may restart; told
+/// so, it stops them and completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn where_orbs_cannot_be_handed_over_the_command_refuses_unless_told_to_restart_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = InstalledServer::start(dir.path(), &[("ORB_WARM_POOL", "1")]);
+    let (code, orb) = server.api("POST", "/api/orbs", Some(r#"{"room":"orb-room"}"#));
+    assert!(code == 201 || code == 200, "{code} {orb}");
+    let pid = wait_orb_ready(&server, "orb-room")["pid"].clone();
+    let run = tokio::task::block_in_place(|| server.cli(&["upgrade"]));
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        run.stderr.contains("1 orb(s) running")
+            && run.stderr.contains("warm orbs (ORB_WARM_POOL) are not handed over")
+            && run.stderr.contains("--restart-orbs"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(server.upgrade_status()["state"], "idle");
+    let run = tokio::task::block_in_place(|| server.cli(&["upgrade", "--restart-orbs"]));
+    assert_eq!(run.code, Some(0), "{run:?}\n{}", server.proc.stderr());
+    wait_completed(&server, 1);
+    let pid = nix::unistd::Pid::from_raw(pid.as_i64().unwrap_or_default() as i32);
+    assert!(
+        nix::sys::signal::kill(pid, None).is_err(),
+        "the room's orb was stopped by the upgrade"
+    );
+    assert!(server.proc.stderr().contains("the orbs are stopped for the upgrade"));
 }
 
 #[test]
@@ -309,13 +355,16 @@ struct SeqTrace {
     received: u64,
     out_of_order: Vec<(u64, u64)>,
     closed: Option<String>,
+    /// `userId`s of the room's AIs that left or joined (an orb that is restarted does both).
+    ai_moves: Vec<String>,
 }
 
-/// Sends numbered `client_signal`s to `to` every 2 ms until `stop`, while
+/// Sends numbered `client_signal`s to `to` every `every` until `stop`, while
 /// reading the peer's and checking that they come 0, 1, 2… exactly; then reads
 /// until the peer's last number (`peer_last`, set by its sender) arrived.
 async fn seq_side(
     ws: system_tests::bench_peers::Ws,
+    every: Duration,
     to: &'static str,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     mine: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -337,7 +386,7 @@ async fn seq_side(
             }
             n += 1;
             mine.store(n, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            tokio::time::sleep(every).await;
         }
         (n, sink)
     });
@@ -355,6 +404,11 @@ async fn seq_side(
         match tokio::time::timeout(Duration::from_millis(100), stream.next()).await {
             Ok(Some(Ok(Message::Text(text)))) => {
                 let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                let ai_moved = (value["type"] == "user-left" || value["type"] == "user-joined")
+                    && value["userId"].as_str().is_some_and(|id| id.starts_with("ai-orb-"));
+                if ai_moved {
+                    trace.ai_moves.push(format!("{} {}", value["type"], value["userId"]));
+                }
                 if value["action"] != "seq" {
                     continue;
                 }
@@ -412,6 +466,7 @@ async fn rooms_keep_their_sockets_and_every_message_in_order_across_ten_upgrades
         let (coach_sent, client_sent) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         sides.push(tokio::spawn(seq_side(
             coach,
+            Duration::from_millis(2),
             "client",
             Arc::clone(&stop),
             Arc::clone(&coach_sent),
@@ -419,6 +474,7 @@ async fn rooms_keep_their_sockets_and_every_message_in_order_across_ten_upgrades
         )));
         sides.push(tokio::spawn(seq_side(
             client,
+            Duration::from_millis(2),
             "coach",
             Arc::clone(&stop),
             client_sent,
@@ -657,4 +713,214 @@ async fn session_summaries_survive_an_upgrade() {
     assert_eq!(status, 200, "the new image has the stopped orb's summary: {body}");
     assert_eq!(body["session"], session.as_str());
     assert_eq!(body["summary"]["summary"], "goals discussed");
+}
+
+/// Every orb record by room (`GET /api/orbs`).
+fn orb_records(server: &InstalledServer) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let (_, list) = server.api("GET", "/api/orbs", None);
+    list.as_array()
+        .map(|records| {
+            records
+                .iter()
+                .map(|r| (r["room"].as_str().unwrap_or_default().to_owned(), r.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The issue's test: 20 rooms, each with a coach, a client and a real orb, plus
+/// 2 rooms queued for a slot, relaying numbered messages both ways while 10
+/// upgrades in a row alternate two builds. No socket closes, no message is lost,
+/// duplicated or reordered, no AI leaves or rejoins a room, and every orb is
+/// the same process afterwards (pid, session, restarts 0, start time, uptime
+/// on), still heard from over its IPC channel; the queue keeps its order. When
+/// the rooms empty, the handed-over orbs stop and are reaped by the last image,
+/// and the server's descriptors are back to their baseline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_with_real_orbs_keep_every_orb_and_every_message_across_ten_upgrades() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+
+    const ROOMS: usize = 20;
+    const QUEUED: usize = 2;
+    const UPGRADES: u64 = 10;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = InstalledServer::start(
+        dir.path(),
+        &[
+            ("ORB_SPAWN_ON", "coach"),
+            ("MAX_CONCURRENT_ORBS", "20"),
+            ("ROOM_EMPTY_GRACE", "300"),
+            // Heartbeats all along, so that each orb's IPC channel is seen working
+            // after the upgrades; a generous silence bound (a loaded machine).
+            ("ORB_HEALTH_CHECK_INTERVAL", "300"),
+            ("ORB_UNRESPONSIVE_TIMEOUT", "10000"),
+        ],
+    );
+    let build_a = server.health()["build_id"].as_str().expect("build id").to_owned();
+    let b = second_build(dir.path(), &build_a);
+    let fds_before = server.fd_count();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut sides = Vec::new();
+    let every = Duration::from_millis(20);
+    for room in 0..ROOMS + QUEUED {
+        let url = url(&server, &format!("orb{room:02}"));
+        let coach = system_tests::bench_peers::join(&url, "coach", "coach")
+            .await
+            .expect("coach joins");
+        let client = system_tests::bench_peers::join(&url, "client", "client")
+            .await
+            .expect("client joins");
+        let (coach_sent, client_sent) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        sides.push(tokio::spawn(seq_side(
+            coach,
+            every,
+            "client",
+            Arc::clone(&stop),
+            Arc::clone(&coach_sent),
+            Arc::clone(&client_sent),
+        )));
+        sides.push(tokio::spawn(seq_side(
+            client,
+            every,
+            "coach",
+            Arc::clone(&stop),
+            client_sent,
+            coach_sent,
+        )));
+    }
+    // Every slot's orb ready and in its room, the last two rooms queued.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let before = loop {
+        let records = orb_records(&server);
+        let ready = records.values().filter(|r| r["state"] == "ready").count();
+        let queued = records.values().filter(|r| r["state"] == "queued").count();
+        let heard = records
+            .values()
+            .all(|r| r["state"] != "ready" || r["ipc_rtt_ms"].is_number());
+        if ready == ROOMS && queued == QUEUED && heard {
+            break records;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{ready} orbs ready, {queued} queued: {records:?}\n{}",
+            server.proc.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let queue = |records: &std::collections::BTreeMap<String, serde_json::Value>| -> Vec<(String, serde_json::Value)> {
+        let mut queued: Vec<_> = records
+            .iter()
+            .filter(|(_, r)| r["state"] == "queued")
+            .map(|(room, r)| (room.clone(), r["queue_position"].clone()))
+            .collect();
+        queued.sort_by_key(|(_, position)| position.as_u64());
+        queued
+    };
+    let queue_before = queue(&before);
+    assert_eq!(
+        queue_before.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>(),
+        vec![json!(1), json!(2)]
+    );
+    let started = Instant::now();
+    for round in 1..=UPGRADES {
+        upgrade_round(&server, dir.path(), &b, round);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    // Heartbeats keep coming over each orb's handed-over channel.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let after = orb_records(&server);
+    for (room, was) in before.iter().filter(|(_, r)| r["state"] == "ready") {
+        let now = &after[room];
+        assert_eq!(now["pid"], was["pid"], "{room}: the same process");
+        assert_eq!(now["session"], was["session"], "{room}: the same session");
+        assert_eq!(now["state"], "ready", "{room}: {now}");
+        assert_eq!(now["restarts"], 0, "{room}: never restarted");
+        let (then_at, now_at) = (was["started_at_ms"].as_i64(), now["started_at_ms"].as_i64());
+        let drift = then_at.zip(now_at).map(|(a, b)| (a - b).abs());
+        assert!(
+            drift.is_some_and(|d| d < 250),
+            "{room}: start time kept ({then_at:?} → {now_at:?})"
+        );
+        let (then_up, now_up) = (
+            was["uptime_ms"].as_u64().unwrap_or(0),
+            now["uptime_ms"].as_u64().unwrap_or(0),
+        );
+        assert!(
+            now_up >= then_up + elapsed_ms,
+            "{room}: uptime carries on ({then_up} → {now_up})"
+        );
+        assert!(
+            now["last_heartbeat_ms"].as_u64().is_some_and(|age| age < 1500),
+            "{room}: heard from after the upgrades: {now}"
+        );
+        let pid = nix::unistd::Pid::from_raw(now["pid"].as_i64().unwrap_or_default() as i32);
+        assert!(nix::sys::signal::kill(pid, None).is_ok(), "{room}: alive");
+    }
+    assert_eq!(queue(&after), queue_before, "the queue keeps its rooms and their order");
+    let log = server.proc.stderr();
+    assert_eq!(
+        log.matches("orb started").count(),
+        ROOMS,
+        "no orb started again:\n{log}"
+    );
+    assert!(!log.contains("orb exited"), "no orb exited during the upgrades");
+    assert!(
+        !log.contains("ignored invalid IPC line"),
+        "no IPC line cut by a handover"
+    );
+    assert_eq!(
+        log.matches("orbs taken over from the previous program image").count(),
+        UPGRADES as usize,
+        "each new image took the orbs over"
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut total = 0;
+    for side in sides {
+        let trace = side.await.expect("side task");
+        assert_eq!(trace.closed, None, "no socket closed: {trace:?}\n{log}");
+        assert!(
+            trace.out_of_order.is_empty(),
+            "lost, duplicated or reordered: {trace:?}"
+        );
+        // The orb's one join (it came after the humans); no leave, no second join.
+        let left = trace.ai_moves.iter().filter(|m| m.contains("user-left")).count();
+        assert!(
+            left == 0 && trace.ai_moves.len() <= 1,
+            "no AI left or rejoined a room: {trace:?}"
+        );
+        assert!(trace.sent > 20, "{trace:?}");
+        total += trace.received;
+    }
+    eprintln!(
+        "{total} numbered messages relayed in {} rooms ({ROOMS} with a real orb) across {UPGRADES} upgrades",
+        ROOMS + QUEUED
+    );
+    // The rooms empty: each handed-over orb is stopped and reaped by the last image.
+    let settled = Instant::now() + Duration::from_secs(30);
+    while (!orb_records(&server).is_empty() || server.fd_count() != fds_before) && Instant::now() < settled {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        orb_records(&server).is_empty(),
+        "every orb stopped once its room emptied"
+    );
+    for record in before.values().filter(|r| r["pid"].is_number()) {
+        let pid = nix::unistd::Pid::from_raw(record["pid"].as_i64().unwrap_or_default() as i32);
+        assert!(nix::sys::signal::kill(pid, None).is_err(), "orb {pid} gone and reaped");
+    }
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", server.proc.pid()))
+        .map(|entries| {
+            entries
+                .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .map(|target| target.display().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        server.fd_count(),
+        fds_before,
+        "descriptors back to the baseline: {fds:?}"
+    );
 }

@@ -175,8 +175,7 @@ pub async fn serve_until(
     let orbs = orbs::spawn_manager(
         settings.orbs.clone(),
         &settings.placement,
-        events_rx,
-        Arc::new(registry.clone()),
+        (events_rx, Arc::new(registry.clone())),
         (local, loopback_host(local)),
         settings.security.isolation(),
         Arc::clone(&metrics),
@@ -316,14 +315,17 @@ pub async fn serve_until(
     lifecycle.draining.cancel();
     // Orbs go to the new image alive unless asked otherwise or they cannot.
     let keep_orbs = match &commit {
-        Some(commit) if !commit.restart_orbs => match orbs.handover_refusal() {
-            None => true,
-            Some(why) => {
+        Some(commit) => {
+            let why = match commit.restart_orbs {
+                true => Some("the upgrade was asked to restart them"),
+                false => orbs.handover_refusal(),
+            };
+            if let Some(why) = why {
                 info!(%why, "the orbs are stopped for the upgrade");
-                false
             }
-        },
-        _ => false,
+            why.is_none()
+        }
+        None => false,
     };
     let drained = async {
         match &commit {

@@ -51,10 +51,11 @@ pub enum Command {
     /// Replaces the running server's program in place with the binary now at
     /// its installed path (same pid, listening sockets kept), after that binary
     /// passed a preflight; waits until the new one serves. Same as SIGUSR2.
-    /// Rooms and their sockets survive it, orbs do not yet: while any runs it
-    /// refuses unless `--restart-orbs` is given.
+    /// Rooms, their sockets and their orbs survive it (orbs alive, same
+    /// processes). Where orbs cannot be handed over (a warm pool, Slurm) it
+    /// refuses while any runs, unless `--restart-orbs` is given.
     Upgrade {
-        /// Go ahead although orbs run: each is stopped and its room gets a new one.
+        /// Stop the orbs instead of handing them over: each room gets a new one.
         #[arg(long)]
         restart_orbs: bool,
     },

@@ -26,7 +26,8 @@ const COMMIT: Duration = Duration::from_secs(180);
 /// closes the listening socket; systemd restarts a failed service after 2 s).
 const GONE: Duration = Duration::from_secs(3);
 
-/// Runs the command; `restart_orbs`: go ahead although orbs run (they are restarted).
+/// Runs the command; `restart_orbs`: the orbs are stopped (their rooms get new
+/// ones) instead of handed over.
 pub async fn run(settings: &Settings, restart_orbs: bool) -> Result<(), String> {
     let client = super::admin_client(settings)?;
     let path = if restart_orbs {

@@ -24,6 +24,10 @@ use super::process_control::HandedOver;
 /// The orbs, as the document carries them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct OrbsDocument {
+    /// When it was written, on `CLOCK_MONOTONIC` (ns), which goes on across the
+    /// exec: every age and time left in it is from that moment, so the new image
+    /// adds the time the upgrade took.
+    pub written_at_ns: u64,
     /// The lifecycle: every room's entry and the queue.
     pub lifecycle: LifeSnapshot,
     /// Every armed timer.
@@ -114,6 +118,26 @@ impl ProcessEntry {
                 .map_err(|e| format!("orb process {}: its IPC {what} bytes are not base64: {e}", self.pid))
         };
         Ok((decode("unread", &self.ipc_unread)?, decode("unsent", &self.ipc_unsent)?))
+    }
+}
+
+/// `CLOCK_MONOTONIC` now, ns (0 if unreadable).
+pub fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
+impl OrbsDocument {
+    /// The moment it was written, on this image's clock: `now` less the time
+    /// since (none when the clock is unreadable; at most a minute: a bound on a bad document).
+    pub fn written_at(&self, now: tokio::time::Instant) -> tokio::time::Instant {
+        let since = monotonic_ns().saturating_sub(self.written_at_ns);
+        let since = std::time::Duration::from_nanos(since).min(std::time::Duration::from_secs(60));
+        match self.written_at_ns {
+            0 => now,
+            _ => now.checked_sub(since).unwrap_or(now),
+        }
     }
 }
 

@@ -380,8 +380,10 @@ impl OrbsHandle {
     }
 }
 
-/// Starts the OrbManager with a [`LocalLauncher`]; orbs connect back to `cpu_host`
-/// and run as `isolation` says (user, group, rlimits).
+/// Starts the OrbManager with a [`LocalLauncher`]; it hears the registry's
+/// events and tells rooms through `rooms`; orbs connect back to `cpu_host` and
+/// run as `isolation` says (user, group, rlimits). `inherit`: the thread orbs
+/// are forked on (the binary's main thread) and the orbs an upgrade handed over.
 ///
 /// The production path: this server also becomes the child subreaper of its
 /// orbs' descendants and runs the [`reaper`], and sweeps strays of an earlier
@@ -389,14 +391,14 @@ impl OrbsHandle {
 pub fn spawn_manager(
     settings: OrbSettings,
     placement: &PlacementSettings,
-    events: RoomEventReceiver,
-    notifier: Arc<dyn RoomNotifier>,
+    rooms: (RoomEventReceiver, Arc<dyn RoomNotifier>),
     where_orbs_connect: (std::net::SocketAddr, String),
     isolation: crate::settings::Isolation,
     metrics: Arc<Metrics>,
     inherit: (Option<spawner::Spawner>, Option<handover::OrbsTakeover>),
 ) -> OrbsHandle {
     let (listen, cpu_host) = where_orbs_connect;
+    let (events, notifier) = rooms;
     let (spawner, takeover) = inherit;
     // Before any orb exists, so that none of its descendants can go to init.
     reaper::become_subreaper();

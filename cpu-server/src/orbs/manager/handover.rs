@@ -89,7 +89,7 @@ impl Manager {
     }
 
     async fn hand_over(&mut self) -> OrbsHandover {
-        let now = Instant::now();
+        let (now, written_at_ns) = (Instant::now(), crate::orbs::handover::monotonic_ns());
         let (lifecycle, adopted) = self.life.export(now);
         let mut letting_go = Vec::new();
         for process in &adopted {
@@ -103,6 +103,7 @@ impl Manager {
             }
         }
         let mut document = OrbsDocument {
+            written_at_ns,
             lifecycle,
             timers: self
                 .timers
@@ -163,8 +164,9 @@ impl Manager {
 
     /// In a new image, before any event: takes over the orbs a previous image handed over.
     pub fn take_over(&mut self, takeover: OrbsTakeover) {
-        let now = Instant::now();
         let OrbsTakeover { document, processes } = takeover;
+        // Ages and times left count from the export: the upgrade's pause is added.
+        let now = document.written_at(Instant::now());
         let adopted = self.life.import(document.lifecycle, now);
         let mut brought: HashMap<u64, (ProcessEntry, crate::orbs::process_control::HandedOver)> =
             processes.into_iter().map(|p| (p.0.generation, p)).collect();
