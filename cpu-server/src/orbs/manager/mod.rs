@@ -40,6 +40,8 @@ mod intake;
 mod timers;
 
 #[cfg(test)]
+mod handover_tests;
+#[cfg(test)]
 mod tests;
 
 /// Capacity of the reports channel (launches and drivers → manager).

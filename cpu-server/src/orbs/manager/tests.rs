@@ -55,7 +55,7 @@ impl Launcher for FakeLauncher {
 
 /// Records what the manager tells rooms; refuses the first `refuse` notifications.
 #[derive(Default)]
-struct Notes {
+pub(super) struct Notes {
     refuse: Mutex<usize>,
     told: Mutex<Vec<(String, serde_json::Value)>>,
 }
@@ -76,7 +76,7 @@ impl RoomNotifier for Notes {
     }
 }
 
-fn settings(args: OrbArgs) -> OrbSettings {
+pub(super) fn settings(args: OrbArgs) -> OrbSettings {
     let dotenv = DotEnv::default();
     let mut v = Validator::new(&dotenv);
     let settings = args.validate(&mut v, false, false);
@@ -84,7 +84,7 @@ fn settings(args: OrbArgs) -> OrbSettings {
     settings
 }
 
-fn joined(room: &str, user: &str, role: &str) -> RoomEvent {
+pub(super) fn joined(room: &str, user: &str, role: &str) -> RoomEvent {
     RoomEvent::HumanJoined {
         room: room.to_owned(),
         user_id: user.to_owned(),

@@ -13,6 +13,7 @@ use super::escalation::Graces;
 use super::*;
 use crate::orbs::record::OrbState;
 
+mod snapshot;
 mod warm_pool;
 
 fn rules() -> Rules {
