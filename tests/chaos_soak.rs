@@ -282,13 +282,14 @@ impl Soak {
 
     /// Upgrades cpu-server in place (SIGUSR2; the installed binary is the same
     /// build): the same process must serve again, its rooms' sockets open (the
-    /// sequence pair and every joined client go on), its orbs stopped and
-    /// started again for coached rooms.
+    /// sequence pair and every joined client go on), and its orbs handed over
+    /// alive: an orb process still alive afterwards is still its room's orb.
     async fn upgrade(&mut self) {
         let port = self.port;
         let Some(server) = &self.server else { return };
         let pid = server.proc.pid();
         let before = api(port, "GET", "/api/upgrade").1["completed"].as_u64().unwrap_or(0);
+        let orbs_before = orb_pids(port);
         server.proc.signal(Signal::SIGUSR2);
         let done = system_tests::wait::until_true(Duration::from_secs(60), || {
             api(port, "GET", "/api/upgrade").1["completed"].as_u64() == Some(before + 1)
@@ -304,7 +305,20 @@ impl Soak {
                 format!("{pid} became {}", status["pid"]),
             );
         }
-        // The new image's OrbManager starts afresh: records count from now.
+        let orbs_after = orb_pids(port);
+        for (room, orb) in orbs_before {
+            if orbs_after.get(&room) == Some(&orb) {
+                self.counts.add("orbs_handed_over");
+            } else if procfs::stat(orb as i32).is_some_and(|s| s.state != 'Z') {
+                self.fail(
+                    "an upgrade hands every orb over: an orb still alive is still its room's",
+                    format!(
+                        "{room}'s orb {orb} is alive, the record says {:?}",
+                        orbs_after.get(&room)
+                    ),
+                );
+            }
+        }
         self.server_since = Instant::now();
         self.counts.add("server_upgrade");
     }
@@ -352,6 +366,16 @@ impl Drop for Soak {
         drop(self.server.take());
         system_tests::chaos_kit::kill_all(self.port);
     }
+}
+
+/// Each room's orb process, as the records say.
+fn orb_pids(port: u16) -> BTreeMap<String, u64> {
+    let (_, list) = api(port, "GET", "/api/orbs");
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| Some((r["room"].as_str()?.to_owned(), r["pid"].as_u64()?)))
+        .collect()
 }
 
 fn api(port: u16, method: &str, path: &str) -> (u16, Value) {
