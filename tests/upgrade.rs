@@ -859,6 +859,20 @@ async fn rooms_with_real_orbs_keep_every_orb_and_every_message_across_ten_upgrad
         assert!(nix::sys::signal::kill(pid, None).is_ok(), "{room}: alive");
     }
     assert_eq!(queue(&after), queue_before, "the queue keeps its rooms and their order");
+    // The orb's timeline (`orbs why`) goes on from before the upgrades.
+    let (_, timeline) = server.api("GET", "/api/orbs/orb00/events", None);
+    let events: Vec<&str> = timeline["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["event"].as_str())
+        .collect();
+    assert_eq!(
+        events.iter().filter(|e| **e == "started").count(),
+        1,
+        "one start, from before the upgrades: {timeline}"
+    );
+    assert!(events.contains(&"ready"), "{timeline}");
     let log = server.proc.stderr();
     assert_eq!(
         log.matches("orb started").count(),

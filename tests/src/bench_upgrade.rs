@@ -1,12 +1,14 @@
-//! The suite's `upgrade` scenario: rooms relaying round trips continuously
-//! while the server upgrades in place (`cpu-server upgrade`, alternating two
-//! builds), against the same rooms' round trips before and after, with a
-//! prober opening a new connection every few ms throughout.
+//! The suite's `upgrade` scenario: rooms, each with a real orb, relaying round
+//! trips continuously while the server upgrades in place (`cpu-server
+//! upgrade`, alternating two builds), against the same rooms' round trips
+//! before and after, with a prober opening a new connection every few ms
+//! throughout.
 //!
 //! Figures: round trip p50/p99 before and after; per room, the longest gap
 //! between two successful round trips across an upgrade (the relay's pause);
 //! room sockets closed by the upgrade (a pair rejoins when one is); refused
-//! connections; the server's own pause (commit to serving).
+//! connections; the server's own pause (commit to serving); orbs that are the
+//! same process after every upgrade, and orbs started during them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -88,8 +90,13 @@ pub async fn upgrade(report: &mut Report, rooms: usize, upgrades: usize, steady:
         ("MAX_MESSAGES_PER_SECOND", "1000000"),
         ("MAX_CONNECTIONS_PER_IP", "1000000"),
         ("RUST_LOG", "warn"),
+        // Every room gets its orb (the pairs join as clients), all at once.
+        ("ORB_SPAWN_ON", "any"),
     ];
-    let server = InstalledServer::start(dir.path(), &limits);
+    let max_orbs = rooms.to_string();
+    let mut env = limits.to_vec();
+    env.push(("MAX_CONCURRENT_ORBS", &max_orbs));
+    let server = InstalledServer::start(dir.path(), &env);
     let build_a = server.health()["build_id"].as_str().unwrap_or_default().to_owned();
     let build_b = second_build(dir.path(), &build_a);
     let stop = Arc::new(AtomicBool::new(false));
@@ -101,6 +108,13 @@ pub async fn upgrade(report: &mut Report, rooms: usize, upgrades: usize, steady:
         .collect();
     let prober = Prober::start(server.port);
     tokio::time::sleep(steady).await;
+    let orbs_before = ready_orbs(&server, rooms).await;
+    if orbs_before.len() < rooms {
+        report.note(
+            S,
+            &format!("only {} of {rooms} orbs ready before the upgrades", orbs_before.len()),
+        );
+    }
     let mut windows = Vec::new();
     let mut pauses = Vec::new();
     let server = Arc::new(server);
@@ -128,6 +142,12 @@ pub async fn upgrade(report: &mut Report, rooms: usize, upgrades: usize, steady:
         tokio::time::sleep(steady / 2).await;
     }
     tokio::time::sleep(steady / 2).await;
+    let orbs_after = orb_pids(&server);
+    let kept = orbs_before
+        .iter()
+        .filter(|(room, pid)| orbs_after.get(*room) == Some(*pid))
+        .count();
+    let started = orbs_after.len().saturating_sub(kept);
     stop.store(true, Ordering::SeqCst);
     let mut traces = Vec::new();
     for task in tasks {
@@ -182,4 +202,40 @@ pub async fn upgrade(report: &mut Report, rooms: usize, upgrades: usize, steady:
     );
     report.value(S, "new connections refused or failed", failures.len() as f64, "count");
     report.value(S, "new connections answered", answered as f64, "count");
+    report.value(
+        S,
+        &format!("orbs the same process after every upgrade (of {})", orbs_before.len()),
+        kept as f64,
+        "count",
+    );
+    report.value(S, "orbs started during the upgrades", started as f64, "count");
+}
+
+/// Each room's orb process, as the records say.
+fn orb_pids(server: &InstalledServer) -> std::collections::BTreeMap<String, u64> {
+    let (_, list) = server.api("GET", "/api/orbs", None);
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| Some((r["room"].as_str()?.to_owned(), r["pid"].as_u64()?)))
+        .collect()
+}
+
+/// The rooms' orbs once `rooms` of them are ready (or after 60 s, those that are).
+async fn ready_orbs(server: &InstalledServer, rooms: usize) -> std::collections::BTreeMap<String, u64> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, list) = server.api("GET", "/api/orbs", None);
+        let ready: std::collections::BTreeMap<String, u64> = list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["state"] == "ready")
+            .filter_map(|r| Some((r["room"].as_str()?.to_owned(), r["pid"].as_u64()?)))
+            .collect();
+        if ready.len() >= rooms || Instant::now() > deadline {
+            return ready;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -36,6 +36,9 @@ pub struct OrbsDocument {
     pub processes: Vec<ProcessEntry>,
     /// Unexpired one-time operator tokens (`gpu-orb --room` by hand).
     pub operator_tokens: Vec<OperatorToken>,
+    /// Every room's orb timeline (`orbs why`), oldest entry first.
+    #[serde(default)]
+    pub timelines: Vec<(String, Vec<super::timeline::Entry>)>,
 }
 
 /// An armed timer.

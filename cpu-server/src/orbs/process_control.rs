@@ -93,7 +93,7 @@ pub enum ProcessEvent {
 }
 
 /// Where a cluster job is, as its scheduler says.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum Placement {
     /// Submitted, waiting in the scheduler's queue (or for the scheduler to answer).

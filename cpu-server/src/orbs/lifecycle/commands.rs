@@ -60,7 +60,7 @@ impl Lifecycle {
         }
         let asked = Note::StopAsked {
             reason,
-            origin,
+            origin: origin.map(Into::into),
             silent_ms: None,
         };
         self.note(room, asked);

@@ -2,13 +2,15 @@
 //! timeline (`orbs::timeline`) and the structured log. Emitted with
 //! [`super::Action::Note`]; the shell stamps them with the wall clock.
 
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 
 use super::cause::{ExitCause, StopReason};
 use super::stall_rule::Stall;
 
 /// One thing that happened to a room's orb.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Note {
     /// Waiting for a slot, at this position.
@@ -86,14 +88,14 @@ pub enum Note {
         /// Why.
         reason: StopReason,
         /// Who asked, when from outside (e.g. `DELETE /api/orbs/{room}`).
-        origin: Option<&'static str>,
+        origin: Option<Cow<'static, str>>,
         /// For a silent orb: how long it had been silent, ms.
         silent_ms: Option<u64>,
     },
     /// A step of the stop was delivered (`shutdown_graceful`, `SIGTERM`, `SIGKILL`).
     Signalled {
         /// What was sent.
-        sent: &'static str,
+        sent: Cow<'static, str>,
     },
     /// The process is gone.
     Exited {

@@ -285,7 +285,7 @@ impl Lifecycle {
                 self.push(Action::Count(Tally::Stop(reason)));
                 let asked = Note::StopAsked {
                     reason,
-                    origin,
+                    origin: origin.map(Into::into),
                     silent_ms: None,
                 };
                 self.note(room, asked);
@@ -317,7 +317,7 @@ impl Lifecycle {
         self.push(Action::Count(Tally::Stop(reason)));
         let asked = Note::StopAsked {
             reason,
-            origin,
+            origin: origin.map(Into::into),
             silent_ms,
         };
         self.note(room, asked);
@@ -347,7 +347,7 @@ impl Lifecycle {
             Order::Kill => "SIGKILL",
             Order::Tell(_) => "message",
         };
-        self.note(room, Note::Signalled { sent });
+        self.note(room, Note::Signalled { sent: sent.into() });
         self.order(generation, step.order);
         match step.next {
             Some(at) => self.arm(room, TimerKind::Escalate, at),

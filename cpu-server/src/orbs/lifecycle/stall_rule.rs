@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 use super::cause::StopReason;
 
 /// Why a call is stalled.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "what", rename_all = "snake_case")]
 pub enum Stall {
     /// An answer never came: an accepted utterance has been pending this long.

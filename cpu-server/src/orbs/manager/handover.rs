@@ -126,6 +126,7 @@ impl Manager {
                     expires_in_ms: left.as_millis() as u64,
                 })
                 .collect(),
+            timelines: self.timelines.export(),
         };
         let mut fds = Vec::new();
         for (room, generation, rx) in letting_go {
@@ -168,6 +169,7 @@ impl Manager {
         // Ages and times left count from the export: the upgrade's pause is added.
         let now = document.written_at(Instant::now());
         let adopted = self.life.import(document.lifecycle, now);
+        self.timelines.import(document.timelines, wall_ms());
         let mut brought: HashMap<u64, (ProcessEntry, crate::orbs::process_control::HandedOver)> =
             processes.into_iter().map(|p| (p.0.generation, p)).collect();
         let mut missing = Vec::new();

@@ -7,7 +7,7 @@ pub mod why;
 
 use std::collections::{HashMap, VecDeque};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::lifecycle::Note;
 
@@ -19,7 +19,7 @@ pub const MAX_ROOMS: usize = 1024;
 pub const RETENTION_MS: u64 = 60 * 60 * 1000;
 
 /// One entry.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
     /// When, ms since the Unix epoch.
     pub at_ms: u64,
@@ -51,6 +51,27 @@ impl Timelines {
     /// `room`'s timeline, oldest first (`None`: nothing known of it).
     pub fn get(&self, room: &str) -> Option<Vec<Entry>> {
         self.rooms.get(room).map(|e| e.iter().cloned().collect())
+    }
+
+    /// Every room's timeline, rooms sorted (an upgrade's handover).
+    pub fn export(&self) -> Vec<(String, Vec<Entry>)> {
+        let mut all: Vec<_> = self
+            .rooms
+            .iter()
+            .map(|(room, entries)| (room.clone(), entries.iter().cloned().collect()))
+            .collect();
+        all.sort_by(|a: &(String, Vec<Entry>), b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// Takes over the timelines a previous program image kept (before any note
+    /// of this one), under the same bounds; nothing is logged again.
+    pub fn import(&mut self, kept: Vec<(String, Vec<Entry>)>, now_ms: u64) {
+        for (room, entries) in kept {
+            let start = entries.len().saturating_sub(MAX_ENTRIES);
+            self.rooms.insert(room, entries.into_iter().skip(start).collect());
+        }
+        self.forget_old(now_ms);
     }
 
     /// Rooms kept.
@@ -120,5 +141,54 @@ mod tests {
         assert!(t.get("r").is_none(), "the least recently noted room went first");
         t.push("late", 1000 + RETENTION_MS + 10_000, Note::AiJoined);
         assert_eq!(t.len(), 1, "everything older than the retention is gone");
+    }
+
+    /// Rule: timelines cross an upgrade as JSON, every kind of note readable
+    /// back, under the same bounds.
+    #[test]
+    fn timelines_cross_an_upgrade() {
+        use crate::orbs::lifecycle::StopReason;
+        use crate::orbs::lifecycle::stall_rule::Stall;
+
+        let mut t = Timelines::default();
+        let notes = [
+            Note::Started {
+                generation: 1,
+                pid: Some(7),
+            },
+            Note::StopAsked {
+                reason: StopReason::ManualTermination,
+                origin: Some("DELETE /api/orbs/{room}".into()),
+                silent_ms: None,
+            },
+            Note::Signalled { sent: "SIGTERM".into() },
+            Note::Stalled {
+                stall: Stall::Media {
+                    peer: "coach".into(),
+                    silent_ms: 10_000,
+                    any_packet: false,
+                },
+            },
+        ];
+        for (i, note) in notes.iter().enumerate() {
+            t.push("r", 100 + i as u64, note.clone());
+        }
+        let json = serde_json::to_string(&t.export()).expect("json");
+        let back: Vec<(String, Vec<Entry>)> = serde_json::from_str(&json).expect("parse");
+        let mut next = Timelines::default();
+        next.import(back, 200);
+        assert_eq!(next.get("r"), t.get("r"));
+        let mut old = Timelines::default();
+        old.import(
+            vec![(
+                "gone".into(),
+                vec![Entry {
+                    at_ms: 1,
+                    note: Note::AiLeft,
+                }],
+            )],
+            RETENTION_MS + 10,
+        );
+        assert!(old.is_empty(), "past the retention: forgotten");
     }
 }

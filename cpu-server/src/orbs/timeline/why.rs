@@ -76,7 +76,7 @@ fn end_line(entries: &[Entry], at: usize) -> String {
                 reason,
                 origin,
                 silent_ms,
-            } => Some((*reason, *origin, *silent_ms)),
+            } => Some((*reason, origin.clone(), *silent_ms)),
             _ => None,
         });
     let how = match signal {
@@ -273,7 +273,7 @@ mod tests {
     fn operator_and_memory_ends() {
         let asked = Note::StopAsked {
             reason: StopReason::ManualTermination,
-            origin: Some("DELETE /api/orbs/{room}"),
+            origin: Some("DELETE /api/orbs/{room}".into()),
             silent_ms: None,
         };
         let entries = [
