@@ -1,26 +1,27 @@
 //! Upgrading the server in place: the running process replaces its program
 //! image with the cpu-server binary now at its installed path (`execve`, same
-//! pid, same unit, same environment), keeping its listening sockets and its
-//! rooms' sockets open throughout, so that no connection is refused and no
-//! room notices, but for its orb.
+//! pid, same unit, same environment), keeping its listening sockets, its
+//! rooms' sockets and its orbs throughout, so that no connection is refused and
+//! no room notices.
 //!
 //! What happens, in order (docs/architecture.md has the whole story):
 //! 1. a request arrives (`POST /api/upgrade`, i.e. `cpu-server upgrade`, or
 //!    SIGUSR2); one at a time;
 //! 2. the [`preflight`] runs the new binary's `check --handover -`; if it
 //!    fails, the request is refused with its reason and nothing changes;
-//! 3. the commit: systemd is told `RELOADING=1`, the orbs are stopped (as on
-//!    SIGTERM), then every joined human's room socket parks at a frame
-//!    boundary, still in its room ([`sockets`]); the listening sockets stay
-//!    open (connections wait in their backlog);
-//! 4. the registry is frozen, the [`handover`] is written into a memory file
-//!    and the image is replaced from the main thread, where every orb was forked ([`Exec`]); the new
-//!    image adopts the listeners and the room sockets ([`inherit`]), restores
-//!    the rooms and resumes the sockets ([`resume`]), serves, and tells systemd
-//!    `READY=1`.
+//! 3. the commit: systemd is told `RELOADING=1`; every joined room socket (the
+//!    AIs' too) parks at a frame boundary, still in its room ([`sockets`]); the
+//!    listening sockets stay open (connections wait in their backlog);
+//! 4. the registry is frozen, the OrbManager lets its orbs go
+//!    (`crate::orbs::handover`), the [`handover`] is written into a memory file
+//!    and the image is replaced from the main thread, where every orb was
+//!    forked ([`Exec`]); the new image adopts the listeners, the room sockets
+//!    and the orbs ([`inherit`]), restores the rooms and resumes the sockets
+//!    ([`resume`]), serves, and tells systemd `READY=1`.
 //!
-//! Orbs do not survive an upgrade yet (each room gets a new one), nor do TLS
-//! room sockets (closed with 1012: no TLS session is handed over).
+//! Where orbs cannot be handed over (a warm pool, Slurm) or the request says
+//! `restart_orbs`, they are stopped first instead, and each room gets a new
+//! one. TLS room sockets are closed with 1012 (no TLS session is handed over).
 //!
 //! # Layout
 //! - [`handover`]: the versioned document.
