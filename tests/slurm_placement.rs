@@ -121,6 +121,14 @@ async fn orbs_run_as_slurm_jobs_queue_for_gpus_restart_and_never_outlive_their_s
     assert!(node == "orbnode1" || node == "orbnode2", "{a}");
     let job_a = a["placement"]["job"].as_str().expect("a job id").to_owned();
     assert!(a["pid"].is_null(), "a remote orb has no local pid: {a}");
+    // Orbs placed by Slurm are not handed over by an upgrade in place: while one
+    // runs, the upgrade is refused unless told to restart them.
+    let (status, body) = request(port, "POST", "/api/upgrade", Some(ADMIN_TOKEN), None);
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body.contains("orbs_running") && body.contains("ORB_LAUNCHER=slurm") && body.contains("restart_orbs=true"),
+        "{body}"
+    );
     let orb_env = procfs::environ(*orb_pids("sl-a").first().expect("the orb process"));
     assert!(
         orb_env.iter().any(|kv| kv.starts_with("SLURM_JOB_ID=")),

@@ -236,30 +236,60 @@ fn wait_orb_ready(server: &InstalledServer, room: &str) -> serde_json::Value {
     }
 }
 
-/// Where orbs cannot be handed over (a warm pool; Slurm likewise), an upgrade
-/// with a room's orb running is refused unless told the orbs may restart; told
-/// so, it stops them and completes.
+/// With a warm pool, a room's orb (a warm one that took the room) is handed
+/// over as the same process, while the pool's idle member (it holds no room) is
+/// stopped and the new image refills the pool. `--restart-orbs` stops the
+/// room's orb instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn where_orbs_cannot_be_handed_over_the_command_refuses_unless_told_to_restart_them() {
+async fn with_a_warm_pool_the_rooms_orb_is_handed_over_and_the_pool_refilled() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = InstalledServer::start(dir.path(), &[("ORB_WARM_POOL", "1")]);
+    let member = |server: &InstalledServer| -> Option<u64> {
+        let (_, pool) = server.api("GET", "/api/warm-pool", None);
+        pool["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["state"] == "ready")
+            .and_then(|m| m["pid"].as_u64())
+    };
+    let wait_member = |server: &InstalledServer, not: Option<u64>| -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(pid) = member(server).filter(|pid| Some(*pid) != not) {
+                return pid;
+            }
+            assert!(Instant::now() < deadline, "no warm member:\n{}", server.proc.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_member(&server, None);
     let (code, orb) = server.api("POST", "/api/orbs", Some(r#"{"room":"orb-room"}"#));
     assert!(code == 201 || code == 200, "{code} {orb}");
-    let pid = wait_orb_ready(&server, "orb-room")["pid"].clone();
+    let room_orb = wait_orb_ready(&server, "orb-room")["pid"].clone();
+    let idle = wait_member(&server, room_orb.as_u64());
+    install(dir.path(), &system_tests::binaries::cpu_server());
     let run = tokio::task::block_in_place(|| server.cli(&["upgrade"]));
-    assert_eq!(run.code, Some(1), "{run:?}");
-    assert!(
-        run.stderr.contains("1 orb(s) running")
-            && run.stderr.contains("warm orbs (ORB_WARM_POOL) are not handed over")
-            && run.stderr.contains("--restart-orbs"),
-        "{}",
-        run.stderr
-    );
-    assert_eq!(server.upgrade_status()["state"], "idle");
-    let run = tokio::task::block_in_place(|| server.cli(&["upgrade", "--restart-orbs"]));
     assert_eq!(run.code, Some(0), "{run:?}\n{}", server.proc.stderr());
     wait_completed(&server, 1);
-    let pid = nix::unistd::Pid::from_raw(pid.as_i64().unwrap_or_default() as i32);
+    let (_, record) = server.api("GET", "/api/orbs/orb-room", None);
+    assert_eq!(record["pid"], room_orb, "the room's orb handed over: {record}");
+    assert_eq!(record["state"], "ready", "{record}");
+    let refilled = wait_member(&server, Some(idle));
+    assert_ne!(Some(refilled), room_orb.as_u64());
+    let gone = Instant::now() + Duration::from_secs(5);
+    while system_tests::procfs::stat(idle as i32).is_some() && Instant::now() < gone {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        system_tests::procfs::stat(idle as i32).is_none(),
+        "the idle member was stopped and reaped"
+    );
+    // Told to restart the orbs, the upgrade stops the room's orb instead.
+    let run = tokio::task::block_in_place(|| server.cli(&["upgrade", "--restart-orbs"]));
+    assert_eq!(run.code, Some(0), "{run:?}\n{}", server.proc.stderr());
+    wait_completed(&server, 2);
+    let pid = nix::unistd::Pid::from_raw(room_orb.as_i64().unwrap_or_default() as i32);
     assert!(
         nix::sys::signal::kill(pid, None).is_err(),
         "the room's orb was stopped by the upgrade"

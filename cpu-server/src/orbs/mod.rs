@@ -336,7 +336,7 @@ impl OrbsHandle {
     }
 
     /// Why this server's orbs cannot be handed over to an upgrade (`None`: they can):
-    /// orbs placed by Slurm, and warm orbs, are not.
+    /// orbs placed by Slurm are not (warm members are stopped and the pool refilled).
     pub fn handover_refusal(&self) -> Option<&'static str> {
         self.handover_refusal
     }
@@ -477,13 +477,8 @@ fn spawn_manager_inner(
     ),
 ) -> OrbsHandle {
     let (before_first_spawn, spawner, takeover) = start;
-    let handover_refusal = if settings.warm_pool.size > 0 {
-        Some("warm orbs (ORB_WARM_POOL) are not handed over")
-    } else if !launcher.hands_over() {
-        Some("orbs placed on a cluster (ORB_LAUNCHER=slurm) are not handed over")
-    } else {
-        None
-    };
+    let handover_refusal =
+        (!launcher.hands_over()).then_some("orbs placed on a cluster (ORB_LAUNCHER=slurm) are not handed over");
     let (writer, table) = TableWriter::new();
     let background = CancellationToken::new();
     let (counts_tx, counts_rx) = watch::channel(OrbCounts {

@@ -4,7 +4,7 @@
 //! (409 busy or rooms open, 422 preflight failed, 503 unavailable); the running
 //! server is then unchanged. Room sockets survive an upgrade, and so do local
 //! orbs (handed over alive); `?restart_orbs=true` stops them instead (each room
-//! gets a new one). Where orbs cannot be handed over (Slurm, a warm pool) and
+//! gets a new one). Where orbs cannot be handed over (Slurm) and
 //! some run, the POST is refused (409 `orbs_running`) unless it says
 //! `?restart_orbs=true`. The GET shows the state and
 //! the last outcome; after an upgrade the new image shows it as `done`, with

@@ -147,14 +147,35 @@ impl ProcessSnapshot {
 }
 
 impl Lifecycle {
-    /// Why the orbs cannot be exported now (`None`: they can). Some reasons pass
-    /// (a stop or a launch under way), others do not (warm orbs, orbs that are not
-    /// local processes supervised over IPC).
-    pub fn handover_blocker(&self) -> Option<Blocker> {
-        if self.rules.warm_pool > 0 || self.orbs.keys().any(|room| is_warm_key(room)) {
-            return Some(Blocker::Never("warm orbs (ORB_WARM_POOL) are not handed over"));
+    /// An upgrade is about to hand the orbs over: the warm pool's members hold no
+    /// room and are not handed over: they are stopped, and the pool does not
+    /// refill (the new image refills it). Rooms' orbs are untouched.
+    pub fn release_warm(&mut self, now: Instant) {
+        self.warm_paused = true;
+        let mut members: Vec<String> = self.orbs.keys().filter(|k| is_warm_key(k)).cloned().collect();
+        members.sort();
+        for key in members {
+            self.begin_stop(&key, StopRequest::internal(StopReason::SystemShutdown), now);
         }
+    }
+
+    /// The handover did not happen after all: the warm pool refills again.
+    pub fn resume_warm(&mut self, now: Instant) {
+        self.warm_paused = false;
+        self.refill_pool(now);
+    }
+
+    /// Why the orbs cannot be exported now (`None`: they can). Some reasons pass
+    /// (a stop or a launch under way, warm members stopping), one does not (orbs
+    /// that are not local processes supervised over IPC).
+    pub fn handover_blocker(&self) -> Option<Blocker> {
         for (room, orb) in &self.orbs {
+            if is_warm_key(room) {
+                return Some(Blocker::Settling(format!("warm orb {room} is stopping")));
+            }
+            if orb.assigning.is_some() {
+                return Some(Blocker::Settling(format!("room {room}'s warm orb is taking the room")));
+            }
             match &orb.phase {
                 OrbPhase::Stopping { .. } => return Some(Blocker::Settling(format!("room {room}'s orb is stopping"))),
                 OrbPhase::Starting { live: None, .. } => {
@@ -165,7 +186,6 @@ impl Lifecycle {
                 {
                     return Some(Blocker::Never("orbs that are not local processes are not handed over"));
                 }
-                _ if orb.assigning.is_some() => return Some(Blocker::Never("warm orbs are not handed over")),
                 _ => {}
             }
         }

@@ -141,7 +141,12 @@ impl Lifecycle {
     /// Starts pool members while a slot is free, no room waits and the pool may grow.
     pub(super) fn refill_pool(&mut self, now: Instant) {
         let capacity = self.rules.max_concurrent;
-        while !self.draining && self.warm.may_refill(now) && self.slots_used < capacity && self.queue.is_empty() {
+        while !self.draining
+            && !self.warm_paused
+            && self.warm.may_refill(now)
+            && self.slots_used < capacity
+            && self.queue.is_empty()
+        {
             let key = self.warm.next_key();
             self.warm.members.push(key.clone());
             self.create_warm_entry(&key);

@@ -44,10 +44,21 @@ impl Manager {
             let _ = reply.send(Err("the orbs were handed over already".to_owned()));
             return;
         }
+        let now = Instant::now();
+        // Warm members hold no room: stopped now, the new image refills the pool.
+        self.life.release_warm(now);
+        self.carry_out_pending();
         self.pending = Some(Pending {
             reply,
-            until: Instant::now() + SETTLE,
+            until: now + SETTLE,
         });
+    }
+
+    /// Refuses the pending handover with `why`; the warm pool refills again.
+    fn refuse(&mut self, reply: oneshot::Sender<Result<OrbsHandover, String>>, why: String) {
+        let _ = reply.send(Err(why));
+        self.life.resume_warm(Instant::now());
+        self.carry_out_pending();
     }
 
     /// Hands the orbs over if they settled; refuses when they cannot be, or did
@@ -55,13 +66,9 @@ impl Manager {
     pub(super) async fn try_hand_over(&mut self, inputs: &mut Inputs, reports: &mut mpsc::Receiver<Report>) {
         let Some(pending) = self.pending.take() else { return };
         match self.life.handover_blocker() {
-            Some(Blocker::Never(why)) => {
-                let _ = pending.reply.send(Err(why.to_owned()));
-                return;
-            }
+            Some(Blocker::Never(why)) => return self.refuse(pending.reply, why.to_owned()),
             Some(Blocker::Settling(why)) if Instant::now() >= pending.until => {
-                let _ = pending.reply.send(Err(format!("{why} after {}s", SETTLE.as_secs())));
-                return;
+                return self.refuse(pending.reply, format!("{why} after {}s", SETTLE.as_secs()));
             }
             Some(Blocker::Settling(_)) => {
                 self.pending = Some(pending);

@@ -120,8 +120,8 @@ fn the_crash_loop_count_crosses() {
     );
 }
 
-/// Rule: a stop or a launch under way must settle first; warm orbs and orbs
-/// heard only over their WebSocket are never handed over.
+/// Rule: a stop or a launch under way must settle first, warm members are
+/// stopped first; orbs heard only over their WebSocket are never handed over.
 #[test]
 fn what_cannot_cross_says_why() {
     let mut h = Harness::new(rules());
@@ -133,14 +133,33 @@ fn what_cannot_cross_says_why() {
     assert!(matches!(h.life.handover_blocker(), Some(Blocker::Settling(why)) if why.contains("stopping")));
     h.exited("r", 1, Some(0), None);
     assert_eq!(h.life.handover_blocker(), None);
-    let warm = Rules {
+    // A warm member is stopped first (it holds no room); the pool refills no more.
+    let mut warm = Harness::new(Rules {
         warm_pool: 1,
         ..rules()
-    };
-    assert!(matches!(
-        Harness::new(warm).life.handover_blocker(),
-        Some(Blocker::Never(_))
-    ));
+    });
+    let started = warm.command(|life, now| life.start(now)).0;
+    let member = launches(&started);
+    assert_eq!(member.len(), 1, "{started:?}");
+    let key = member[0].0.clone();
+    warm.spawned(&key, 1);
+    assert!(matches!(warm.life.handover_blocker(), Some(Blocker::Settling(why)) if why.contains("warm")));
+    let released = warm.command(|life, now| life.release_warm(now)).1;
+    assert!(
+        orders(&released)
+            .iter()
+            .any(|(g, o)| *g == 1 && matches!(o, Order::AskToStop { .. })),
+        "{released:?}"
+    );
+    let exited = warm.exited(&key, 1, Some(0), None);
+    assert!(launches(&exited).is_empty(), "no refill while handing over: {exited:?}");
+    assert_eq!(warm.life.handover_blocker(), None);
+    let resumed = warm.command(|life, now| life.resume_warm(now)).1;
+    assert_eq!(
+        launches(&resumed).len(),
+        1,
+        "refilled once the handover is off: {resumed:?}"
+    );
     let mut ws = Harness::new(rules());
     ws.join("w", "coach", "coach");
     ws.feed(Event::Spawned {
