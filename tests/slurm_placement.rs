@@ -121,13 +121,44 @@ async fn orbs_run_as_slurm_jobs_queue_for_gpus_restart_and_never_outlive_their_s
     assert!(node == "orbnode1" || node == "orbnode2", "{a}");
     let job_a = a["placement"]["job"].as_str().expect("a job id").to_owned();
     assert!(a["pid"].is_null(), "a remote orb has no local pid: {a}");
-    // Orbs placed by Slurm are not handed over by an upgrade in place: while one
-    // runs, the upgrade is refused unless told to restart them.
+    // An upgrade in place hands the job over: the same job and orb process, the
+    // AI still in the room and answering, its supervision link reconnected to
+    // the new image (heartbeats every second go on).
+    let pids_a = orb_pids("sl-a");
     let (status, body) = request(port, "POST", "/api/upgrade", Some(ADMIN_TOKEN), None);
-    assert_eq!(status, 409, "{body}");
-    assert!(
-        body.contains("orbs_running") && body.contains("ORB_LAUNCHER=slurm") && body.contains("restart_orbs=true"),
-        "{body}"
+    assert_eq!(status, 202, "{body}");
+    let upgraded = until(60 * SECOND, || {
+        let (status, body) = request(port, "GET", "/api/upgrade", Some(ADMIN_TOKEN), None);
+        let status: Value = (status == 200).then(|| serde_json::from_str(&body).ok()).flatten()?;
+        (status["completed"] == 1).then_some(status)
+    })
+    .await;
+    assert!(upgraded.is_some(), "upgrade not done:\n{}", server.proc.stderr());
+    let heard = until(15 * SECOND, || {
+        record(port, "sl-a").filter(|r| r["last_heartbeat_ms"].as_u64().is_some_and(|age| age < 1500))
+    })
+    .await;
+    let after = heard.unwrap_or_else(|| {
+        panic!(
+            "no heartbeat over the reconnected link: {:?}\n{}",
+            record(port, "sl-a"),
+            server.proc.stderr()
+        )
+    });
+    assert_eq!(after["placement"]["job"], job_a.as_str(), "the same job: {after}");
+    assert_eq!(
+        (&after["state"], &after["restarts"]),
+        (&json!("ready"), &json!(0)),
+        "{after}"
+    );
+    assert_eq!(orb_pids("sl-a"), pids_a, "the same orb process on its node");
+    coach_a
+        .send(json!({"type":"ai_control","action":"say","text":"still there?"}))
+        .await;
+    let reply = coach_a.recv_type("ai_response", 10 * SECOND).await;
+    assert_eq!(
+        reply["text"], "echo: still there?",
+        "the AI's room socket was handed over"
     );
     let orb_env = procfs::environ(*orb_pids("sl-a").first().expect("the orb process"));
     assert!(

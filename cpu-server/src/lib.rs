@@ -313,18 +313,14 @@ pub async fn serve_until(
         }
     }
     lifecycle.draining.cancel();
-    // Orbs go to the new image alive unless asked otherwise or they cannot.
+    // Orbs go to the new image alive unless asked otherwise (or, found at the
+    // handover, they cannot: then they are stopped).
     let keep_orbs = match &commit {
-        Some(commit) => {
-            let why = match commit.restart_orbs {
-                true => Some("the upgrade was asked to restart them"),
-                false => orbs.handover_refusal(),
-            };
-            if let Some(why) = why {
-                info!(%why, "the orbs are stopped for the upgrade");
-            }
-            why.is_none()
+        Some(commit) if commit.restart_orbs => {
+            info!("the orbs are stopped for the upgrade, as asked (restart_orbs)");
+            false
         }
+        Some(_) => true,
         None => false,
     };
     let drained = async {

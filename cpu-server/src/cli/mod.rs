@@ -52,8 +52,7 @@ pub enum Command {
     /// its installed path (same pid, listening sockets kept), after that binary
     /// passed a preflight; waits until the new one serves. Same as SIGUSR2.
     /// Rooms, their sockets and their orbs survive it (orbs alive, same
-    /// processes; idle warm ones are replaced). Where orbs cannot be handed over (Slurm) it
-    /// refuses while any runs, unless `--restart-orbs` is given.
+    /// processes or Slurm jobs; idle warm ones are replaced).
     Upgrade {
         /// Stop the orbs instead of handing them over: each room gets a new one.
         #[arg(long)]

@@ -2,8 +2,8 @@
 //! binary now at its installed path, and waits until the new image serves.
 //!
 //! Exit 0 once the new image reports this upgrade `done`; exit 1 with the
-//! reason when it was refused (orbs running without `--restart-orbs`, or the
-//! preflight failed: the server then runs on unchanged), or when the server
+//! reason when it was refused (busy, or the preflight failed: the server then
+//! runs on unchanged), or when the server
 //! did not come back as the new image in time.
 
 use std::time::{Duration, Instant};

@@ -80,8 +80,11 @@ pub struct ProcessEntry {
     pub room: String,
     /// Which process of the room.
     pub generation: u64,
-    /// Its pid (= its process group).
-    pub pid: u32,
+    /// Its pid (= its process group), when it is a local process.
+    pub pid: Option<u32>,
+    /// Its Slurm job, when it is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
     /// The token its room socket joined with.
     pub token: Option<String>,
     /// The manager's end of its IPC channel (`None`: the channel had failed).
@@ -102,6 +105,7 @@ impl ProcessEntry {
             room: room.to_owned(),
             generation,
             pid: handed.pid,
+            job: handed.job.clone(),
             token,
             ipc_fd: handed.ipc.as_ref().map(AsRawFd::as_raw_fd),
             ipc_unread: STANDARD.encode(&handed.unread),
@@ -116,9 +120,12 @@ impl ProcessEntry {
     /// The buffered bytes (unread, unsent).
     pub fn buffered(&self) -> Result<(Vec<u8>, Vec<u8>), String> {
         let decode = |what: &str, text: &str| {
-            STANDARD
-                .decode(text)
-                .map_err(|e| format!("orb process {}: its IPC {what} bytes are not base64: {e}", self.pid))
+            STANDARD.decode(text).map_err(|e| {
+                format!(
+                    "orb {:?} of {}: its IPC {what} bytes are not base64: {e}",
+                    self.pid, self.room
+                )
+            })
         };
         Ok((decode("unread", &self.ipc_unread)?, decode("unsent", &self.ipc_unsent)?))
     }
@@ -165,7 +172,18 @@ pub struct OrbsTakeover {
 impl OrbsTakeover {
     /// The process groups of the orbs taken over (the start-up sweep spares them).
     pub fn groups(&self) -> Vec<i32> {
-        self.processes.iter().map(|(entry, _)| entry.pid as i32).collect()
+        self.processes
+            .iter()
+            .filter_map(|(entry, _)| entry.pid.map(|pid| pid as i32))
+            .collect()
+    }
+
+    /// The Slurm jobs taken over (the start-up sweep of leftover jobs spares them).
+    pub fn jobs(&self) -> Vec<String> {
+        self.processes
+            .iter()
+            .filter_map(|(entry, _)| entry.job.clone())
+            .collect()
     }
 }
 
@@ -177,11 +195,11 @@ mod tests {
     fn an_entry_keeps_its_buffered_bytes() {
         let (a, _b) = std::os::unix::net::UnixStream::pair().expect("pair");
         let handed = HandedOver {
-            pid: 42,
+            pid: Some(42),
             ipc: Some(OwnedFd::from(a)),
             unread: b"{\"type\":\"orb_hea".to_vec(),
             unsent: b"\n".to_vec(),
-            output: None,
+            ..HandedOver::default()
         };
         let entry = ProcessEntry::new("r1", 3, Some("t".into()), &handed);
         let json = serde_json::to_string(&entry).expect("json");

@@ -141,18 +141,16 @@ impl Launcher for LocalLauncher {
         }))
     }
 
-    fn hands_over(&self) -> bool {
-        true
-    }
-
-    fn adopt(&self, room: &str, orb: HandedOver, events: EventSink) -> Result<Started, String> {
+    fn adopt(&self, room: &str, _token: Option<&str>, orb: HandedOver, events: EventSink) -> Result<Started, String> {
         let HandedOver {
             pid,
             ipc,
             unread,
             unsent,
             output,
+            ..
         } = orb;
+        let pid = pid.ok_or("a handed-over local orb without a pid")?;
         let ipc = match ipc {
             Some(fd) => std::os::unix::net::UnixStream::from(fd),
             // Its channel had failed: a closed one stands in (the driver hears EOF).

@@ -165,7 +165,8 @@ fn hand_over(pid: u32, ipc: Option<Ipc>, output: Option<(OwnedFd, OwnedFd)>) -> 
         None => (None, Vec::new(), Vec::new()),
     };
     HandedOver {
-        pid,
+        pid: Some(pid),
+        job: None,
         ipc,
         unread,
         unsent,

@@ -184,8 +184,6 @@ pub struct OrbsHandle {
     launcher: Arc<dyn Launcher>,
     stop_bound: Duration,
     background: CancellationToken,
-    /// Why orbs cannot be handed over to an upgrade in this configuration (`None`: they can).
-    handover_refusal: Option<&'static str>,
     /// Cancelled when a task that supervision depends on (the manager, the
     /// sampler, the reaper) ended while the server was not stopping.
     failed: CancellationToken,
@@ -335,12 +333,6 @@ impl OrbsHandle {
         self.background.cancel();
     }
 
-    /// Why this server's orbs cannot be handed over to an upgrade (`None`: they can):
-    /// orbs placed by Slurm are not (warm members are stopped and the pool refilled).
-    pub fn handover_refusal(&self) -> Option<&'static str> {
-        self.handover_refusal
-    }
-
     /// An upgrade: every orb goes to the next program image, alive. Waits (bounded)
     /// for stops and launches under way to settle; refuses (with why) when the
     /// orbs cannot be handed over, and nothing changed then. Once handed over,
@@ -408,6 +400,7 @@ pub fn spawn_manager(
         .as_ref()
         .map(handover::OrbsTakeover::groups)
         .unwrap_or_default();
+    let spare_jobs = takeover.as_ref().map(handover::OrbsTakeover::jobs).unwrap_or_default();
     let local_sweep = tokio::task::spawn_blocking(move || stray_sweep::sweep(&sweep_host, isolation.uid, &spare));
     let slurm_stop = CancellationToken::new();
     let (launcher, sweep): (Arc<dyn Launcher>, _) = match &placement.launcher {
@@ -423,7 +416,7 @@ pub fn spawn_manager(
             let (cluster, comment) = (Arc::clone(launcher.cluster()), launcher.comment().to_owned());
             let sweep = tokio::spawn(async move {
                 let strays = local_sweep.await.unwrap_or(0);
-                strays + slurm::sweep::cancel_leftovers(&cluster, &comment).await
+                strays + slurm::sweep::cancel_leftovers(&cluster, &comment, &spare_jobs).await
             });
             (Arc::new(launcher), sweep)
         }
@@ -477,8 +470,6 @@ fn spawn_manager_inner(
     ),
 ) -> OrbsHandle {
     let (before_first_spawn, spawner, takeover) = start;
-    let handover_refusal =
-        (!launcher.hands_over()).then_some("orbs placed on a cluster (ORB_LAUNCHER=slurm) are not handed over");
     let (writer, table) = TableWriter::new();
     let background = CancellationToken::new();
     let (counts_tx, counts_rx) = watch::channel(OrbCounts {
@@ -529,7 +520,6 @@ fn spawn_manager_inner(
         launcher,
         stop_bound,
         background,
-        handover_refusal,
         failed,
     }
 }

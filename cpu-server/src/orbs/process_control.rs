@@ -138,12 +138,14 @@ pub struct StartedOrb {
     pub handover: Option<HandoverPort>,
 }
 
-/// A local orb process let go by its driver for the next program image: the
-/// process lives on, and everything its new driver needs comes with it.
-#[derive(Debug)]
+/// An orb let go by its driver for the next program image: the process (or
+/// cluster job) lives on, and everything its new driver needs comes with it.
+#[derive(Debug, Default)]
 pub struct HandedOver {
-    /// Its pid (= its process group).
-    pub pid: u32,
+    /// Its pid (= its process group), when it is a local process.
+    pub pid: Option<u32>,
+    /// Its Slurm job, when it is one (its supervision link reconnects to the new image).
+    pub job: Option<String>,
     /// The manager's end of its IPC channel (`None`: the channel had failed).
     pub ipc: Option<OwnedFd>,
     /// Bytes read from the channel and not yet parsed.
@@ -204,16 +206,11 @@ pub trait Launcher: Send + Sync + 'static {
         None
     }
 
-    /// Whether its orbs can be handed over to an upgrade ([`Launcher::adopt`]).
-    fn hands_over(&self) -> bool {
-        false
-    }
-
-    /// Takes over `orb`, a process of `room` a previous program image handed over
-    /// (an upgrade), as its driver; the default: this launcher cannot.
-    fn adopt(&self, room: &str, orb: HandedOver, events: EventSink) -> Result<Started, String> {
-        let _ = (room, events);
-        Err(format!("this launcher cannot take over orb process {}", orb.pid))
+    /// Takes over `orb`, an orb of `room` holding `token` that a previous program
+    /// image handed over (an upgrade), as its driver; the default: this launcher cannot.
+    fn adopt(&self, room: &str, token: Option<&str>, orb: HandedOver, events: EventSink) -> Result<Started, String> {
+        let _ = (room, token, events);
+        Err(format!("this launcher cannot take over orb {:?}", orb.pid.or(None)))
     }
 }
 

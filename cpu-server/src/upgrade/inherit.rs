@@ -167,6 +167,7 @@ fn take_over_orbs(document: OrbsDocument) -> Result<OrbsTakeover, TakeOverError>
         };
         let handed = HandedOver {
             pid: entry.pid,
+            job: entry.job.clone(),
             ipc,
             unread,
             unsent,

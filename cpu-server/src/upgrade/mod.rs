@@ -19,9 +19,8 @@
 //!    and the orbs ([`inherit`]), restores the rooms and resumes the sockets
 //!    ([`resume`]), serves, and tells systemd `READY=1`.
 //!
-//! Where orbs cannot be handed over (Slurm) or the request says
-//! `restart_orbs`, they are stopped first instead, and each room gets a new
-//! one. TLS room sockets are closed with 1012 (no TLS session is handed over).
+//! When the request says `restart_orbs` (or the orbs turn out not to be handed
+//! over), they are stopped instead, and each room gets a new one. TLS room sockets are closed with 1012 (no TLS session is handed over).
 //!
 //! # Layout
 //! - [`handover`]: the versioned document.

@@ -1,12 +1,10 @@
 //! `POST /api/upgrade` and `GET /api/upgrade`: the in-place upgrade
 //! (`cpu-server upgrade`). The POST answers once the new binary's preflight
 //! passed (202, then the server drains and execs) or with why it was refused
-//! (409 busy or rooms open, 422 preflight failed, 503 unavailable); the running
-//! server is then unchanged. Room sockets survive an upgrade, and so do local
-//! orbs (handed over alive); `?restart_orbs=true` stops them instead (each room
-//! gets a new one). Where orbs cannot be handed over (Slurm) and
-//! some run, the POST is refused (409 `orbs_running`) unless it says
-//! `?restart_orbs=true`. The GET shows the state and
+//! (409 busy, 422 preflight failed, 503 unavailable); the running
+//! server is then unchanged. Room sockets survive an upgrade, and so do orbs
+//! (handed over alive); `?restart_orbs=true` stops them instead (each room
+//! gets a new one). The GET shows the state and
 //! the last outcome; after an upgrade the new image shows it as `done`, with
 //! its id and pause.
 
@@ -24,8 +22,7 @@ use crate::upgrade::controller::{Accepted, Refusal, Status};
 /// `POST /api/upgrade` options.
 #[derive(Debug, Default, Deserialize)]
 pub struct StartQuery {
-    /// Stop the orbs rather than hand them over (each room gets a new one); where
-    /// orbs cannot be handed over, go ahead although some run.
+    /// Stop the orbs rather than hand them over (each room gets a new one).
     #[serde(default)]
     restart_orbs: bool,
 }
@@ -41,23 +38,6 @@ pub async fn start(
             format!("{}: the only option is restart_orbs=true", e.body_text()),
         )
     })?;
-    // Warm orbs hold no room: restarting them loses nothing.
-    let counts = state.orbs.counts();
-    let orbs = counts.active.saturating_sub(counts.warm.ready);
-    if let Some(why) = state.orbs.handover_refusal()
-        && !query.restart_orbs
-        && orbs > 0
-    {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "orbs_running",
-            format!(
-                "{orbs} orb(s) running and {why}: each would be stopped and its room given a new one (the AI's \
-                 conversation is lost); ask again with restart_orbs=true (cpu-server upgrade --restart-orbs) to go \
-                 ahead"
-            ),
-        ));
-    }
     match state.upgrades.request_with(Origin::Api, query.restart_orbs).await {
         Ok(accepted) => Ok((StatusCode::ACCEPTED, Json(accepted))),
         Err(refusal @ Refusal::Busy(_)) => Err(ApiError::new(StatusCode::CONFLICT, "busy", refusal.to_string())),

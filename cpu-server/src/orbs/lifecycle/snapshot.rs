@@ -48,6 +48,9 @@ pub struct RoomSnapshot {
     pub spawn_to_ready_ms: Option<f64>,
     /// The GPU device of the current (or last) process.
     pub gpu: Option<String>,
+    /// Where its cluster job is, when it is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
 }
 
 /// A settled phase.
@@ -85,11 +88,11 @@ pub enum PhaseSnapshot {
     },
 }
 
-/// A local orb process.
+/// An orb process (local, or a cluster job).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcessSnapshot {
-    /// Its pid (= its process group).
-    pub pid: u32,
+    /// Its pid (= its process group), when local.
+    pub pid: Option<u32>,
     /// How long it has run.
     pub started_ago_ms: u64,
     /// How long since it was last heard from.
@@ -103,8 +106,8 @@ pub struct ProcessSnapshot {
 pub struct Adopted {
     /// Which process.
     pub generation: u64,
-    /// Its pid.
-    pub pid: u32,
+    /// Its pid, when local.
+    pub pid: Option<u32>,
 }
 
 pub(crate) fn ago(now: Instant, then: Instant) -> u64 {
@@ -120,15 +123,16 @@ pub(crate) fn back(now: Instant, ago_ms: u64) -> Instant {
 }
 
 impl ProcessSnapshot {
-    /// Whether `live` can be handed over: a local process supervised over IPC.
+    /// Whether `live` can be handed over: a process supervised over IPC (a local
+    /// one, or a cluster job over its supervision link).
     fn can_hand_over(live: &Live) -> bool {
-        live.supervision == Supervision::Ipc && live.pid.is_some()
+        live.supervision == Supervision::Ipc
     }
 
     fn of(live: &Live, now: Instant) -> Option<Self> {
         Self::can_hand_over(live).then_some(())?;
         Some(Self {
-            pid: live.pid?,
+            pid: live.pid,
             started_ago_ms: ago(now, live.started),
             last_heard_ago_ms: ago(now, live.last_heard),
             announced: live.announced.clone(),
@@ -137,7 +141,7 @@ impl ProcessSnapshot {
 
     fn live(&self, now: Instant) -> Live {
         Live {
-            pid: Some(self.pid),
+            pid: self.pid,
             supervision: Supervision::Ipc,
             started: back(now, self.started_ago_ms),
             last_heard: back(now, self.last_heard_ago_ms),
@@ -184,7 +188,14 @@ impl Lifecycle {
                 OrbPhase::Starting { live: Some(live), .. } | OrbPhase::Ready { live, .. }
                     if !ProcessSnapshot::can_hand_over(live) =>
                 {
-                    return Some(Blocker::Never("orbs that are not local processes are not handed over"));
+                    return Some(Blocker::Never(
+                        "orbs heard only over their room socket are not handed over",
+                    ));
+                }
+                OrbPhase::Starting { live: Some(live), .. } | OrbPhase::Ready { live, .. }
+                    if live.pid.is_none() && !has_job(orb.placement.as_ref()) =>
+                {
+                    return Some(Blocker::Settling(format!("room {room}'s orb job is being submitted")));
                 }
                 _ => {}
             }
@@ -244,6 +255,7 @@ impl Lifecycle {
                 last_exit: orb.last_exit.clone(),
                 spawn_to_ready_ms: orb.spawn_to_ready_ms,
                 gpu: orb.gpu.clone(),
+                placement: orb.placement.clone(),
             });
         }
         let snapshot = LifeSnapshot {
@@ -271,6 +283,7 @@ impl Lifecycle {
             life.last_exit = entry.last_exit;
             life.spawn_to_ready_ms = entry.spawn_to_ready_ms;
             life.gpu = entry.gpu;
+            life.placement = entry.placement;
             life.phase = match entry.phase {
                 PhaseSnapshot::Queued { told } => OrbPhase::Queued { told },
                 PhaseSnapshot::Starting { generation, process } | PhaseSnapshot::Ready { generation, process }
@@ -345,6 +358,14 @@ impl Lifecycle {
             generation,
             pid: process.pid,
         }
+    }
+}
+
+/// Whether the cluster has given the job an id yet.
+fn has_job(placement: Option<&Placement>) -> bool {
+    match placement {
+        Some(Placement::Running { .. }) | Some(Placement::Pending { job: Some(_), .. }) => true,
+        Some(Placement::Pending { job: None, .. }) | None => false,
     }
 }
 

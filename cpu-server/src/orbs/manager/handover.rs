@@ -189,10 +189,10 @@ impl Manager {
                 continue;
             };
             let events = EventSink::new(&entry.room, entry.generation, self.reports_tx.clone());
-            match self.launcher.adopt(&entry.room, handed, events) {
+            match self.launcher.adopt(&entry.room, entry.token.as_deref(), handed, events) {
                 Ok(started) => {
                     self.table.launching();
-                    self.table.answered(Some((entry.pid, entry.room.as_str())));
+                    self.table.answered(entry.pid.map(|pid| (pid, entry.room.as_str())));
                     if let Some(token) = entry.token.clone() {
                         self.credentials.keep(&entry.room, entry.generation, token);
                     }
@@ -208,16 +208,20 @@ impl Manager {
                     tokio::spawn(started.driver);
                 }
                 Err(error) => {
-                    warn!(room = %entry.room, pid = entry.pid, %error, "a handed-over orb cannot be driven; killing it");
-                    process_group::kill(entry.pid);
+                    warn!(room = %entry.room, pid = ?entry.pid, job = ?entry.job, %error, "a handed-over orb cannot be driven; killing it");
+                    if let Some(pid) = entry.pid {
+                        process_group::kill(pid);
+                    }
                     missing.push(*process);
                 }
             }
         }
         // Processes nobody's record names: nothing may run unsupervised.
         for (entry, _) in brought.into_values() {
-            warn!(room = %entry.room, pid = entry.pid, "a handed-over orb process belongs to no room; killing it");
-            process_group::kill(entry.pid);
+            warn!(room = %entry.room, pid = ?entry.pid, job = ?entry.job, "a handed-over orb belongs to no room; killing it");
+            if let Some(pid) = entry.pid {
+                process_group::kill(pid);
+            }
         }
         for timer in &document.timers {
             self.timers.arm(timer.timer(), now + Duration::from_millis(timer.in_ms));

@@ -45,11 +45,9 @@ impl HandingLauncher {
             driver: Box::pin(async move {
                 if let Ok(reply) = request.await {
                     let _ = reply.send(HandedOver {
-                        pid,
-                        ipc: None,
+                        pid: Some(pid),
                         unread: b"{\"type\":\"orb_he".to_vec(),
-                        unsent: Vec::new(),
-                        output: None,
+                        ..HandedOver::default()
                     });
                 }
             }),
@@ -62,13 +60,10 @@ impl Launcher for HandingLauncher {
         Ok(self.started(4242, events, false))
     }
 
-    fn hands_over(&self) -> bool {
-        true
-    }
-
-    fn adopt(&self, _room: &str, orb: HandedOver, events: EventSink) -> Result<Started, String> {
+    fn adopt(&self, _room: &str, token: Option<&str>, orb: HandedOver, events: EventSink) -> Result<Started, String> {
         assert_eq!(orb.unread, b"{\"type\":\"orb_he", "what the codec had read comes along");
-        Ok(self.started(orb.pid, events, true))
+        assert!(token.is_some(), "its token comes along");
+        Ok(self.started(orb.pid.unwrap_or_default(), events, true))
     }
 }
 
@@ -131,7 +126,7 @@ async fn a_ready_orb_is_let_go_and_taken_over_as_the_same_process() {
     let document = handover.document;
     assert_eq!(document.processes.len(), 1);
     let entry = &document.processes[0];
-    assert_eq!((entry.room.as_str(), entry.pid), ("r", 4242));
+    assert_eq!((entry.room.as_str(), entry.pid), ("r", Some(4242)));
     let token = entry.token.clone().expect("its token");
     let kinds: Vec<TimerKind> = document.timers.iter().map(|t| t.kind).collect();
     assert!(kinds.contains(&TimerKind::Watchdog), "{kinds:?}");
@@ -145,10 +140,8 @@ async fn a_ready_orb_is_let_go_and_taken_over_as_the_same_process() {
         .map(|entry| {
             let handed = HandedOver {
                 pid: entry.pid,
-                ipc: None,
                 unread: b"{\"type\":\"orb_he".to_vec(),
-                unsent: Vec::new(),
-                output: None,
+                ..HandedOver::default()
             };
             (entry.clone(), handed)
         })

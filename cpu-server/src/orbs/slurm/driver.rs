@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::StreamExt;
 use shared::ipc::{IpcCodec, IpcEvent, ManagerToOrb, OrbToManager, ShutdownGraceful};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -22,7 +22,7 @@ use super::job_state::{EndState, JobState, parse_exit_code, parse_gpu_index, par
 use super::watcher::JobView;
 use super::{Cluster, JobRequest};
 use crate::orbs::local_driver::{MAX_LINE_FROM_ORB, translate};
-use crate::orbs::process_control::{EventSink, Order, Placement, ProcessEvent};
+use crate::orbs::process_control::{EventSink, HandedOver, HandoverRequest, Order, Placement, ProcessEvent};
 
 /// How long a kill may wait for Slurm to confirm the job's end before the orb
 /// counts as gone anyway (its token is revoked then: it can do no harm).
@@ -31,16 +31,27 @@ pub const KILL_CONFIRM: Duration = Duration::from_secs(30);
 /// Bound of one write to the supervision link.
 const LINK_SEND: Duration = Duration::from_secs(1);
 
+/// Where a driver's job comes from.
+pub enum JobStart {
+    /// Submitted by the driver.
+    Submit(JobRequest),
+    /// Already running or queued: a previous program image handed it over (its
+    /// supervision link reconnects to this image).
+    Adopted(String),
+}
+
 /// One orb job under supervision.
 pub struct SlurmDriver {
     /// What the cluster needs (settings, watcher, link hub).
     pub cluster: Arc<Cluster>,
-    /// The job to submit.
-    pub request: JobRequest,
+    /// The job to submit, or the one taken over.
+    pub job: JobStart,
     /// Supervision links handed over by `/orb-link/{room}`.
     pub links: mpsc::Receiver<WebSocket>,
     /// Orders.
     pub orders: mpsc::Receiver<Order>,
+    /// An upgrade asking for the job (the driver then ends and the job goes on).
+    pub handover: oneshot::Receiver<HandoverRequest>,
     /// Where events go.
     pub events: EventSink,
 }
@@ -51,24 +62,40 @@ enum Outcome {
     Ended(EndState),
     /// Killed, and Slurm did not confirm in time (or the manager is gone).
     Unconfirmed,
+    /// An upgrade takes the job over.
+    HandOver(HandoverRequest),
 }
 
 impl SlurmDriver {
     /// Drives the job until it is gone.
     pub async fn run(mut self) {
-        let job = match self.submit().await {
-            Some(job) => job,
-            None => {
-                self.cluster.hub.remove(self.events.room(), self.events.generation());
-                return;
+        let submitted = match std::mem::replace(&mut self.job, JobStart::Adopted(String::new())) {
+            JobStart::Submit(request) => self.submit(&request).await,
+            JobStart::Adopted(job) => {
+                info!(job = %job, "orb job taken over from the previous program image");
+                Some(job)
             }
         };
-        info!(job = %job, "orb job submitted");
+        let Some(job) = submitted else {
+            self.cluster.hub.remove(self.events.room(), self.events.generation());
+            return;
+        };
         let view = self.cluster.watcher.watch(&job);
         let outcome = self.supervise(&job, view).await;
         self.cluster.watcher.forget(&job);
         self.cluster.hub.remove(self.events.room(), self.events.generation());
         let (code, signal) = match outcome {
+            Outcome::HandOver(request) => {
+                let handed = HandedOver {
+                    job: Some(job.clone()),
+                    ..HandedOver::default()
+                };
+                // Nobody took it after all: the manager is gone, and so must the job be.
+                if request.send(handed).is_err() {
+                    self.cluster.cancel(&job, None);
+                }
+                return;
+            }
             Outcome::Ended(end) => {
                 let exit_code = match end {
                     EndState::Completed | EndState::Failed => self.exit_code(&job).await,
@@ -87,24 +114,22 @@ impl SlurmDriver {
 
     /// Submits the job; retries while the controller does not answer (the room hears
     /// why it waits). `None`: it could not be submitted (its `Exited` is sent).
-    async fn submit(&mut self) -> Option<String> {
+    async fn submit(&mut self, request: &JobRequest) -> Option<String> {
         let timeout = self.cluster.settings.command_timeout;
         loop {
-            let answer = command::run(
-                "sbatch",
-                &self.request.args,
-                &self.request.env,
-                Some(&self.request.script),
-                timeout,
-            )
-            .await;
+            let answer = command::run("sbatch", &request.args, &request.env, Some(&request.script), timeout).await;
             let error = match answer {
                 Ok(stdout) => match parse_job_id(&stdout) {
-                    Some(job) => return Some(job),
+                    Some(job) => {
+                        info!(job = %job, "orb job submitted");
+                        return Some(job);
+                    }
                     None => format!("sbatch printed no job id: {}", stdout.trim()),
                 },
                 // It may have been queued all the same: find it by its name and comment.
-                Err(SlurmError::TimedOut { .. }) if let Some(job) = self.find_submitted().await => return Some(job),
+                Err(SlurmError::TimedOut { .. }) if let Some(job) = self.find_submitted(request).await => {
+                    return Some(job);
+                }
                 Err(error) if error.transient() => {
                     let reason = format!("Slurm controller unreachable: {error}");
                     warn!(%reason, "cannot submit the orb job yet");
@@ -152,16 +177,16 @@ impl SlurmDriver {
     }
 
     /// The job of this submission, if Slurm has it (after an `sbatch` that timed out).
-    async fn find_submitted(&self) -> Option<String> {
+    async fn find_submitted(&self, request: &JobRequest) -> Option<String> {
         let args = vec![
             "--noheader".to_owned(),
-            format!("--name={}", self.request.name),
+            format!("--name={}", request.name),
             "--format=%i|%k".to_owned(),
         ];
         let out = self.cluster.query("squeue", &args).await.ok()?;
         out.lines().find_map(|line| {
             let (id, comment) = line.trim().split_once('|')?;
-            (comment == self.request.comment).then(|| id.to_owned())
+            (comment == request.comment).then(|| id.to_owned())
         })
     }
 
@@ -169,9 +194,15 @@ impl SlurmDriver {
         let mut link: Option<WebSocket> = None;
         let mut killed_at: Option<Instant> = None;
         let mut running = false;
+        let mut handover_open = true;
         loop {
             let confirm = killed_at.map(|at| at + KILL_CONFIRM);
             tokio::select! {
+                request = &mut self.handover, if handover_open && killed_at.is_none() => match request {
+                    // The link drops with this image; the orb reconnects it to the next one.
+                    Ok(request) => return Outcome::HandOver(request),
+                    Err(_) => handover_open = false,
+                },
                 changed = view.changed() => {
                     if changed.is_err() {
                         return Outcome::Unconfirmed;

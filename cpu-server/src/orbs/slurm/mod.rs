@@ -27,16 +27,16 @@ pub mod watcher;
 use std::sync::Arc;
 
 use axum::extract::ws::WebSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::orb_command::{self, OrbLaunch};
 use super::orb_env;
-use super::process_control::{EventSink, LaunchEnv, Launcher, Started, StartedOrb, Supervision};
+use super::process_control::{EventSink, HandedOver, LaunchEnv, Launcher, Started, StartedOrb, Supervision};
 use crate::settings::placement::orb_link_url;
 use crate::settings::{OrbSettings, SlurmSettings};
-use driver::SlurmDriver;
+use driver::{JobStart, SlurmDriver};
 pub use link_hub::LinkHub;
 use watcher::Watcher;
 
@@ -176,34 +176,46 @@ impl SlurmLauncher {
     }
 }
 
+impl SlurmLauncher {
+    /// The driver of `job` for `room` (its supervision link admitted with `token`), and its handle.
+    fn drive(&self, room: &str, token: &str, job: JobStart, events: EventSink) -> Started {
+        let links = self.cluster.hub.register(room, events.generation(), token);
+        let (orders, orders_rx) = mpsc::channel(ORDER_QUEUE);
+        let (handover, handover_rx) = oneshot::channel();
+        let span = tracing::info_span!("orb", room = %room, generation = events.generation());
+        let driver = SlurmDriver {
+            cluster: Arc::clone(&self.cluster),
+            job,
+            links,
+            orders: orders_rx,
+            handover: handover_rx,
+            events,
+        };
+        Started {
+            orb: StartedOrb {
+                pid: None,
+                orders,
+                supervision: Supervision::Ipc,
+                handover: Some(handover),
+            },
+            driver: Box::pin(driver.run().instrument(span)),
+        }
+    }
+}
+
 impl Launcher for SlurmLauncher {
     fn start(&self, launch: &OrbLaunch, env: &LaunchEnv, events: EventSink) -> Result<Started, String> {
         let request = self.request(launch, env)?;
         // The log directory is on the submit host; on a cluster it must be shared
         // (or exist on every node): Slurm opens the file on the node.
         let _ = std::fs::create_dir_all(&self.settings.log_dir);
-        let links = self
-            .cluster
-            .hub
-            .register(&launch.room, events.generation(), &env.auth_token);
-        let (orders, orders_rx) = mpsc::channel(ORDER_QUEUE);
-        let span = tracing::info_span!("orb", room = %launch.room, generation = events.generation());
-        let driver = SlurmDriver {
-            cluster: Arc::clone(&self.cluster),
-            request,
-            links,
-            orders: orders_rx,
-            events,
-        };
-        Ok(Started {
-            orb: StartedOrb {
-                pid: None,
-                orders,
-                supervision: Supervision::Ipc,
-                handover: None,
-            },
-            driver: Box::pin(driver.run().instrument(span)),
-        })
+        Ok(self.drive(&launch.room, &env.auth_token, JobStart::Submit(request), events))
+    }
+
+    fn adopt(&self, room: &str, token: Option<&str>, orb: HandedOver, events: EventSink) -> Result<Started, String> {
+        let job = orb.job.ok_or("a handed-over orb without a Slurm job")?;
+        let token = token.ok_or("a handed-over orb job without its token")?;
+        Ok(self.drive(room, token, JobStart::Adopted(job), events))
     }
 
     fn link(&self, room: &str, token: &str) -> Option<mpsc::Sender<WebSocket>> {

@@ -1,6 +1,7 @@
 //! At start-up, the orb jobs an earlier run of this server left behind are
 //! cancelled (not re-adopted: their tokens died with that server, so they could
-//! never be supervised or speak again). A job is this server's when its comment
+//! never be supervised or speak again); the jobs an upgrade in place handed
+//! over, with their tokens, are spared. A job is this server's when its comment
 //! names this server's orb URL (`ORB_CPU_WEBSOCKET_URL`): two servers sharing a
 //! cluster and a user never cancel each other's orbs.
 
@@ -24,9 +25,10 @@ pub fn ours(squeue: &str, comment: &str) -> Vec<String> {
         .collect()
 }
 
-/// Cancels every pending or running job of `comment`; returns how many. Errors are
+/// Cancels every pending or running job of `comment` but those in `spare` (the
+/// jobs an upgrade handed over); returns how many. Errors are
 /// logged: a cluster that does not answer now leaves them to Slurm's time limit.
-pub async fn cancel_leftovers(cluster: &Cluster, comment: &str) -> usize {
+pub async fn cancel_leftovers(cluster: &Cluster, comment: &str, spare: &[String]) -> usize {
     let args = vec![
         "--noheader".to_owned(),
         "--me".to_owned(),
@@ -40,7 +42,9 @@ pub async fn cancel_leftovers(cluster: &Cluster, comment: &str) -> usize {
             return 0;
         }
     };
-    let jobs = ours(&listed, comment);
+    let mut jobs = ours(&listed, comment);
+    // The jobs an upgrade handed over are ours, not leftovers.
+    jobs.retain(|job| !spare.contains(job));
     if jobs.is_empty() {
         return 0;
     }

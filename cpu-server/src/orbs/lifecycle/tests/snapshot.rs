@@ -51,7 +51,7 @@ fn every_settled_phase_crosses_with_its_record() {
     let (mut next, adopted, _) = across(&h, one_slot, Duration::from_millis(40));
     assert_eq!(
         adopted.iter().map(|a| (a.generation, a.pid)).collect::<Vec<_>>(),
-        [(2, 1002)]
+        [(2, Some(1002))]
     );
     let after_crashed = next.life.record("crashed", next.now, 0).expect("record");
     assert_eq!(after_crashed.state, OrbState::Restarting);
