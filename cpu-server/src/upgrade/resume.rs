@@ -2,17 +2,30 @@
 //! resumed as a connection task, already joined, its room restored in the
 //! registry as it was (nobody is told anything: the members already know each
 //! other), its unread bytes parsed first and its unsent frames written first.
-//! They run on the main runtime (new sockets go to the relay loops).
+//! Like a new plain-TCP room socket, each runs on one of the relay loops (its
+//! descriptor registered with that loop's epoll), so the relay path after an
+//! upgrade is the one before it.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
+use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use super::sockets::SocketEntry;
 use crate::auth::Credential;
 use crate::http::AppState;
+use crate::rooms::connection::Connection;
+use crate::rooms::outbox::Outbox;
+use crate::rooms::room_view::RoomLink;
 use crate::ws::socket::WsSocket;
+
+/// Longest wait for a loop to take a socket up (it is idle then: the server starts).
+const TAKE_UP: Duration = Duration::from_secs(5);
+
+/// What a resumed socket's task waits for once its outbox is in the registry.
+type Go = oneshot::Sender<(Connection, RoomLink, tokio_util::task::task_tracker::TaskTrackerToken)>;
 
 /// Resumes `sockets` into `state`'s registry and connection tasks; returns how many.
 pub async fn resume(state: &AppState, sockets: Vec<(SocketEntry, std::net::TcpStream)>) -> usize {
@@ -22,56 +35,72 @@ pub async fn resume(state: &AppState, sockets: Vec<(SocketEntry, std::net::TcpSt
     // Rooms in the order the document lists them, members in join order.
     let mut rooms: Vec<(String, Vec<_>)> = Vec::new();
     let mut room_at: HashMap<String, usize> = HashMap::new();
-    let mut resumed = Vec::new();
+    let mut waiting = Vec::new();
     for (entry, stream) in sockets {
-        let (unread, unsent) = match entry.bytes() {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                warn!(conn = entry.conn, error = %e, "a handed-over room socket is dropped");
-                continue;
-            }
+        let Some((outbox, go)) = take_up(state, &entry, stream).await else {
+            continue;
         };
-        let tcp = match tokio::net::TcpStream::from_std(stream) {
-            Ok(tcp) => tcp,
-            Err(e) => {
-                warn!(conn = entry.conn, error = %e, "a handed-over room socket cannot be served; dropped");
-                continue;
-            }
-        };
-        let socket = WsSocket::resume(
-            tcp,
-            &unread,
-            unsent,
-            state.settings.max_message_bytes,
-            state.settings.ws_send_queue,
-        );
-        let member = (entry.conn, entry.participant.clone(), socket.outbox().clone(), entry.ai);
+        let member = (entry.conn, entry.participant.clone(), outbox, entry.ai);
         let at = *room_at.entry(entry.room.clone()).or_insert_with(|| {
             rooms.push((entry.room.clone(), Vec::new()));
             rooms.len() - 1
         });
         rooms[at].1.push(member);
         state.next_conn.fetch_max(entry.conn + 1, Ordering::Relaxed);
-        resumed.push((entry, socket));
+        waiting.push((entry, go));
     }
     let mut links: HashMap<_, _> = state.registry.restore(rooms).await;
-    let count = resumed.len();
-    for (entry, socket) in resumed {
+    let count = waiting.len();
+    for (entry, go) in waiting {
+        // No link: the socket's task ends and closes it.
         let Some(link) = links.remove(&entry.conn) else {
             continue;
         };
         let slot = state.ip_limiter.acquire_anyway(entry.ip);
         let connection = state.connection(entry.conn, entry.room, entry.ip, Credential::None, slot, None);
-        let user_id = entry.participant.user_id;
-        tokio::spawn(
-            state
-                .connections
-                .track_future(connection.resume(socket, user_id, entry.ai, link)),
-        );
+        let _ = go.send((connection, link, state.connections.token()));
     }
     info!(
         sockets = count,
         "room sockets taken over from the previous program image"
     );
     count
+}
+
+/// Starts `entry`'s socket on a relay loop (on this runtime without loops); its
+/// outbox, and where to send its connection once the registry took it.
+async fn take_up(state: &AppState, entry: &SocketEntry, stream: std::net::TcpStream) -> Option<(Outbox, Go)> {
+    let (unread, unsent) = match entry.bytes() {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            warn!(conn = entry.conn, error = %e, "a handed-over room socket is dropped");
+            return None;
+        }
+    };
+    let (max_message, max_queued) = (state.settings.max_message_bytes, state.settings.ws_send_queue);
+    let (user_id, ai, conn) = (entry.participant.user_id.clone(), entry.ai, entry.conn);
+    let (outbox_tx, outbox_rx) = oneshot::channel();
+    let (go, wait) = oneshot::channel::<(Connection, RoomLink, tokio_util::task::task_tracker::TaskTrackerToken)>();
+    let task = async move {
+        // Registered with the epoll of the runtime it runs on.
+        let tcp = match tokio::net::TcpStream::from_std(stream) {
+            Ok(tcp) => tcp,
+            Err(e) => return warn!(conn, error = %e, "a handed-over room socket cannot be served; dropped"),
+        };
+        let socket = WsSocket::resume(tcp, &unread, unsent, max_message, max_queued);
+        if outbox_tx.send(socket.outbox().clone()).is_err() {
+            return;
+        }
+        if let Ok((connection, link, _tracked)) = wait.await {
+            connection.resume(socket, user_id, ai, link).await;
+        }
+    };
+    match &state.relay_loops {
+        Some(loops) => loops.spawn(task),
+        None => drop(tokio::spawn(task)),
+    }
+    match tokio::time::timeout(TAKE_UP, outbox_rx).await {
+        Ok(Ok(outbox)) => Some((outbox, go)),
+        _ => None,
+    }
 }
