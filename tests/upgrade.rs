@@ -968,3 +968,42 @@ async fn rooms_with_real_orbs_keep_every_orb_and_every_message_across_ten_upgrad
         "descriptors back to the baseline: {fds:?}"
     );
 }
+
+/// A rollback to the previous release: a binary that reads the handover only up
+/// to the previous format (a real binary with the test knob standing in for
+/// that release) gets that format. The rooms keep their sockets; the orbs, which
+/// that format cannot carry, are stopped first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_of_the_previous_format_keeps_the_rooms_and_stops_the_orbs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = InstalledServer::start(dir.path(), &[]);
+    let (code, orb) = server.api("POST", "/api/orbs", Some(r#"{"room":"orb-room"}"#));
+    assert!(code == 201 || code == 200, "{code} {orb}");
+    let orb_pid = wait_orb_ready(&server, "orb-room")["pid"].as_i64().unwrap_or_default();
+    let (mut coach, _) = Client::join(&url(&server, "stays"), "coach-1", "coach").await;
+    let (mut client, _) = Client::join(&url(&server, "stays"), "client-1", "client").await;
+    let _ = coach.recv_type("user-joined", T).await;
+    let real = system_tests::binaries::cpu_server().display().to_string();
+    install_script(
+        dir.path(),
+        &format!("#!/bin/sh\nMUC_TEST_HANDOVER_READS_UP_TO=2 exec {real} \"$@\"\n"),
+    );
+    let run = tokio::task::block_in_place(|| server.cli(&["upgrade"]));
+    assert_eq!(run.code, Some(0), "{run:?}\n{}", server.proc.stderr());
+    wait_completed(&server, 1);
+    let log = server.proc.stderr();
+    assert!(log.contains("trying format 2"), "{log}");
+    assert!(log.contains("reads an older handover format"), "{log}");
+    let pid = nix::unistd::Pid::from_raw(orb_pid as i32);
+    assert!(nix::sys::signal::kill(pid, None).is_err(), "the orb was stopped first");
+    // The room's sockets were kept: it relays, nobody rejoined.
+    coach
+        .send(json!({"type":"client_signal","action":"note","value":"after"}))
+        .await;
+    let signal = client.recv_type("client_signal", T).await;
+    assert_eq!(signal["value"], "after");
+    assert!(
+        log.contains("room sockets taken over from the previous program image"),
+        "{log}"
+    );
+}

@@ -320,6 +320,13 @@ pub async fn serve_until(
             info!("the orbs are stopped for the upgrade, as asked (restart_orbs)");
             false
         }
+        Some(commit) if commit.format < upgrade::handover::FORMAT => {
+            info!(
+                format = commit.format,
+                "the orbs are stopped for the upgrade: the new binary reads an older handover format"
+            );
+            false
+        }
         Some(_) => true,
         None => false,
     };
@@ -383,6 +390,7 @@ pub async fn serve_until(
         }
     }
     handover.summaries = orbs.export_summaries().await;
+    let handover = handover.written_as(commit.format);
     let exec = upgrade::Exec::prepare(&handover, fds, upgrade_start.installed)
         .map_err(|e| anyhow::anyhow!("cannot prepare the handover: {e}"))?;
     Ok(Ending::Upgrade(exec))

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use shared::settings::EXIT_USAGE;
 
 use crate::settings::Settings;
-use crate::upgrade::handover::{Handover, ListenerRole, MAX_BYTES, READABLE};
+use crate::upgrade::handover::{Handover, ListenerRole, MAX_BYTES, readable};
 
 /// Exit status for a document this binary cannot read (`EX_DATAERR`).
 pub const EXIT_UNREADABLE: u8 = 65;
@@ -53,7 +53,8 @@ pub fn run(source: &Path, settings: &Settings) -> ExitCode {
         handover.upgrade.from_build,
         handover.listeners.len()
     );
-    println!("formats={}-{}", READABLE.start(), READABLE.end());
+    let formats = readable();
+    println!("formats={}-{}", formats.start(), formats.end());
     println!("build_id={}", crate::build_id::current());
     ExitCode::SUCCESS
 }

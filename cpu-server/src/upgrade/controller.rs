@@ -9,7 +9,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
-use super::handover::{Handover, UpgradeRecord};
+use super::handover::{FORMAT, Handover, PREVIOUS, UpgradeRecord};
 use super::preflight::{self, Installed};
 
 /// Requests waiting behind the one being handled.
@@ -78,6 +78,9 @@ pub struct Commit {
     pub record: UpgradeRecord,
     /// Stop the orbs (their rooms get new ones) rather than hand them over.
     pub restart_orbs: bool,
+    /// The handover format the new binary reads ([`FORMAT`], or [`PREVIOUS`] for
+    /// a rollback to the previous release: then its orbs are stopped).
+    pub format: u32,
 }
 
 /// A request's answer once its preflight passed.
@@ -194,7 +197,18 @@ pub fn spawn(setup: Setup) -> (UpgradeHandle, mpsc::Receiver<Commit>) {
             };
             info!(id = %record.id, origin = %record.origin, binary = %installed.path.display(), "upgrade requested: running the new binary's preflight");
             let document = preview(record.clone()).to_json();
-            match preflight::run(installed, &document, timeout).await {
+            let mut format = FORMAT;
+            let mut checked = preflight::run(installed, &document, timeout).await;
+            if let Err(reason) = &checked
+                && preflight::unreadable_format(reason)
+            {
+                // A binary of the previous release (a rollback): it gets that format.
+                info!(id = %record.id, %reason, "the new binary does not read format {FORMAT}: trying format {PREVIOUS}");
+                let older = preview(record.clone()).written_as(PREVIOUS).to_json();
+                checked = preflight::run(installed, &older, timeout).await;
+                format = PREVIOUS;
+            }
+            match checked {
                 Err(reason) => {
                     warn!(id = %record.id, %reason, "upgrade refused: the running server carries on unchanged");
                     status_tx.send_modify(|s| {
@@ -217,14 +231,21 @@ pub fn spawn(setup: Setup) -> (UpgradeHandle, mpsc::Receiver<Commit>) {
                         to_build: passed.build_id,
                         ..record
                     };
-                    info!(id = %record.id, from = %record.from_build, to = %record.to_build, "preflight passed: committing the upgrade");
+                    info!(id = %record.id, from = %record.from_build, to = %record.to_build, format, "preflight passed: committing the upgrade");
                     status_tx.send_modify(|s| s.state = "committing");
                     let _ = reply.send(Ok(Accepted {
                         id: record.id.clone(),
                         from_build: record.from_build.clone(),
                         to_build: record.to_build.clone(),
                     }));
-                    committed = commits.send(Commit { record, restart_orbs }).await.is_ok();
+                    committed = commits
+                        .send(Commit {
+                            record,
+                            restart_orbs,
+                            format,
+                        })
+                        .await
+                        .is_ok();
                 }
             }
         }
@@ -258,7 +279,6 @@ pub fn now_ms() -> u64 {
 mod tests {
     use std::path::PathBuf;
 
-    use super::super::handover::FORMAT;
     use super::*;
 
     fn setup(installed: Option<Installed>) -> Setup {
@@ -302,6 +322,38 @@ mod tests {
         assert_eq!(handle.status().state, "committing");
         let again = handle.request(Origin::Api).await.expect_err("one commit only");
         assert!(matches!(again, Refusal::Busy(_)), "{again}");
+    }
+
+    /// Rule: a binary that cannot read this format but reads the previous one (a
+    /// rollback to the previous release) passes with that format; one that reads
+    /// neither is refused with the first refusal's reason.
+    #[tokio::test]
+    async fn a_binary_of_the_previous_format_passes_with_that_format() {
+        let unreadable =
+            format!("handover format {FORMAT} is not readable by this binary (it reads formats 1 to {PREVIOUS})");
+        let script = format!(
+            r#"case "$(cat)" in *'"format":{PREVIOUS},'*) echo build_id=old;; *) echo '{unreadable}' >&2; exit 65;; esac"#
+        );
+        let (handle, mut commits) = spawn(setup(Some(sh(&script))));
+        let accepted = handle
+            .request(Origin::Api)
+            .await
+            .expect("passes with the previous format");
+        assert_eq!(accepted.to_build, "old");
+        let commit = commits.recv().await.expect("committed");
+        assert_eq!(commit.format, PREVIOUS);
+        let (handle, _commits) = spawn(setup(Some(sh(&format!(
+            "cat >/dev/null; echo '{unreadable}' >&2; exit 65"
+        )))));
+        let refused = handle.request(Origin::Api).await.expect_err("reads neither");
+        assert!(
+            matches!(&refused, Refusal::Preflight(r) if r.contains("exit 65")),
+            "{refused}"
+        );
+        // This binary's own format passes as it is.
+        let (handle, mut commits) = spawn(setup(Some(sh("cat >/dev/null; echo build_id=new"))));
+        handle.request(Origin::Api).await.expect("passes");
+        assert_eq!(commits.recv().await.expect("committed").format, FORMAT);
     }
 
     #[tokio::test]

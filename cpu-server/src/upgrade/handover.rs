@@ -20,12 +20,30 @@ pub const HANDOVER_FD_ENV: &str = "CPU_SERVER_HANDOVER_FD";
 
 /// The format this binary writes: 2 added the room sockets ([`Handover::sockets`]),
 /// 3 the orbs ([`Handover::orbs`]) and the rooms' AI sockets ([`SocketEntry::ai`]).
-/// A binary that cannot read it fails the preflight (nothing changes): a rollback
-/// to a release older than the running one's format is a restart.
+/// For a binary that reads only the previous format (a rollback to the previous
+/// release) it writes that one ([`PREVIOUS`]): the room sockets are kept, the
+/// orbs are stopped first. An older binary fails the preflight (nothing changes).
 pub const FORMAT: u32 = 3;
+
+/// The previous release's format, which this binary can also write.
+pub const PREVIOUS: u32 = FORMAT - 1;
 
 /// The formats this binary reads: its own and the previous release's.
 pub const READABLE: std::ops::RangeInclusive<u32> = 1..=FORMAT;
+
+/// Test knob: `N` makes this binary read formats only up to N, as an older
+/// release does (for the tests of the fallback to [`PREVIOUS`]; not a setting).
+pub const READS_UP_TO_KNOB: &str = "MUC_TEST_HANDOVER_READS_UP_TO";
+
+/// The formats this binary reads now: [`READABLE`], narrowed by [`READS_UP_TO_KNOB`].
+pub fn readable() -> std::ops::RangeInclusive<u32> {
+    let max = std::env::var(READS_UP_TO_KNOB)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|max| READABLE.contains(max))
+        .unwrap_or(FORMAT);
+    *READABLE.start()..=max
+}
 
 /// Largest handover the preflight's check reads from its stdin (a preview: no
 /// room sockets). The new image reads its memory file whole: it holds what the
@@ -166,15 +184,29 @@ impl Handover {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
-    /// Reads a document, refusing formats outside [`READABLE`].
+    /// The same document written for a reader of `format` (this binary's or
+    /// [`PREVIOUS`]): for the previous one, without the orbs (they are stopped).
+    pub fn written_as(mut self, format: u32) -> Self {
+        if format < FORMAT {
+            self.orbs = None;
+            for socket in &mut self.sockets {
+                socket.ai = false;
+            }
+        }
+        self.format = format;
+        self
+    }
+
+    /// Reads a document, refusing formats outside [`readable`].
     pub fn parse(bytes: &[u8]) -> Result<Self, HandoverError> {
         let FormatOnly { format } =
             serde_json::from_slice(bytes).map_err(|e| HandoverError::Malformed(e.to_string()))?;
-        if !READABLE.contains(&format) {
+        let readable = readable();
+        if !readable.contains(&format) {
             return Err(HandoverError::Format {
                 found: format,
-                min: *READABLE.start(),
-                max: *READABLE.end(),
+                min: *readable.start(),
+                max: *readable.end(),
             });
         }
         serde_json::from_slice(bytes).map_err(|e| HandoverError::Malformed(e.to_string()))
@@ -248,6 +280,17 @@ mod tests {
             Handover::parse(newer.to_string().as_bytes()),
             Err(HandoverError::Format { found: 0, .. })
         ));
+    }
+
+    /// Rule: written for the previous format, a document carries no orbs and no
+    /// AI sockets (a reader of that format would leave them unowned).
+    #[test]
+    fn the_previous_format_carries_no_orbs() {
+        let older = sample().written_as(PREVIOUS);
+        assert_eq!((older.format, &older.orbs), (PREVIOUS, &None));
+        let json: serde_json::Value = serde_json::from_slice(&older.to_json()).expect("json");
+        assert!(json.get("orbs").is_none(), "{json}");
+        assert_eq!(sample().written_as(FORMAT), sample(), "this format: as it is");
     }
 
     #[test]

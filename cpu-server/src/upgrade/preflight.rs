@@ -106,6 +106,12 @@ pub fn judge(code: Option<i32>, stdout: &str, stderr: &str) -> Result<Passed, St
     }
 }
 
+/// Whether a refusal is a check that could not read the document's format
+/// (exit 65 with the format message): a binary of an older release.
+pub fn unreadable_format(reason: &str) -> bool {
+    reason.contains("(exit 65)") && reason.contains("is not readable by this binary")
+}
+
 /// The end of what the check said, stderr first, on one line.
 fn quote(stdout: &str, stderr: &str) -> String {
     let text = [stderr.trim(), stdout.trim()]
