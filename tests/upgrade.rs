@@ -236,12 +236,12 @@ fn wait_orb_ready(server: &InstalledServer, room: &str) -> serde_json::Value {
     }
 }
 
-/// With a warm pool, a room's orb (a warm one that took the room) is handed
-/// over as the same process, while the pool's idle member (it holds no room) is
-/// stopped and the new image refills the pool. `--restart-orbs` stops the
-/// room's orb instead.
+/// With a warm pool, a room's orb (a warm one that took the room) and the
+/// pool's idle member are both handed over as the same processes; after the
+/// upgrade the member (its seat socket closed by the upgrade) is given the next
+/// room and joins it as a cold orb's socket does. `--restart-orbs` stops them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_a_warm_pool_the_rooms_orb_is_handed_over_and_the_pool_refilled() {
+async fn with_a_warm_pool_every_orb_is_handed_over_and_the_member_takes_the_next_room() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = InstalledServer::start(dir.path(), &[("ORB_WARM_POOL", "1")]);
     let member = |server: &InstalledServer| -> Option<u64> {
@@ -263,11 +263,12 @@ async fn with_a_warm_pool_the_rooms_orb_is_handed_over_and_the_pool_refilled() {
             std::thread::sleep(Duration::from_millis(20));
         }
     };
-    wait_member(&server, None);
+    let first = wait_member(&server, None);
     let (code, orb) = server.api("POST", "/api/orbs", Some(r#"{"room":"orb-room"}"#));
     assert!(code == 201 || code == 200, "{code} {orb}");
     let room_orb = wait_orb_ready(&server, "orb-room")["pid"].clone();
-    let idle = wait_member(&server, room_orb.as_u64());
+    assert_eq!(room_orb.as_u64(), Some(first), "the room got the warm member");
+    let idle = wait_member(&server, Some(first));
     install(dir.path(), &system_tests::binaries::cpu_server());
     let run = tokio::task::block_in_place(|| server.cli(&["upgrade"]));
     assert_eq!(run.code, Some(0), "{run:?}\n{}", server.proc.stderr());
@@ -275,17 +276,20 @@ async fn with_a_warm_pool_the_rooms_orb_is_handed_over_and_the_pool_refilled() {
     let (_, record) = server.api("GET", "/api/orbs/orb-room", None);
     assert_eq!(record["pid"], room_orb, "the room's orb handed over: {record}");
     assert_eq!(record["state"], "ready", "{record}");
-    let refilled = wait_member(&server, Some(idle));
-    assert_ne!(Some(refilled), room_orb.as_u64());
-    let gone = Instant::now() + Duration::from_secs(5);
-    while system_tests::procfs::stat(idle as i32).is_some() && Instant::now() < gone {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(
-        system_tests::procfs::stat(idle as i32).is_none(),
-        "the idle member was stopped and reaped"
-    );
-    // Told to restart the orbs, the upgrade stops the room's orb instead.
+    assert_eq!(member(&server), Some(idle), "the idle member handed over, still ready");
+    // Given the next room after the upgrade: the same process joins it.
+    let (code, orb) = server.api("POST", "/api/orbs", Some(r#"{"room":"next-room"}"#));
+    assert!(code == 201 || code == 200, "{code} {orb}");
+    let next = wait_orb_ready(&server, "next-room");
+    assert_eq!(next["pid"].as_u64(), Some(idle), "{next}");
+    let (_, rooms) = server.api("GET", "/api/rooms", None);
+    let in_room = rooms
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|r| r["room"] == "next-room" && r["participants"].to_string().contains("ai-orb-"));
+    assert!(in_room, "the member's AI is in its new room: {rooms}");
+    // Told to restart the orbs, the upgrade stops them instead.
     let run = tokio::task::block_in_place(|| server.cli(&["upgrade", "--restart-orbs"]));
     assert_eq!(run.code, Some(0), "{run:?}\n{}", server.proc.stderr());
     wait_completed(&server, 2);

@@ -377,8 +377,6 @@ pub struct Lifecycle {
     warm: warm_pool::WarmPool,
     next_generation: u64,
     draining: bool,
-    /// An upgrade is handing the orbs over: the warm pool does not refill.
-    warm_paused: bool,
     jitter: fastrand::Rng,
     out: Vec<Action>,
 }
@@ -401,7 +399,6 @@ impl Lifecycle {
             slots_used: 0,
             next_generation: 1,
             draining: false,
-            warm_paused: false,
             jitter: fastrand::Rng::with_seed(seed),
             out: Vec::new(),
         }

@@ -27,8 +27,11 @@ pub struct LifeSnapshot {
     pub next_generation: u64,
     /// Rooms waiting for a slot, first first.
     pub queue: Vec<String>,
-    /// One per room with an orb entry.
+    /// One per room with an orb entry (and per warm pool member, by its entry `warm+N`).
     pub rooms: Vec<RoomSnapshot>,
+    /// The warm pool (`ORB_WARM_POOL`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm: Option<super::warm_pool::WarmSnapshot>,
 }
 
 /// One room's orb entry.
@@ -151,32 +154,11 @@ impl ProcessSnapshot {
 }
 
 impl Lifecycle {
-    /// An upgrade is about to hand the orbs over: the warm pool's members hold no
-    /// room and are not handed over: they are stopped, and the pool does not
-    /// refill (the new image refills it). Rooms' orbs are untouched.
-    pub fn release_warm(&mut self, now: Instant) {
-        self.warm_paused = true;
-        let mut members: Vec<String> = self.orbs.keys().filter(|k| is_warm_key(k)).cloned().collect();
-        members.sort();
-        for key in members {
-            self.begin_stop(&key, StopRequest::internal(StopReason::SystemShutdown), now);
-        }
-    }
-
-    /// The handover did not happen after all: the warm pool refills again.
-    pub fn resume_warm(&mut self, now: Instant) {
-        self.warm_paused = false;
-        self.refill_pool(now);
-    }
-
     /// Why the orbs cannot be exported now (`None`: they can). Some reasons pass
-    /// (a stop or a launch under way, warm members stopping), one does not (orbs
-    /// that are not local processes supervised over IPC).
+    /// (a stop, a launch or a warm orb's assignment under way), one does not
+    /// (orbs heard only over their room socket).
     pub fn handover_blocker(&self) -> Option<Blocker> {
         for (room, orb) in &self.orbs {
-            if is_warm_key(room) {
-                return Some(Blocker::Settling(format!("warm orb {room} is stopping")));
-            }
             if orb.assigning.is_some() {
                 return Some(Blocker::Settling(format!("room {room}'s warm orb is taking the room")));
             }
@@ -262,6 +244,7 @@ impl Lifecycle {
             next_generation: self.next_generation,
             queue: self.queue.iter().cloned().collect(),
             rooms,
+            warm: Some(self.warm.export(now)),
         };
         (snapshot, processes)
     }
@@ -316,6 +299,12 @@ impl Lifecycle {
             };
             self.next_generation = self.next_generation.max(life.phase.generation().map_or(0, |g| g + 1));
             self.orbs.insert(entry.room, life);
+        }
+        if let Some(warm) = snapshot.warm {
+            let orbs = &self.orbs;
+            let (max_restarts, window) = (self.rules.max_restarts, self.rules.restart_window);
+            self.warm
+                .import(warm, now, |key| orbs.contains_key(key), max_restarts, window);
         }
         for room in snapshot.queue {
             let queued = self

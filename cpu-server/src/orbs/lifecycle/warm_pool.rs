@@ -102,7 +102,72 @@ pub struct WarmMember {
     pub seated: bool,
 }
 
+/// The pool's state as a document (an upgrade's handover); instants as time left, ms.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WarmSnapshot {
+    /// The next entry number.
+    pub next_id: u64,
+    /// Pool entries, oldest first.
+    pub members: Vec<String>,
+    /// Its failure history.
+    pub policy: super::restart_policy::PolicyState,
+    /// Time left before it may refill, ms.
+    pub refill_in_ms: Option<u64>,
+    /// Time left parked, ms.
+    pub parked_for_ms: Option<u64>,
+    /// Why it is off for good.
+    pub disabled: Option<String>,
+    /// A member ever said `orb_warm`.
+    pub ever_warm: bool,
+    /// A member ever took a room.
+    pub ever_assigned: bool,
+    /// Rooms that got a warm orb.
+    pub assignments: u64,
+    /// Warm orbs that failed.
+    pub failures: u64,
+}
+
 impl WarmPool {
+    /// The pool at `now`, as a document.
+    pub fn export(&self, now: Instant) -> WarmSnapshot {
+        let left = |at: Option<Instant>| at.map(|at| at.saturating_duration_since(now).as_millis() as u64);
+        WarmSnapshot {
+            next_id: self.next_id,
+            members: self.members.clone(),
+            policy: super::restart_policy::PolicyState::of(&self.policy, now),
+            refill_in_ms: left(self.refill_at),
+            parked_for_ms: left(self.parked_until),
+            disabled: self.disabled.clone(),
+            ever_warm: self.ever_warm,
+            ever_assigned: self.ever_assigned,
+            assignments: self.assignments,
+            failures: self.failures,
+        }
+    }
+
+    /// Takes over `snapshot` at `now` (the moment it was written); `kept` says
+    /// which members came along (their entries were imported).
+    pub fn import(
+        &mut self,
+        snapshot: WarmSnapshot,
+        now: Instant,
+        kept: impl Fn(&str) -> bool,
+        max_restarts: u32,
+        window: Duration,
+    ) {
+        let at = |ms: Option<u64>| ms.map(|ms| now + Duration::from_millis(ms));
+        self.next_id = self.next_id.max(snapshot.next_id);
+        self.members = snapshot.members.into_iter().filter(|key| kept(key)).collect();
+        self.policy = snapshot.policy.policy(max_restarts, window, now);
+        self.refill_at = at(snapshot.refill_in_ms);
+        self.parked_until = at(snapshot.parked_for_ms);
+        self.disabled = snapshot.disabled;
+        self.ever_warm = snapshot.ever_warm;
+        self.ever_assigned = snapshot.ever_assigned;
+        self.assignments = snapshot.assignments;
+        self.failures = snapshot.failures;
+    }
+
     /// A pool of `target` orbs (0: off).
     pub fn new(target: usize, assign_timeout: Duration, max_restarts: u32, window: Duration) -> Self {
         Self {
@@ -141,12 +206,7 @@ impl Lifecycle {
     /// Starts pool members while a slot is free, no room waits and the pool may grow.
     pub(super) fn refill_pool(&mut self, now: Instant) {
         let capacity = self.rules.max_concurrent;
-        while !self.draining
-            && !self.warm_paused
-            && self.warm.may_refill(now)
-            && self.slots_used < capacity
-            && self.queue.is_empty()
-        {
+        while !self.draining && self.warm.may_refill(now) && self.slots_used < capacity && self.queue.is_empty() {
             let key = self.warm.next_key();
             self.warm.members.push(key.clone());
             self.create_warm_entry(&key);

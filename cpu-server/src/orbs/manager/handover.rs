@@ -44,21 +44,15 @@ impl Manager {
             let _ = reply.send(Err("the orbs were handed over already".to_owned()));
             return;
         }
-        let now = Instant::now();
-        // Warm members hold no room: stopped now, the new image refills the pool.
-        self.life.release_warm(now);
-        self.carry_out_pending();
         self.pending = Some(Pending {
             reply,
-            until: now + SETTLE,
+            until: Instant::now() + SETTLE,
         });
     }
 
-    /// Refuses the pending handover with `why`; the warm pool refills again.
+    /// Refuses the pending handover with `why`.
     fn refuse(&mut self, reply: oneshot::Sender<Result<OrbsHandover, String>>, why: String) {
         let _ = reply.send(Err(why));
-        self.life.resume_warm(Instant::now());
-        self.carry_out_pending();
     }
 
     /// Hands the orbs over if they settled; refuses when they cannot be, or did

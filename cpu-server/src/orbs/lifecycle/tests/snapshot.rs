@@ -120,8 +120,9 @@ fn the_crash_loop_count_crosses() {
     );
 }
 
-/// Rule: a stop or a launch under way must settle first, warm members are
-/// stopped first; orbs heard only over their WebSocket are never handed over.
+/// Rule: a stop, a launch or a warm orb's assignment under way must settle
+/// first; warm members cross as members; orbs heard only over their WebSocket
+/// are never handed over.
 #[test]
 fn what_cannot_cross_says_why() {
     let mut h = Harness::new(rules());
@@ -133,33 +134,30 @@ fn what_cannot_cross_says_why() {
     assert!(matches!(h.life.handover_blocker(), Some(Blocker::Settling(why)) if why.contains("stopping")));
     h.exited("r", 1, Some(0), None);
     assert_eq!(h.life.handover_blocker(), None);
-    // A warm member is stopped first (it holds no room); the pool refills no more.
-    let mut warm = Harness::new(Rules {
+    // A warm member crosses as a member, ready, and is given the next room.
+    let warm_rules = Rules {
         warm_pool: 1,
         ..rules()
-    });
+    };
+    let mut warm = Harness::new(warm_rules.clone());
     let started = warm.command(|life, now| life.start(now)).0;
     let member = launches(&started);
     assert_eq!(member.len(), 1, "{started:?}");
     let key = member[0].0.clone();
     warm.spawned(&key, 1);
-    assert!(matches!(warm.life.handover_blocker(), Some(Blocker::Settling(why)) if why.contains("warm")));
-    let released = warm.command(|life, now| life.release_warm(now)).1;
-    assert!(
-        orders(&released)
-            .iter()
-            .any(|(g, o)| *g == 1 && matches!(o, Order::AskToStop { .. })),
-        "{released:?}"
-    );
-    let exited = warm.exited(&key, 1, Some(0), None);
-    assert!(launches(&exited).is_empty(), "no refill while handing over: {exited:?}");
+    warm.process(&key, 1, ProcessEvent::Warm);
     assert_eq!(warm.life.handover_blocker(), None);
-    let resumed = warm.command(|life, now| life.resume_warm(now)).1;
-    assert_eq!(
-        launches(&resumed).len(),
-        1,
-        "refilled once the handover is off: {resumed:?}"
+    let (mut next, adopted, snapshot) = across(&warm, warm_rules, Duration::from_millis(5));
+    assert_eq!(adopted.len(), 1);
+    assert!(snapshot.warm.is_some_and(|w| w.members == [key.clone()]));
+    let refill = next.command(|life, now| life.start(now)).0;
+    assert!(launches(&refill).is_empty(), "the pool is full already: {refill:?}");
+    let joined = next.join("after", "coach", "coach");
+    assert!(
+        joined.iter().any(|a| matches!(a, Action::Assign { generation: 1, .. })),
+        "the handed-over member takes the next room: {joined:?}"
     );
+    assert!(matches!(next.life.handover_blocker(), Some(Blocker::Settling(why)) if why.contains("taking the room")));
     let mut ws = Harness::new(rules());
     ws.join("w", "coach", "coach");
     ws.feed(Event::Spawned {
