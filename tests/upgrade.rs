@@ -16,6 +16,7 @@ use serde_json::json;
 use system_tests::upgrade_kit::{
     InstalledServer, Prober, install, install_script, installed_path, second_build, set_mode,
 };
+use system_tests::wait::until_blocking;
 use system_tests::ws::Client;
 
 const T: Duration = Duration::from_secs(10);
@@ -52,21 +53,13 @@ fn upgrade_round(
 
 /// Polls `GET /api/upgrade` until `completed` reaches `n` (bounded).
 fn wait_completed(server: &InstalledServer, n: u64) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let status = system_tests::room_harness::http_get(server.port, "/healthz")
+    until_blocking(Duration::from_secs(60), || {
+        system_tests::room_harness::http_get(server.port, "/healthz")
             .filter(|(code, _)| *code == 200)
-            .map(|_| server.upgrade_status());
-        if let Some(status) = status.filter(|s| s["completed"] == n) {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "upgrade {n} not done:\n{}",
-            server.proc.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+            .map(|_| server.upgrade_status())
+            .filter(|s| s["completed"] == n)
+    })
+    .unwrap_or_else(|| panic!("upgrade {n} not done:\n{}", server.proc.stderr()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,19 +214,10 @@ async fn a_binary_that_fails_its_preflight_leaves_the_server_and_its_room_as_the
 
 /// Polls the room's orb record until it is ready (bounded); returns it.
 fn wait_orb_ready(server: &InstalledServer, room: &str) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, record) = server.api("GET", &format!("/api/orbs/{room}"), None);
-        if record["state"] == "ready" {
-            return record;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "orb of {room} not ready: {record}\n{}",
-            server.proc.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    until_blocking(Duration::from_secs(20), || {
+        Some(server.api("GET", &format!("/api/orbs/{room}"), None).1).filter(|r| r["state"] == "ready")
+    })
+    .unwrap_or_else(|| panic!("orb of {room} not ready:\n{}", server.proc.stderr()))
 }
 
 /// With a warm pool, a room's orb (a warm one that took the room) and the
@@ -254,14 +238,10 @@ async fn with_a_warm_pool_every_orb_is_handed_over_and_the_member_takes_the_next
             .and_then(|m| m["pid"].as_u64())
     };
     let wait_member = |server: &InstalledServer, not: Option<u64>| -> u64 {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(pid) = member(server).filter(|pid| Some(*pid) != not) {
-                return pid;
-            }
-            assert!(Instant::now() < deadline, "no warm member:\n{}", server.proc.stderr());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        until_blocking(Duration::from_secs(20), || {
+            member(server).filter(|pid| Some(*pid) != not)
+        })
+        .unwrap_or_else(|| panic!("no warm member:\n{}", server.proc.stderr()))
     };
     let first = wait_member(&server, None);
     let (code, orb) = server.api("POST", "/api/orbs", Some(r#"{"room":"orb-room"}"#));
@@ -824,24 +804,21 @@ async fn rooms_with_real_orbs_keep_every_orb_and_every_message_across_ten_upgrad
         )));
     }
     // Every slot's orb ready and in its room, the last two rooms queued.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let before = loop {
-        let records = orb_records(&server);
-        let ready = records.values().filter(|r| r["state"] == "ready").count();
-        let queued = records.values().filter(|r| r["state"] == "queued").count();
+    let settled = |records: &std::collections::BTreeMap<String, serde_json::Value>| {
+        let count = |state: &str| records.values().filter(|r| r["state"] == state).count();
         let heard = records
             .values()
             .all(|r| r["state"] != "ready" || r["ipc_rtt_ms"].is_number());
-        if ready == ROOMS && queued == QUEUED && heard {
-            break records;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{ready} orbs ready, {queued} queued: {records:?}\n{}",
-            server.proc.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(100));
+        count("ready") == ROOMS && count("queued") == QUEUED && heard
     };
+    let before =
+        until_blocking(Duration::from_secs(60), || Some(orb_records(&server)).filter(settled)).unwrap_or_else(|| {
+            panic!(
+                "orbs not all ready: {:?}\n{}",
+                orb_records(&server),
+                server.proc.stderr()
+            )
+        });
     let queue = |records: &std::collections::BTreeMap<String, serde_json::Value>| -> Vec<(String, serde_json::Value)> {
         let mut queued: Vec<_> = records
             .iter()
