@@ -455,10 +455,39 @@ async fn seq_side(
     trace
 }
 
+/// A coach and a client joined at `url`, each sending the other numbered
+/// messages every `every` until `stop` ([`seq_side`]).
+async fn seq_pair(
+    url: &str,
+    every: Duration,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> [tokio::task::JoinHandle<SeqTrace>; 2] {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicU64;
+
+    let coach = system_tests::bench_peers::join(url, "coach", "coach")
+        .await
+        .expect("coach joins");
+    let client = system_tests::bench_peers::join(url, "client", "client")
+        .await
+        .expect("client joins");
+    let (coach_sent, client_sent) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let to_client = seq_side(
+        coach,
+        every,
+        "client",
+        Arc::clone(stop),
+        Arc::clone(&coach_sent),
+        Arc::clone(&client_sent),
+    );
+    let to_coach = seq_side(client, every, "coach", Arc::clone(stop), client_sent, coach_sent);
+    [tokio::spawn(to_client), tokio::spawn(to_coach)]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_keep_their_sockets_and_every_message_in_order_across_ten_upgrades() {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicU64};
+    use std::sync::atomic::AtomicBool;
 
     const ROOMS: usize = 6;
     const UPGRADES: u64 = 10;
@@ -471,29 +500,7 @@ async fn rooms_keep_their_sockets_and_every_message_in_order_across_ten_upgrades
     let mut sides = Vec::new();
     for room in 0..ROOMS {
         let url = url(&server, &format!("seq{room}"));
-        let coach = system_tests::bench_peers::join(&url, "coach", "coach")
-            .await
-            .expect("coach joins");
-        let client = system_tests::bench_peers::join(&url, "client", "client")
-            .await
-            .expect("client joins");
-        let (coach_sent, client_sent) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        sides.push(tokio::spawn(seq_side(
-            coach,
-            Duration::from_millis(2),
-            "client",
-            Arc::clone(&stop),
-            Arc::clone(&coach_sent),
-            Arc::clone(&client_sent),
-        )));
-        sides.push(tokio::spawn(seq_side(
-            client,
-            Duration::from_millis(2),
-            "coach",
-            Arc::clone(&stop),
-            client_sent,
-            coach_sent,
-        )));
+        sides.extend(seq_pair(&url, Duration::from_millis(2), &stop).await);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_before = system_tests::procfs::rss_bytes(server.proc.pid() as i32).unwrap_or(0);
@@ -753,7 +760,7 @@ fn orb_records(server: &InstalledServer) -> std::collections::BTreeMap<String, s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_with_real_orbs_keep_every_orb_and_every_message_across_ten_upgrades() {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicU64};
+    use std::sync::atomic::AtomicBool;
 
     const ROOMS: usize = 20;
     const QUEUED: usize = 2;
@@ -779,29 +786,7 @@ async fn rooms_with_real_orbs_keep_every_orb_and_every_message_across_ten_upgrad
     let every = Duration::from_millis(20);
     for room in 0..ROOMS + QUEUED {
         let url = url(&server, &format!("orb{room:02}"));
-        let coach = system_tests::bench_peers::join(&url, "coach", "coach")
-            .await
-            .expect("coach joins");
-        let client = system_tests::bench_peers::join(&url, "client", "client")
-            .await
-            .expect("client joins");
-        let (coach_sent, client_sent) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        sides.push(tokio::spawn(seq_side(
-            coach,
-            every,
-            "client",
-            Arc::clone(&stop),
-            Arc::clone(&coach_sent),
-            Arc::clone(&client_sent),
-        )));
-        sides.push(tokio::spawn(seq_side(
-            client,
-            every,
-            "coach",
-            Arc::clone(&stop),
-            client_sent,
-            coach_sent,
-        )));
+        sides.extend(seq_pair(&url, every, &stop).await);
     }
     // Every slot's orb ready and in its room, the last two rooms queued.
     let settled = |records: &std::collections::BTreeMap<String, serde_json::Value>| {
