@@ -221,9 +221,9 @@ fn wait_orb_ready(server: &InstalledServer, room: &str) -> serde_json::Value {
 }
 
 /// With a warm pool, a room's orb (a warm one that took the room) and the
-/// pool's idle member are both handed over as the same processes; after the
-/// upgrade the member (its seat socket closed by the upgrade) is given the next
-/// room and joins it as a cold orb's socket does. `--restart-orbs` stops them.
+/// pool's idle member are both handed over as the same processes, the member
+/// with its seat (its room socket waiting for a room); after the upgrade the
+/// member is given the next room on that seat, at once. `--restart-orbs` stops them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_warm_pool_every_orb_is_handed_over_and_the_member_takes_the_next_room() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -257,6 +257,16 @@ async fn with_a_warm_pool_every_orb_is_handed_over_and_the_member_takes_the_next
     assert_eq!(record["pid"], room_orb, "the room's orb handed over: {record}");
     assert_eq!(record["state"], "ready", "{record}");
     assert_eq!(member(&server), Some(idle), "the idle member handed over, still ready");
+    let (_, pool) = server.api("GET", "/api/warm-pool", None);
+    assert_eq!(pool["seated"], 1, "its seat handed over too: {pool}");
+    let seated_joins = |server: &InstalledServer| {
+        server
+            .proc
+            .stderr()
+            .matches("warm orb joined its room on its seat")
+            .count()
+    };
+    let before = seated_joins(&server);
     // Given the next room after the upgrade: the same process joins it.
     let (code, orb) = server.api("POST", "/api/orbs", Some(r#"{"room":"next-room"}"#));
     assert!(code == 201 || code == 200, "{code} {orb}");
@@ -269,6 +279,7 @@ async fn with_a_warm_pool_every_orb_is_handed_over_and_the_member_takes_the_next
         .flatten()
         .any(|r| r["room"] == "next-room" && r["participants"].to_string().contains("ai-orb-"));
     assert!(in_room, "the member's AI is in its new room: {rooms}");
+    assert_eq!(seated_joins(&server), before + 1, "it joined on its handed-over seat");
     // Told to restart the orbs, the upgrade stops them instead.
     let run = tokio::task::block_in_place(|| server.cli(&["upgrade", "--restart-orbs"]));
     assert_eq!(run.code, Some(0), "{run:?}\n{}", server.proc.stderr());

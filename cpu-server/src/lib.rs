@@ -110,6 +110,8 @@ pub struct UpgradeStart {
     pub inherited: Option<upgrade::handover::Handover>,
     /// The room sockets it handed over, adopted.
     pub sockets: Vec<(upgrade::sockets::SocketEntry, std::net::TcpStream)>,
+    /// The warm orbs' seats it handed over, adopted.
+    pub seats: Vec<(upgrade::sockets::SeatEntry, std::net::TcpStream)>,
     /// The orbs it handed over, adopted.
     pub orbs: Option<orbs::handover::OrbsTakeover>,
     /// The orb spawner, run on the thread that will replace the image.
@@ -142,6 +144,10 @@ pub async fn serve_until(
         .map(|u| std::mem::take(&mut u.sockets))
         .unwrap_or_default();
     let orbs_taken = upgrade_start.as_mut().and_then(|u| u.orbs.take());
+    let seats = upgrade_start
+        .as_mut()
+        .map(|u| std::mem::take(&mut u.seats))
+        .unwrap_or_default();
     let local = listener.local_addr()?;
     let tls = settings.tls.as_ref().map(http::tls::load_config).transpose()?;
     let inherited = upgrade_start.as_ref().and_then(|u| u.inherited.as_ref());
@@ -251,6 +257,7 @@ pub async fn serve_until(
         relay_loops: Some(relay_loops),
     };
     upgrade::resume::resume(&state, resumed).await;
+    upgrade::resume::resume_seats(&state, seats).await;
     let (public, admin_server) = match admin_listener {
         None => {
             let events = http::pages::events_router(admin.clone(), lifecycle.draining.clone());
@@ -371,6 +378,8 @@ pub async fn serve_until(
         inherited_count(upgrade_start.inherited.as_ref()),
         carried_token,
     );
+    // Warm orbs' seats go over only with their orbs.
+    let seats = lifecycle.closing.parked.take_seats();
     let (entries, mut keep) = upgrade::sockets::entries(&vital.1, &lifecycle.closing.parked).await;
     handover.sockets = entries;
     handover.started_at_s = started_at_s;
@@ -381,6 +390,9 @@ pub async fn serve_until(
             Ok(orbs) => {
                 handover.orbs = Some(orbs.document);
                 fds.extend(orbs.fds);
+                let (seats, mut seat_fds) = upgrade::sockets::seat_entries(seats);
+                handover.seats = seats;
+                fds.append(&mut seat_fds);
             }
             Err(why) => {
                 // Their sockets are handed over; the new image sees them leave as the orbs stop.

@@ -118,11 +118,12 @@ fn main() -> ExitCode {
                     public,
                     admin,
                     sockets,
+                    seats,
                     orbs,
                 }) => {
                     let adopt = |l: std::net::TcpListener| tokio::net::TcpListener::from_std(l);
                     match (adopt(public), admin.map(adopt).transpose()) {
-                        (Ok(public), Ok(admin)) => (public, admin, Some((handover, sockets, orbs))),
+                        (Ok(public), Ok(admin)) => (public, admin, Some((handover, sockets, seats, orbs))),
                         (Err(e), _) | (_, Err(e)) => {
                             eprintln!("cannot serve the handed-over listeners: {e}");
                             return Err(ExitCode::FAILURE);
@@ -163,12 +164,13 @@ fn main() -> ExitCode {
                 public: listener,
                 admin,
                 upgrade: installed.map(|installed| {
-                    let (inherited, sockets, orbs) =
-                        inherited.map_or((None, Vec::new(), None), |(h, s, o)| (Some(h), s, o));
+                    let (inherited, sockets, seats, orbs) =
+                        inherited.map_or((None, Vec::new(), Vec::new(), None), |(h, s, t, o)| (Some(h), s, t, o));
                     UpgradeStart {
                         installed,
                         inherited,
                         sockets,
+                        seats,
                         orbs,
                         spawner,
                     }

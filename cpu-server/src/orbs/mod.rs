@@ -173,6 +173,11 @@ pub(crate) enum Command {
         seat: SeatSender,
         reply: oneshot::Sender<Option<String>>,
     },
+    Reseat {
+        entry: String,
+        seat: SeatSender,
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 /// Cloneable handle to the OrbManager.
@@ -307,6 +312,15 @@ impl OrbsHandle {
     pub async fn seat(&self, token: &str, seat: SeatSender) -> Option<String> {
         let token = token.to_owned();
         self.ask(|reply| Command::Seat { token, seat, reply }).await.flatten()
+    }
+
+    /// Gives `seat` back to the warm orb of pool entry `entry` (a seat an upgrade
+    /// handed over); false when that entry holds no orb any more.
+    pub async fn reseat(&self, entry: &str, seat: SeatSender) -> bool {
+        let entry = entry.to_owned();
+        self.ask(|reply| Command::Reseat { entry, seat, reply })
+            .await
+            .unwrap_or(false)
     }
 
     /// A one-time token for an operator starting `gpu-orb --room=ROOM` by hand.

@@ -121,6 +121,13 @@ impl Connection {
             .await;
     }
 
+    /// Serves a warm orb's seat a previous program image handed over, still
+    /// waiting for its room (its seat given to the OrbManager again).
+    pub async fn resume_seat(self, socket: WsSocket) {
+        let span = info_span!("conn", conn = self.id, room = %self.room, ip = %self.ip, user = tracing::field::Empty);
+        self.serve_socket(socket, None).instrument(span).await;
+    }
+
     async fn serve_socket(mut self, mut socket: WsSocket, joined: Option<(String, bool, RoomLink)>) {
         let seat = self.seat.take();
         let mut reader = Reader {
@@ -139,14 +146,21 @@ impl Connection {
         }
         let mut end = reader.run(&mut socket).await;
         let joined = reader.joined.take();
+        // A warm orb's seat not given a room yet: its orb is handed over too.
+        let waiting_seat = joined.is_none() && reader.seat.is_some() && reader.given.is_none();
         drop(reader);
         if end == ReaderEnd::HandOver {
-            if joined.is_some_and(|j| self.closing.parks(j.is_ai)) && socket.is_plain() {
-                // Still a member: the new image resumes it; nothing leaves.
+            let parks = match &joined {
+                Some(joined) => self.closing.parks(joined.is_ai),
+                None => waiting_seat && self.closing.parks(true),
+            };
+            if parks && socket.is_plain() {
+                // Still a member (or still a seat): the new image resumes it; nothing leaves.
                 debug!("parked for the upgrade's handover");
                 self.closing.parked.park(Parked {
                     conn: self.id,
                     ip: self.ip,
+                    seat_of: waiting_seat.then(|| self.room.clone()),
                     socket,
                 });
                 return;

@@ -81,6 +81,9 @@ pub struct Handover {
     /// Room sockets handed over, joined (format 2).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sockets: Vec<SocketEntry>,
+    /// Warm orbs' seats, waiting for a room (format 3).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seats: Vec<super::sockets::SeatEntry>,
     /// The orbs, handed over alive (format 3; absent: they were stopped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub orbs: Option<crate::orbs::handover::OrbsDocument>,
@@ -175,6 +178,7 @@ impl Handover {
             started_at_s: 0.0,
             summaries: Vec::new(),
             sockets: Vec::new(),
+            seats: Vec::new(),
             orbs: None,
         }
     }
@@ -189,6 +193,7 @@ impl Handover {
     pub fn written_as(mut self, format: u32) -> Self {
         if format < FORMAT {
             self.orbs = None;
+            self.seats.clear();
             for socket in &mut self.sockets {
                 socket.ai = false;
             }
@@ -248,6 +253,7 @@ mod tests {
             started_at_s: 1_700_000_000.5,
             summaries: Vec::new(),
             sockets: Vec::new(),
+            seats: Vec::new(),
             orbs: Some(crate::orbs::handover::OrbsDocument::default()),
         }
     }

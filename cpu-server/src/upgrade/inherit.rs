@@ -57,6 +57,8 @@ pub struct TakenOver {
     pub admin: Option<std::net::TcpListener>,
     /// The room sockets, each with its entry (non-blocking).
     pub sockets: Vec<(super::sockets::SocketEntry, std::net::TcpStream)>,
+    /// The warm orbs' seats, each with its entry (non-blocking; format 3).
+    pub seats: Vec<(super::sockets::SeatEntry, std::net::TcpStream)>,
     /// The orbs, each process with its descriptors (format 3).
     pub orbs: Option<OrbsTakeover>,
 }
@@ -139,12 +141,23 @@ fn take_over(raw: &str) -> Result<TakenOver, TakeOverError> {
         })?;
         sockets.push((entry.clone(), stream));
     }
+    let mut seats = Vec::with_capacity(handover.seats.len());
+    for entry in &handover.seats {
+        let stream = std::net::TcpStream::from(adopt(entry.fd, "a warm orb's seat", SFlag::S_IFSOCK)?);
+        stream.set_nonblocking(true).map_err(|e| TakeOverError::Descriptor {
+            fd: entry.fd,
+            what: "a warm orb's seat",
+            problem: e.to_string(),
+        })?;
+        seats.push((entry.clone(), stream));
+    }
     let orbs = handover.orbs.clone().map(take_over_orbs).transpose()?;
     Ok(TakenOver {
         handover,
         public,
         admin,
         sockets,
+        seats,
         orbs,
     })
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
-use super::sockets::SocketEntry;
+use super::sockets::{SeatEntry, SocketEntry};
 use crate::auth::Credential;
 use crate::http::AppState;
 use crate::rooms::connection::Connection;
@@ -64,6 +64,63 @@ pub async fn resume(state: &AppState, sockets: Vec<(SocketEntry, std::net::TcpSt
         sockets = count,
         "room sockets taken over from the previous program image"
     );
+    count
+}
+
+/// Resumes the warm orbs' seats: each given back to its orb's pool entry in the
+/// OrbManager (so that the orb's next room is given to it at once, as before the
+/// upgrade) and served as a seat waiting for its room; returns how many.
+pub async fn resume_seats(state: &AppState, seats: Vec<(SeatEntry, std::net::TcpStream)>) -> usize {
+    let mut count = 0;
+    for (entry, stream) in seats {
+        let (unread, unsent) = match entry.bytes() {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                warn!(conn = entry.conn, error = %e, "a handed-over seat is dropped");
+                continue;
+            }
+        };
+        let (sender, receiver) = crate::rooms::seat::seat_channel();
+        if !state.orbs.reseat(&entry.entry, sender).await {
+            // Its orb is gone: the socket closes, the orb (if any) connects when it gets a room.
+            warn!(entry = %entry.entry, "a handed-over seat has no warm orb any more; closed");
+            continue;
+        }
+        state.next_conn.fetch_max(entry.conn + 1, Ordering::Relaxed);
+        let slot = state.ip_limiter.acquire_anyway(entry.ip);
+        let connection = state.connection(
+            entry.conn,
+            entry.entry,
+            entry.ip,
+            Credential::None,
+            slot,
+            Some(receiver),
+        );
+        let (max_message, max_queued) = (state.settings.max_message_bytes, state.settings.ws_send_queue);
+        let tracked = state.connections.token();
+        let conn = entry.conn;
+        let task = async move {
+            let _tracked = tracked;
+            match tokio::net::TcpStream::from_std(stream) {
+                Ok(tcp) => {
+                    let socket = WsSocket::resume(tcp, &unread, unsent, max_message, max_queued);
+                    connection.resume_seat(socket).await;
+                }
+                Err(e) => warn!(conn, error = %e, "a handed-over seat cannot be served; dropped"),
+            }
+        };
+        match &state.relay_loops {
+            Some(loops) => loops.spawn(task),
+            None => drop(tokio::spawn(task)),
+        }
+        count += 1;
+    }
+    if count > 0 {
+        info!(
+            seats = count,
+            "warm orbs' seats taken over from the previous program image"
+        );
+    }
     count
 }
 

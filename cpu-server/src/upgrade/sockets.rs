@@ -30,7 +30,9 @@ pub struct Parked {
     pub conn: ConnId,
     /// The peer's address.
     pub ip: IpAddr,
-    /// The socket (its room is the registry's to say).
+    /// For a warm orb's seat (not in a room): its pool entry (`warm+N`).
+    pub seat_of: Option<String>,
+    /// The socket (a member's room is the registry's to say).
     pub socket: WsSocket,
 }
 
@@ -50,6 +52,14 @@ impl ParkedSockets {
     /// Every socket parked so far.
     pub fn take(&self) -> Vec<Parked> {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// The warm orbs' seats parked so far (the members stay).
+    pub fn take_seats(&self) -> Vec<Parked> {
+        let mut all = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (seats, members) = std::mem::take(&mut *all).into_iter().partition(|p| p.seat_of.is_some());
+        *all = members;
+        seats
     }
 }
 
@@ -102,10 +112,62 @@ impl SocketEntry {
     }
 }
 
+/// A warm orb's seat handed over (its orb is handed over too): a room socket
+/// in no room yet, waiting to be given one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeatEntry {
+    /// Its descriptor number in the new image.
+    pub fd: i32,
+    /// Its connection id.
+    pub conn: ConnId,
+    /// The peer's address.
+    pub ip: IpAddr,
+    /// The orb's pool entry (`warm+N`).
+    pub entry: String,
+    /// Bytes read and not parsed (base64).
+    pub unread: String,
+    /// Encoded frames not written (base64).
+    pub unsent: String,
+}
+
+impl SeatEntry {
+    /// The unread and unsent bytes.
+    pub fn bytes(&self) -> Result<(Vec<u8>, Vec<u8>), String> {
+        let decode = |what: &str, text: &str| {
+            STANDARD
+                .decode(text)
+                .map_err(|e| format!("seat {}: its {what} bytes are not base64: {e}", self.conn))
+        };
+        Ok((decode("unread", &self.unread)?, decode("unsent", &self.unsent)?))
+    }
+}
+
+/// The parked warm orbs' seats (from [`ParkedSockets::take_seats`]) as entries,
+/// with the descriptors to keep open until the exec.
+pub fn seat_entries(seats: Vec<Parked>) -> (Vec<SeatEntry>, Vec<OwnedFd>) {
+    let (mut entries, mut fds) = (Vec::new(), Vec::new());
+    for parked in seats {
+        let Some(entry) = parked.seat_of else { continue };
+        if let Some(parts) = parked.socket.hand_over() {
+            entries.push(SeatEntry {
+                fd: parts.fd.as_raw_fd(),
+                conn: parked.conn,
+                ip: parked.ip,
+                entry,
+                unread: STANDARD.encode(&parts.unread),
+                unsent: STANDARD.encode(&parts.unsent),
+            });
+            fds.push(parts.fd);
+        }
+    }
+    (entries, fds)
+}
+
 /// Freezes the registry and turns every parked socket that is still a member
 /// into its entry, in its room's join order; the descriptors to keep open
 /// until the exec come with them. A parked socket that cannot be handed over
-/// (a fragmented message half received) is dropped.
+/// (a fragmented message half received) is dropped. Take the seats first
+/// ([`ParkedSockets::take_seats`]).
 pub async fn entries(registry: &RegistryHandle, parked: &ParkedSockets) -> (Vec<SocketEntry>, Vec<OwnedFd>) {
     let rooms = registry.freeze().await;
     let mut sockets: std::collections::HashMap<ConnId, Parked> =

@@ -88,6 +88,9 @@ impl Manager {
             Command::Seat { token, seat, reply } => {
                 let _ = reply.send(self.keep_seat(&token, seat));
             }
+            Command::Reseat { entry, seat, reply } => {
+                let _ = reply.send(self.reseat(&entry, seat));
+            }
         }
     }
 
@@ -110,6 +113,22 @@ impl Manager {
         self.seats.insert(generation, seat);
         tracing::debug!(%entry, generation, "warm orb's room socket open");
         Some(entry)
+    }
+
+    /// Keeps `seat` for the warm orb of pool entry `entry` (its seat handed over by
+    /// an upgrade, as its orb was); false when the entry holds no orb.
+    pub(super) fn reseat(&mut self, entry: &str, seat: SeatSender) -> bool {
+        let Some(generation) = self
+            .handles
+            .iter()
+            .find(|(_, handle)| handle.room == entry && is_warm_key(&handle.room))
+            .map(|(generation, _)| *generation)
+        else {
+            return false;
+        };
+        self.seats.insert(generation, seat);
+        tracing::debug!(%entry, generation, "warm orb's handed-over room socket open");
+        true
     }
 
     fn record_or_error(&self, room: &str, now: Instant) -> Result<OrbRecord, String> {
