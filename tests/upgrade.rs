@@ -984,3 +984,54 @@ async fn a_binary_of_the_previous_format_keeps_the_rooms_and_stops_the_orbs() {
         "{log}"
     );
 }
+
+/// A stop under way when an upgrade is asked settles before the drain, while the
+/// server still serves: the upgrade's pause does not include it, no connection
+/// waits for it, and the other orb is handed over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_under_way_settles_before_the_drain_not_during_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Orbs that ignore the graceful stop: a stop takes ORB_STOP_GRACE, then SIGTERM.
+    let program = system_tests::manager_kit::fake_orb(dir.path(), "deaf-orb", system_tests::operator_kit::COUNTING_ORB);
+    let d = dir.path().display().to_string();
+    let program = program.display().to_string();
+    let server = InstalledServer::start(
+        dir.path(),
+        &[
+            ("GPU_SERVER_PATH", d.as_str()),
+            ("ORB_COMMAND", program.as_str()),
+            ("ORB_TEST_DIR", d.as_str()),
+            ("ORB_STOP_GRACE", "1500"),
+            ("ORB_KILL_GRACE", "500"),
+        ],
+    );
+    for room in ["stopping", "kept"] {
+        let (code, orb) = server.api("POST", "/api/orbs", Some(&format!(r#"{{"room":"{room}"}}"#)));
+        assert!(code == 201 || code == 200, "{code} {orb}");
+    }
+    wait_orb_ready(&server, "stopping");
+    let kept = wait_orb_ready(&server, "kept")["pid"].clone();
+    let prober = Prober::start(server.port);
+    let (code, _) = server.api("DELETE", "/api/orbs/stopping?wait=false", None);
+    assert_eq!(code, 202);
+    let asked = Instant::now();
+    let run = tokio::task::block_in_place(|| server.cli(&["upgrade"]));
+    assert_eq!(run.code, Some(0), "{run:?}\n{}", server.proc.stderr());
+    let status = wait_completed(&server, 1);
+    assert!(
+        asked.elapsed() >= Duration::from_millis(1400),
+        "the upgrade waited for the stop"
+    );
+    let pause = status["last"]["pause_ms"].as_u64().unwrap_or(u64::MAX);
+    assert!(
+        pause < 1000,
+        "the stop was waited for before the drain, not in it: {status}"
+    );
+    let (answered, failures) = prober.finish();
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(answered > 100, "served while the stop settled: {answered}");
+    let (_, record) = server.api("GET", "/api/orbs/kept", None);
+    assert_eq!(record["pid"], kept, "the other orb handed over: {record}");
+    let (code, _) = server.api("GET", "/api/orbs/stopping", None);
+    assert_eq!(code, 404, "the stopped orb is gone");
+}

@@ -306,20 +306,6 @@ pub async fn serve_until(
         () = vital.0.failed() => return fatal(&orbs, &lifecycle, "the OrbManager"),
         () = vital.1.failed() => return fatal(&orbs, &lifecycle, "the room registry"),
     };
-    let committed_at_ms = upgrade::controller::now_ms();
-    let mut kept = Some(kept);
-    match &commit {
-        None => {
-            info!("shutdown requested: draining");
-            systemd.stopping();
-            drop(kept.take()); // the listeners close as the accept loops stop
-        }
-        Some(commit) => {
-            info!(id = %commit.record.id, "upgrade committed: draining, the listening sockets stay open");
-            systemd.reloading();
-        }
-    }
-    lifecycle.draining.cancel();
     // Orbs go to the new image alive unless asked otherwise (or, found at the
     // handover, they cannot: then they are stopped).
     let keep_orbs = match &commit {
@@ -337,6 +323,25 @@ pub async fn serve_until(
         Some(_) => true,
         None => false,
     };
+    // Stops and launches under way settle while the server still serves (bounded).
+    if keep_orbs && let Err(why) = orbs.settle().await {
+        // The handover after the drain waits (bounded) again, or stops the orbs.
+        warn!(%why, "the orbs did not settle before the upgrade's drain");
+    }
+    let committed_at_ms = upgrade::controller::now_ms();
+    let mut kept = Some(kept);
+    match &commit {
+        None => {
+            info!("shutdown requested: draining");
+            systemd.stopping();
+            drop(kept.take()); // the listeners close as the accept loops stop
+        }
+        Some(commit) => {
+            info!(id = %commit.record.id, "upgrade committed: draining, the listening sockets stay open");
+            systemd.reloading();
+        }
+    }
+    lifecycle.draining.cancel();
     let drained = async {
         match &commit {
             None => lifecycle.drain(&orbs).await,

@@ -158,6 +158,7 @@ pub(crate) enum Command {
     ImportSummaries(Vec<summaries::StoredSummary>),
     Shutdown(oneshot::Sender<()>),
     HandOver(oneshot::Sender<Result<handover::OrbsHandover, String>>),
+    Settle(oneshot::Sender<Result<(), String>>),
     VerifyToken {
         room: String,
         token: String,
@@ -345,6 +346,15 @@ impl OrbsHandle {
             }
         }
         self.background.cancel();
+    }
+
+    /// Before an upgrade drains: waits (bounded) until no stop, launch or warm
+    /// assignment is under way, while the server still serves, so that the
+    /// handover after the drain need not wait with connections in the backlog.
+    pub async fn settle(&self) -> Result<(), String> {
+        self.ask(Command::Settle)
+            .await
+            .unwrap_or_else(|| Err("the orb manager stopped".to_owned()))
     }
 
     /// An upgrade: every orb goes to the next program image, alive. Waits (bounded)

@@ -78,7 +78,8 @@ impl Manager {
                 let _ = reply.send(self.warm_pool_view(now));
             }
             Command::Shutdown(reply) => self.begin_shutdown(Some(reply)),
-            Command::HandOver(reply) => self.ask_hand_over(reply),
+            Command::HandOver(reply) => self.ask_hand_over(super::handover::Waiting::HandOver(reply)),
+            Command::Settle(reply) => self.ask_hand_over(super::handover::Waiting::Settled(reply)),
             Command::VerifyToken { room, token, reply } => {
                 let _ = reply.send(self.credentials.verify(&room, &token, now));
             }

@@ -30,19 +30,30 @@ const LET_GO: Duration = Duration::from_secs(2);
 
 /// An upgrade waiting for the orbs.
 pub(super) struct Pending {
-    reply: oneshot::Sender<Result<OrbsHandover, String>>,
+    reply: Waiting,
     until: Instant,
+}
+
+/// What the upgrade waits for.
+pub(super) enum Waiting {
+    /// The orbs to settle (before the drain: the server still serves meanwhile).
+    Settled(oneshot::Sender<Result<(), String>>),
+    /// The orbs themselves.
+    HandOver(oneshot::Sender<Result<OrbsHandover, String>>),
 }
 
 /// How often a pending handover looks again whether the orbs settled.
 pub(super) const RETRY: Duration = Duration::from_millis(20);
 
 impl Manager {
-    /// An upgrade asks for the orbs.
-    pub(super) fn ask_hand_over(&mut self, reply: oneshot::Sender<Result<OrbsHandover, String>>) {
+    /// An upgrade asks for the orbs, or (`Waiting::Settled`) for them to settle first.
+    pub(super) fn ask_hand_over(&mut self, reply: Waiting) {
         if self.handed_over {
-            let _ = reply.send(Err("the orbs were handed over already".to_owned()));
+            refuse(reply, "the orbs were handed over already".to_owned());
             return;
+        }
+        if let Some(earlier) = self.pending.take() {
+            refuse(earlier.reply, "another upgrade asked".to_owned());
         }
         self.pending = Some(Pending {
             reply,
@@ -50,19 +61,14 @@ impl Manager {
         });
     }
 
-    /// Refuses the pending handover with `why`.
-    fn refuse(&mut self, reply: oneshot::Sender<Result<OrbsHandover, String>>, why: String) {
-        let _ = reply.send(Err(why));
-    }
-
     /// Hands the orbs over if they settled; refuses when they cannot be, or did
     /// not settle in time. `inputs` and `reports`: what was said before is heard first.
     pub(super) async fn try_hand_over(&mut self, inputs: &mut Inputs, reports: &mut mpsc::Receiver<Report>) {
         let Some(pending) = self.pending.take() else { return };
         match self.life.handover_blocker() {
-            Some(Blocker::Never(why)) => return self.refuse(pending.reply, why.to_owned()),
+            Some(Blocker::Never(why)) => return refuse(pending.reply, why.to_owned()),
             Some(Blocker::Settling(why)) if Instant::now() >= pending.until => {
-                return self.refuse(pending.reply, format!("{why} after {}s", SETTLE.as_secs()));
+                return refuse(pending.reply, format!("{why} after {}s", SETTLE.as_secs()));
             }
             Some(Blocker::Settling(_)) => {
                 self.pending = Some(pending);
@@ -70,6 +76,17 @@ impl Manager {
             }
             None => {}
         }
+        let reply = match pending.reply {
+            Waiting::Settled(reply) => {
+                let _ = reply.send(Ok(()));
+                return;
+            }
+            Waiting::HandOver(reply) => reply,
+        };
+        let pending = Pending {
+            reply: Waiting::HandOver(reply),
+            until: pending.until,
+        };
         while let Ok(event) = inputs.events.try_recv() {
             self.on_room_event(event);
         }
@@ -80,13 +97,16 @@ impl Manager {
             self.pending = Some(pending);
             return;
         }
+        let Waiting::HandOver(reply) = pending.reply else {
+            return;
+        };
         let handover = self.hand_over().await;
         info!(
             orbs = handover.document.processes.len(),
             rooms = handover.document.lifecycle.rooms.len(),
             "orbs handed over to the next program image"
         );
-        let _ = pending.reply.send(Ok(handover));
+        let _ = reply.send(Ok(handover));
     }
 
     async fn hand_over(&mut self) -> OrbsHandover {
@@ -246,5 +266,13 @@ impl Manager {
             });
         }
         self.publish_counts();
+    }
+}
+
+/// Answers a waiting upgrade with why its orbs will not be handed over.
+fn refuse(reply: Waiting, why: String) {
+    match reply {
+        Waiting::Settled(reply) => drop(reply.send(Err(why))),
+        Waiting::HandOver(reply) => drop(reply.send(Err(why))),
     }
 }
