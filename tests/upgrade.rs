@@ -1035,3 +1035,39 @@ async fn a_stop_under_way_settles_before_the_drain_not_during_it() {
     let (code, _) = server.api("GET", "/api/orbs/stopping", None);
     assert_eq!(code, 404, "the stopped orb is gone");
 }
+
+/// After upgrades, a server that crashes (SIGKILL) still takes every orb with
+/// it within 5 s: the handed-over orbs' parent-death signal is armed on the
+/// thread every image execs from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_upgrades_a_sigkilled_server_still_leaves_no_orb() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = InstalledServer::start(dir.path(), &[]);
+    let build_a = server.health()["build_id"].as_str().expect("build id").to_owned();
+    let b = second_build(dir.path(), &build_a);
+    let (code, orb) = server.api("POST", "/api/orbs", Some(r#"{"room":"before"}"#));
+    assert!(code == 201 || code == 200, "{code} {orb}");
+    let first = wait_orb_ready(&server, "before")["pid"].as_i64().unwrap_or_default() as i32;
+    upgrade_round(&server, dir.path(), &b, 1);
+    // One orb forked by the second image too.
+    let (code, orb) = server.api("POST", "/api/orbs", Some(r#"{"room":"between"}"#));
+    assert!(code == 201 || code == 200, "{code} {orb}");
+    let second = wait_orb_ready(&server, "between")["pid"].as_i64().unwrap_or_default() as i32;
+    upgrade_round(&server, dir.path(), &b, 2);
+    let (_, record) = server.api("GET", "/api/orbs/before", None);
+    assert_eq!(
+        record["pid"], first,
+        "still the first image's orb after two upgrades: {record}"
+    );
+    server.proc.signal(Signal::SIGKILL);
+    let gone = until_blocking(Duration::from_secs(5), || {
+        [first, second]
+            .iter()
+            .all(|pid| system_tests::procfs::stat(*pid).is_none_or(|s| s.state == 'Z'))
+            .then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "orbs {first} and {second} outlived their SIGKILLed server"
+    );
+}
