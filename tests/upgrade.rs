@@ -566,33 +566,32 @@ async fn rooms_keep_their_sockets_and_every_message_in_order_across_ten_upgrades
     assert_eq!(rooms, json!([]), "every room left once its sockets closed");
 }
 
-/// A new binary that passes its preflight but fails once it is the program
-/// image: the process ends (a crash, for systemd to restart), the command
-/// says so instead of waiting, and no orb is left behind (the drain stopped
-/// the real orb that ran, gracefully).
-#[test]
-fn a_new_image_that_fails_after_the_exec_ends_the_process_and_the_command_says_so() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut server = InstalledServer::start(dir.path(), &[]);
+/// A server with a ready orb whose installed binary passes its preflight but
+/// fails once it is the program image (exit 3); the orb's pid.
+fn server_whose_next_image_fails(dir: &std::path::Path) -> (InstalledServer, i32) {
+    let server = InstalledServer::start(dir, &[]);
     let (code, orb) = server.api("POST", "/api/orbs", Some(r#"{"room":"with-orb"}"#));
     assert!(code == 201 || code == 200, "{code} {orb}");
-    let deadline = Instant::now() + T;
-    let pid = loop {
-        let (_, record) = server.api("GET", "/api/orbs/with-orb", None);
-        if record["state"] == "ready" {
-            break record["pid"].as_i64().expect("pid") as i32;
-        }
-        assert!(Instant::now() < deadline, "orb not ready: {record}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let pid = wait_orb_ready(&server, "with-orb")["pid"].as_i64().expect("pid") as i32;
     let real = system_tests::binaries::cpu_server().display().to_string();
     install_script(
-        dir.path(),
+        dir,
         &format!(
             "#!/bin/sh\ncase \"$*\" in *'check --handover -'*) exec {real} \"$@\";; esac\n\
              echo 'the new image cannot start' >&2\nexit 3\n"
         ),
     );
+    (server, pid)
+}
+
+/// A new binary that passes its preflight but fails once it is the program
+/// image: the process ends (a crash, for systemd to restart), the command
+/// says so instead of waiting, and no orb is left behind (the drain stopped
+/// the real orb that ran, gracefully, as `--restart-orbs` asks).
+#[test]
+fn a_new_image_that_fails_after_the_exec_ends_the_process_and_the_command_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut server, pid) = server_whose_next_image_fails(dir.path());
     let started = Instant::now();
     let run = server.cli(&["upgrade", "--restart-orbs"]);
     assert_eq!(run.code, Some(1), "{run:?}");
@@ -621,6 +620,26 @@ fn a_new_image_that_fails_after_the_exec_ends_the_process_and_the_command_says_s
         .expect("the orb's graceful exit");
     let exec = log.find("replacing the program image").expect("the exec");
     assert!(exited < exec, "stopped before the exec:\n{log}");
+}
+
+/// The same failure with the orb handed over: it dies with the failed image
+/// (its parent-death signal), within 5 s, as after any crash.
+#[test]
+fn a_handed_over_orb_dies_with_a_new_image_that_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut server, pid) = server_whose_next_image_fails(dir.path());
+    let run = server.cli(&["upgrade"]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    let status = server.proc.wait_exit(T).expect("the process ended");
+    assert_eq!(status.code(), Some(3), "the new image's own exit status");
+    let log = system_tests::bench_kit::strip_ansi(&server.proc.stderr());
+    assert!(log.contains("orbs handed over to the next program image"), "{log}");
+    let gone = until_blocking(Duration::from_secs(5), || {
+        system_tests::procfs::stat(pid)
+            .is_none_or(|s| s.state == 'Z')
+            .then_some(())
+    });
+    assert!(gone.is_some(), "the orb {pid} outlived the failed image");
 }
 
 /// Native TLS (`TLS_CERT`): no TLS session is handed over, so an upgrade closes
