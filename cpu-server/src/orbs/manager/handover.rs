@@ -25,7 +25,7 @@ use crate::orbs::process_group;
 
 /// Longest wait for stops and launches under way to settle before the orbs are handed over.
 pub const SETTLE: Duration = Duration::from_secs(10);
-/// Longest wait for one driver to let its process go.
+/// Longest wait for the drivers to let their processes go (all at once: one bound for all).
 const LET_GO: Duration = Duration::from_secs(2);
 
 /// An upgrade waiting for the orbs.
@@ -150,8 +150,10 @@ impl Manager {
             timelines: self.timelines.export(),
         };
         let mut fds = Vec::new();
+        // Every driver was asked at once; one deadline bounds them all.
+        let deadline = Instant::now() + LET_GO;
         for (room, generation, rx) in letting_go {
-            match tokio::time::timeout(LET_GO, rx).await {
+            match tokio::time::timeout_at(deadline, rx).await {
                 Ok(Ok(handed)) => {
                     let token = self.credentials.token_of(&room, generation);
                     document

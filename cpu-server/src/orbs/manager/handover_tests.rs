@@ -24,13 +24,16 @@ struct Handed {
     adopted: bool,
 }
 
-/// Starts nothing; each orb can be let go, and taken over.
+/// Starts nothing; each orb can be let go (unless `stuck`: its driver never
+/// answers), and taken over.
 struct HandingLauncher {
     seen: std::sync::mpsc::Sender<Handed>,
+    stuck: bool,
 }
 
 impl HandingLauncher {
     fn started(&self, pid: u32, events: EventSink, adopted: bool) -> Started {
+        let stuck = self.stuck;
         let (orders, _orders_rx) = mpsc::channel(4);
         let (port, request): (HandoverPort, _) = oneshot::channel();
         let _ = self.seen.send(Handed { pid, events, adopted });
@@ -43,6 +46,10 @@ impl HandingLauncher {
             },
             // The driver: lets its process go when asked (no descriptors here).
             driver: Box::pin(async move {
+                if stuck {
+                    let _held = request.await;
+                    return tokio::time::sleep(Duration::from_secs(60)).await;
+                }
                 if let Ok(reply) = request.await {
                     let _ = reply.send(HandedOver {
                         pid: Some(pid),
@@ -101,7 +108,10 @@ fn fresh(launcher: Arc<HandingLauncher>) -> (Manager, mpsc::Receiver<Report>) {
 #[tokio::test]
 async fn a_ready_orb_is_let_go_and_taken_over_as_the_same_process() {
     let (seen_tx, seen) = std::sync::mpsc::channel();
-    let launcher = Arc::new(HandingLauncher { seen: seen_tx });
+    let launcher = Arc::new(HandingLauncher {
+        seen: seen_tx,
+        stuck: false,
+    });
     let (events_tx, events_rx) = room_event_channel();
     let orbs = crate::orbs::spawn_manager_with(
         settings(OrbArgs::default()),
@@ -170,7 +180,10 @@ async fn a_ready_orb_is_let_go_and_taken_over_as_the_same_process() {
 #[tokio::test]
 async fn a_process_that_did_not_come_counts_as_exited() {
     let (seen_tx, seen) = std::sync::mpsc::channel();
-    let launcher = Arc::new(HandingLauncher { seen: seen_tx });
+    let launcher = Arc::new(HandingLauncher {
+        seen: seen_tx,
+        stuck: false,
+    });
     let (mut old, _reports) = fresh(launcher.clone());
     old.on_room_event(joined("r", "coach", "coach"));
     // The launch's answer, as the spawner thread would send it.
@@ -205,4 +218,41 @@ async fn a_process_that_did_not_come_counts_as_exited() {
         "no process is supervised that did not come: {record:?}"
     );
     assert!(next_manager.handles.is_empty());
+}
+
+/// Rule: drivers that never let go hold the handover for one bound in all
+/// (they were asked at once), not one per driver; their orbs are left out.
+#[tokio::test]
+async fn stuck_drivers_share_one_bound() {
+    let (seen_tx, seen) = std::sync::mpsc::channel();
+    let launcher = Arc::new(HandingLauncher {
+        seen: seen_tx,
+        stuck: true,
+    });
+    let (events_tx, events_rx) = room_event_channel();
+    let orbs = crate::orbs::spawn_manager_with(
+        settings(OrbArgs::default()),
+        events_rx,
+        Arc::new(super::tests::Notes::default()),
+        launcher,
+        Arc::default(),
+    );
+    for room in ["r1", "r2", "r3"] {
+        events_tx.send(joined(room, "coach", "coach")).await.expect("send");
+        next(&seen).await.events.send(ProcessEvent::Ready).await;
+    }
+    for _ in 0..500 {
+        if orbs.list().await.iter().filter(|r| r.state == OrbState::Ready).count() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let asked = std::time::Instant::now();
+    let handover = orbs.hand_over().await.expect("handed over, without them");
+    let took = asked.elapsed();
+    assert!(handover.document.processes.is_empty(), "none let go");
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(4),
+        "one bound for all three: {took:?}"
+    );
 }
