@@ -21,7 +21,8 @@ use crate::rooms::outbox::Outbox;
 use crate::rooms::room_view::RoomLink;
 use crate::ws::socket::WsSocket;
 
-/// Longest wait for a loop to take a socket up (it is idle then: the server starts).
+/// Longest wait for the loops to take the sockets up, all of them (they are
+/// idle then: the server starts).
 const TAKE_UP: Duration = Duration::from_secs(5);
 
 /// What a resumed socket's task waits for once its outbox is in the registry.
@@ -36,8 +37,9 @@ pub async fn resume(state: &AppState, sockets: Vec<(SocketEntry, std::net::TcpSt
     let mut rooms: Vec<(String, Vec<_>)> = Vec::new();
     let mut room_at: HashMap<String, usize> = HashMap::new();
     let mut waiting = Vec::new();
+    let deadline = tokio::time::Instant::now() + TAKE_UP;
     for (entry, stream) in sockets {
-        let Some((outbox, go)) = take_up(state, &entry, stream).await else {
+        let Some((outbox, go)) = take_up(state, &entry, stream, deadline).await else {
             continue;
         };
         let member = (entry.conn, entry.participant.clone(), outbox, entry.ai);
@@ -126,7 +128,12 @@ pub async fn resume_seats(state: &AppState, seats: Vec<(SeatEntry, std::net::Tcp
 
 /// Starts `entry`'s socket on a relay loop (on this runtime without loops); its
 /// outbox, and where to send its connection once the registry took it.
-async fn take_up(state: &AppState, entry: &SocketEntry, stream: std::net::TcpStream) -> Option<(Outbox, Go)> {
+async fn take_up(
+    state: &AppState,
+    entry: &SocketEntry,
+    stream: std::net::TcpStream,
+    deadline: tokio::time::Instant,
+) -> Option<(Outbox, Go)> {
     let (unread, unsent) = match entry.bytes() {
         Ok(bytes) => bytes,
         Err(e) => {
@@ -156,7 +163,7 @@ async fn take_up(state: &AppState, entry: &SocketEntry, stream: std::net::TcpStr
         Some(loops) => loops.spawn(task),
         None => drop(tokio::spawn(task)),
     }
-    match tokio::time::timeout(TAKE_UP, outbox_rx).await {
+    match tokio::time::timeout_at(deadline, outbox_rx).await {
         Ok(Ok(outbox)) => Some((outbox, go)),
         _ => None,
     }
