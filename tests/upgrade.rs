@@ -317,6 +317,24 @@ fn systemd_sees_reloading_then_ready_from_the_same_main_pid() {
     assert_eq!(server.upgrade_status()["pid"], server.proc.pid());
 }
 
+/// A server whose orbs ignore the graceful stop (a fake orb script that only
+/// heartbeats): a stop takes `ORB_STOP_GRACE` (1.5 s), then SIGTERM ends it.
+fn deaf_orb_server(dir: &std::path::Path) -> InstalledServer {
+    let program = system_tests::manager_kit::fake_orb(dir, "deaf-orb", system_tests::operator_kit::COUNTING_ORB);
+    let d = dir.display().to_string();
+    let program = program.display().to_string();
+    InstalledServer::start(
+        dir,
+        &[
+            ("GPU_SERVER_PATH", d.as_str()),
+            ("ORB_COMMAND", program.as_str()),
+            ("ORB_TEST_DIR", d.as_str()),
+            ("ORB_STOP_GRACE", "1500"),
+            ("ORB_KILL_GRACE", "500"),
+        ],
+    )
+}
+
 /// A connection accepted just before the drain, whose request arrives during
 /// it, is answered (it used to be closed unanswered: hyper's graceful shutdown
 /// ends a connection that has not sent a request yet).
@@ -326,19 +344,7 @@ async fn a_connection_accepted_before_the_drain_is_answered_during_it() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     // An orb that ignores the graceful stop: the drain waits ORB_STOP_GRACE for it.
-    let program = system_tests::manager_kit::fake_orb(dir.path(), "deaf-orb", system_tests::operator_kit::COUNTING_ORB);
-    let d = dir.path().display().to_string();
-    let program = program.display().to_string();
-    let server = InstalledServer::start(
-        dir.path(),
-        &[
-            ("GPU_SERVER_PATH", d.as_str()),
-            ("ORB_COMMAND", program.as_str()),
-            ("ORB_TEST_DIR", d.as_str()),
-            ("ORB_STOP_GRACE", "1500"),
-            ("ORB_KILL_GRACE", "500"),
-        ],
-    );
+    let server = deaf_orb_server(dir.path());
     let (code, orb) = server.api("POST", "/api/orbs", Some(r#"{"room":"slow"}"#));
     assert!(code == 201 || code == 200, "{code} {orb}");
     let ready = Instant::now() + T;
@@ -1015,19 +1021,7 @@ async fn a_binary_of_the_previous_format_keeps_the_rooms_and_stops_the_orbs() {
 async fn a_stop_under_way_settles_before_the_drain_not_during_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     // Orbs that ignore the graceful stop: a stop takes ORB_STOP_GRACE, then SIGTERM.
-    let program = system_tests::manager_kit::fake_orb(dir.path(), "deaf-orb", system_tests::operator_kit::COUNTING_ORB);
-    let d = dir.path().display().to_string();
-    let program = program.display().to_string();
-    let server = InstalledServer::start(
-        dir.path(),
-        &[
-            ("GPU_SERVER_PATH", d.as_str()),
-            ("ORB_COMMAND", program.as_str()),
-            ("ORB_TEST_DIR", d.as_str()),
-            ("ORB_STOP_GRACE", "1500"),
-            ("ORB_KILL_GRACE", "500"),
-        ],
-    );
+    let server = deaf_orb_server(dir.path());
     for room in ["stopping", "kept"] {
         let (code, orb) = server.api("POST", "/api/orbs", Some(&format!(r#"{{"room":"{room}"}}"#)));
         assert!(code == 201 || code == 200, "{code} {orb}");

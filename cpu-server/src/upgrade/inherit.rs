@@ -133,23 +133,11 @@ fn take_over(raw: &str) -> Result<TakenOver, TakeOverError> {
     let admin = listener(ListenerRole::Admin)?;
     let mut sockets = Vec::with_capacity(handover.sockets.len());
     for entry in &handover.sockets {
-        let stream = std::net::TcpStream::from(adopt(entry.fd, "a room socket", SFlag::S_IFSOCK)?);
-        stream.set_nonblocking(true).map_err(|e| TakeOverError::Descriptor {
-            fd: entry.fd,
-            what: "a room socket",
-            problem: e.to_string(),
-        })?;
-        sockets.push((entry.clone(), stream));
+        sockets.push((entry.clone(), adopt_stream(entry.fd, "a room socket")?));
     }
     let mut seats = Vec::with_capacity(handover.seats.len());
     for entry in &handover.seats {
-        let stream = std::net::TcpStream::from(adopt(entry.fd, "a warm orb's seat", SFlag::S_IFSOCK)?);
-        stream.set_nonblocking(true).map_err(|e| TakeOverError::Descriptor {
-            fd: entry.fd,
-            what: "a warm orb's seat",
-            problem: e.to_string(),
-        })?;
-        seats.push((entry.clone(), stream));
+        seats.push((entry.clone(), adopt_stream(entry.fd, "a warm orb's seat")?));
     }
     let orbs = handover.orbs.clone().map(take_over_orbs).transpose()?;
     Ok(TakenOver {
@@ -189,6 +177,17 @@ fn take_over_orbs(document: OrbsDocument) -> Result<OrbsTakeover, TakeOverError>
         processes.push((entry.clone(), handed));
     }
     Ok(OrbsTakeover { document, processes })
+}
+
+/// Owns descriptor `fd`, a connected TCP socket, in non-blocking mode.
+fn adopt_stream(fd: RawFd, what: &'static str) -> Result<std::net::TcpStream, TakeOverError> {
+    let stream = std::net::TcpStream::from(adopt(fd, what, SFlag::S_IFSOCK)?);
+    stream.set_nonblocking(true).map_err(|e| TakeOverError::Descriptor {
+        fd,
+        what,
+        problem: e.to_string(),
+    })?;
+    Ok(stream)
 }
 
 /// Owns descriptor `fd`, which must be open and of `kind`; marks it close-on-exec.
