@@ -13,18 +13,8 @@ const SECOND: Duration = Duration::from_secs(1);
 /// Words of the transcript that must never reach the server's log.
 const SECRET: &str = "my private goals are 7f3a";
 
-/// Heartbeats in the background; on `shutdown_graceful` it sends its summary
-/// and `orb_shutdown`, and exits at once.
-const SUMMARISING: &str = r#"ready
-( while beat; do sleep 0.1; done ) &
-while read -r line <&3; do
-  case "$line" in *shutdown_graceful*)
-    printf '{"type":"session_summary","roomId":"%s","sessionId":"%s","summary":{"transcript":[{"speaker":"coach-1","role":"coach","text":"my private goals are 7f3a","atMs":1200},{"speaker":"ai","role":"ai","text":"noted","atMs":2400}],"summary":"goals discussed","turns":1,"truncated":false}}\n' "$room" "$SESSION_ID" >&3
-    printf '{"type":"orb_shutdown","reason":"manual_termination"}\n' >&3
-    kill $!; exit 0;;
-  esac
-done
-"#;
+/// The summary the fake orb sends as it stops (a transcript holding [`SECRET`]).
+const SUMMARY: &str = r#"{"transcript":[{"speaker":"coach-1","role":"coach","text":"my private goals are 7f3a","atMs":1200},{"speaker":"ai","role":"ai","text":"noted","atMs":2400}],"summary":"goals discussed","turns":1,"truncated":false}"#;
 
 /// Rule: the summary sent during the stop is returned after the orb is
 /// gone (API and CLI), as sent; its transcript is not logged.
@@ -32,7 +22,8 @@ done
 async fn a_session_summary_outlives_its_orb_and_stays_out_of_the_log() {
     let started = Instant::now();
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = OpServer::start(dir.path(), SUMMARISING, &[("ORB_SPAWN_ON", "coach")]);
+    let orb = system_tests::manager_kit::summarising_orb(SUMMARY, "manual_termination");
+    let server = OpServer::start(dir.path(), &orb, &[("ORB_SPAWN_ON", "coach")]);
     let (_coach, _) = Client::join(&server.server.url("r-sum"), "coach-1", "coach").await;
     let session = until(5 * SECOND, || {
         let (status, record) = server.api("GET", "/api/orbs/r-sum", None);

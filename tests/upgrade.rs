@@ -726,24 +726,17 @@ fn a_connection_whose_request_comes_after_the_drain_is_answered() {
     assert_eq!(run.code, Some(0), "{run:?}");
 }
 
-/// An orb that sends its session summary when asked to stop gracefully, then exits.
-const SUMMARISING_ORB: &str = r#"ready
-( while beat; do sleep 0.1; done ) &
-while read -r line <&3; do
-  case "$line" in *shutdown_graceful*)
-    printf '{"type":"session_summary","roomId":"%s","sessionId":"%s","summary":{"summary":"goals discussed","turns":1,"truncated":false}}\n' "$room" "$SESSION_ID" >&3
-    printf '{"type":"orb_shutdown","reason":"system_shutdown"}\n' >&3
-    kill $!; exit 0;;
-  esac
-done
-"#;
-
 /// The session summaries of the orbs an upgrade stops (and any kept before)
 /// are handed over: the new image answers them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_summaries_survive_an_upgrade() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let program = system_tests::manager_kit::fake_orb(dir.path(), "summarising-orb", SUMMARISING_ORB);
+    // An orb that sends its session summary when asked to stop gracefully, then exits.
+    let body = system_tests::manager_kit::summarising_orb(
+        r#"{"summary":"goals discussed","turns":1,"truncated":false}"#,
+        "system_shutdown",
+    );
+    let program = system_tests::manager_kit::fake_orb(dir.path(), "summarising-orb", &body);
     let (d, program) = (dir.path().display().to_string(), program.display().to_string());
     let server = InstalledServer::start(
         dir.path(),

@@ -106,14 +106,8 @@ pub struct Start {
 pub struct UpgradeStart {
     /// Its executable and arguments.
     pub installed: upgrade::preflight::Installed,
-    /// The handover this image took over, if it is an upgrade.
-    pub inherited: Option<upgrade::handover::Handover>,
-    /// The room sockets it handed over, adopted.
-    pub sockets: Vec<(upgrade::sockets::SocketEntry, std::net::TcpStream)>,
-    /// The warm orbs' seats it handed over, adopted.
-    pub seats: Vec<(upgrade::sockets::SeatEntry, std::net::TcpStream)>,
-    /// The orbs it handed over, adopted.
-    pub orbs: Option<orbs::handover::OrbsTakeover>,
+    /// What the previous image handed over, adopted, if this image is an upgrade.
+    pub carried: Option<upgrade::inherit::Carried>,
     /// The orb spawner, run on the thread that will replace the image.
     pub spawner: orbs::spawner::Spawner,
 }
@@ -139,18 +133,13 @@ pub async fn serve_until(
         admin: admin_listener,
         upgrade: mut upgrade_start,
     } = start;
-    let resumed = upgrade_start
-        .as_mut()
-        .map(|u| std::mem::take(&mut u.sockets))
-        .unwrap_or_default();
-    let orbs_taken = upgrade_start.as_mut().and_then(|u| u.orbs.take());
-    let seats = upgrade_start
-        .as_mut()
-        .map(|u| std::mem::take(&mut u.seats))
-        .unwrap_or_default();
+    let (handover_taken, resumed, seats, orbs_taken) = match upgrade_start.as_mut().and_then(|u| u.carried.take()) {
+        Some(c) => (Some(c.handover), c.sockets, c.seats, c.orbs),
+        None => (None, Vec::new(), Vec::new(), None),
+    };
     let local = listener.local_addr()?;
     let tls = settings.tls.as_ref().map(http::tls::load_config).transpose()?;
-    let inherited = upgrade_start.as_ref().and_then(|u| u.inherited.as_ref());
+    let inherited = handover_taken.as_ref();
     // A generated token survives an upgrade (its file still holds it); `ADMIN_TOKEN` wins.
     let generated = inherited
         .and_then(|h| h.admin_token.clone())
@@ -377,12 +366,7 @@ pub async fn serve_until(
         committed_at_ms,
         ..commit.record
     };
-    let mut handover = kept.handover(
-        record,
-        &stats,
-        inherited_count(upgrade_start.inherited.as_ref()),
-        carried_token,
-    );
+    let mut handover = kept.handover(record, &stats, inherited_count(inherited), carried_token);
     // Warm orbs' seats go over only with their orbs.
     let seats = lifecycle.closing.parked.take_seats();
     let (entries, mut keep) = upgrade::sockets::entries(&vital.1, &lifecycle.closing.parked).await;

@@ -113,17 +113,10 @@ fn main() -> ExitCode {
         let ending = runtime.block_on(async move {
             let listen = settings.listen;
             let (listener, admin, inherited) = match taken {
-                Some(TakenOver {
-                    handover,
-                    public,
-                    admin,
-                    sockets,
-                    seats,
-                    orbs,
-                }) => {
+                Some(TakenOver { public, admin, carried }) => {
                     let adopt = |l: std::net::TcpListener| tokio::net::TcpListener::from_std(l);
                     match (adopt(public), admin.map(adopt).transpose()) {
-                        (Ok(public), Ok(admin)) => (public, admin, Some((handover, sockets, seats, orbs))),
+                        (Ok(public), Ok(admin)) => (public, admin, Some(carried)),
                         (Err(e), _) | (_, Err(e)) => {
                             eprintln!("cannot serve the handed-over listeners: {e}");
                             return Err(ExitCode::FAILURE);
@@ -163,17 +156,10 @@ fn main() -> ExitCode {
             let start = Start {
                 public: listener,
                 admin,
-                upgrade: installed.map(|installed| {
-                    let (inherited, sockets, seats, orbs) =
-                        inherited.map_or((None, Vec::new(), Vec::new(), None), |(h, s, t, o)| (Some(h), s, t, o));
-                    UpgradeStart {
-                        installed,
-                        inherited,
-                        sockets,
-                        seats,
-                        orbs,
-                        spawner,
-                    }
+                upgrade: installed.map(|installed| UpgradeStart {
+                    installed,
+                    carried: inherited,
+                    spawner,
                 }),
             };
             match cpu_server::serve_until(start, settings, graceful.cancelled_owned(), force.cancelled_owned()).await {

@@ -25,6 +25,24 @@ pub const HEALTHY: &str = r#"ready
 while beat; do sleep 0.1; done
 "#;
 
+/// A fake orb body that heartbeats in the background and, on `shutdown_graceful`,
+/// sends `summary` (the summary object's JSON; `%s` in it is not substituted) as its
+/// `session_summary`, then `orb_shutdown` with `reason`, and exits at once.
+pub fn summarising_orb(summary: &str, reason: &str) -> String {
+    format!(
+        r#"ready
+( while beat; do sleep 0.1; done ) &
+while read -r line <&3; do
+  case "$line" in *shutdown_graceful*)
+    printf '{{"type":"session_summary","roomId":"%s","sessionId":"%s","summary":{summary}}}\n' "$room" "$SESSION_ID" >&3
+    printf '{{"type":"orb_shutdown","reason":"{reason}"}}\n' >&3
+    kill $!; exit 0;;
+  esac
+done
+"#
+    )
+}
+
 /// Writes an executable fake orb `dir/name` with the prelude and `body`.
 pub fn fake_orb(dir: &Path, name: &str, body: &str) -> PathBuf {
     let path = dir.join(name);

@@ -46,15 +46,22 @@ pub enum TakeOverError {
     Orb(String),
 }
 
-/// What the new image took over: the document and its listening sockets.
+/// What the new image took over: its listening sockets, and what it serves on.
 #[derive(Debug)]
 pub struct TakenOver {
-    /// The document.
-    pub handover: Handover,
     /// The public listener (`CPU_HOST`).
     pub public: std::net::TcpListener,
     /// The admin listener (`ADMIN_HOST`), when there was one.
     pub admin: Option<std::net::TcpListener>,
+    /// The rest, for the server.
+    pub carried: Carried,
+}
+
+/// What the server carries on with: the document and what it named besides the listeners.
+#[derive(Debug)]
+pub struct Carried {
+    /// The document.
+    pub handover: Handover,
     /// The room sockets, each with its entry (non-blocking).
     pub sockets: Vec<(super::sockets::SocketEntry, std::net::TcpStream)>,
     /// The warm orbs' seats, each with its entry (non-blocking; format 3).
@@ -141,12 +148,14 @@ fn take_over(raw: &str) -> Result<TakenOver, TakeOverError> {
     }
     let orbs = handover.orbs.clone().map(take_over_orbs).transpose()?;
     Ok(TakenOver {
-        handover,
         public,
         admin,
-        sockets,
-        seats,
-        orbs,
+        carried: Carried {
+            handover,
+            sockets,
+            seats,
+            orbs,
+        },
     })
 }
 
