@@ -1081,3 +1081,86 @@ async fn after_upgrades_a_sigkilled_server_still_leaves_no_orb() {
         "orbs {first} and {second} outlived their SIGKILLed server"
     );
 }
+
+/// The inodes of the TCP sockets on local port `port` in state `state` (hex, as
+/// `/proc/net/tcp` writes it: `0A` listening, `01` established).
+fn tcp_inodes(port: u16, state: &str) -> Vec<String> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = fields.get(1)?.rsplit(':').next()?;
+            (u16::from_str_radix(local_port, 16).ok()? == port && *fields.get(3)? == state)
+                .then(|| fields.get(9).map(|inode| (*inode).to_owned()))
+                .flatten()
+        })
+        .collect()
+}
+
+/// For each room socket of the server (established on its port), whether it is
+/// registered with an epoll that also holds a listening socket (the main
+/// runtime's) rather than with a relay loop's.
+fn room_sockets_on_the_main_runtime(server: &InstalledServer) -> Vec<bool> {
+    let pid = server.proc.pid() as i32;
+    let fds = system_tests::procfs::fds(pid);
+    let fds_of = |inodes: &[String]| -> Vec<i32> {
+        fds.iter()
+            .filter(|(_, target)| {
+                inodes
+                    .iter()
+                    .any(|i| target.to_string_lossy() == format!("socket:[{i}]"))
+            })
+            .map(|(fd, _)| *fd)
+            .collect()
+    };
+    let listeners = fds_of(&tcp_inodes(server.port, "0A"));
+    let rooms = fds_of(&tcp_inodes(server.port, "01"));
+    let epolls: Vec<Vec<i32>> = fds
+        .iter()
+        .filter(|(_, target)| target.to_string_lossy().contains("eventpoll"))
+        .map(|(fd, _)| {
+            std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.strip_prefix("tfd:")?.split_whitespace().next()?.parse().ok())
+                .collect()
+        })
+        .collect();
+    rooms
+        .iter()
+        .map(|room| {
+            epolls
+                .iter()
+                .any(|set| set.contains(room) && set.iter().any(|fd| listeners.contains(fd)))
+        })
+        .collect()
+}
+
+/// Room sockets an upgrade hands over run on the relay loops afterwards, as
+/// new ones do (not on the main runtime, where the listener is).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resumed_room_sockets_run_on_the_relay_loops() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = InstalledServer::start(dir.path(), &[]);
+    let (mut coach, _) = Client::join(&url(&server, "loops"), "coach-1", "coach").await;
+    let (mut client, _) = Client::join(&url(&server, "loops"), "client-1", "client").await;
+    let _ = coach.recv_type("user-joined", T).await;
+    // Only the two room sockets are open on the port (an HTTP request's closes as it is answered).
+    let settled = || {
+        until_blocking(T, || {
+            Some(room_sockets_on_the_main_runtime(&server)).filter(|s| s.len() == 2)
+        })
+    };
+    assert_eq!(settled(), Some(vec![false, false]), "new sockets on the loops");
+    install(dir.path(), &system_tests::binaries::cpu_server());
+    let run = tokio::task::block_in_place(|| server.cli(&["upgrade"]));
+    assert_eq!(run.code, Some(0), "{run:?}\n{}", server.proc.stderr());
+    wait_completed(&server, 1);
+    assert_eq!(settled(), Some(vec![false, false]), "resumed sockets on the loops too");
+    coach
+        .send(json!({"type":"client_signal","action":"note","value":"after"}))
+        .await;
+    assert_eq!(client.recv_type("client_signal", T).await["value"], "after");
+}
