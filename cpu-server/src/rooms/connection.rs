@@ -111,21 +111,12 @@ impl Connection {
         self.serve_socket(socket, None).await;
     }
 
-    /// Serves a socket a previous program image handed over, already joined as
-    /// `user_id` (the room's AI when `is_ai`; its membership restored by the
-    /// registry as `link`).
-    pub async fn resume(self, socket: WsSocket, user_id: String, is_ai: bool, link: RoomLink) {
+    /// Serves a socket a previous program image handed over: already joined as
+    /// `(user_id, is_ai)` with its membership restored by the registry as the
+    /// link, or (`None`) a warm orb's seat still waiting for its room.
+    pub async fn resume(self, socket: WsSocket, joined: Option<(String, bool, RoomLink)>) {
         let span = info_span!("conn", conn = self.id, room = %self.room, ip = %self.ip, user = tracing::field::Empty);
-        self.serve_socket(socket, Some((user_id, is_ai, link)))
-            .instrument(span)
-            .await;
-    }
-
-    /// Serves a warm orb's seat a previous program image handed over, still
-    /// waiting for its room (its seat given to the OrbManager again).
-    pub async fn resume_seat(self, socket: WsSocket) {
-        let span = info_span!("conn", conn = self.id, room = %self.room, ip = %self.ip, user = tracing::field::Empty);
-        self.serve_socket(socket, None).instrument(span).await;
+        self.serve_socket(socket, joined).instrument(span).await;
     }
 
     async fn serve_socket(mut self, mut socket: WsSocket, joined: Option<(String, bool, RoomLink)>) {

@@ -106,7 +106,7 @@ pub async fn resume_seats(state: &AppState, seats: Vec<(SeatEntry, std::net::Tcp
             match tokio::net::TcpStream::from_std(stream) {
                 Ok(tcp) => {
                     let socket = WsSocket::resume(tcp, &unread, unsent, max_message, max_queued);
-                    connection.resume_seat(socket).await;
+                    connection.resume(socket, None).await;
                 }
                 Err(e) => warn!(conn, error = %e, "a handed-over seat cannot be served; dropped"),
             }
@@ -156,7 +156,7 @@ async fn take_up(
             return;
         }
         if let Ok((connection, link, _tracked)) = wait.await {
-            connection.resume(socket, user_id, ai, link).await;
+            connection.resume(socket, Some((user_id, ai, link))).await;
         }
     };
     match &state.relay_loops {
