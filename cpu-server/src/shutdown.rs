@@ -7,11 +7,14 @@
 //! HTTP connections still open are shut down gracefully (one accepted just
 //! before the drain is answered, not closed before its request was read).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
@@ -86,6 +89,9 @@ impl Lifecycle {
 #[derive(Debug, Clone, Default)]
 pub struct Closing {
     token: CancellationToken,
+    /// Set before `token` is cancelled: a socket's loop reads it with one load
+    /// per poll (the token's own check takes a lock).
+    closed: Arc<AtomicBool>,
     restart: Arc<AtomicBool>,
     hand_over: Arc<AtomicBool>,
     hand_over_ai: Arc<AtomicBool>,
@@ -97,6 +103,7 @@ impl Closing {
     /// Closes every socket (`restart`: with the reconnect code).
     pub fn close_all(&self, restart: bool) {
         self.restart.store(restart, Ordering::SeqCst);
+        self.closed.store(true, Ordering::SeqCst);
         self.token.cancel();
     }
 
@@ -123,6 +130,16 @@ impl Closing {
         self.token.cancelled().await;
     }
 
+    /// Like [`Closing::cancelled`], for a loop that polls it on every turn: a
+    /// poll by the task it already woke for costs one atomic load.
+    pub fn watch(&self) -> ClosingWatch {
+        ClosingWatch {
+            closed: self.closed.clone(),
+            wait: Box::pin(self.token.clone().cancelled_owned()),
+            registered: None,
+        }
+    }
+
     /// The close code and reason the sockets get.
     pub fn code(&self) -> (u16, &'static str) {
         if self.restart.load(Ordering::SeqCst) {
@@ -130,6 +147,32 @@ impl Closing {
         } else {
             CLOSE_SHUTDOWN
         }
+    }
+}
+
+/// See [`Closing::watch`].
+#[derive(Debug)]
+pub struct ClosingWatch {
+    closed: Arc<AtomicBool>,
+    wait: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// The waker the token will wake (its future was polled with it).
+    registered: Option<Waker>,
+}
+
+impl Future for ClosingWatch {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Poll::Ready(());
+        }
+        // The flag is set before the token wakes `registered`: nothing is missed.
+        if self.registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            return Poll::Pending;
+        }
+        let poll = self.wait.as_mut().poll(cx);
+        self.registered = poll.is_pending().then(|| cx.waker().clone());
+        poll
     }
 }
 
@@ -148,5 +191,24 @@ mod tests {
         restart.cancelled().await;
         assert_eq!(restart.code(), CLOSE_RESTART);
         assert_eq!(restart.code().0, 1012);
+    }
+
+    /// Rule: a watch polled again and again by the same task still ends when the
+    /// sockets must close, and at once for a watch taken after that.
+    #[tokio::test]
+    async fn a_watch_polled_on_every_turn_sees_the_close() {
+        let closing = Closing::default();
+        let mut watch = closing.watch();
+        for _ in 0..3 {
+            assert!(tokio::time::timeout(Duration::from_millis(10), &mut watch).await.is_err());
+        }
+        let later = closing.clone();
+        let closer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            later.close_all(false);
+        });
+        tokio::time::timeout(Duration::from_secs(5), &mut watch).await.expect("woken by the close");
+        closer.await.expect("closer");
+        tokio::time::timeout(Duration::from_secs(1), closing.watch()).await.expect("already closed");
     }
 }

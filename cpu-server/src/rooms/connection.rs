@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use shared::room::{
-    ErrorCode, ErrorReply, FrameError, MessageKind, RoomMessage, parse_envelope, parse_inbound, relayed,
+    ErrorCode, ErrorReply, FrameError, MessageKind, RoomMessage, parse_envelope, parse_inbound,
 };
 use tokio::sync::oneshot;
 use tokio::time::{Duration, Instant, MissedTickBehavior};
@@ -17,14 +17,14 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::limits::{IpSlot, TokenBucket};
 use super::outbox::{CLOSE_NORMAL, CLOSE_PING_TIMEOUT, CLOSE_SLOW_CONSUMER, CLOSE_TOO_LARGE, ConnId, Kick, Outbox};
 use super::registry::RegistryHandle;
-use super::room_view::{Relayed, RoomLink, Route};
+use super::room_view::{Relayed, RoomLink, RoomView, Route};
 use super::seat::{Seat, SeatReceiver};
 use super::stats::RelayStats;
 use crate::auth::{Auth, Credential, token};
 use crate::settings::RoomSettings;
 use crate::shutdown::Closing;
 use crate::upgrade::sockets::Parked;
-use crate::ws::frame::{Frame, ProtocolError};
+use crate::ws::frame::{Frame, ProtocolError, TextFrame};
 use crate::ws::handshake::RoomStream;
 use crate::ws::outbox::Ending;
 use crate::ws::socket::{Read, WsSocket};
@@ -86,15 +86,17 @@ struct Joined {
     /// The same, written as a JSON string.
     from_json: String,
     link: RoomLink,
+    /// The room's view as last read from `link` (read again when it changed).
+    view: Arc<RoomView>,
     /// When the OrbManager last heard of this AI's activity from here.
     activity_sent: Option<Instant>,
 }
 
-/// A frame ready to relay: where to, and its text with the server's `fromId`.
+/// A frame ready to relay (encoded in the reader's [`TextFrame`], with the
+/// server's `fromId`): what it is and where to.
 struct Outgoing<'t> {
     kind: MessageKind,
     target: Result<Option<std::borrow::Cow<'t, str>>, FrameError>,
-    text: String,
 }
 
 impl Connection {
@@ -129,6 +131,7 @@ impl Connection {
             bucket: TokenBucket::new(self.settings.max_messages_per_second, Instant::now()),
             last_seen: Instant::now(),
             dropped: Vec::new(),
+            frame: TextFrame::default(),
             seat,
             given: None,
         };
@@ -195,6 +198,8 @@ struct Reader<'a> {
     last_seen: Instant,
     /// Recipients to remove after a relay (kept to reuse its allocation).
     dropped: Vec<ConnId>,
+    /// The frame being relayed, encoded once for every recipient (reused).
+    frame: TextFrame,
     /// A warm orb's seat not yet given its room.
     seat: Option<SeatReceiver>,
     /// The room given to this warm orb's socket, which its `join` goes to.
@@ -203,14 +208,16 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     /// Membership granted: this socket now relays as `user`.
-    fn joined_as(&mut self, user: String, is_ai: bool, link: RoomLink) {
+    fn joined_as(&mut self, user: String, is_ai: bool, mut link: RoomLink) {
         tracing::Span::current().record("user", user.as_str());
         let from_json = serde_json::Value::String(user.clone()).to_string();
+        let view = link.view.borrow_and_update().clone();
         self.joined = Some(Joined {
             is_ai,
             user_id: user,
             from_json,
             link,
+            view,
             activity_sent: None,
         });
     }
@@ -258,18 +265,20 @@ impl Reader<'_> {
         let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let conn = self.conn;
-        let mut closing = std::pin::pin!(conn.closing.cancelled());
+        let mut closing = conn.closing.watch();
         loop {
-            // Every frame already read, in order.
+            // Every frame already read, in order; they arrived together, so one
+            // clock reading serves them all.
+            let now = Instant::now();
             loop {
                 let frame = match socket.next_frame() {
                     Ok(Some(frame)) => frame,
                     Ok(None) => break,
                     Err(e) => return self.on_protocol_error(&e),
                 };
-                self.last_seen = Instant::now();
+                self.last_seen = now;
                 let flow = match frame {
-                    Frame::Text(text) => self.on_text(text).await,
+                    Frame::Text(text) => self.on_text(text, now).await,
                     Frame::Binary => self.error(
                         ErrorCode::InvalidJson,
                         "binary frames are not supported; send JSON text".to_owned(),
@@ -337,8 +346,8 @@ impl Reader<'_> {
         }
     }
 
-    async fn on_text(&mut self, text: &str) -> Result<(), ReaderEnd> {
-        if !self.bucket.try_take(Instant::now()) {
+    async fn on_text(&mut self, text: &str, now: Instant) -> Result<(), ReaderEnd> {
+        if !self.bucket.try_take(now) {
             let message = format!(
                 "more than {} messages per second: message dropped",
                 self.conn.settings.max_messages_per_second
@@ -350,19 +359,12 @@ impl Reader<'_> {
             && let Some(envelope) = parse_envelope(text, self.conn.settings.max_message_bytes)
         {
             let allowed = !envelope.kind.is_ai_only() || joined.is_ai;
-            if allowed
-                && envelope.kind.is_relayed()
-                && let Some(out) = relayed(text, &envelope, &joined.from_json)
-            {
+            if allowed && envelope.kind.is_relayed() {
+                self.frame
+                    .encode(&envelope.relayed_parts(text, &joined.from_json));
                 let kind = envelope.kind;
-                let target = Ok(envelope.target);
-                return self
-                    .relay(Outgoing {
-                        kind,
-                        target,
-                        text: out,
-                    })
-                    .await;
+                let target = Ok(envelope.target.map(std::borrow::Cow::Borrowed));
+                return self.relay(Outgoing { kind, target }).await;
             }
             if allowed && envelope.kind == MessageKind::OrbHeartbeat {
                 self.ai_activity().await;
@@ -480,15 +482,15 @@ impl Reader<'_> {
                     .target()
                     .map(|t| t.map(|t| std::borrow::Cow::Owned(t.to_owned())));
                 let from = self.joined.as_ref().map(|j| j.user_id.as_str()).unwrap_or_default();
-                let text = inbound.into_relayed(from);
-                self.relay(Outgoing { kind, target, text }).await
+                self.frame.encode(&[&inbound.into_relayed(from)]);
+                self.relay(Outgoing { kind, target }).await
             }
         }
     }
 
     /// Delivers `out` through the room's view, from this reader's task.
     async fn relay(&mut self, out: Outgoing<'_>) -> Result<(), ReaderEnd> {
-        let Some(joined) = self.joined.as_ref() else {
+        let Some(joined) = self.joined.as_mut() else {
             return Ok(());
         };
         let target = if out.kind.honours_target() {
@@ -502,11 +504,15 @@ impl Reader<'_> {
             Ok(None) => Route::Others,
         };
         let mut dropped = std::mem::take(&mut self.dropped);
-        // The view is taken out of the watch first: no lock is held while the
-        // recipients' sockets are written.
-        let view = joined.link.view.borrow().clone();
+        // The latest view, kept while it is (a version check: no lock); no lock is
+        // held while the recipients' sockets are written.
+        if joined.link.view.has_changed().unwrap_or(true) {
+            joined.view = joined.link.view.borrow_and_update().clone();
+        }
         let sender = (self.conn.id, &*joined.link.member);
-        let relayed = view.relay(sender, route, &out.text, &joined.link.counters, &mut dropped);
+        let relayed = joined
+            .view
+            .relay(sender, route, &self.frame, &joined.link.counters, &mut dropped);
         // A recipient kicked here leaves the room now, not when its socket has closed.
         for conn in dropped.drain(..) {
             self.conn.registry.leave(conn).await;

@@ -20,6 +20,7 @@ use tracing::warn;
 use super::outbox::{CLOSE_SLOW_CONSUMER, ConnId, Outbox, QueueError};
 use super::stats::RelayStats;
 use crate::metrics::Metrics;
+use crate::ws::frame::TextFrame;
 
 /// What relays count into: the relay totals and the server's metrics.
 #[derive(Debug)]
@@ -85,23 +86,23 @@ pub enum Relayed {
 /// kicks it as a slow consumer (it then leaves through its own connection).
 /// `false` when the member must be removed.
 pub fn deliver_to(outbox: &Outbox, conn: ConnId, user_id: &str, text: &str, counters: &Counters) -> bool {
-    sent(outbox.try_text(text.as_bytes()), outbox, conn, user_id, text, counters)
+    sent(outbox.try_text(text.as_bytes()), outbox, conn, user_id, text.len(), counters)
 }
 
-/// Counts what became of one frame sent to `outbox`: `false` when its member
-/// must be removed.
+/// Counts what became of one frame of `bytes` text bytes sent to `outbox`:
+/// `false` when its member must be removed.
 fn sent(
     result: Result<(), QueueError>,
     outbox: &Outbox,
     conn: ConnId,
     user_id: &str,
-    text: &str,
+    bytes: usize,
     counters: &Counters,
 ) -> bool {
     match result {
         Ok(()) => {
             RelayStats::bump(&counters.stats.relayed);
-            counters.metrics.relayed_bytes.inc_by(text.len() as u64);
+            counters.metrics.relayed_bytes.inc_by(bytes as u64);
             true
         }
         Err(QueueError::Full) => {
@@ -118,14 +119,14 @@ fn sent(
 }
 
 impl RoomView {
-    /// Relays `text` from the member on `from` (whose membership is `sender`)
-    /// along `route`; recipients that must leave (kicked as slow consumers, or
+    /// Relays `frame` (encoded once for everyone) from the member on `from`
+    /// (whose membership is `sender`) along `route`; recipients that must leave (kicked as slow consumers, or
     /// gone) are added to `dropped`, for the caller to have them removed at once.
     pub fn relay(
         &self,
         (from, sender): (ConnId, &AtomicBool),
         route: Route<'_>,
-        text: &str,
+        frame: &TextFrame,
         counters: &Counters,
         dropped: &mut Vec<ConnId>,
     ) -> Relayed {
@@ -135,10 +136,11 @@ impl RoomView {
         let mut delivered = 0;
         // Set once the sender's membership ended meanwhile: from then on nobody hears it.
         let mut left = false;
-        let mut to = |member: &ViewMember| match member.outbox.try_relay(text.as_bytes(), sender) {
+        let bytes = frame.payload_len();
+        let mut to = |member: &ViewMember| match member.outbox.try_relay(frame, sender) {
             Err(QueueError::SenderLeft) => left = true,
             result => {
-                if sent(result, &member.outbox, member.conn, &member.user_id, text, counters) {
+                if sent(result, &member.outbox, member.conn, &member.user_id, bytes, counters) {
                     delivered += 1;
                 } else {
                     dropped.push(member.conn);
@@ -180,6 +182,12 @@ mod tests {
         (view, a_rx, b_rx)
     }
 
+    fn frame(text: &str) -> TextFrame {
+        let mut frame = TextFrame::default();
+        frame.encode(&[text]);
+        frame
+    }
+
     fn counters() -> Counters {
         Counters {
             stats: Arc::default(),
@@ -192,7 +200,7 @@ mod tests {
         let yes = AtomicBool::new(true);
         let (view, a_rx, b_rx) = two(4, 4);
         let c = counters();
-        let text = "{}";
+        let text = &frame("{}");
         let mut dropped = Vec::new();
         assert_eq!(
             view.relay((1, &yes), Route::Others, text, &c, &mut dropped),
@@ -221,7 +229,7 @@ mod tests {
         let yes = AtomicBool::new(true);
         let (view, _a_rx, b_rx) = two(4, 1);
         let c = counters();
-        let text = "{}";
+        let text = &frame("{}");
         let mut dropped = Vec::new();
         assert_eq!(
             view.relay((1, &yes), Route::Others, text, &c, &mut dropped),

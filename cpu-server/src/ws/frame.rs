@@ -300,6 +300,46 @@ pub fn put_text(out: &mut Vec<u8>, text: &[u8]) {
     out.extend_from_slice(text);
 }
 
+/// Capacity a [`TextFrame`] keeps between frames; a larger one is given back.
+const KEEP_FRAME: usize = 16 * 1024;
+
+/// One text frame encoded once (header and payload in one buffer), for every
+/// recipient of a relay: each gets it with one plain `send`, or one copy into
+/// its queue. Reused from frame to frame.
+#[derive(Debug, Default)]
+pub struct TextFrame {
+    bytes: Vec<u8>,
+    head: usize,
+}
+
+impl TextFrame {
+    /// Encodes the text made of `parts` in order, replacing the last frame.
+    pub fn encode(&mut self, parts: &[&str]) {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let (head, n) = text_header(len);
+        if self.bytes.capacity() > KEEP_FRAME && n + len <= KEEP_FRAME {
+            self.bytes = Vec::new();
+        }
+        self.bytes.clear();
+        self.bytes.reserve(n + len);
+        self.bytes.extend_from_slice(&head[..n]);
+        for part in parts {
+            self.bytes.extend_from_slice(part.as_bytes());
+        }
+        self.head = n;
+    }
+
+    /// The whole frame, header first.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// How many payload (text) bytes it carries.
+    pub fn payload_len(&self) -> usize {
+        self.bytes.len() - self.head
+    }
+}
+
 /// Appends a ping with an empty payload.
 pub fn put_ping(out: &mut Vec<u8>) {
     put_header(out, OP_PING, 0);

@@ -22,7 +22,7 @@ use std::task::{Context, Waker};
 
 use tokio::net::TcpStream;
 
-use super::frame;
+use super::frame::{self, TextFrame};
 
 /// A close that overtakes the queue (replaced, slow consumer, shutdown).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +104,10 @@ struct Shared {
     state: Mutex<State>,
     /// Most frames `queued` may hold.
     max_frames: usize,
+    /// Set (under the lock) when a turn found nothing for the socket's task with
+    /// its waker registered; cleared (under the lock) by whatever gives the task
+    /// something to do. While set, the task's turn needs no lock.
+    quiet: AtomicBool,
 }
 
 /// Cloneable sending side of one socket.
@@ -164,8 +168,21 @@ impl Outbox {
             shared: Arc::new(Shared {
                 state: Mutex::new(state),
                 max_frames: max_frames.max(1),
+                quiet: AtomicBool::new(false),
             }),
         }
+    }
+
+    /// The task has something to do (called under the lock).
+    fn busy(&self) {
+        self.shared.quiet.store(false, Ordering::Release);
+    }
+
+    /// Whether the last turn found nothing and nothing came since, the task's
+    /// waker (the one it gave that turn) still registered: the task may skip its
+    /// turn. Only for a task that holds no bytes of its own.
+    pub fn quiet(&self) -> bool {
+        self.shared.quiet.load(Ordering::Acquire)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -179,19 +196,22 @@ impl Outbox {
     /// Sends a text frame without waiting: written now when nothing is ahead of it,
     /// else queued.
     pub fn try_text(&self, text: &[u8]) -> Result<(), QueueError> {
-        self.send(text, None)
+        let (head, n) = frame::text_header(text.len());
+        self.send(&head[..n], text, None)
     }
 
-    /// Like [`Outbox::try_text`], for a frame relayed from a member whose
-    /// membership is `sender` (cleared by the owner of membership before it tells
-    /// anyone the member left or was replaced). It is read under this outbox's
-    /// lock, so a relayed frame either goes before whatever that owner queues here
-    /// next (a `user-left`, a `user-joined` of the rejoin) or not at all.
-    pub fn try_relay(&self, text: &[u8], sender: &AtomicBool) -> Result<(), QueueError> {
-        self.send(text, Some(sender))
+    /// Like [`Outbox::try_text`], for a frame (already encoded) relayed from a
+    /// member whose membership is `sender` (cleared by the owner of membership
+    /// before it tells anyone the member left or was replaced). It is read under
+    /// this outbox's lock, so a relayed frame either goes before whatever that
+    /// owner queues here next (a `user-left`, a `user-joined` of the rejoin) or
+    /// not at all.
+    pub fn try_relay(&self, frame: &TextFrame, sender: &AtomicBool) -> Result<(), QueueError> {
+        self.send(frame.bytes(), &[], Some(sender))
     }
 
-    fn send(&self, text: &[u8], sender: Option<&AtomicBool>) -> Result<(), QueueError> {
+    /// Sends the frame `head` then `body`.
+    fn send(&self, head: &[u8], body: &[u8], sender: Option<&AtomicBool>) -> Result<(), QueueError> {
         let mut state = self.lock();
         if state.ended {
             return Err(QueueError::Closed);
@@ -205,35 +225,39 @@ impl Outbox {
         {
             state.writer = Writer::Sender;
             drop(state);
-            self.write_direct(&stream, text);
+            self.write_direct(&stream, head, body);
             return Ok(());
         }
         if state.frames >= self.shared.max_frames {
             return Err(QueueError::Full);
         }
-        let waker = state.append(|out| frame::put_text(out, text));
+        self.busy();
+        let waker = state.append(|out| {
+            out.extend_from_slice(head);
+            out.extend_from_slice(body);
+        });
         drop(state);
         wake(waker);
         Ok(())
     }
 
-    /// Writes `text`'s frame into `stream` as the claimed writer, then gives the
-    /// socket back: to nobody when it all went out and nothing was queued
-    /// meanwhile, else to its task (woken), with the frame's rest first.
-    fn write_direct(&self, stream: &TcpStream, text: &[u8]) {
-        let (head, head_len) = frame::text_header(text.len());
-        let written = write_now(stream, &head[..head_len], text);
-        let total = head_len + text.len();
+    /// Writes the frame `head` then `body` into `stream` as the claimed writer,
+    /// then gives the socket back: to nobody when it all went out and nothing was
+    /// queued meanwhile, else to its task (woken), with the frame's rest first.
+    fn write_direct(&self, stream: &TcpStream, head: &[u8], body: &[u8]) {
+        let written = write_now(stream, head, body);
+        let total = head.len() + body.len();
         let mut state = self.lock();
         if written < total {
             // The rest goes first; anything appended meanwhile follows it.
             let mut rest = Vec::with_capacity(total - written + state.queued.len());
-            rest.extend_from_slice(&head[written.min(head_len)..head_len]);
-            rest.extend_from_slice(&text[written.saturating_sub(head_len)..]);
+            rest.extend_from_slice(&head[written.min(head.len())..]);
+            rest.extend_from_slice(&body[written.saturating_sub(head.len())..]);
             state.rest = rest.len();
             rest.extend_from_slice(&state.queued);
             state.queued = rest;
             state.frames += 1;
+            self.busy();
         }
         let waker = if state.queued.is_empty() {
             state.writer = Writer::Idle;
@@ -255,6 +279,7 @@ impl Outbox {
             return;
         }
         // The task is the caller: no wake-up needed.
+        self.busy();
         let _ = state.append(put);
     }
 
@@ -267,6 +292,7 @@ impl Outbox {
         }
         state.kicked = true;
         state.kick = Some(Kick { code, reason });
+        self.busy();
         let waker = state.waker.take();
         drop(state);
         wake(waker);
@@ -311,6 +337,7 @@ impl Outbox {
             state.writer = Writer::Task;
             Turn::Write
         } else {
+            self.shared.quiet.store(state.writer == Writer::Idle, Ordering::Release);
             Turn::Nothing
         }
     }
@@ -333,6 +360,7 @@ impl Outbox {
     /// and returns every byte queued and not written, in order.
     pub fn take_unsent(&self) -> Vec<u8> {
         let mut state = self.lock();
+        self.busy();
         state.ended = true;
         state.direct = None;
         state.frames = 0;
@@ -347,6 +375,7 @@ impl Outbox {
     /// (what was queued before it stays).
     pub fn end(&self, ending: Ending) -> Option<Kick> {
         let mut state = self.lock();
+        self.busy();
         state.ended = true;
         state.direct = None;
         let close = match (state.kick.take(), ending) {
@@ -361,17 +390,20 @@ impl Outbox {
     }
 }
 
-/// Writes `head` then `body` without waiting; how many bytes went out. An error
-/// writes nothing here: the socket's task meets it on its own write.
+/// Writes `head` then `body` without waiting (one plain `send` when `body` is
+/// empty, else one vectored write); how many bytes went out. An error writes
+/// nothing here: the socket's task meets it on its own write.
 fn write_now(stream: &TcpStream, head: &[u8], body: &[u8]) -> usize {
     let total = head.len() + body.len();
     let mut written = 0;
     // Bounded: each round writes at least one byte or stops.
     while written < total {
-        let result = if written < head.len() {
-            stream.try_write_vectored(&[IoSlice::new(&head[written..]), IoSlice::new(body)])
-        } else {
+        let result = if written >= head.len() {
             stream.try_write(&body[written - head.len()..])
+        } else if body.is_empty() {
+            stream.try_write(&head[written..])
+        } else {
+            stream.try_write_vectored(&[IoSlice::new(&head[written..]), IoSlice::new(body)])
         };
         match result {
             Ok(0) => break,

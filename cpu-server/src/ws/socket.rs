@@ -9,7 +9,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -141,6 +141,8 @@ pub struct WsSocket {
     /// Frames taken from the outbox; `wbuf[written..]` still to write.
     wbuf: Vec<u8>,
     written: usize,
+    /// The waker `drive` last gave the outbox's turn.
+    registered: Option<Waker>,
 }
 
 impl WsSocket {
@@ -165,6 +167,7 @@ impl WsSocket {
             outbox,
             wbuf: Vec::new(),
             written: 0,
+            registered: None,
         }
     }
 
@@ -182,6 +185,7 @@ impl WsSocket {
             outbox: Outbox::resumed(max_queued, Some(tcp), unsent),
             wbuf: Vec::new(),
             written: 0,
+            registered: None,
         }
     }
 
@@ -252,7 +256,13 @@ impl WsSocket {
     pub async fn drive(&mut self) -> io::Result<Read> {
         self.rbuf.advance(std::mem::take(&mut self.handed));
         std::future::poll_fn(|cx| {
-            match self.poll_write_side(cx) {
+            let same = self.registered.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+            if !same {
+                self.registered = Some(cx.waker().clone());
+            }
+            // Nothing came since the last turn found nothing: no turn (no lock).
+            let quiet = same && self.written == self.wbuf.len() && self.outbox.quiet();
+            match if quiet { Poll::Ready(Ok(None)) } else { self.poll_write_side(cx) } {
                 Poll::Ready(Ok(Some(kick))) => return Poll::Ready(Ok(Read::Kicked(kick))),
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Ready(Ok(None)) | Poll::Pending => {}

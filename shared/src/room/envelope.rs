@@ -1,21 +1,20 @@
-//! The relay's fast view of one inbound frame: its `type`, its target and whether the
-//! sender wrote a `fromId`, read without building a map of its fields; and the frame
-//! as relayed, the server's `fromId` spliced into the sender's own text.
+//! The relay's fast view of one inbound frame: its `type`, its target and where
+//! the sender's own `fromId` is, read in one pass over the text (no map of its
+//! fields, nothing decoded or allocated); and the frame as relayed, the server's
+//! `fromId` spliced into the sender's own text.
 //!
-//! Only plain frames take this path: a JSON object whose `type`, `toId` and `targetId`
-//! are strings (or absent), with no repeated envelope field and at most one `fromId`
-//! (cut out of the text, then checked by a second parse: a client echoing a frame
-//! it received sends one back). Anything else is `None` and goes through
-//! [`crate::room::parse_inbound`], which gives every bad frame its error and rewrites
-//! the rest; both paths relay the same fields.
+//! Only plain frames take this path: a JSON object whose `type`, `toId` and
+//! `targetId` are strings without escapes (or null), whose top-level keys have no
+//! escapes, with no repeated envelope field. The sender's `fromId`, if any, is
+//! cut out (one top-level member, found by the scan, not by a text search).
+//! Anything else is `None` and goes through [`crate::room::parse_inbound`], which
+//! gives every bad frame its error and rewrites the rest; both paths relay the
+//! same fields.
 
-use std::borrow::Cow;
-use std::fmt;
-
-use serde::Deserialize;
-use serde::de::{Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use std::ops::Range;
 
 use super::MessageKind;
+use super::scan::Cursor;
 
 /// The envelope of a plain frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,146 +22,24 @@ pub struct Envelope<'a> {
     /// What the frame is.
     pub kind: MessageKind,
     /// `toId`, else `targetId`.
-    pub target: Option<Cow<'a, str>>,
+    pub target: Option<&'a str>,
     /// The sender wrote a `fromId` (the server replaces it).
     pub has_from_id: bool,
+    /// The bytes cut when relayed: the sender's `fromId` member and one comma
+    /// beside it.
+    cut: Range<usize>,
+    /// Where the object's closing brace is.
+    close: usize,
+    /// Whether members other than the sender's `fromId` remain.
+    others: bool,
 }
 
-/// Any JSON value, checked as strictly as `serde_json::Value` checks it (strings
-/// decoded, so a lone surrogate fails; numbers parsed, so one out of range fails)
-/// and kept nowhere.
-struct Checked;
-
-impl<'de> Deserialize<'de> for Checked {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(CheckedVisitor)
-    }
-}
-
-struct CheckedVisitor;
-
-impl<'de> Visitor<'de> for CheckedVisitor {
-    type Value = Checked;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
-        Ok(Checked)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
-        Ok(Checked)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
-        Ok(Checked)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
-        Ok(Checked)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
-        Ok(Checked)
-    }
-    fn visit_unit<E>(self) -> Result<Checked, E> {
-        Ok(Checked)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
-        while seq.next_element::<Checked>()?.is_some() {}
-        Ok(Checked)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
-        while map.next_key::<Key<'de>>()?.is_some() {
-            map.next_value::<Checked>()?;
-        }
-        Ok(Checked)
-    }
-}
-
-/// An object key, decoded (borrowed unless it has escapes).
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
-            }
-        }
-        deserializer.deserialize_str(KeyVisitor)
-    }
-}
-
-/// A string or null field of the envelope.
-struct Text<'a>(Option<Cow<'a, str>>);
-
-impl<'de> Deserialize<'de> for Text<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Option::<Key<'de>>::deserialize(deserializer).map(|k| Text(k.map(|k| k.0)))
-    }
-}
-
-/// The fields the relay reads; every other field is checked and skipped. A repeated
-/// envelope field is an error (the full parse decides those).
-struct Fields<'a> {
-    kind: Option<Cow<'a, str>>,
-    to_id: Option<Cow<'a, str>>,
-    target_id: Option<Cow<'a, str>>,
-    has_from_id: bool,
-}
-
-impl<'de> Deserialize<'de> for Fields<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct FieldsVisitor;
-        impl<'de> Visitor<'de> for FieldsVisitor {
-            type Value = Fields<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
-                let mut fields = Fields {
-                    kind: None,
-                    to_id: None,
-                    target_id: None,
-                    has_from_id: false,
-                };
-                let (mut kind, mut to, mut target) = (false, false, false);
-                let twice = || A::Error::custom("repeated envelope field");
-                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-                    match key.as_ref() {
-                        "type" if !kind => {
-                            kind = true;
-                            fields.kind = map.next_value::<Text<'de>>()?.0;
-                        }
-                        "toId" if !to => {
-                            to = true;
-                            fields.to_id = map.next_value::<Text<'de>>()?.0;
-                        }
-                        "targetId" if !target => {
-                            target = true;
-                            fields.target_id = map.next_value::<Text<'de>>()?.0;
-                        }
-                        "fromId" if !fields.has_from_id => {
-                            fields.has_from_id = true;
-                            map.next_value::<Checked>()?;
-                        }
-                        "type" | "toId" | "targetId" | "fromId" => return Err(twice()),
-                        _ => {
-                            map.next_value::<Checked>()?;
-                        }
-                    }
-                }
-                Ok(fields)
-            }
-        }
-        deserializer.deserialize_map(FieldsVisitor)
-    }
+/// What [`parse_envelope`] learns of the sender's `fromId` member.
+struct FromId {
+    key: usize,
+    value_end: usize,
+    comma_before: Option<usize>,
+    comma_after: Option<usize>,
 }
 
 /// The envelope of `text` when it is a plain frame of at most `max_bytes`, else `None`.
@@ -170,57 +47,123 @@ pub fn parse_envelope(text: &str, max_bytes: usize) -> Option<Envelope<'_>> {
     if text.len() > max_bytes {
         return None;
     }
-    let fields: Fields<'_> = serde_json::from_str(text).ok()?;
-    let kind = MessageKind::from_wire(fields.kind.as_deref()?)?;
+    let mut c = Cursor::new(text);
+    c.skip_ws();
+    if !c.eat(b'{') {
+        return None;
+    }
+    let (mut kind, mut to_id, mut target_id) = (None, None, None);
+    let mut from: Option<FromId> = None;
+    let mut members = 0usize;
+    let mut comma_before = None;
+    c.skip_ws();
+    let close = if c.eat(b'}') {
+        c.at - 1
+    } else {
+        // Bounded: each round reads one member or returns.
+        loop {
+            let key_at = c.at;
+            let (key, escaped) = c.string()?;
+            if escaped {
+                return None;
+            }
+            c.skip_ws();
+            if !c.eat(b':') {
+                return None;
+            }
+            c.skip_ws();
+            match &text[key] {
+                "type" => kind = Some(envelope_text(&mut c, text, kind.is_some())?),
+                "toId" => to_id = Some(envelope_text(&mut c, text, to_id.is_some())?),
+                "targetId" => target_id = Some(envelope_text(&mut c, text, target_id.is_some())?),
+                "fromId" => {
+                    if from.is_some() {
+                        return None;
+                    }
+                    c.value(1)?;
+                    from = Some(FromId {
+                        key: key_at,
+                        value_end: c.at,
+                        comma_before,
+                        comma_after: None,
+                    });
+                }
+                _ => c.value(1)?,
+            }
+            members += 1;
+            c.skip_ws();
+            match c.next()? {
+                b',' => {
+                    comma_before = Some(c.at - 1);
+                    if let Some(f) = from.as_mut().filter(|f| f.comma_after.is_none()) {
+                        f.comma_after = Some(c.at);
+                    }
+                    c.skip_ws();
+                }
+                b'}' => break c.at - 1,
+                _ => return None,
+            }
+        }
+    };
+    c.skip_ws();
+    if !c.at_end() {
+        return None;
+    }
+    let kind = MessageKind::from_wire(kind.flatten()?)?;
+    let cut = match &from {
+        None => close..close,
+        Some(f) => match (f.comma_before, f.comma_after) {
+            (Some(comma), _) => comma..f.value_end,
+            (None, Some(after)) => f.key..after,
+            (None, None) => f.key..f.value_end,
+        },
+    };
     Some(Envelope {
         kind,
-        target: fields.to_id.or(fields.target_id),
-        has_from_id: fields.has_from_id,
+        target: to_id.flatten().or(target_id.flatten()),
+        has_from_id: from.is_some(),
+        cut,
+        close,
+        others: members > usize::from(from.is_some()),
     })
 }
 
-/// The frame `text` with envelope `envelope` as relayed: its own `fromId` (if any) cut
-/// out, `"fromId":from_json` added as its last field (`from_json` is the sender's id
-/// already written as a JSON string). `None` when the `fromId` cannot be cut safely.
-pub fn relayed(text: &str, envelope: &Envelope<'_>, from_json: &str) -> Option<String> {
-    if !envelope.has_from_id {
-        return Some(with_from_id(text, from_json));
+/// An envelope field's value: a string without escapes, or null (`None`). A
+/// field read twice (`again`), or of another kind, makes the frame not plain.
+fn envelope_text<'t>(c: &mut Cursor<'_>, text: &'t str, again: bool) -> Option<Option<&'t str>> {
+    if again {
+        return None;
     }
-    let stripped = without_from_id(text)?;
-    let check = parse_envelope(&stripped, usize::MAX)?;
-    let same = !check.has_from_id && check.kind == envelope.kind && check.target == envelope.target;
-    same.then(|| with_from_id(&stripped, from_json))
+    if c.peek() == Some(b'n') {
+        c.value(1)?;
+        return Some(None);
+    }
+    let (value, escaped) = c.string()?;
+    (!escaped).then(|| Some(&text[value]))
 }
 
-/// `text` without its member `"fromId": value`, when the key is written once, literally.
-fn without_from_id(text: &str) -> Option<String> {
-    const KEY: &str = "\"fromId\"";
-    let mut hits = text.match_indices(KEY);
-    let (key, _) = hits.next()?;
-    if hits.next().is_some() {
-        return None;
+impl Envelope<'_> {
+    /// The relayed text of `text` (the frame this envelope was read from), in
+    /// pieces: the sender's own `fromId` cut out, `"fromId":from_json` added as
+    /// its last member (`from_json` is the sender's id already written as a
+    /// JSON string).
+    pub fn relayed_parts<'s>(&self, text: &'s str, from_json: &'s str) -> [&'s str; 6] {
+        let comma = if self.others { "," } else { "" };
+        [
+            &text[..self.cut.start],
+            &text[self.cut.end..self.close],
+            comma,
+            "\"fromId\":",
+            from_json,
+            "}",
+        ]
     }
-    let after_key = &text[key + KEY.len()..];
-    let colon = key + KEY.len() + (after_key.len() - after_key.trim_start().len());
-    if !text[colon..].starts_with(':') {
-        return None;
-    }
-    let mut values = serde_json::Deserializer::from_str(&text[colon + 1..]).into_iter::<IgnoredAny>();
-    values.next()?.ok()?;
-    let end = colon + 1 + values.byte_offset();
-    let before = text[..key].trim_end();
-    let (start, stop) = if let Some(comma) = before.strip_suffix(',') {
-        (comma.len(), end)
-    } else {
-        let rest = &text[end..];
-        let gap = rest.len() - rest.trim_start().len();
-        if rest[gap..].starts_with(',') {
-            (key, end + gap + 1)
-        } else {
-            (key, end)
-        }
-    };
-    Some(format!("{}{}", &text[..start], &text[stop..]))
+}
+
+/// The frame `text` with envelope `envelope` as relayed, in one string (see
+/// [`Envelope::relayed_parts`]).
+pub fn relayed(text: &str, envelope: &Envelope<'_>, from_json: &str) -> String {
+    envelope.relayed_parts(text, from_json).concat()
 }
 
 /// `text` (a plain frame without `fromId`) with `"fromId":from_json` added as its
@@ -228,15 +171,8 @@ fn without_from_id(text: &str) -> Option<String> {
 pub fn with_from_id(text: &str, from_json: &str) -> String {
     let body = text.trim_end();
     let body = body.strip_suffix('}').unwrap_or(body).trim_end();
-    let mut out = String::with_capacity(body.len() + from_json.len() + 12);
-    out.push_str(body);
-    if !body.ends_with('{') {
-        out.push(',');
-    }
-    out.push_str("\"fromId\":");
-    out.push_str(from_json);
-    out.push('}');
-    out
+    let comma = if body.ends_with('{') { "" } else { "," };
+    format!("{body}{comma}\"fromId\":{from_json}}}")
 }
 
 #[cfg(test)]
@@ -260,7 +196,7 @@ mod tests {
             r#"{"type":"client_signal","fromId":null }"#,
         ] {
             let env = parse_envelope(text, 1024).unwrap_or_else(|| panic!("plain: {text}"));
-            let out = relayed(text, &env, &from).unwrap_or_else(|| panic!("relayed: {text}"));
+            let out = relayed(text, &env, &from);
             let fast: Value = serde_json::from_str(&out).expect("valid JSON");
             let slow: Value =
                 serde_json::from_str(&parse_inbound(text, 1024).expect("parse").into_relayed("coach \"1\""))
@@ -303,18 +239,80 @@ mod tests {
         assert_eq!(env.target.as_deref(), Some("t"));
     }
 
-    /// Rule: a `fromId` that cannot be cut safely sends the frame the full way.
+    /// Rule: only the top-level `fromId` is cut, wherever it is; a key written with
+    /// escapes sends the frame the full way.
     #[test]
-    fn an_unclear_from_id_is_not_cut() {
-        for text in [
-            r#"{"type":"offer","fromId":"a","x":{"fromId":"b"}}"#,
-            r#"{"type":"offer","from\u0049d":"a"}"#,
-            r#"{"type":"offer","from\u0049d":"a","x":"\"fromId\":1"}"#,
+    fn the_top_level_from_id_is_cut_and_an_escaped_key_is_not_plain() {
+        for (text, want) in [
+            (
+                r#"{"type":"offer","fromId":"a","x":{"fromId":"b"}}"#,
+                r#"{"type":"offer","x":{"fromId":"b"},"fromId":"s"}"#,
+            ),
+            (r#"{"fromId":"a","type":"offer"}"#, r#"{"type":"offer","fromId":"s"}"#),
+            (
+                r#"{ "fromId" : [1,"}"] , "type":"offer" , "x":"\"fromId\":1" }"#,
+                r#"{  "type":"offer" , "x":"\"fromId\":1" ,"fromId":"s"}"#,
+            ),
+            (r#"{"type":"offer" , "fromId":1 }"#, r#"{"type":"offer"  ,"fromId":"s"}"#),
         ] {
             let env = parse_envelope(text, 1024).unwrap_or_else(|| panic!("plain: {text}"));
             assert!(env.has_from_id, "{text}");
-            assert_eq!(relayed(text, &env, "\"s\""), None, "{text}");
+            assert_eq!(relayed(text, &env, "\"s\""), want, "{text}");
         }
+        let env = parse_envelope(r#"{"fromId":1,"type":"offer"}"#, 1024).expect("plain");
+        assert_eq!(env.kind, MessageKind::Offer);
+        for text in [
+            r#"{"type":"offer","from\u0049d":"a"}"#,
+            r#"{"typ\u0065":"offer"}"#,
+            r#"{"type":"off\u0065r"}"#,
+            r#"{"type":"offer","toId":"\u0061"}"#,
+            r#"{"type":"offer","fromId":1,"fromId":2}"#,
+        ] {
+            assert_eq!(parse_envelope(text, 1024), None, "{text}");
+        }
+    }
+
+    /// Rule, over many frames (each prefix and one-byte change of a few seeds,
+    /// deterministic): whenever the fast path takes a frame, the full parse takes
+    /// it too, reads the same kind and target, and relays the same object.
+    #[test]
+    fn the_fast_path_agrees_with_the_full_parse() {
+        let seeds = [
+            r#"{"type":"client_signal","action":"bench","toId":"b","value":"ppp","fromId":"a"}"#,
+            r#"{"fromId":null,"type":"offer","targetId":"t","offer":{"sdp":"v=0\r\n","type":"offer"}}"#,
+            r#" {"type":"ice-candidate","candidate":[1,-2.5,true,null,{"x":"\u00e9"}],"toId":null} "#,
+        ];
+        let swaps = b"\"\\{}[]:,0-. tfnux";
+        let (mut fast, mut checked) = (0, 0);
+        let mut check = |text: &str| {
+            checked += 1;
+            let Some(env) = parse_envelope(text, 4096) else { return };
+            fast += 1;
+            let full = parse_inbound(text, 4096).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+            assert_eq!(env.kind, full.kind, "{text:?}");
+            assert_eq!(env.target, full.target().expect("target"), "{text:?}");
+            let spliced: Value = serde_json::from_str(&relayed(text, &env, "\"s\"")).expect("valid JSON");
+            let rewritten: Value = serde_json::from_str(&full.into_relayed("s")).expect("json");
+            assert_eq!(spliced, rewritten, "{text:?}");
+        };
+        for seed in seeds {
+            let bytes = seed.as_bytes();
+            for end in 0..=bytes.len() {
+                if let Ok(prefix) = std::str::from_utf8(&bytes[..end]) {
+                    check(prefix);
+                }
+            }
+            for at in 0..bytes.len() {
+                for &b in swaps {
+                    let mut changed = bytes.to_vec();
+                    changed[at] = b;
+                    if let Ok(text) = String::from_utf8(changed) {
+                        check(&text);
+                    }
+                }
+            }
+        }
+        assert!(checked > 3_000 && fast > 300, "{checked} checked, {fast} fast");
     }
 
     #[test]

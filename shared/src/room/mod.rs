@@ -13,6 +13,7 @@ mod envelope;
 mod error_code;
 mod inbound;
 mod messages;
+mod scan;
 
 pub use envelope::{Envelope, parse_envelope, relayed, with_from_id};
 pub use error_code::ErrorCode;

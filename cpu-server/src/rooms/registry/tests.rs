@@ -10,6 +10,7 @@ use super::*;
 use crate::rooms::events::{RoomEventReceiver, room_event_channel};
 use crate::rooms::outbox::{Kick, Outbox, outbox};
 use crate::rooms::room_view::{Relayed, Route};
+use crate::ws::frame::TextFrame;
 
 fn request(user_id: &str, role: &str) -> JoinRequest {
     JoinRequest {
@@ -23,11 +24,12 @@ fn request(user_id: &str, role: &str) -> JoinRequest {
 /// Relays `text` from `conn` through its room's latest view, as its reader does.
 fn relay(link: &RoomLink, conn: ConnId, text: &str) -> Relayed {
     let envelope = parse_envelope(text, 4096).expect("a plain frame");
-    let route = envelope.target.as_deref().map_or(Route::Others, Route::To);
-    let text = with_from_id(text, "\"sender\"");
+    let route = envelope.target.map_or(Route::Others, Route::To);
+    let mut frame = TextFrame::default();
+    frame.encode(&envelope.relayed_parts(text, "\"sender\""));
     link.view
         .borrow()
-        .relay((conn, &link.member), route, &text, &link.counters, &mut Vec::new())
+        .relay((conn, &link.member), route, &frame, &link.counters, &mut Vec::new())
 }
 
 async fn next_event(events: &mut RoomEventReceiver) -> RoomEvent {
@@ -270,7 +272,8 @@ async fn a_frame_relayed_on_a_stale_view_never_follows_the_news_of_its_senders_e
         .join(3, "r", request("c", "client"), c2_out)
         .await
         .expect("rejoin");
-    let text = with_from_id(r#"{"type":"client_signal"}"#, "\"c\"");
+    let mut text = TextFrame::default();
+    text.encode(&[&with_from_id(r#"{"type":"client_signal"}"#, "\"c\"")]);
     let sent = stale.relay((2, &c.member), Route::Others, &text, &c.counters, &mut Vec::new());
     assert_eq!(sent, Relayed::NotMember, "the old socket's frame reached nobody");
     assert_eq!(
