@@ -354,7 +354,7 @@ pub async fn serve_until(
     }
     info!(
         connections = RelayStats::get(&stats.connections),
-        relayed = RelayStats::get(&stats.relayed),
+        relayed = stats.relayed.get(),
         errors = RelayStats::get(&stats.errors),
         slow_consumers = RelayStats::get(&stats.slow_consumers),
         "stopped"

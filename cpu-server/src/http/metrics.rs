@@ -17,7 +17,8 @@ pub async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
         rooms: state.registry.rooms(),
         open_connections: state.connections.len(),
         connections: RelayStats::get(&stats.connections),
-        relayed: RelayStats::get(&stats.relayed),
+        relayed: stats.relayed.get(),
+        relayed_bytes: stats.relayed_bytes.get(),
         relay_errors: RelayStats::get(&stats.errors),
         slow_consumers: RelayStats::get(&stats.slow_consumers),
     };

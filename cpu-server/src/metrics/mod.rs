@@ -49,8 +49,9 @@ pub struct Metrics {
     pub ipc_delay: Histogram,
     /// Error replies and admin API errors, by code.
     pub errors: Family<Labels, Counter>,
-    /// Bytes of relayed messages (one copy per recipient).
-    pub relayed_bytes: Counter,
+    /// Bytes of relayed messages (one copy per recipient), mirrored from the
+    /// relay's own tally at each scrape.
+    relayed_bytes: Counter,
     /// Unix time (seconds) this server started: when its `Metrics` were built.
     start_time: FloatGauge,
     levels: scrape::Levels,

@@ -37,6 +37,8 @@ pub struct Snapshot {
     pub connections: u64,
     /// Messages relayed so far (one per recipient).
     pub relayed: u64,
+    /// Bytes of those messages so far.
+    pub relayed_bytes: u64,
     /// `error` replies so far.
     pub relay_errors: u64,
     /// Sockets dropped as slow consumers so far.
@@ -268,6 +270,7 @@ impl Metrics {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.levels.refresh(snapshot);
+        mirror(&self.relayed_bytes, snapshot.relayed_bytes);
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();

@@ -106,7 +106,7 @@ mod tests {
             errors: 1,
             slow_consumers: 0,
         });
-        RelayStats::bump(&stats.relayed);
+        stats.relayed.add(1);
         let handover = kept.handover(
             UpgradeRecord {
                 id: "u".to_owned(),

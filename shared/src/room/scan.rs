@@ -14,19 +14,6 @@ const MAX_DEPTH: usize = 64;
 /// Longest integer part accepted here: a float overflows from 309 digits on.
 const MAX_INT_DIGITS: usize = 300;
 
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGHS: u64 = 0x8080_8080_8080_8080;
-
-/// Whether one of the 8 bytes of `v` is a quote, a backslash or a control
-/// character (never wrong when there is one; may be when there is none).
-fn special(v: u64) -> bool {
-    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
-    let quote = zero(v ^ (ONES * u64::from(b'"')));
-    let backslash = zero(v ^ (ONES * u64::from(b'\\')));
-    let control = v.wrapping_sub(ONES * 0x20) & !v & HIGHS;
-    quote | backslash | control != 0
-}
-
 /// A position in the text being read.
 #[derive(Debug)]
 pub(super) struct Cursor<'a> {
@@ -83,24 +70,20 @@ impl<'a> Cursor<'a> {
         }
         let start = self.at;
         let mut escaped = false;
+        // Bounded: each round consumes at least the quote or backslash it found.
         loop {
-            while let Some(chunk) = self.bytes.get(self.at..self.at + 8) {
-                let mut word = [0; 8];
-                word.copy_from_slice(chunk);
-                if special(u64::from_le_bytes(word)) {
-                    break;
-                }
-                self.at += 8;
+            let rest = &self.bytes[self.at..];
+            let stop = memchr::memchr2(b'"', b'\\', rest)?;
+            // No early exit: the compiler checks the run as vectors.
+            if rest[..stop].iter().fold(u8::MAX, |low, &b| low.min(b)) < 0x20 {
+                return None;
             }
-            match self.next()? {
-                b'"' => return Some((start..self.at - 1, escaped)),
-                b'\\' => {
-                    escaped = true;
-                    self.escape()?;
-                }
-                0..=0x1F => return None,
-                _ => {}
+            self.at += stop + 1;
+            if rest[stop] == b'"' {
+                return Some((start..self.at - 1, escaped));
             }
+            escaped = true;
+            self.escape()?;
         }
     }
 
@@ -233,6 +216,21 @@ mod tests {
                 serde_json::from_str::<serde_json::Value>(text).is_ok(),
                 "accepted what serde_json refuses: {text:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_long_string_ends_at_its_quote_and_fails_on_any_control_byte() {
+        let plain = "p".repeat(100);
+        for at in 0..plain.len() {
+            let mut bytes = plain.clone().into_bytes();
+            bytes[at] = 0x1F;
+            let text = format!("\"{}\"", String::from_utf8(bytes).expect("ascii"));
+            assert!(!accepts(&text), "a control byte at {at}");
+            let text = format!("\"{}\"{}\"", &plain[..at], &plain[at..]);
+            assert!(!accepts(&text), "a quote at {at} ends the string early");
+            let text = format!("\"{}\\n{}\"", &plain[..at], &plain[at..]);
+            assert!(accepts(&text), "an escape at {at}");
         }
     }
 
