@@ -4,7 +4,8 @@
 #   scripts/fuzz.sh [SECONDS]
 #
 # Targets: room_envelope (the room WebSocket envelope parser: parse_inbound,
-# join_request, target, into_relayed) and ipc_codec (the orb <-> manager IPC
+# join_request, target, into_relayed; and the relay's fast path, parse_envelope
+# and relayed, against it) and ipc_codec (the orb <-> manager IPC
 # line codec, both directions, arbitrary chunking) and jwt_verify (cpu-server's
 # HS256 client-token verification, compiled from its source: raw tokens, and
 # correctly signed tokens with arbitrary header and claims).

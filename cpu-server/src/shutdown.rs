@@ -200,15 +200,23 @@ mod tests {
         let closing = Closing::default();
         let mut watch = closing.watch();
         for _ in 0..3 {
-            assert!(tokio::time::timeout(Duration::from_millis(10), &mut watch).await.is_err());
+            assert!(
+                tokio::time::timeout(Duration::from_millis(10), &mut watch)
+                    .await
+                    .is_err()
+            );
         }
         let later = closing.clone();
         let closer = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(20)).await;
             later.close_all(false);
         });
-        tokio::time::timeout(Duration::from_secs(5), &mut watch).await.expect("woken by the close");
+        tokio::time::timeout(Duration::from_secs(5), &mut watch)
+            .await
+            .expect("woken by the close");
         closer.await.expect("closer");
-        tokio::time::timeout(Duration::from_secs(1), closing.watch()).await.expect("already closed");
+        tokio::time::timeout(Duration::from_secs(1), closing.watch())
+            .await
+            .expect("already closed");
     }
 }

@@ -2,11 +2,13 @@
 //! parser, and whatever it accepts must relay as a valid frame.
 //!
 //! Exercises `parse_inbound` (size cap, JSON, `type`), `target`,
-//! `join_request` (id rules) and `into_relayed` (server-set `fromId`).
+//! `join_request` (id rules) and `into_relayed` (server-set `fromId`); and the
+//! relay's fast path (`parse_envelope`, `relayed`): whatever it takes, the full
+//! parse takes too, with the same kind and target, and both relay the same object.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shared::room::{MessageKind, parse_inbound};
+use shared::room::{MessageKind, parse_envelope, parse_inbound, relayed};
 
 /// The server's default cap; inputs larger than it are refused unparsed.
 const MAX: usize = 64 * 1024;
@@ -14,9 +16,20 @@ const MAX: usize = 64 * 1024;
 fuzz_target!(|data: &[u8]| {
     // Text frames are UTF-8; test the lossy decoding of anything else too.
     let text = String::from_utf8_lossy(data);
+    let fast = parse_envelope(&text, MAX);
     let Ok(mut inbound) = parse_inbound(&text, MAX) else {
+        assert!(fast.is_none(), "the fast path took a frame the full parse refuses");
         return;
     };
+    if let Some(envelope) = &fast {
+        assert_eq!(envelope.kind, inbound.kind);
+        assert_eq!(envelope.target, inbound.target().expect("a plain frame's target"));
+        let spliced: serde_json::Value =
+            serde_json::from_str(&relayed(&text, envelope, "\"sender\"")).expect("the fast path relays JSON");
+        let rewritten: serde_json::Value =
+            serde_json::from_str(&inbound.clone().into_relayed("sender")).expect("json");
+        assert_eq!(spliced, rewritten);
+    }
     let _ = inbound.target();
     if inbound.kind == MessageKind::Join {
         // The server strips the token before anything else sees the join.

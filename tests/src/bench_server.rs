@@ -43,6 +43,11 @@ fn start_with(extra: &[(&str, &str)], port: Option<u16>) -> RoomServer {
     if !threads.is_empty() {
         env.push(("TOKIO_WORKER_THREADS", &threads));
     }
+    // `BENCH_SERVER_RELAY_THREADS=n`: the server's relay loops (its default: one per core).
+    let relay_threads = std::env::var("BENCH_SERVER_RELAY_THREADS").unwrap_or_default();
+    if !relay_threads.is_empty() {
+        env.push(("RELAY_THREADS", &relay_threads));
+    }
     env.extend_from_slice(extra);
     match port {
         Some(port) => RoomServer::start_on(port, &env),

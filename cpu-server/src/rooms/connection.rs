@@ -7,9 +7,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use shared::room::{
-    ErrorCode, ErrorReply, FrameError, MessageKind, RoomMessage, parse_envelope, parse_inbound,
-};
+use shared::room::{ErrorCode, ErrorReply, FrameError, MessageKind, RoomMessage, parse_envelope, parse_inbound};
 use tokio::sync::oneshot;
 use tokio::time::{Duration, Instant, MissedTickBehavior};
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -360,8 +358,7 @@ impl Reader<'_> {
         {
             let allowed = !envelope.kind.is_ai_only() || joined.is_ai;
             if allowed && envelope.kind.is_relayed() {
-                self.frame
-                    .encode(&envelope.relayed_parts(text, &joined.from_json));
+                self.frame.encode(&envelope.relayed_parts(text, &joined.from_json));
                 let kind = envelope.kind;
                 let target = Ok(envelope.target.map(std::borrow::Cow::Borrowed));
                 return self.relay(Outgoing { kind, target }).await;

@@ -86,7 +86,14 @@ pub enum Relayed {
 /// kicks it as a slow consumer (it then leaves through its own connection).
 /// `false` when the member must be removed.
 pub fn deliver_to(outbox: &Outbox, conn: ConnId, user_id: &str, text: &str, counters: &Counters) -> bool {
-    sent(outbox.try_text(text.as_bytes()), outbox, conn, user_id, text.len(), counters)
+    sent(
+        outbox.try_text(text.as_bytes()),
+        outbox,
+        conn,
+        user_id,
+        text.len(),
+        counters,
+    )
 }
 
 /// Counts what became of one frame of `bytes` text bytes sent to `outbox`:

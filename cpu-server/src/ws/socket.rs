@@ -262,7 +262,11 @@ impl WsSocket {
             }
             // Nothing came since the last turn found nothing: no turn (no lock).
             let quiet = same && self.written == self.wbuf.len() && self.outbox.quiet();
-            match if quiet { Poll::Ready(Ok(None)) } else { self.poll_write_side(cx) } {
+            match if quiet {
+                Poll::Ready(Ok(None))
+            } else {
+                self.poll_write_side(cx)
+            } {
                 Poll::Ready(Ok(Some(kick))) => return Poll::Ready(Ok(Read::Kicked(kick))),
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Ready(Ok(None)) | Poll::Pending => {}

@@ -196,6 +196,27 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// Calls `f` with every prefix of `seed` and every change of one of its bytes
+/// to one of `swaps` that is still UTF-8 (tests of what reads JSON).
+#[cfg(test)]
+pub(super) fn variants(seed: &str, swaps: &[u8], mut f: impl FnMut(&str)) {
+    let bytes = seed.as_bytes();
+    for end in 0..=bytes.len() {
+        if let Ok(prefix) = std::str::from_utf8(&bytes[..end]) {
+            f(prefix);
+        }
+    }
+    for at in 0..bytes.len() {
+        for &b in swaps {
+            let mut changed = bytes.to_vec();
+            changed[at] = b;
+            if let Ok(text) = String::from_utf8(changed) {
+                f(&text);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,23 +333,10 @@ mod tests {
         let mut checked = 0;
         for seed in seeds {
             assert!(accepts(seed), "{seed}");
-            let bytes = seed.as_bytes();
-            for end in 0..bytes.len() {
-                if let Ok(prefix) = std::str::from_utf8(&bytes[..end]) {
-                    agrees(prefix);
-                    checked += 1;
-                }
-            }
-            for at in 0..bytes.len() {
-                for &b in swaps {
-                    let mut changed = bytes.to_vec();
-                    changed[at] = b;
-                    if let Ok(text) = String::from_utf8(changed) {
-                        agrees(&text);
-                        checked += 1;
-                    }
-                }
-            }
+            variants(seed, swaps, |text| {
+                agrees(text);
+                checked += 1;
+            });
         }
         assert!(checked > 5_000, "{checked}");
     }

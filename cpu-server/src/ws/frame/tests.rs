@@ -196,7 +196,12 @@ fn server_frames_are_unmasked_with_the_shortest_length_encoding() {
 #[test]
 fn a_text_frame_from_parts_is_the_frame_of_their_concatenation_and_gives_back_a_large_buffer() {
     let mut frame = TextFrame::default();
-    for parts in [&["{", "\"a\":1", "}"][..], &[&"x".repeat(200), "y"], &[&"z".repeat(70_000)], &[]] {
+    for parts in [
+        &["{", "\"a\":1", "}"][..],
+        &[&"x".repeat(200), "y"],
+        &[&"z".repeat(70_000)],
+        &[],
+    ] {
         frame.encode(parts);
         let mut want = Vec::new();
         put_text(&mut want, parts.concat().as_bytes());
@@ -204,5 +209,8 @@ fn a_text_frame_from_parts_is_the_frame_of_their_concatenation_and_gives_back_a_
         assert_eq!(frame.payload_len(), parts.concat().len());
     }
     frame.encode(&["{}"]);
-    assert!(frame.bytes.capacity() <= KEEP_FRAME, "the 70,000-byte buffer is not kept");
+    assert!(
+        frame.bytes.capacity() <= KEEP_FRAME,
+        "the 70,000-byte buffer is not kept"
+    );
 }
