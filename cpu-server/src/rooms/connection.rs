@@ -15,7 +15,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::limits::{IpSlot, TokenBucket};
 use super::outbox::{CLOSE_NORMAL, CLOSE_PING_TIMEOUT, CLOSE_SLOW_CONSUMER, CLOSE_TOO_LARGE, ConnId, Kick, Outbox};
 use super::registry::RegistryHandle;
-use super::room_view::{Relayed, RoomLink, RoomView, Route};
+use super::room_view::{Relayed, RoomLink, Route};
 use super::seat::{Seat, SeatReceiver};
 use super::stats::RelayStats;
 use crate::auth::{Auth, Credential, token};
@@ -84,8 +84,6 @@ struct Joined {
     /// The same, written as a JSON string.
     from_json: String,
     link: RoomLink,
-    /// The room's view as last read from `link` (read again when it changed).
-    view: Arc<RoomView>,
     /// When the OrbManager last heard of this AI's activity from here.
     activity_sent: Option<Instant>,
 }
@@ -206,16 +204,14 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     /// Membership granted: this socket now relays as `user`.
-    fn joined_as(&mut self, user: String, is_ai: bool, mut link: RoomLink) {
+    fn joined_as(&mut self, user: String, is_ai: bool, link: RoomLink) {
         tracing::Span::current().record("user", user.as_str());
         let from_json = serde_json::Value::String(user.clone()).to_string();
-        let view = link.view.borrow_and_update().clone();
         self.joined = Some(Joined {
             is_ai,
             user_id: user,
             from_json,
             link,
-            view,
             activity_sent: None,
         });
     }
@@ -487,7 +483,7 @@ impl Reader<'_> {
 
     /// Delivers `out` through the room's view, from this reader's task.
     async fn relay(&mut self, out: Outgoing<'_>) -> Result<(), ReaderEnd> {
-        let Some(joined) = self.joined.as_mut() else {
+        let Some(joined) = self.joined.as_ref() else {
             return Ok(());
         };
         let target = if out.kind.honours_target() {
@@ -501,15 +497,11 @@ impl Reader<'_> {
             Ok(None) => Route::Others,
         };
         let mut dropped = std::mem::take(&mut self.dropped);
-        // The latest view, kept while it is (a version check: no lock); no lock is
-        // held while the recipients' sockets are written.
-        if joined.link.view.has_changed().unwrap_or(true) {
-            joined.view = joined.link.view.borrow_and_update().clone();
-        }
+        // The view is taken out of the watch first (see `RoomLink::latest`): no lock
+        // is held while the recipients' sockets are written.
+        let view = joined.link.latest();
         let sender = (self.conn.id, &*joined.link.member);
-        let relayed = joined
-            .view
-            .relay(sender, route, &self.frame, &joined.link.counters, &mut dropped);
+        let relayed = view.relay(sender, route, &self.frame, &joined.link.counters, &mut dropped);
         // A recipient kicked here leaves the room now, not when its socket has closed.
         for conn in dropped.drain(..) {
             self.conn.registry.leave(conn).await;

@@ -61,6 +61,18 @@ pub struct RoomLink {
     pub counters: Arc<Counters>,
 }
 
+impl RoomLink {
+    /// The room's latest view. Read under the watch's lock, so a publish under
+    /// way (which queues its news to members while it holds the lock, see the
+    /// registry's `publish_with`) is waited for: whoever heard that news sees the
+    /// view that goes with it. A lock-free version check would not wait, and a
+    /// frame sent to a joiner by a member who just heard of it could find the
+    /// joiner missing.
+    pub fn latest(&self) -> Arc<RoomView> {
+        self.view.borrow().clone()
+    }
+}
+
 /// Where a frame goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route<'a> {
@@ -229,6 +241,38 @@ mod tests {
         );
         assert!(dropped.is_empty());
         assert_eq!(c.stats.relayed.get(), 2);
+    }
+
+    /// Rule: a view read while a publish is under way is the published one, so a
+    /// member who heard the news queued during the publish reaches the joiner.
+    #[test]
+    fn a_view_read_during_a_publish_waits_for_it() {
+        let (tx, rx) = watch::channel(Arc::new(RoomView::default()));
+        let link = RoomLink {
+            view: rx,
+            member: Arc::new(AtomicBool::new(true)),
+            counters: Arc::new(counters()),
+        };
+        let (queued_tx, queued_rx) = std::sync::mpsc::channel();
+        let publisher = std::thread::spawn(move || {
+            tx.send_modify(|view| {
+                // The news is out (queued to a member) before the view is replaced.
+                let _ = queued_tx.send(());
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                let (b, _b_rx) = outbox(4);
+                *view = Arc::new(RoomView {
+                    members: vec![ViewMember {
+                        conn: 2,
+                        user_id: "b".into(),
+                        outbox: b,
+                    }],
+                });
+            });
+            tx
+        });
+        queued_rx.recv().expect("the publish began");
+        assert_eq!(link.latest().members.len(), 1, "the view that goes with the news");
+        drop(publisher.join().expect("publisher"));
     }
 
     #[test]
