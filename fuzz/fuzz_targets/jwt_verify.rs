@@ -12,27 +12,12 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use libfuzzer_sys::fuzz_target;
 
-mod token {
-    /// Stand-in for cpu-server's `Secret` (same two methods).
-    pub struct Secret(String);
-
-    impl Secret {
-        pub fn new(value: String) -> Self {
-            Self(value)
-        }
-
-        pub fn expose(&self) -> &str {
-            &self.0
-        }
-    }
-}
-
-/// cpu-server's own source (it reaches `Secret` as `super::token::Secret`).
+/// cpu-server's own source (its `Secret` is `shared::secret::Secret`).
 #[path = "../../cpu-server/src/auth/jwt.rs"]
 mod jwt;
 
 use jwt::{JwtKey, verify};
-use token::Secret;
+use shared::secret::Secret;
 
 const SECRET: &str = "fuzz-secret-fuzz-secret-fuzz-secret!";
 const NOW: u64 = 1_800_000_000;
