@@ -26,8 +26,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(envelope.target, inbound.target().expect("a plain frame's target"));
         let spliced: serde_json::Value =
             serde_json::from_str(&relayed(&text, envelope, "\"sender\"")).expect("the fast path relays JSON");
-        let rewritten: serde_json::Value =
-            serde_json::from_str(&inbound.clone().into_relayed("sender")).expect("json");
+        let rewritten: serde_json::Value = serde_json::from_str(&inbound.clone().into_relayed("sender")).expect("json");
         assert_eq!(spliced, rewritten);
     }
     let _ = inbound.target();
