@@ -14,7 +14,7 @@ use crate::orbs::process_control::{
     EventSink, HandedOver, HandoverPort, LaunchEnv, ProcessEvent, Started, StartedOrb, Supervision,
 };
 use crate::orbs::record::OrbState;
-use crate::rooms::events::room_event_channel;
+use crate::rooms::events::{RoomEventSender, room_event_channel};
 use crate::settings::OrbArgs;
 
 /// A launched (or adopted) orb the test drives.
@@ -84,6 +84,26 @@ async fn next(rx: &std::sync::mpsc::Receiver<Handed>) -> Handed {
     panic!("nothing launched or adopted within 5 s");
 }
 
+/// A launcher that hands its orbs over (`stuck`: one whose drivers never let
+/// go), and what it sees of each orb.
+fn handing(stuck: bool) -> (Arc<HandingLauncher>, std::sync::mpsc::Receiver<Handed>) {
+    let (seen_tx, seen) = std::sync::mpsc::channel();
+    (Arc::new(HandingLauncher { seen: seen_tx, stuck }), seen)
+}
+
+/// The real actor over `launcher`, and where its room events come from.
+fn actor(launcher: Arc<HandingLauncher>) -> (RoomEventSender, crate::orbs::OrbsHandle) {
+    let (events_tx, events_rx) = room_event_channel();
+    let orbs = crate::orbs::spawn_manager_with(
+        settings(OrbArgs::default()),
+        events_rx,
+        Arc::new(super::tests::Notes::default()),
+        launcher,
+        Arc::default(),
+    );
+    (events_tx, orbs)
+}
+
 fn fresh(launcher: Arc<HandingLauncher>) -> (Manager, mpsc::Receiver<Report>) {
     let (table, _) = TableWriter::new();
     let (counts, _) = watch::channel(OrbCounts::default());
@@ -107,19 +127,8 @@ fn fresh(launcher: Arc<HandingLauncher>) -> (Manager, mpsc::Receiver<Report>) {
 /// afterwards the old manager holds nothing. The new one drives the same pid.
 #[tokio::test]
 async fn a_ready_orb_is_let_go_and_taken_over_as_the_same_process() {
-    let (seen_tx, seen) = std::sync::mpsc::channel();
-    let launcher = Arc::new(HandingLauncher {
-        seen: seen_tx,
-        stuck: false,
-    });
-    let (events_tx, events_rx) = room_event_channel();
-    let orbs = crate::orbs::spawn_manager_with(
-        settings(OrbArgs::default()),
-        events_rx,
-        Arc::new(super::tests::Notes::default()),
-        launcher.clone(),
-        Arc::default(),
-    );
+    let (launcher, seen) = handing(false);
+    let (events_tx, orbs) = actor(launcher.clone());
     events_tx.send(joined("r", "coach", "coach")).await.expect("send");
     let orb = next(&seen).await;
     orb.events.send(ProcessEvent::Ready).await;
@@ -179,11 +188,7 @@ async fn a_ready_orb_is_let_go_and_taken_over_as_the_same_process() {
 /// Rule: a process the record names but that was not brought counts as exited.
 #[tokio::test]
 async fn a_process_that_did_not_come_counts_as_exited() {
-    let (seen_tx, seen) = std::sync::mpsc::channel();
-    let launcher = Arc::new(HandingLauncher {
-        seen: seen_tx,
-        stuck: false,
-    });
+    let (launcher, seen) = handing(false);
     let (mut old, _reports) = fresh(launcher.clone());
     old.on_room_event(joined("r", "coach", "coach"));
     // The launch's answer, as the spawner thread would send it.
@@ -224,19 +229,8 @@ async fn a_process_that_did_not_come_counts_as_exited() {
 /// (they were asked at once), not one per driver; their orbs are left out.
 #[tokio::test]
 async fn stuck_drivers_share_one_bound() {
-    let (seen_tx, seen) = std::sync::mpsc::channel();
-    let launcher = Arc::new(HandingLauncher {
-        seen: seen_tx,
-        stuck: true,
-    });
-    let (events_tx, events_rx) = room_event_channel();
-    let orbs = crate::orbs::spawn_manager_with(
-        settings(OrbArgs::default()),
-        events_rx,
-        Arc::new(super::tests::Notes::default()),
-        launcher,
-        Arc::default(),
-    );
+    let (launcher, seen) = handing(true);
+    let (events_tx, orbs) = actor(launcher);
     for room in ["r1", "r2", "r3"] {
         events_tx.send(joined(room, "coach", "coach")).await.expect("send");
         next(&seen).await.events.send(ProcessEvent::Ready).await;

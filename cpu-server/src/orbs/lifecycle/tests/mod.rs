@@ -153,6 +153,18 @@ impl Harness {
         })
     }
 
+    /// Like [`Harness::spawned`], for an orb supervised over its WebSocket alone (no pid).
+    fn spawned_over_websocket(&mut self, room: &str, generation: u64) -> Vec<Action> {
+        self.feed(Event::Spawned {
+            room: room.into(),
+            generation,
+            result: Ok(StartedInfo {
+                pid: None,
+                supervision: Supervision::WebSocket,
+            }),
+        })
+    }
+
     fn process(&mut self, room: &str, generation: u64, event: ProcessEvent) -> Vec<Action> {
         self.feed(Event::Process {
             room: room.into(),
@@ -735,14 +747,7 @@ fn server_shutdown_stops_everything_and_starts_nothing() {
 fn websocket_only_supervision() {
     let mut h = Harness::new(rules());
     h.join("r", "coach", "coach");
-    h.feed(Event::Spawned {
-        room: "r".into(),
-        generation: 1,
-        result: Ok(StartedInfo {
-            pid: None,
-            supervision: Supervision::WebSocket,
-        }),
-    });
+    h.spawned_over_websocket("r", 1);
     assert_eq!(h.state("r"), Some(OrbState::Spawning));
     h.advance_to(3.0);
     h.feed(Event::AiJoined { room: "r".into() });

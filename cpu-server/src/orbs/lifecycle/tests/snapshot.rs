@@ -160,14 +160,7 @@ fn what_cannot_cross_says_why() {
     assert!(matches!(next.life.handover_blocker(), Some(Blocker::Settling(why)) if why.contains("taking the room")));
     let mut ws = Harness::new(rules());
     ws.join("w", "coach", "coach");
-    ws.feed(Event::Spawned {
-        room: "w".into(),
-        generation: 1,
-        result: Ok(StartedInfo {
-            pid: None,
-            supervision: Supervision::WebSocket,
-        }),
-    });
+    ws.spawned_over_websocket("w", 1);
     assert!(matches!(ws.life.handover_blocker(), Some(Blocker::Never(_))));
 }
 
