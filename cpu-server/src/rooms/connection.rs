@@ -483,7 +483,7 @@ impl Reader<'_> {
 
     /// Delivers `out` through the room's view, from this reader's task.
     async fn relay(&mut self, out: Outgoing<'_>) -> Result<(), ReaderEnd> {
-        let Some(joined) = self.joined.as_ref() else {
+        let Some(joined) = self.joined.as_mut() else {
             return Ok(());
         };
         let target = if out.kind.honours_target() {
@@ -497,16 +497,22 @@ impl Reader<'_> {
             Ok(None) => Route::Others,
         };
         let mut dropped = std::mem::take(&mut self.dropped);
-        // The view is taken out of the watch first (see `RoomLink::latest`): no lock
-        // is held while the recipients' sockets are written.
-        let view = joined.link.latest();
-        let sender = (self.conn.id, &*joined.link.member);
-        let relayed = view.relay(sender, route, &self.frame, &joined.link.counters, &mut dropped);
+        // The kept view, or the latest one (see `ViewReader::latest`): no lock is held
+        // while the recipients' sockets are written.
+        let link = &mut joined.link;
+        let sender = (self.conn.id, &*link.member);
+        let relayed = link
+            .view
+            .latest()
+            .relay(sender, route, &self.frame, &link.counters, &mut dropped);
         // A recipient kicked here leaves the room now, not when its socket has closed.
         for conn in dropped.drain(..) {
             self.conn.registry.leave(conn).await;
         }
         self.dropped = dropped;
+        let Some(joined) = self.joined.as_ref() else {
+            return Ok(());
+        };
         match relayed {
             Relayed::Delivered(_) => {}
             // Left or replaced while this frame was read: nobody hears it.

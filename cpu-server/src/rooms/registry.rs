@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 use super::events::{RoomEvent, RoomEventSender, RoomNotifier};
 use super::offer_rule::{Side, should_create_offer};
 use super::outbox::{CLOSE_REPLACED, CLOSE_REVOKED, ConnId, Outbox};
-use super::room_view::{Counters, RoomLink, RoomView, ViewMember, deliver_to};
+use super::room_view::{Counters, RoomLink, RoomView, ViewMember, ViewPublisher, deliver_to};
 use super::stats::RelayStats;
 use crate::metrics::Metrics;
 use crate::settings::RoomSettings;
@@ -268,14 +268,14 @@ impl Member {
 #[derive(Debug)]
 struct Room {
     members: Vec<Member>,
-    view: watch::Sender<Arc<RoomView>>,
+    view: ViewPublisher,
 }
 
 impl Room {
     fn new() -> Self {
         Self {
             members: Vec::new(),
-            view: watch::Sender::new(Arc::default()),
+            view: ViewPublisher::default(),
         }
     }
 
@@ -296,10 +296,7 @@ impl Room {
                 outbox: m.outbox.clone(),
             })
             .collect();
-        self.view.send_modify(|view| {
-            first(&self.members);
-            *view = Arc::new(RoomView { members });
-        });
+        self.view.publish_with(RoomView { members }, || first(&self.members));
     }
 
     fn humans(&self) -> usize {

@@ -10,9 +10,13 @@
 //! outbox never lets a frame overtake one queued before it. The registry publishes a joiner's snapshot after
 //! queueing its `peer-discovery` and before telling the others, so nobody relays to
 //! a joiner before its discovery, and whoever saw `user-joined` can reach it.
+//!
+//! A reader keeps the view it last read and reads the watch again only when the
+//! room's generation moved: a publish moves it first, before it queues any news,
+//! so whoever heard that news finds it moved and waits for the new view.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::sync::watch;
 use tracing::warn;
@@ -49,11 +53,60 @@ pub struct RoomView {
     pub members: Vec<ViewMember>,
 }
 
+/// The registry's side of a room's view: publishes a new one.
+#[derive(Debug)]
+pub struct ViewPublisher {
+    view: watch::Sender<Arc<RoomView>>,
+    /// Moved by every publish before anything else (see [`ViewReader::latest`]).
+    generation: Arc<AtomicU64>,
+}
+
+impl Default for ViewPublisher {
+    fn default() -> Self {
+        Self {
+            view: watch::Sender::new(Arc::default()),
+            generation: Arc::default(),
+        }
+    }
+}
+
+impl ViewPublisher {
+    /// Replaces the view with `view`, running `first` (no IO: queueing only)
+    /// while readers wait for it: a reader that heard what `first` queued finds
+    /// the generation moved and reads the new view.
+    pub fn publish_with(&self, view: RoomView, first: impl FnOnce()) {
+        self.view.send_modify(|current| {
+            self.generation.fetch_add(1, Ordering::SeqCst);
+            first();
+            *current = Arc::new(view);
+        });
+    }
+
+    /// A reader's side, for a new member.
+    pub fn subscribe(&self) -> ViewReader {
+        ViewReader {
+            cached: (self.generation.load(Ordering::SeqCst), self.view.borrow().clone()),
+            view: self.view.subscribe(),
+            generation: Arc::clone(&self.generation),
+        }
+    }
+}
+
+/// A member's side of its room's view: the last one it read, read again when
+/// the room's generation moved.
+#[derive(Debug, Clone)]
+pub struct ViewReader {
+    view: watch::Receiver<Arc<RoomView>>,
+    generation: Arc<AtomicU64>,
+    /// The generation seen before the view was read, and that view.
+    cached: (u64, Arc<RoomView>),
+}
+
 /// A member's link to its room: the latest view, its membership and the counters.
 #[derive(Debug, Clone)]
 pub struct RoomLink {
-    /// The room's latest view.
-    pub view: watch::Receiver<Arc<RoomView>>,
+    /// The room's view.
+    pub view: ViewReader,
     /// True while it is a member; the registry clears it before it tells anyone
     /// the member left or was replaced (see [`Outbox::try_relay`]).
     pub member: Arc<AtomicBool>,
@@ -61,15 +114,27 @@ pub struct RoomLink {
     pub counters: Arc<Counters>,
 }
 
-impl RoomLink {
-    /// The room's latest view. Read under the watch's lock, so a publish under
-    /// way (which queues its news to members while it holds the lock, see the
-    /// registry's `publish_with`) is waited for: whoever heard that news sees the
-    /// view that goes with it. A lock-free version check would not wait, and a
-    /// frame sent to a joiner by a member who just heard of it could find the
-    /// joiner missing.
-    pub fn latest(&self) -> Arc<RoomView> {
-        self.view.borrow().clone()
+impl ViewReader {
+    /// The room's latest view. The kept one while the room's generation has not
+    /// moved (one load of a line nobody writes in between: no lock, no count);
+    /// else read under the watch's lock, so a publish under way (which moved the
+    /// generation first, then queues its news to members while it holds the lock)
+    /// is waited for: whoever heard that news sees the view that goes with it.
+    pub fn latest(&mut self) -> &RoomView {
+        let reader = self;
+        let generation = reader.generation.load(Ordering::SeqCst);
+        if generation != reader.cached.0 {
+            // The generation is read first: a publish after it moves it again.
+            reader.cached = (generation, reader.view.borrow().clone());
+        }
+        &reader.cached.1
+    }
+
+    /// The watch's current view, its read lock held while the guard lives (tests
+    /// hold it to stand for a read under way).
+    #[cfg(test)]
+    pub fn borrow(&self) -> watch::Ref<'_, Arc<RoomView>> {
+        self.view.borrow()
     }
 }
 
@@ -243,36 +308,63 @@ mod tests {
         assert_eq!(c.stats.relayed.get(), 2);
     }
 
-    /// Rule: a view read while a publish is under way is the published one, so a
-    /// member who heard the news queued during the publish reaches the joiner.
-    #[test]
-    fn a_view_read_during_a_publish_waits_for_it() {
-        let (tx, rx) = watch::channel(Arc::new(RoomView::default()));
-        let link = RoomLink {
-            view: rx,
+    fn link_to(publisher: &ViewPublisher) -> RoomLink {
+        RoomLink {
+            view: publisher.subscribe(),
             member: Arc::new(AtomicBool::new(true)),
             counters: Arc::new(counters()),
-        };
+        }
+    }
+
+    fn one_member(user_id: &str) -> RoomView {
+        let (outbox, _rx) = outbox(4);
+        RoomView {
+            members: vec![ViewMember {
+                conn: 2,
+                user_id: user_id.into(),
+                outbox,
+            }],
+        }
+    }
+
+    /// Rule: a view read while a publish is under way is the published one, so a
+    /// member who heard the news queued during the publish reaches the joiner;
+    /// also when that member had already read (and kept) the view before.
+    #[test]
+    fn a_view_read_during_a_publish_waits_for_it() {
+        let publisher = Arc::new(ViewPublisher::default());
+        let mut link = link_to(&publisher);
+        assert!(link.view.latest().members.is_empty(), "kept: the view before");
         let (queued_tx, queued_rx) = std::sync::mpsc::channel();
-        let publisher = std::thread::spawn(move || {
-            tx.send_modify(|view| {
+        let publishing = Arc::clone(&publisher);
+        let thread = std::thread::spawn(move || {
+            publishing.publish_with(one_member("b"), || {
                 // The news is out (queued to a member) before the view is replaced.
                 let _ = queued_tx.send(());
                 std::thread::sleep(std::time::Duration::from_millis(100));
-                let (b, _b_rx) = outbox(4);
-                *view = Arc::new(RoomView {
-                    members: vec![ViewMember {
-                        conn: 2,
-                        user_id: "b".into(),
-                        outbox: b,
-                    }],
-                });
             });
-            tx
         });
         queued_rx.recv().expect("the publish began");
-        assert_eq!(link.latest().members.len(), 1, "the view that goes with the news");
-        drop(publisher.join().expect("publisher"));
+        assert_eq!(link.view.latest().members.len(), 1, "the view that goes with the news");
+        thread.join().expect("publisher");
+    }
+
+    #[test]
+    fn a_kept_view_is_replaced_by_each_publish() {
+        let publisher = ViewPublisher::default();
+        let mut link = link_to(&publisher);
+        let mut late = link.clone();
+        publisher.publish_with(one_member("b"), || {});
+        assert_eq!(link.view.latest().members[0].user_id, "b");
+        publisher.publish_with(one_member("c"), || {});
+        assert_eq!(link.view.latest().members[0].user_id, "c");
+        assert_eq!(late.view.latest().members[0].user_id, "c", "a clone reads on its own");
+        let mut joiner = link_to(&publisher);
+        assert_eq!(
+            joiner.view.latest().members[0].user_id,
+            "c",
+            "subscribed after: the current one"
+        );
     }
 
     #[test]

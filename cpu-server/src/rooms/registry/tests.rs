@@ -27,9 +27,12 @@ fn relay(link: &RoomLink, conn: ConnId, text: &str) -> Relayed {
     let route = envelope.target.map_or(Route::Others, Route::To);
     let mut frame = TextFrame::default();
     frame.encode(&envelope.relayed_parts(text, "\"sender\""));
-    link.view
-        .borrow()
-        .relay((conn, &link.member), route, &frame, &link.counters, &mut Vec::new())
+    let mut reader = link.clone();
+    let (member, counters) = (Arc::clone(&link.member), Arc::clone(&link.counters));
+    reader
+        .view
+        .latest()
+        .relay((conn, &member), route, &frame, &counters, &mut Vec::new())
 }
 
 async fn next_event(events: &mut RoomEventReceiver) -> RoomEvent {
