@@ -9,11 +9,12 @@ use std::sync::Arc;
 
 use shared::room::{ErrorCode, ErrorReply, FrameError, MessageKind, RoomMessage, parse_envelope, parse_inbound};
 use tokio::sync::oneshot;
-use tokio::time::{Duration, Instant, MissedTickBehavior};
+use tokio::time::{Duration, Instant};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::limits::{IpSlot, TokenBucket};
 use super::outbox::{CLOSE_NORMAL, CLOSE_PING_TIMEOUT, CLOSE_SLOW_CONSUMER, CLOSE_TOO_LARGE, ConnId, Kick, Outbox};
+use super::ping_timer::PingTimer;
 use super::registry::RegistryHandle;
 use super::room_view::{Relayed, RoomLink, Route};
 use super::seat::{Seat, SeatReceiver};
@@ -256,8 +257,7 @@ impl Reader<'_> {
 
     async fn run(&mut self, socket: &mut WsSocket) -> ReaderEnd {
         let interval = self.conn.settings.ws_ping_interval;
-        let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut ping = PingTimer::new(interval, Instant::now());
         let conn = self.conn;
         let mut closing = conn.closing.watch();
         loop {
@@ -310,7 +310,7 @@ impl Reader<'_> {
                         }
                     }
                 }
-                _ = ticker.tick() => {
+                () = ping.due() => {
                     if self.last_seen.elapsed() > interval * 3 / 2 {
                         info!("no pong for two ping intervals: closing");
                         return self.close(CLOSE_PING_TIMEOUT);

@@ -9,6 +9,7 @@
 //! - [`offer_rule`]: who creates the WebRTC offer (pure).
 //! - [`room_id`]: which room ids are accepted (pure).
 //! - [`limits`]: message-rate token bucket and per-IP socket counts.
+//! - [`ping_timer`]: a socket's ping deadline, polled only when due.
 //! - [`seat`]: a warm orb's room socket, given its room by the OrbManager.
 //! - [`stats`]: relay counters.
 
@@ -17,6 +18,7 @@ pub mod events;
 pub mod limits;
 pub mod offer_rule;
 pub mod outbox;
+pub mod ping_timer;
 pub mod registry;
 pub mod room_id;
 pub mod room_view;
