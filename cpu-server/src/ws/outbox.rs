@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Waker};
 
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use super::frame::{self, TextFrame};
@@ -390,6 +391,16 @@ impl Outbox {
     }
 }
 
+/// One `send(2)` of `bytes` (never waiting; a would-block clears the stream's
+/// write readiness, as `try_write` does), made as a raw syscall: glibc's wrapper
+/// is a cancellation point, which in a multi-threaded process costs two more
+/// calls around every send.
+fn send(stream: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    stream.try_io(Interest::WRITABLE, || {
+        rustix::net::send(stream, bytes, rustix::net::SendFlags::NOSIGNAL).map_err(io::Error::from)
+    })
+}
+
 /// Writes `head` then `body` without waiting (one plain `send` when `body` is
 /// empty, else one vectored write); how many bytes went out. An error writes
 /// nothing here: the socket's task meets it on its own write.
@@ -399,9 +410,9 @@ fn write_now(stream: &TcpStream, head: &[u8], body: &[u8]) -> usize {
     // Bounded: each round writes at least one byte or stops.
     while written < total {
         let result = if written >= head.len() {
-            stream.try_write(&body[written - head.len()..])
+            send(stream, &body[written - head.len()..])
         } else if body.is_empty() {
-            stream.try_write(&head[written..])
+            send(stream, &head[written..])
         } else {
             stream.try_write_vectored(&[IoSlice::new(&head[written..]), IoSlice::new(body)])
         };
