@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use rustix::net::RecvFlags;
 use tokio::io::Interest;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -22,6 +22,7 @@ use tokio::net::TcpStream;
 use super::frame::{self, Decoder, Frame, ProtocolError};
 use super::handshake::RoomStream;
 use super::outbox::{Ending, Kick, Outbox, Turn};
+use super::read_buffer::ReadBuffer;
 
 /// Spare room ensured before each read (the initial buffer, too).
 const READ_CHUNK: usize = 4096;
@@ -54,7 +55,7 @@ enum Io {
 }
 
 impl Io {
-    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut Vec<u8>) -> Poll<io::Result<usize>> {
         match self {
             // Bounded: a would-block clears readiness, so the next poll waits.
             Self::Tcp(tcp) => loop {
@@ -64,8 +65,10 @@ impl Io {
                 // A short read drained the socket: readiness is cleared (as tokio's
                 // own `poll_read` does), so the next poll waits for the next event
                 // instead of trying a read that would block.
+                // A raw recv(2) into the spare capacity: glibc's wrapper is a
+                // cancellation point, which costs a multi-threaded process two calls more.
                 let outcome = tcp.try_io(Interest::READABLE, || {
-                    let n = tcp.try_read_buf(buf)?;
+                    let (n, _) = rustix::net::recv(&**tcp, rustix::buffer::spare_capacity(buf), RecvFlags::empty())?;
                     read = Some(n);
                     if 0 < n && n < spare {
                         Err(io::ErrorKind::WouldBlock.into())
@@ -132,7 +135,7 @@ pub struct SocketParts {
 pub struct WsSocket {
     io: Io,
     /// Bytes read and not consumed yet; starts with a frame boundary.
-    rbuf: BytesMut,
+    rbuf: ReadBuffer,
     /// Bytes of the frame handed out by the last `next_frame`, consumed by the next call.
     handed: usize,
     decoder: Decoder,
@@ -149,11 +152,11 @@ impl WsSocket {
     /// Frames over `max_message` bytes are refused from their header; at most
     /// `max_queued` frames wait in the outbox.
     pub fn new(io: RoomStream, max_message: usize, max_queued: usize) -> Self {
-        let mut rbuf = BytesMut::new();
+        let mut rbuf = ReadBuffer::default();
         let (io, outbox) = match io {
             RoomStream::Tcp(tcp, early) => {
                 // Bytes hyper read past the upgrade request are the first frames.
-                rbuf.extend_from_slice(&early);
+                rbuf = ReadBuffer::with(&early);
                 let tcp = Arc::new(tcp);
                 (Io::Tcp(tcp.clone()), Outbox::new(max_queued, Some(tcp)))
             }
@@ -175,8 +178,7 @@ impl WsSocket {
     /// parsed first and `unsent` ones written before anything else.
     pub fn resume(tcp: TcpStream, parts_unread: &[u8], unsent: Vec<u8>, max_message: usize, max_queued: usize) -> Self {
         let tcp = Arc::new(tcp);
-        let mut rbuf = BytesMut::new();
-        rbuf.extend_from_slice(parts_unread);
+        let rbuf = ReadBuffer::with(parts_unread);
         Self {
             io: Io::Tcp(tcp.clone()),
             rbuf,
@@ -203,12 +205,12 @@ impl WsSocket {
             return None;
         }
         let fd = std::os::fd::AsFd::as_fd(&**tcp).try_clone_to_owned().ok()?;
-        self.rbuf.advance(std::mem::take(&mut self.handed));
+        self.rbuf.consume(std::mem::take(&mut self.handed));
         let mut unsent = self.wbuf.split_off(self.written);
         unsent.extend(self.outbox.take_unsent());
         Some(SocketParts {
             fd,
-            unread: self.rbuf.to_vec(),
+            unread: self.rbuf.unread().to_vec(),
             unsent,
         })
     }
@@ -220,11 +222,8 @@ impl WsSocket {
 
     /// The next complete frame already read (a ping's pong is queued here).
     pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, ProtocolError> {
-        self.rbuf.advance(std::mem::take(&mut self.handed));
-        if self.rbuf.is_empty() && self.rbuf.capacity() > KEEP_BUFFER {
-            self.rbuf = BytesMut::new();
-        }
-        let Some(decoded) = self.decoder.decode(&mut self.rbuf[..])? else {
+        self.rbuf.consume(std::mem::take(&mut self.handed));
+        let Some(decoded) = self.decoder.decode(self.rbuf.unread_mut())? else {
             return Ok(None);
         };
         self.handed = decoded.consumed;
@@ -254,7 +253,7 @@ impl WsSocket {
     /// were read, the socket was kicked, or it failed. Cancel-safe: nothing is
     /// lost if dropped.
     pub async fn drive(&mut self) -> io::Result<Read> {
-        self.rbuf.advance(std::mem::take(&mut self.handed));
+        self.rbuf.consume(std::mem::take(&mut self.handed));
         std::future::poll_fn(|cx| {
             let same = self.registered.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
             if !same {
@@ -272,10 +271,10 @@ impl WsSocket {
                 Poll::Ready(Ok(None)) | Poll::Pending => {}
             }
             // Room for the frame being read, whole, once its header is in.
-            let need = Decoder::frame_len(&self.rbuf).unwrap_or(0);
-            let spare = need.saturating_sub(self.rbuf.len()).max(READ_CHUNK);
-            self.rbuf.reserve(spare);
-            let read = self.io.poll_read(cx, &mut self.rbuf);
+            let unread = self.rbuf.unread();
+            let need = Decoder::frame_len(unread).unwrap_or(0);
+            let spare = need.saturating_sub(unread.len()).max(READ_CHUNK);
+            let read = self.io.poll_read(cx, self.rbuf.spare(spare));
             read.map(|r| r.map(|n| if n == 0 { Read::Eof } else { Read::Bytes }))
         })
         .await
@@ -332,7 +331,7 @@ impl WsSocket {
             return;
         }
         let _ = tokio::time::timeout(LINGER, async {
-            let mut sink = BytesMut::with_capacity(1024);
+            let mut sink = Vec::with_capacity(1024);
             // Bounded by LINGER; each read is a chunk the peer sent after our close.
             loop {
                 sink.clear();
