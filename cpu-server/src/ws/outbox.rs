@@ -82,7 +82,8 @@ struct State {
     close_after: Option<Kick>,
     /// No more frames: the socket is closing.
     ended: bool,
-    /// The socket, for direct writes (plain TCP only; dropped when the socket ends).
+    /// The socket, for direct writes (plain TCP only; dropped when the socket ends,
+    /// or by the sender writing with it then; `None` during a direct write).
     direct: Option<Arc<TcpStream>>,
     /// The socket's task, woken by appends, kicks and the end of a direct write.
     waker: Option<Waker>,
@@ -222,11 +223,13 @@ impl Outbox {
         }
         if state.writer == Writer::Idle
             && state.queued.is_empty()
-            && let Some(stream) = state.direct.clone()
+            && let Some(stream) = state.direct.take()
         {
+            // Moved out for the write, not cloned: no count bumped on the line the
+            // socket's own task reads its stream from (it lives on another loop).
             state.writer = Writer::Sender;
             drop(state);
-            self.write_direct(&stream, head, body);
+            self.write_direct(stream, head, body);
             return Ok(());
         }
         if state.frames >= self.shared.max_frames {
@@ -245,10 +248,18 @@ impl Outbox {
     /// Writes the frame `head` then `body` into `stream` as the claimed writer,
     /// then gives the socket back: to nobody when it all went out and nothing was
     /// queued meanwhile, else to its task (woken), with the frame's rest first.
-    fn write_direct(&self, stream: &TcpStream, head: &[u8], body: &[u8]) {
-        let written = write_now(stream, head, body);
+    /// The stream goes back for the next direct write, unless the socket ended
+    /// meanwhile (then it is dropped here, as the end would have).
+    fn write_direct(&self, stream: Arc<TcpStream>, head: &[u8], body: &[u8]) {
+        let written = write_now(&stream, head, body);
         let total = head.len() + body.len();
         let mut state = self.lock();
+        let ended = if state.ended {
+            Some(stream)
+        } else {
+            state.direct = Some(stream);
+            None
+        };
         if written < total {
             // The rest goes first; anything appended meanwhile follows it.
             let mut rest = Vec::with_capacity(total - written + state.queued.len());
@@ -268,6 +279,8 @@ impl Outbox {
             state.waker.take()
         };
         drop(state);
+        // Outside the lock: the last handle closes the descriptor.
+        drop(ended);
         wake(waker);
     }
 

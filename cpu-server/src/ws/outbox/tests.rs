@@ -76,6 +76,33 @@ async fn a_frame_with_nothing_ahead_is_written_by_its_sender() {
     assert_eq!(outbox.lock().writer, Writer::Idle, "the socket is free again");
 }
 
+/// Rule: a direct write moves the stream out and gives it back (no clone), so
+/// the outbox holds it between writes; a write still under way when the socket
+/// ends lets go of it instead, and nobody holds it after the end.
+#[tokio::test]
+async fn direct_writes_give_the_stream_back_and_one_under_way_at_the_end_lets_go() {
+    let (server, mut peer) = pair().await;
+    let outbox = Outbox::new(4, Some(Arc::clone(&server)));
+    for _ in 0..3 {
+        outbox.try_text(b"hi").expect("sent");
+    }
+    assert!(outbox.take_texts().is_empty(), "every one written directly");
+    assert_eq!(Arc::strong_count(&server), 2, "the outbox holds the stream again");
+    // A sender claimed the socket and took the stream; the socket ends meanwhile.
+    let stream = {
+        let mut state = outbox.lock();
+        state.writer = Writer::Sender;
+        state.direct.take().expect("held between writes")
+    };
+    let _ = outbox.end(Ending::Drop);
+    outbox.write_direct(stream, b"\x81\x02", b"ok");
+    assert_eq!(Arc::strong_count(&server), 1, "let go by the sender that wrote last");
+    assert!(outbox.lock().direct.is_none());
+    let (got, whole) = texts(&read_all(&mut peer, Duration::from_millis(200)).await);
+    assert_eq!(got, ["hi", "hi", "hi", "ok"]);
+    assert!(whole);
+}
+
 #[tokio::test]
 async fn a_frame_queues_behind_anything_the_task_holds_and_order_holds() {
     let (server, mut peer) = pair().await;
