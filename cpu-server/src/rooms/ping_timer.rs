@@ -67,7 +67,10 @@ mod tests {
         let mut timer = PingTimer::new(Duration::from_secs(10), start);
         let mut fired = Vec::new();
         for _ in 0..3 {
-            timer.due().await;
+            // Bounded: a timer that never wakes the task fails here instead of hanging.
+            tokio::time::timeout(Duration::from_secs(11), timer.due())
+                .await
+                .expect("woken within the interval");
             fired.push(start.elapsed().as_secs());
         }
         assert_eq!(fired, [10, 20, 30]);
@@ -86,7 +89,9 @@ mod tests {
             assert!(early.is_err(), "not due before 10 s");
         }
         tokio::time::advance(Duration::from_secs(15)).await;
-        timer.due().await;
+        tokio::time::timeout(Duration::ZERO, timer.due())
+            .await
+            .expect("due at once, late");
         assert_eq!(start.elapsed().as_secs(), 17);
         tokio::time::timeout(Duration::from_secs(11), timer.due())
             .await

@@ -121,13 +121,12 @@ impl ViewReader {
     /// generation first, then queues its news to members while it holds the lock)
     /// is waited for: whoever heard that news sees the view that goes with it.
     pub fn latest(&mut self) -> &RoomView {
-        let reader = self;
-        let generation = reader.generation.load(Ordering::SeqCst);
-        if generation != reader.cached.0 {
+        let generation = self.generation.load(Ordering::SeqCst);
+        if generation != self.cached.0 {
             // The generation is read first: a publish after it moves it again.
-            reader.cached = (generation, reader.view.borrow().clone());
+            self.cached = (generation, self.view.borrow().clone());
         }
-        &reader.cached.1
+        &self.cached.1
     }
 
     /// The watch's current view, its read lock held while the guard lives (tests

@@ -4,8 +4,9 @@
 //! needs the room. Reads fill the spare capacity of a plain `Vec`, so a raw
 //! `recv(2)` can write into it without an `unsafe` length update.
 
-/// A buffer grown past this for a large frame is given back once empty.
-const KEEP_BUFFER: usize = 64 * 1024;
+/// A buffer grown past this for a large frame is given back once empty (the
+/// socket's write buffer follows the same rule).
+pub const KEEP_BUFFER: usize = 64 * 1024;
 
 /// Bytes read and not consumed: `bytes[start..]`.
 #[derive(Debug, Default)]
@@ -69,7 +70,6 @@ mod tests {
         buf.unread_mut()[0] = b'C';
         // Room already there: nothing moves.
         let capacity = buf.spare(0).capacity();
-        buf.spare(0).extend_from_slice(b"");
         assert_eq!(buf.unread(), b"Cdef");
         // More room than is spare: the unread tail moves to the front.
         let vec = buf.spare(capacity + 1);

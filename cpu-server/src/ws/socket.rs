@@ -22,12 +22,10 @@ use tokio::net::TcpStream;
 use super::frame::{self, Decoder, Frame, ProtocolError};
 use super::handshake::RoomStream;
 use super::outbox::{Ending, Kick, Outbox, Turn};
-use super::read_buffer::ReadBuffer;
+use super::read_buffer::{KEEP_BUFFER, ReadBuffer};
 
 /// Spare room ensured before each read (the initial buffer, too).
 const READ_CHUNK: usize = 4096;
-/// A buffer grown past this for a large frame is given back once empty.
-const KEEP_BUFFER: usize = 64 * 1024;
 /// Queued frames are taken while fewer bytes than this wait to be written.
 const WRITE_HIGH: usize = 64 * 1024;
 /// Turns of taking and writing queued frames in one poll, before yielding.
@@ -62,11 +60,11 @@ impl Io {
                 ready!(tcp.poll_read_ready(cx))?;
                 let spare = buf.capacity() - buf.len();
                 let mut read = None;
+                // One raw recv(2) into the spare capacity (glibc's wrapper is a
+                // cancellation point, two calls more in a multi-threaded process).
                 // A short read drained the socket: readiness is cleared (as tokio's
                 // own `poll_read` does), so the next poll waits for the next event
                 // instead of trying a read that would block.
-                // A raw recv(2) into the spare capacity: glibc's wrapper is a
-                // cancellation point, which costs a multi-threaded process two calls more.
                 let outcome = tcp.try_io(Interest::READABLE, || {
                     let (n, _) = rustix::net::recv(&**tcp, rustix::buffer::spare_capacity(buf), RecvFlags::empty())?;
                     read = Some(n);
